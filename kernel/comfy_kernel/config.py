@@ -1,0 +1,145 @@
+"""Server settings: CLI flags, environment variables and a config file.
+
+Flags keep ComfyUI's names where they exist. Each flag can also come from
+the environment as ``COMFY_KERNEL_<DEST>`` (``--max-upload-size`` ->
+``COMFY_KERNEL_MAX_UPLOAD_SIZE``) or from a TOML file (``comfy-kernel.toml``
+in the working directory, or ``--config PATH``) using the same names with
+``_`` or ``-``. Precedence: command line > environment > file > default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tomllib
+from typing import Any
+
+ENV_PREFIX = "COMFY_KERNEL_"
+DEFAULT_CONFIG_FILE = "comfy-kernel.toml"
+
+
+def _existing_dir(value: str) -> str:
+    if not os.path.isdir(value):
+        raise argparse.ArgumentTypeError(f"directory does not exist: {value}")
+    return os.path.abspath(value)
+
+
+def _csv(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def add_server_arguments(parser: argparse.ArgumentParser) -> None:
+    """The kernel's own ``serve`` flags."""
+    add = parser.add_argument
+    add("--config", default=None, help="TOML config file (default: ./comfy-kernel.toml if present)")
+    add("--listen", nargs="?", const="0.0.0.0,::", default="127.0.0.1",
+        help="address(es) to listen on, comma-separated; bare flag = all interfaces")
+    add("--port", type=int, default=8188)
+    add("--tls-keyfile", default=None)
+    add("--tls-certfile", default=None)
+    add("--base-directory", default=None, help="base for models, custom_nodes, input, output, temp, user")
+    add("--input-directory", default=None)
+    add("--output-directory", default=None)
+    add("--temp-directory", default=None, help="the temp directory is <DIR>/temp, wiped at start and exit")
+    add("--user-directory", type=_existing_dir, default=None)
+    add("--extra-model-paths-config", nargs="+", action="append", default=None, metavar="PATH")
+    add("--database", default=None, help="SQLite file for queue, history and plugin state "
+        "(default: <user directory>/comfy-kernel.db)")
+    add("--max-upload-size", type=float, default=100.0, help="request body cap in MB")
+    add("--enable-cors-header", nargs="?", const="*", default=None, metavar="ORIGIN")
+    add("--allowed-hosts", type=_csv, default=[], help="extra Host names accepted besides loopback "
+        "and the listen addresses (DNS-rebinding protection)")
+    add("--multi-user", action="store_true", help="per-user storage selected by the Comfy-User header")
+    add("--disable-metadata", action="store_true", help="no prompt/workflow metadata in saved files")
+    add("--preview-method", default="none", choices=["none", "auto", "latent2rgb", "taesd"])
+    add("--preview-size", type=int, default=512)
+    cache = parser.add_mutually_exclusive_group()
+    cache.add_argument("--cache-classic", action="store_true", help="classic executor cache (default)")
+    cache.add_argument("--cache-lru", type=int, default=0, help="LRU executor cache of N entries")
+    cache.add_argument("--cache-none", action="store_true", help="no executor cache (least RAM)")
+    cache.add_argument("--cache-ram", nargs="?", type=float, const=4.0, default=0.0,
+                       help="keep outputs until free RAM falls below GB")
+    add("--history-max-items", type=int, default=10000, help="history entries kept per server")
+    add("--disable-plugins", type=_csv, default=[], help="plugin or node-pack names to skip, comma-separated")
+    add("--disable-all-custom-nodes", action="store_true")
+    add("--whitelist-custom-nodes", nargs="+", default=[])
+    add("--verbose", nargs="?", const="DEBUG", default="INFO")
+    add("--log-stdout", action="store_true")
+    add("--dont-print-server", action="store_true")
+    add("--quick-test-for-ci", action="store_true", help="exit after start-up")
+    try:
+        from .gpu import add_arguments as add_gpu_arguments
+    except ImportError:  # the GPU scheduler is optional for the HTTP layer
+        add_gpu_arguments = None
+    if add_gpu_arguments is not None:
+        add_gpu_arguments(parser)
+    elif not _has_option(parser, "--cpu"):
+        add("--cpu", action="store_true", help="run everything on the CPU")
+
+
+def _has_option(parser: argparse.ArgumentParser, flag: str) -> bool:
+    return flag in parser._option_string_actions
+
+
+def read_config_file(path: str | None) -> dict[str, Any]:
+    path = path or os.environ.get(ENV_PREFIX + "CONFIG")
+    if path is None and os.path.isfile(DEFAULT_CONFIG_FILE):
+        path = DEFAULT_CONFIG_FILE
+    if not path:
+        return {}
+    with open(path, "rb") as f:
+        data = tomllib.load(f)
+    section = data.get("comfy-kernel", data.get("comfy_kernel", data))
+    return {k.replace("-", "_"): v for k, v in section.items() if not isinstance(v, dict)}
+
+
+def _from_env(action: argparse.Action, raw: str) -> Any:
+    if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
+        truth = raw.strip().lower() in ("1", "true", "yes", "on")
+        return truth if isinstance(action, argparse._StoreTrueAction) else not truth
+    if action.nargs in ("+", "*") or isinstance(action, argparse._AppendAction):
+        values = _csv(raw)
+        return [values] if isinstance(action, argparse._AppendAction) else values
+    return action.type(raw) if callable(action.type) else raw
+
+
+def apply_layered_defaults(parser: argparse.ArgumentParser, argv: list[str] | None) -> None:
+    """Set parser defaults from the config file and the environment."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config", default=None)
+    known, _ = pre.parse_known_args(argv)
+    file_values = read_config_file(known.config)
+    overrides: dict[str, Any] = {}
+    for action in parser._actions:
+        dest = action.dest
+        if dest in ("help", "config") or not action.option_strings:
+            continue
+        if dest in file_values:
+            value = file_values[dest]
+            if isinstance(action, argparse._AppendAction) and isinstance(value, list):
+                value = [value]
+            overrides[dest] = value
+        env = os.environ.get(ENV_PREFIX + dest.upper())
+        if env is not None:
+            overrides[dest] = _from_env(action, env)
+    if overrides:
+        parser.set_defaults(**overrides)
+
+
+def normalise(args: argparse.Namespace) -> argparse.Namespace:
+    """Flatten repeated options and fill derived defaults."""
+    paths = args.extra_model_paths_config or []
+    args.extra_model_paths_config = [p for group in paths for p in (group if isinstance(group, list) else [group])]
+    if isinstance(args.disable_plugins, str):
+        args.disable_plugins = _csv(args.disable_plugins)
+    return args
+
+
+def default_config(**overrides: Any) -> argparse.Namespace:
+    """A fully populated config as ``serve`` would build it (for tests and embedding)."""
+    parser = argparse.ArgumentParser()
+    add_server_arguments(parser)
+    args = normalise(parser.parse_args([]))
+    for key, value in overrides.items():
+        setattr(args, key, value)
+    return args

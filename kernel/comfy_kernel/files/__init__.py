@@ -1,0 +1,1 @@
+"""Data directories, the model-folder registry and path confinement."""

@@ -1,0 +1,218 @@
+"""Every hook a comfy-kernel plugin can implement, in one place.
+
+A plugin is any importable object (usually a module) published in the
+entry-point group ``comfy_kernel.plugins``. The plugin host registers it with
+pluggy; each function below whose name the plugin defines (decorated with
+``comfy_kernel.hookimpl``) is called at the moment its docstring names.
+
+Rules that hold for every hook:
+
+* Hooks are called in plugin discovery order (sorted by entry-point name, see
+  ``comfy_kernel.plugins``); pluggy calls the last-registered first, so the
+  host registers in reverse to keep "earlier plugin, earlier call".
+* A hook name that is not listed here makes the plugin fail validation at
+  start-up: it is unregistered and reported as failed (``/api/plugins``,
+  ``comfy-kernel plugins``) instead of being silently ignored.
+* Hooks receive the running :class:`comfy_kernel.kernel.Kernel` where they
+  need shared state; plugins must use only its public attributes.
+
+Modules that only export ``NODE_CLASS_MAPPINGS`` (a ComfyUI-style node pack
+installed with pip) need no hooks at all: the host registers their nodes.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:  # pragma: no cover
+    from starlette.requests import HTTPConnection
+
+    from .files.folders import FolderRegistry
+    from .identity import Identity
+    from .kernel import Kernel
+    from .nodes.registry import NodeRegistry
+    from .routing import RouteTable
+
+PROJECT = "comfy_kernel"
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+# --- configuration and CLI -------------------------------------------------
+
+
+@hookspec
+def ck_add_arguments(parser: Any) -> None:
+    """Add command-line options to ``comfy-kernel serve``.
+
+    Called once, before argument parsing, with the ``argparse`` parser of the
+    ``serve`` command. Options a plugin adds here are also read from the
+    environment (``COMFY_KERNEL_<OPTION>``) and the config file, like the
+    kernel's own. Values end up in ``kernel.config`` under their ``dest``.
+    """
+
+
+@hookspec
+def ck_add_commands(subparsers: Any) -> None:
+    """Add sub-commands to the ``comfy-kernel`` CLI (for example ``users``).
+
+    Called with the ``argparse`` sub-parser collection. A command sets
+    ``func=callable(args) -> int`` through ``set_defaults``.
+    """
+
+
+# --- start-up and shutdown -------------------------------------------------
+
+
+@hookspec
+def ck_register_model_folders(folders: FolderRegistry) -> None:
+    """Add model folders (``folders.add(name, path, extensions)``).
+
+    Called at start-up after the default folders exist and before
+    ``extra_model_paths.yaml`` is applied, so user configuration wins.
+    """
+
+
+@hookspec
+def ck_register_nodes(registry: NodeRegistry) -> None:
+    """Register node classes (``registry.register(name, cls, display_name)``).
+
+    Called at start-up in plugin order, before legacy ``custom_nodes/``
+    packs load. Classic and V3 node classes are both accepted.
+    """
+
+
+@hookspec
+def ck_startup(kernel: Kernel) -> None:
+    """The server is starting; open databases, start background tasks.
+
+    Called once on the server's event loop after every registration hook and
+    before the first request. May be a coroutine function. An exception marks
+    the plugin as failed to start; the server keeps running without it.
+    """
+
+
+@hookspec
+def ck_shutdown(kernel: Kernel) -> None:
+    """The server is stopping; flush and close what ``ck_startup`` opened.
+
+    May be a coroutine function. Exceptions are logged and ignored.
+    """
+
+
+# --- HTTP and WebSocket ----------------------------------------------------
+
+
+@hookspec
+def ck_register_routes(routes: RouteTable, kernel: Kernel) -> None:
+    """Add HTTP routes with ``@routes.get("/path")`` and friends.
+
+    Called while the app is assembled. Every route is mirrored at ``/api`` +
+    path unless registered with ``api_mirror=False`` (``/internal/...``) or
+    ``api_only=True``. Handlers are Starlette handlers: ``async def
+    handler(request) -> Response``; ``request.state.identity`` holds the
+    caller's :class:`~comfy_kernel.identity.Identity`.
+    """
+
+
+@hookspec
+def ck_static_directories(kernel: Kernel) -> list[tuple[str, str]]:
+    """Return ``[(url_prefix, directory), ...]`` to serve as static files.
+
+    Used for the frontend web root (prefix ``"/"``), templates and docs. Static
+    mounts are matched after every API route, longest prefix first.
+    """
+
+
+@hookspec
+def ck_web_directories(kernel: Kernel) -> dict[str, str]:
+    """Return ``{extension name: directory}`` of frontend extension files.
+
+    Each directory is served at ``/extensions/<name>/`` and its ``.js`` files
+    are listed by ``GET /extensions``.
+    """
+
+
+@hookspec
+def ck_middleware(kernel: Kernel) -> list[Any]:
+    """Return Starlette ``Middleware`` objects to wrap the app.
+
+    They run inside the kernel's own error, CORS/origin and identity layers,
+    in plugin order (first plugin outermost).
+    """
+
+
+@hookspec(firstresult=True)
+def ck_resolve_identity(request: HTTPConnection, kernel: Kernel) -> Identity | None:
+    """Say who is calling: return an Identity, or None to let the next plugin decide.
+
+    Called for every HTTP request and WebSocket connection before routing.
+    The first non-None answer wins; when every plugin answers None the
+    kernel's default applies (the local user, or the ``Comfy-User`` header in
+    ``--multi-user`` mode). To refuse a request, raise
+    ``comfy_kernel.http.HTTPError(401, ...)``.
+    """
+
+
+@hookspec
+def ck_ws_handlers(kernel: Kernel) -> dict[str, Any]:
+    """Return ``{message type: handler}`` for client-to-server ws messages.
+
+    A handler is ``async def handler(client, data) -> None`` where ``client``
+    is the :class:`~comfy_kernel.ws.WsClient` that sent the message.
+    """
+
+
+@hookspec
+def ck_feature_flags(kernel: Kernel) -> dict[str, Any]:
+    """Return server feature flags to merge into ``/features`` and the ws reply."""
+
+
+@hookspec
+def ck_system_stats(kernel: Kernel) -> dict[str, Any]:
+    """Return fields to merge into ``/system_stats`` ``system`` (or ``devices``).
+
+    A returned key ``devices`` (a list) is appended to the device list; every
+    other key is merged into the ``system`` object.
+    """
+
+
+# --- execution -------------------------------------------------------------
+
+
+@hookspec
+def ck_on_prompt(body: dict[str, Any], request: HTTPConnection) -> dict[str, Any] | None:
+    """Inspect or rewrite a ``POST /prompt`` body before validation.
+
+    Return a replacement body, or None to keep it. An exception is logged and
+    that plugin is skipped, as ComfyUI does with its on-prompt handlers.
+    """
+
+
+@hookspec
+def ck_prompt_queued(event: dict[str, Any]) -> None:
+    """A prompt entered the queue.
+
+    ``event`` has ``prompt_id``, ``number``, ``owner`` (identity key),
+    ``client_id`` and ``outputs``. Observers only; the return value is ignored.
+    """
+
+
+@hookspec
+def ck_node_executed(event: dict[str, Any]) -> None:
+    """A node finished with a UI result (the ``executed`` message).
+
+    ``event`` has ``prompt_id``, ``node``, ``display_node``, ``output`` and
+    ``owner``. Observers only.
+    """
+
+
+@hookspec
+def ck_prompt_finished(event: dict[str, Any]) -> None:
+    """A prompt finished (success, error or interrupt) and its history exists.
+
+    ``event`` has ``prompt_id``, ``owner``, ``status`` (the history status
+    object) and ``outputs``. Observers only.
+    """

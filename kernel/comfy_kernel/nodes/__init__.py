@@ -1,0 +1,1 @@
+"""The node registry and the ``/object_info`` descriptions built from it."""

@@ -1,0 +1,385 @@
+"""The plugin host: discovery, validation, failure records, node packs.
+
+Plugins come from the entry-point group ``comfy_kernel.plugins`` (and
+``comfyui.custom_nodes``, the group other pip-installable ComfyUI node packs
+use), sorted by group then name so start-up is deterministic. Legacy ComfyUI
+node packs come from the ``custom_nodes`` folders, sorted by name. Whatever
+goes wrong in one of them (import error, unknown hook, failing start-up hook)
+is recorded in :attr:`PluginHost.records` with its traceback and never stops
+the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import inspect
+import logging
+import os
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any
+
+import pluggy
+from importlib_metadata import entry_points
+
+from . import hookspecs
+
+log = logging.getLogger(__name__)
+
+ENTRY_POINT_GROUPS = ("comfy_kernel.plugins", "comfyui.custom_nodes")
+
+
+@dataclass
+class PluginRecord:
+    """What the host knows about one plugin or node pack (served over the API)."""
+
+    name: str
+    kind: str  # "plugin" | "node_pack"
+    status: str  # "loaded" | "failed" | "disabled"
+    version: str | None = None
+    source: str = ""
+    error: str | None = None
+    traceback: str | None = None
+    import_time: float = 0.0
+    nodes: list[str] = field(default_factory=list)
+    path: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "kind": self.kind, "status": self.status, "version": self.version,
+                "source": self.source, "error": self.error, "traceback": self.traceback,
+                "import_time": round(self.import_time, 4), "nodes": list(self.nodes), "path": self.path}
+
+
+class PluginValidationFailed(Exception):
+    pass
+
+
+class PluginHost:
+    def __init__(self, disabled: list[str] | None = None):
+        self.pm = pluggy.PluginManager(hookspecs.PROJECT)
+        self.pm.add_hookspecs(hookspecs)
+        self.disabled = {d.strip() for d in (disabled or []) if d and d.strip()}
+        self.records: dict[str, PluginRecord] = {}
+        self.plugins: dict[str, Any] = {}
+        self.pip_packs: dict[str, Any] = {}
+        self.web_directories: dict[str, str] = {}
+        self.loaded_module_dirs: dict[str, str] = {}
+        self._discovered = False
+
+    # --- entry-point plugins ---------------------------------------------
+
+    def discover(self) -> None:
+        """Load every entry-point plugin once, in deterministic order."""
+        if self._discovered:
+            return
+        self._discovered = True
+        eps = []
+        for group_rank, group in enumerate(ENTRY_POINT_GROUPS):
+            for ep in entry_points(group=group):
+                eps.append((group_rank, ep.name, ep))
+        eps.sort(key=lambda t: (t[0], t[1]))
+        loaded: list[tuple[str, Any]] = []
+        for _, name, ep in eps:
+            if name in self.records:
+                continue
+            version = ep.dist.version if getattr(ep, "dist", None) else None
+            source = f"{ep.group}:{ep.value}"
+            if name in self.disabled:
+                self.records[name] = PluginRecord(name, "plugin", "disabled", version, source)
+                continue
+            start = time.perf_counter()
+            try:
+                obj = ep.load()
+            except BaseException as exc:  # noqa: BLE001 - a plugin must never stop the server
+                self._fail(name, "plugin", version, source, exc, time.perf_counter() - start)
+                continue
+            kind = "plugin" if ep.group == "comfy_kernel.plugins" and _has_hooks(obj) else "node_pack"
+            record = PluginRecord(name, kind, "loaded", version, source,
+                                  import_time=time.perf_counter() - start)
+            self.records[name] = record
+            loaded.append((name, obj))
+        # pluggy calls later registrations first; register in reverse so that
+        # hooks run in discovery order.
+        for name, obj in reversed(loaded):
+            self.register(name, obj)
+
+    def register(self, name: str, obj: Any) -> bool:
+        """Register one plugin object, refusing hooks that have no spec."""
+        record = self.records.setdefault(name, PluginRecord(name, "plugin", "loaded"))
+        if _has_hooks(obj):
+            unknown = _unknown_hooks(obj)
+            if unknown:
+                msg = f"plugin {name!r} implements hooks with no spec: {', '.join(sorted(unknown))}"
+                log.error(msg)
+                record.status, record.error = "failed", msg
+                record.traceback = msg
+                return False
+            try:
+                self.pm.register(obj, name=name)
+            except Exception as exc:
+                record.status, record.error = "failed", str(exc)
+                record.traceback = traceback.format_exc()
+                log.exception("plugin %s failed to register", name)
+                return False
+        if hasattr(obj, "NODE_CLASS_MAPPINGS") or hasattr(obj, "comfy_entrypoint"):
+            self.pip_packs[name] = obj
+        self.plugins[name] = obj
+        return True
+
+    def _fail(self, name: str, kind: str, version: str | None, source: str, exc: BaseException,
+              elapsed: float, path: str | None = None) -> PluginRecord:
+        tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        log.error("%s %s failed to load:\n%s", kind.replace("_", " "), name, tb)
+        record = PluginRecord(name, kind, "failed", version, source, error=f"{type(exc).__name__}: {exc}",
+                              traceback=tb, import_time=elapsed, path=path)
+        self.records[name] = record
+        return record
+
+    def mark_failed(self, name: str, exc: BaseException) -> None:
+        record = self.records.get(name)
+        if record is None:
+            return
+        record.status = "failed"
+        record.error = f"{type(exc).__name__}: {exc}"
+        record.traceback = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        plugin = self.plugins.get(name)
+        if plugin is not None and self.pm.is_registered(plugin):
+            self.pm.unregister(plugin)
+
+    # --- calling hooks ---------------------------------------------------
+
+    def call_each(self, hook_name: str, **kwargs: Any) -> list[Any]:
+        """Call a hook on each plugin separately so one failure spares the rest."""
+        results = []
+        caller = getattr(self.pm.hook, hook_name)
+        for impl in reversed(caller.get_hookimpls()):
+            try:
+                args = {k: v for k, v in kwargs.items() if k in impl.argnames}
+                results.append(impl.function(**args))
+            except Exception as exc:
+                name = self.pm.get_name(impl.plugin) or "?"
+                log.exception("plugin %s failed in %s", name, hook_name)
+                self.mark_failed(name, exc)
+        return results
+
+    async def call_each_async(self, hook_name: str, mark_failed: bool = False, **kwargs: Any) -> list[Any]:
+        results = []
+        caller = getattr(self.pm.hook, hook_name)
+        for impl in reversed(caller.get_hookimpls()):
+            name = self.pm.get_name(impl.plugin) or "?"
+            try:
+                args = {k: v for k, v in kwargs.items() if k in impl.argnames}
+                value = impl.function(**args)
+                if inspect.isawaitable(value):
+                    value = await value
+                results.append(value)
+            except Exception as exc:
+                log.exception("plugin %s failed in %s", name, hook_name)
+                if mark_failed:
+                    self.mark_failed(name, exc)
+        return results
+
+    def first_result(self, hook_name: str, **kwargs: Any) -> Any:
+        return getattr(self.pm.hook, hook_name)(**kwargs)
+
+    # --- node packs --------------------------------------------------------
+
+    def register_pip_node_packs(self, registry: Any) -> None:
+        """Register nodes of entry-point packs that export NODE_CLASS_MAPPINGS."""
+        for name, module in self.pip_packs.items():
+            record = self.records[name]
+            try:
+                record.nodes = self._register_pack_nodes(module, name, registry, f"custom_nodes.{name}")
+                self._register_web_dir(name, module, _module_dir(module))
+            except Exception as exc:
+                self.mark_failed(name, exc)
+
+    def load_custom_node_dirs(self, directories: list[str], registry: Any, kernel: Any = None,
+                              whitelist: list[str] | None = None) -> None:
+        """Load legacy ComfyUI node packs from ``custom_nodes`` folders, sorted by name."""
+        entries: list[tuple[str, str]] = []
+        for directory in directories:
+            if not os.path.isdir(directory):
+                continue
+            for entry in sorted(os.listdir(directory)):
+                path = os.path.join(directory, entry)
+                if entry == "__pycache__" or entry.startswith(".") or entry.endswith(".disabled"):
+                    continue
+                if os.path.isfile(path) and not entry.endswith(".py"):
+                    continue
+                if os.path.isdir(path) and not os.path.isfile(os.path.join(path, "__init__.py")):
+                    continue
+                entries.append((entry, path))
+        for _entry, path in entries:
+            script = os.path.join(path, "prestartup_script.py")
+            if os.path.isdir(path) and os.path.isfile(script):
+                try:
+                    _exec_file(script)
+                except Exception:
+                    log.exception("prestartup script of %s failed", path)
+        for entry, path in entries:
+            name = entry[:-3] if entry.endswith(".py") else entry
+            if whitelist and name not in whitelist and entry not in whitelist:
+                self.records[name] = PluginRecord(name, "node_pack", "disabled", source=path, path=path)
+                continue
+            if name in self.disabled:
+                self.records[name] = PluginRecord(name, "node_pack", "disabled", source=path, path=path)
+                continue
+            self.load_node_pack(name, path, registry)
+
+    def load_node_pack(self, name: str, path: str, registry: Any) -> PluginRecord:
+        start = time.perf_counter()
+        module_name = _unique_module_name(path)
+        try:
+            module = _import_path(module_name, path)
+            nodes = self._register_pack_nodes(module, name, registry, f"custom_nodes.{name}")
+            if nodes is None:
+                raise ImportError(f"Skip {path} module for custom nodes due to the lack of NODE_CLASS_MAPPINGS.")
+        except BaseException as exc:  # noqa: BLE001
+            sys.modules.pop(module_name, None)
+            return self._fail(name, "node_pack", _pack_version(path), path, exc,
+                              time.perf_counter() - start, path=path)
+        self.loaded_module_dirs[name] = path
+        self._register_web_dir(name, module, path if os.path.isdir(path) else os.path.dirname(path))
+        record = PluginRecord(name, "node_pack", "loaded", _pack_version(path), path,
+                              import_time=time.perf_counter() - start, nodes=nodes, path=path)
+        self.records[name] = record
+        return record
+
+    def _register_pack_nodes(self, module: Any, name: str, registry: Any, python_module: str) -> list[str] | None:
+        mappings = getattr(module, "NODE_CLASS_MAPPINGS", None)
+        if mappings is not None:
+            return registry.register_mappings(mappings, getattr(module, "NODE_DISPLAY_NAME_MAPPINGS", None),
+                                              python_module=python_module, source=name)
+        entry = getattr(module, "comfy_entrypoint", None)
+        if entry is not None:
+            return _load_v3_extension(entry, registry, python_module, name)
+        return None
+
+    def _register_web_dir(self, name: str, module: Any, module_dir: str | None) -> None:
+        if module_dir is None:
+            return
+        web = getattr(module, "WEB_DIRECTORY", None)
+        if web is not None:
+            directory = os.path.abspath(os.path.join(module_dir, web))
+            if os.path.isdir(directory):
+                self.web_directories[name] = directory
+        pyproject = os.path.join(module_dir, "pyproject.toml")
+        if os.path.isfile(pyproject):
+            try:
+                import tomllib
+
+                with open(pyproject, "rb") as f:
+                    data = tomllib.load(f)
+                web_dir = data.get("tool", {}).get("comfy", {}).get("web")
+                project = data.get("project", {}).get("name")
+                if web_dir and project:
+                    directory = os.path.abspath(os.path.join(module_dir, web_dir))
+                    if os.path.isdir(directory):
+                        self.web_directories[project] = directory
+            except Exception:
+                log.warning("could not read %s", pyproject)
+
+    # --- reporting -----------------------------------------------------------
+
+    def failed(self) -> list[PluginRecord]:
+        return [r for r in self.records.values() if r.status == "failed"]
+
+    def as_list(self) -> list[dict[str, Any]]:
+        return [r.as_dict() for r in self.records.values()]
+
+
+def _has_hooks(obj: Any) -> bool:
+    return any(name.startswith("ck_") for name in dir(obj))
+
+
+def _unknown_hooks(obj: Any) -> set[str]:
+    known = {n for n in dir(hookspecs) if n.startswith("ck_")}
+    return {n for n in dir(obj) if n.startswith("ck_") and callable(getattr(obj, n, None))} - known
+
+
+def _module_dir(module: Any) -> str | None:
+    file = getattr(module, "__file__", None)
+    return os.path.dirname(os.path.abspath(file)) if file else None
+
+
+def _unique_module_name(path: str) -> str:
+    base = os.path.abspath(path)
+    if base.endswith(".py"):
+        base = base[:-3]
+    return "ck_nodepack_" + "".join(c if c.isalnum() else "_" for c in base)
+
+
+def _import_path(module_name: str, path: str) -> Any:
+    if os.path.isdir(path):
+        spec = importlib.util.spec_from_file_location(module_name, os.path.join(path, "__init__.py"),
+                                                      submodule_search_locations=[path])
+    else:
+        spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot import {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _exec_file(path: str) -> None:
+    spec = importlib.util.spec_from_file_location(_unique_module_name(path), path)
+    if spec and spec.loader:
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+
+
+def _pack_version(path: str) -> str | None:
+    pyproject = os.path.join(path, "pyproject.toml") if os.path.isdir(path) else None
+    if pyproject and os.path.isfile(pyproject):
+        try:
+            import tomllib
+
+            with open(pyproject, "rb") as f:
+                return tomllib.load(f).get("project", {}).get("version")
+        except Exception:
+            return None
+    return None
+
+
+def _load_v3_extension(entrypoint: Any, registry: Any, python_module: str, source: str) -> list[str]:
+    """Run a V3 ``comfy_entrypoint`` and register the node classes it lists."""
+
+    async def collect() -> list[Any]:
+        extension = entrypoint()
+        if inspect.isawaitable(extension):
+            extension = await extension
+        on_load = getattr(extension, "on_load", None)
+        if on_load is not None:
+            res = on_load()
+            if inspect.isawaitable(res):
+                await res
+        nodes = extension.get_node_list()
+        if inspect.isawaitable(nodes):
+            nodes = await nodes
+        return list(nodes)
+
+    try:
+        asyncio.get_running_loop()
+        running = True
+    except RuntimeError:
+        running = False
+    if running:
+        import concurrent.futures
+
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            classes = pool.submit(asyncio.run, collect()).result()
+    else:
+        classes = asyncio.run(collect())
+    taken = []
+    for cls in classes:
+        schema = cls.GET_SCHEMA() if hasattr(cls, "GET_SCHEMA") else cls.define_schema()
+        if registry.register(schema.node_id, cls, getattr(schema, "display_name", None),
+                             python_module=python_module, source=source):
+            taken.append(schema.node_id)
+    return taken

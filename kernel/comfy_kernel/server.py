@@ -1,0 +1,87 @@
+"""Run the app under uvicorn: bind, print the URL when ready, stop on signals."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from argparse import Namespace
+
+import uvicorn
+
+from .app import build_app
+from .kernel import Kernel
+from .plugins import PluginHost
+
+log = logging.getLogger(__name__)
+
+
+def create_kernel(config: Namespace, host: PluginHost | None = None) -> Kernel:
+    """Build and load a kernel with the execution engine attached."""
+    kernel = Kernel(config, host=host)
+    try:
+        from .execution import attach as attach_executor
+    except ImportError:
+        attach_executor = None
+    kernel.load()
+    if attach_executor is not None:
+        attach_executor(kernel)
+    return kernel
+
+
+class _Server(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config, kernel: Kernel, urls: list[str], quiet: bool, quick_exit: bool):
+        super().__init__(config)
+        self.kernel = kernel
+        self.urls = urls
+        self.quiet = quiet
+        self.quick_exit = quick_exit
+
+    async def startup(self, sockets=None) -> None:
+        await super().startup(sockets)
+        if self.started and not self.quiet:
+            for url in self.urls:
+                print(f"To see the GUI go to: {url}", flush=True)
+        if self.quick_exit:
+            self.should_exit = True
+
+
+def run(config: Namespace, host: PluginHost | None = None) -> int:
+    kernel = create_kernel(config, host)
+    for record in kernel.host.failed():
+        log.warning("plugin %s failed: %s", record.name, record.error)
+    app = build_app(kernel)
+    hosts = [h.strip() for h in (config.listen or "127.0.0.1").split(",") if h.strip()]
+    scheme = "https" if config.tls_keyfile and config.tls_certfile else "http"
+    urls = []
+    for h in hosts:
+        shown = "127.0.0.1" if h == "0.0.0.0" else ("[::1]" if h == "::" else (f"[{h}]" if ":" in h else h))
+        urls.append(f"{scheme}://{shown}:{config.port}")
+    uv_config = uvicorn.Config(app, host=hosts[0] if len(hosts) == 1 else hosts[0], port=config.port,
+                               log_level="warning", access_log=False, lifespan="on",
+                               ssl_keyfile=config.tls_keyfile if scheme == "https" else None,
+                               ssl_certfile=config.tls_certfile if scheme == "https" else None,
+                               ws_max_size=int(kernel.max_upload_size))
+    server = _Server(uv_config, kernel, urls, config.dont_print_server, config.quick_test_for_ci)
+    if len(hosts) > 1:
+        import socket
+
+        sockets = []
+        for h in hosts:
+            family = socket.AF_INET6 if ":" in h else socket.AF_INET
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind((h, config.port))
+            sockets.append(sock)
+        asyncio.run(server.serve(sockets=sockets))
+    else:
+        server.run()
+    return 0 if server.started or config.quick_test_for_ci else 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    from .cli import main
+
+    sys.exit(main(["serve", *sys.argv[1:]]))
