@@ -49,6 +49,11 @@ class Kernel:
         return self.host.pm.hook
 
     @property
+    def database_path(self) -> str:
+        """The embedded SQLite file shared by the kernel's stores and plugins' tables."""
+        return os.path.abspath(self.config.database or os.path.join(self.dirs.user, "comfy-kernel.db"))
+
+    @property
     def max_upload_size(self) -> int | float:
         mb = self.config.max_upload_size
         value = mb * 1024 * 1024
