@@ -1,0 +1,47 @@
+"""The GPU scheduler: devices, dtype policy, model memory and per-device workers.
+
+Importing this package never imports torch; every function that needs torch
+imports it when called, so a server that runs no model pays nothing for it.
+
+- :mod:`.config`    ComfyUI's device/VRAM/dtype flags (:func:`add_arguments`, :class:`GpuConfig`)
+- :mod:`.devices`   discovery, memory figures, the /system_stats ``devices`` list
+- :mod:`.dtypes`    storage/compute dtype per model part and device
+- :mod:`.memory`    :class:`ModelManager`: load, keep, offload, drop, pin
+- :mod:`.streaming` low-VRAM layer-by-layer weight streaming
+- :mod:`.loading`   memory-mapped .safetensors reads
+- :mod:`.workers`   worker device assignment, ``current_device()``, the Worker interface
+"""
+
+from __future__ import annotations
+
+from .config import GpuConfig, add_arguments
+from .devices import DeviceInfo, MemoryStats, discover_devices, memory_stats, system_stats_devices
+from .dtypes import DtypePolicy, PartDtype, dtype_policy, torch_dtype
+from .memory import ModelHandle, ModelManager, OutOfMemory
+from .workers import ThreadWorker, Worker, current_device, device_scope, worker_devices
+
+_manager: ModelManager | None = None
+
+
+def configure(config: GpuConfig) -> ModelManager:
+    """Create the process-wide model manager for ``config`` (called once at server start)."""
+    global _manager
+    _manager = ModelManager(config=config, offload_device=None if config.vram_mode == "gpu-only" else "cpu")
+    return _manager
+
+
+def model_manager() -> ModelManager:
+    """The process-wide model manager (created with default settings on first use)."""
+    global _manager
+    if _manager is None:
+        _manager = ModelManager()
+    return _manager
+
+
+__all__ = [
+    "GpuConfig", "add_arguments", "configure", "model_manager",
+    "DeviceInfo", "MemoryStats", "discover_devices", "memory_stats", "system_stats_devices",
+    "DtypePolicy", "PartDtype", "dtype_policy", "torch_dtype",
+    "ModelHandle", "ModelManager", "OutOfMemory",
+    "Worker", "ThreadWorker", "current_device", "device_scope", "worker_devices",
+]
