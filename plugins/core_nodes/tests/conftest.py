@@ -1,0 +1,71 @@
+"""Shared fixtures: the reference outputs and the tiny SD1.5 checkpoint they were made with.
+
+The checkpoint is generated once (about 14 s) by the shared generator script and
+cached under `.cache/checkpoints/` at the repository root; later sessions reuse it.
+Tests that need the shared reference folder are skipped when it is absent.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+SHARED_DIR = REPO_ROOT.parent / "shared"
+REFERENCE_DIR = SHARED_DIR / "reference"
+CHECKPOINT_CACHE = REPO_ROOT / ".cache" / "checkpoints"
+TINY_CHECKPOINT_NAME = "sd15-tiny-seed0.safetensors"
+TINY_CHECKPOINT_BYTES = 573_247_766
+
+
+def _require_reference() -> Path:
+    if not (REFERENCE_DIR / "make_checkpoint.py").is_file():
+        pytest.skip(f"shared reference folder not found at <repo>/../shared/reference ({REFERENCE_DIR})")
+    return REFERENCE_DIR
+
+
+@pytest.fixture(scope="session")
+def reference_outputs() -> Path:
+    """Folder of ComfyUI's captured outputs, one subfolder per workflow."""
+    return _require_reference() / "outputs"
+
+
+@pytest.fixture(scope="session")
+def sd15_tiny_checkpoint() -> Path:
+    """Path of the tiny random-weight SD1.5 checkpoint all references were made with."""
+    reference = _require_reference()
+    target = CHECKPOINT_CACHE / TINY_CHECKPOINT_NAME
+    if target.is_file() and target.stat().st_size == TINY_CHECKPOINT_BYTES:
+        return target
+    CHECKPOINT_CACHE.mkdir(parents=True, exist_ok=True)
+    partial = CHECKPOINT_CACHE / f"{TINY_CHECKPOINT_NAME}.{os.getpid()}.partial"
+    cmd = [
+        sys.executable,
+        str(reference / "make_checkpoint.py"),
+        "--preset", "tiny", "--seed", "0",
+        "--out", str(partial),
+    ]
+    subprocess.run(cmd, check=True, capture_output=True)
+    os.replace(partial, target)
+    assert target.stat().st_size == TINY_CHECKPOINT_BYTES
+    return target
+
+
+@pytest.fixture(scope="session")
+def sd15_tiny_parts(sd15_tiny_checkpoint: Path):
+    """(unet, vae, clip) state dicts of the tiny checkpoint, read once per session."""
+    from comfy_kernel_core_nodes.sd.checkpoint import read_state_dict, split_state_dict
+
+    return split_state_dict(read_state_dict(sd15_tiny_checkpoint))
+
+
+@pytest.fixture(scope="session")
+def sd15_tiny_clip(sd15_tiny_parts):
+    """The tiny checkpoint's text encoder (fp16 weights, fp32 maths)."""
+    from comfy_kernel_core_nodes.sd.checkpoint import build_clip
+
+    return build_clip(sd15_tiny_parts[2])
