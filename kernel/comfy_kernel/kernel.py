@@ -79,8 +79,8 @@ class Kernel:
             except Exception:
                 log.exception("could not load extra model paths from %s", path)
         self.folders.add_output_folders()
-        self.host.register_pip_node_packs(self.nodes)
         self.host.call_each("ck_register_nodes", registry=self.nodes)
+        self.host.register_pip_node_packs(self.nodes)
         if not self.config.disable_all_custom_nodes:
             self.host.load_custom_node_dirs(self.folders.paths("custom_nodes"), self.nodes, self,
                                             whitelist=self.config.whitelist_custom_nodes)
