@@ -2,7 +2,7 @@
 
 The weights stay in CPU memory. Each submodule that owns parameters gets a
 forward pre-hook that moves its own weights to the device just before it runs
-and a forward hook that points them back at the CPU copies afterwards, so at
+and a forward hook that puts the CPU tensors back afterwards, so at
 most one layer's weights (plus what torch has not freed yet) sit on the device
 at a time. Moving back costs nothing: the CPU tensors are kept, and inference
 never changes them.
@@ -18,10 +18,16 @@ from collections.abc import Iterable
 from typing import Any
 
 
-def _own_tensors(module: Any) -> list[tuple[str, Any, bool]]:
-    tensors = [(name, p, True) for name, p in module.named_parameters(recurse=False) if p is not None]
-    tensors += [(name, b, False) for name, b in module.named_buffers(recurse=False) if b is not None]
-    return tensors
+def _has_own_tensors(module: Any) -> bool:
+    return any(t is not None for t in module._parameters.values()) or \
+        any(t is not None for t in module._buffers.values())
+
+
+def _tensor_slots(module: Any, recurse: bool) -> list[tuple[Any, dict[str, Any], str]]:
+    """(owner, owner's _parameters or _buffers dict, name) for each tensor of ``module``."""
+    owners = module.modules() if recurse else [module]
+    return [(owner, table, name) for owner in owners for table in (owner._parameters, owner._buffers)
+            for name, tensor in table.items() if tensor is not None]
 
 
 class WeightStreamer:
@@ -41,7 +47,7 @@ class WeightStreamer:
         if self._handles:
             return self
         units = self._units if self._units is not None else [
-            m for m in self.model.modules() if _own_tensors(m)]
+            m for m in self.model.modules() if _has_own_tensors(m)]
         for unit in units:
             self._handles.append(unit.register_forward_pre_hook(self._to_device))
             self._handles.append(unit.register_forward_hook(self._to_host, always_call=True))
@@ -58,19 +64,19 @@ class WeightStreamer:
         return bool(self._handles)
 
     def _to_device(self, module: Any, args: Any) -> None:
-        saved: dict[str, Any] = {}
-        tensors = list(module.named_parameters()) + list(module.named_buffers()) if self._units is not None \
-            else [(n, t) for n, t, _ in _own_tensors(module)]
-        for name, tensor in tensors:
-            saved[name] = tensor.data
-            tensor.data = tensor.data.to(self.device, non_blocking=self.non_blocking)
-        module._comfy_streamed = saved
+        import torch
+
+        saved = []
+        for owner, table, name in _tensor_slots(module, recurse=self._units is not None):
+            host = table[name]
+            moved = host.detach().to(self.device, non_blocking=self.non_blocking)
+            if isinstance(host, torch.nn.Parameter):
+                moved = torch.nn.Parameter(moved, requires_grad=host.requires_grad)
+            table[name] = moved
+            saved.append((table, name, host))
+        module.__dict__["_comfy_streamed"] = saved
         self.moves += 1
 
     def _to_host(self, module: Any, args: Any, output: Any) -> None:
-        saved = module.__dict__.pop("_comfy_streamed", None)
-        if not saved:
-            return
-        lookup = dict(module.named_parameters()) | dict(module.named_buffers())
-        for name, host in saved.items():
-            lookup[name].data = host
+        for table, name, host in module.__dict__.pop("_comfy_streamed", ()):
+            table[name] = host

@@ -194,15 +194,14 @@ class ThreadWorker(Worker):
                     loop.call_soon_threadsafe(_settle, future, None, asyncio.CancelledError())
                     continue
                 self._running = item
+            result, error = None, None
             try:
                 result = ctx.run(self._run_on_device, item)
             except BaseException as exc:  # noqa: BLE001 - delivered to the awaiting side
-                loop.call_soon_threadsafe(_settle, future, None, exc)
-            else:
-                loop.call_soon_threadsafe(_settle, future, result, None)
-            finally:
-                with self._lock:
-                    self._running = None
+                error = exc
+            with self._lock:
+                self._running = None
+            loop.call_soon_threadsafe(_settle, future, result, error)
 
     def _run_on_device(self, item: Any) -> Any:
         with device_scope(self._device):
