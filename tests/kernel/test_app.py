@@ -1,0 +1,42 @@
+import pytest
+
+from comfy_kernel.app import HostGuard, cache_control_for
+from comfy_kernel.http import dumps
+
+
+@pytest.mark.parametrize("host,origin,ok", [
+    ("127.0.0.1:8188", "http://evil.com", False),
+    ("127.0.0.1:8188", "http://127.0.0.1:8188", True),
+    ("localhost:8188", "http://127.0.0.1:8188", False),
+    ("127.0.0.1:8188", "http://127.0.0.1:9999", False),
+    ("127.0.0.1", "http://127.0.0.1:9999", True),
+    ("192.168.1.5:8188", "http://evil.com", False),
+    ("127.0.0.1:8188", "null", True),
+    ("[::1]:8188", "http://[::1]:8188", True),
+])
+def test_origin_table(host, origin, ok):
+    assert HostGuard.origin_ok(host, origin) is ok
+
+
+def test_host_allow_list():
+    guard = HostGuard("127.0.0.1", ["comfy.lan"])
+    assert guard.host_ok("127.0.0.1:8188") and guard.host_ok("localhost") and guard.host_ok("[::1]:1")
+    assert guard.host_ok("comfy.lan:8188")
+    assert not guard.host_ok("attacker.example:8188")
+    assert not guard.host_ok("192.168.1.5:8188")
+    wide = HostGuard("0.0.0.0,::", [])
+    assert wide.host_ok("192.168.1.5:8188") and not wide.host_ok("rebind.example")
+
+
+@pytest.mark.parametrize("path,status,value", [
+    ("/x.js", 200, "no-cache"), ("/a/b.css", 404, "no-cache"),
+    ("/templates/index.json", 200, "no-cache"), ("/templates/index.zh.json", 200, "no-cache"),
+    ("/a.PNG", 200, "public, max-age=86400"), ("/a.webp", 404, "public, max-age=3600"),
+    ("/a.jpg", 302, "no-cache"), ("/a.jpg", 304, None), ("/view", 200, None),
+])
+def test_cache_control_table(path, status, value):
+    assert cache_control_for(path, status) == value
+
+
+def test_dumps_handles_huge_integers():
+    assert dumps({"max": 2**64 - 1, "min": -(2**64 - 1)}) == b'{"max":18446744073709551615,"min":-18446744073709551615}'
