@@ -1,0 +1,70 @@
+"""Access to the captured reference runs (shared/reference next to the checkout)."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+REFERENCE = Path(
+    os.environ.get(
+        "COMFY_KERNEL_REFERENCE", Path(__file__).resolve().parents[3].parent / "shared" / "reference"
+    )
+)
+OUTPUTS = REFERENCE / "outputs"
+WORKFLOWS = REFERENCE / "workflows"
+
+needs_reference = pytest.mark.skipif(
+    not OUTPUTS.is_dir(), reason="shared/reference outputs are not available"
+)
+
+
+@dataclass
+class KSamplerRun:
+    """One captured KSampler execution and the node inputs that produced it."""
+
+    workflow: str
+    index: int
+    params: dict
+    latent_raw: torch.Tensor
+    seed: int
+    evals: int
+
+    def npy(self, name: str) -> torch.Tensor:
+        return torch.from_numpy(np.load(OUTPUTS / self.workflow / f"ksampler{self.index}_{name}.npy"))
+
+    @property
+    def id(self) -> str:
+        return f"{self.workflow}/ksampler{self.index}"
+
+
+def ksampler_runs() -> list[KSamplerRun]:
+    if not OUTPUTS.is_dir():
+        return []
+    runs = []
+    for wf_file in sorted(WORKFLOWS.glob("*.json")):
+        name = wf_file.stem
+        graph = json.loads(wf_file.read_text())
+        nodes = sorted((k for k, v in graph.items() if v["class_type"] == "KSampler"), key=int)
+        for k, node_id in enumerate(nodes):
+            meta_file = OUTPUTS / name / f"ksampler{k}_meta.json"
+            if not meta_file.exists():
+                continue
+            params = graph[node_id]["inputs"]
+            src = params["latent_image"][0]
+            latent = np.load(OUTPUTS / name / f"latent_{graph[src]['class_type']}_node{src}.npy")
+            meta = json.loads(meta_file.read_text())
+            runs.append(
+                KSamplerRun(name, k, params, torch.from_numpy(latent), meta["seed"], meta["num_model_evals"])
+            )
+    return runs
+
+
+def max_rel(a: torch.Tensor, ref: torch.Tensor) -> float:
+    """max |a - ref| / max |ref|, the reference's own error measure."""
+    return float((a.double() - ref.double()).abs().max() / ref.double().abs().max().clamp_min(1e-30))
