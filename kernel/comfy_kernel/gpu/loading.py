@@ -79,3 +79,27 @@ def file_loader(path: str | os.PathLike[str], build: Callable[[dict[str, Any]], 
         return build(load_state_dict(path, device, prefix=prefix, dtype=dtype))
 
     return load
+
+
+def weights_module(state_dict: dict[str, Any]) -> Any:
+    """Wrap a state dict in a module (tensors as buffers) so the manager can place it.
+
+    For parts used as raw tensors (a UNet the sampler drives functionally,
+    benchmarks, tests). The tensors are assigned, not copied; ``tensors()``
+    gives them back by their original names.
+    """
+    import torch
+
+    class Weights(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self._names: dict[str, str] = {}
+            for i, (key, tensor) in enumerate(state_dict.items()):
+                slot = f"t{i}"
+                self._names[key] = slot
+                self.register_buffer(slot, tensor)
+
+        def tensors(self) -> dict[str, Any]:
+            return {key: getattr(self, slot) for key, slot in self._names.items()}
+
+    return Weights()

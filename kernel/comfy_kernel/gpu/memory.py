@@ -247,7 +247,11 @@ class ModelManager:
         return sorted(found, key=lambda h: h.last_used)
 
     def _make_room(self, device: str, needed: int, exclude: ModelHandle) -> bool:
-        for victim in self._lru(DEVICE, device, exclude):
+        """Evict LRU models until ``needed`` bytes are free; evict nothing if that cannot succeed."""
+        victims = self._lru(DEVICE, device, exclude)
+        if self._available(device) + sum(v.size or 0 for v in victims) < needed:
+            return False
+        for victim in victims:
             if self._available(device) >= needed:
                 break
             self._demote(victim)

@@ -23,10 +23,10 @@ def _has_own_tensors(module: Any) -> bool:
         any(t is not None for t in module._buffers.values())
 
 
-def _tensor_slots(module: Any, recurse: bool) -> list[tuple[Any, dict[str, Any], str]]:
-    """(owner, owner's _parameters or _buffers dict, name) for each tensor of ``module``."""
+def _tensor_slots(module: Any, recurse: bool) -> list[tuple[dict[str, Any], str]]:
+    """(a module's _parameters or _buffers dict, name) for each tensor of ``module``."""
     owners = module.modules() if recurse else [module]
-    return [(owner, table, name) for owner in owners for table in (owner._parameters, owner._buffers)
+    return [(table, name) for owner in owners for table in (owner._parameters, owner._buffers)
             for name, tensor in table.items() if tensor is not None]
 
 
@@ -67,7 +67,7 @@ class WeightStreamer:
         import torch
 
         saved = []
-        for owner, table, name in _tensor_slots(module, recurse=self._units is not None):
+        for table, name in _tensor_slots(module, recurse=self._units is not None):
             host = table[name]
             moved = host.detach().to(self.device, non_blocking=self.non_blocking)
             if isinstance(host, torch.nn.Parameter):

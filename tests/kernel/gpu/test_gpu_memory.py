@@ -147,6 +147,17 @@ def test_streams_when_too_big_and_gives_the_same_output():
         assert torch.allclose(model(x), expected)
 
 
+def test_nothing_is_evicted_for_a_model_that_cannot_fit_anyway():
+    m = manager(3, offload_mb=100)
+    small = register(m, "small")
+    big = register(m, "big", size=5 * MB)
+    big.loader = lambda device: torch.nn.Sequential(*[make_model() for _ in range(2)])  # 4 MB, says 5
+    with m.use(small):
+        pass
+    with m.use(big):
+        assert big.state == STREAMED and small.state == DEVICE
+
+
 def test_novram_always_streams():
     m = ModelManager("cpu", budgets={"cpu": 100 * MB}, config=GpuConfig(vram_mode="no"))
     h = register(m, "a")
