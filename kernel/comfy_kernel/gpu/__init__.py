@@ -21,20 +21,35 @@ from .memory import ModelHandle, ModelManager, OutOfMemory
 from .workers import ThreadWorker, Worker, current_device, device_scope, worker_devices
 
 _manager: ModelManager | None = None
+_config: GpuConfig | None = None
 
 
-def configure(config: GpuConfig) -> ModelManager:
-    """Create the process-wide model manager for ``config`` (called once at server start)."""
-    global _manager
-    _manager = ModelManager(config=config, offload_device=None if config.vram_mode == "gpu-only" else "cpu")
-    return _manager
+def configure(config: GpuConfig) -> None:
+    """Adopt the server's flags (call once at start-up; imports no torch).
+
+    The process-wide manager is (re)built from them on next use; the default
+    device of :func:`current_device` is discovered under them.
+    """
+    global _manager, _config
+    from .workers import set_default_device
+
+    _config, _manager = config, None
+    set_default_device(None, config)
 
 
 def model_manager() -> ModelManager:
-    """The process-wide model manager (created with default settings on first use)."""
+    """The process-wide model manager, built on first use from the configured flags.
+
+    Evicted models go to host memory, except with --gpu-only or on a
+    CPU-only machine, where host memory *is* the device: they are dropped
+    (memory-mapped files make the reload cheap).
+    """
     global _manager
     if _manager is None:
-        _manager = ModelManager()
+        config = _config or GpuConfig()
+        host_only = all(d.type == "cpu" for d in discover_devices(config))
+        offload = None if config.vram_mode == "gpu-only" or host_only else "cpu"
+        _manager = ModelManager(config=config, offload_device=offload)
     return _manager
 
 

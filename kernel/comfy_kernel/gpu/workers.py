@@ -42,6 +42,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import contextvars
+import inspect
 import itertools
 import queue
 import threading
@@ -54,12 +55,19 @@ from .devices import DeviceInfo, discover_devices
 
 _current: contextvars.ContextVar[DeviceInfo | None] = contextvars.ContextVar("comfy_kernel_device", default=None)
 _default: DeviceInfo | None = None
+_config: GpuConfig | None = None
 
 
-def set_default_device(device: DeviceInfo | None) -> None:
-    """Set the device :func:`current_device` returns outside a worker (None: discover again)."""
-    global _default
+def set_default_device(device: DeviceInfo | None, config: GpuConfig | None = None) -> None:
+    """Set the device :func:`current_device` returns outside a worker.
+
+    None: discover it again on next use, under ``config`` (the flags, so that
+    --cpu is honoured) if given. Costs no torch import.
+    """
+    global _default, _config
     _default = device
+    if config is not None:
+        _config = config
 
 
 def current_device() -> DeviceInfo:
@@ -69,7 +77,7 @@ def current_device() -> DeviceInfo:
     if device is not None:
         return device
     if _default is None:
-        _default = discover_devices()[0]
+        _default = discover_devices(_config)[0]
     return _default
 
 
@@ -120,6 +128,10 @@ _ids = itertools.count()
 class ThreadWorker(Worker):
     """A local worker: one thread that runs ``run(item)`` for each submitted item, on its device.
 
+    ``run`` may be a plain function or return an awaitable (an async
+    executor): the worker thread then runs it on its own event loop, so
+    async nodes of one worker never block another worker.
+
     ``cancel(item_id)`` drops a queued item (its awaitable raises
     CancelledError); for the running one it calls ``interrupt(item)`` if
     given, since only the executor knows how to stop a prompt midway.
@@ -139,6 +151,7 @@ class ThreadWorker(Worker):
         self._running: Any = None
         self._cancelled: set[Any] = set()
         self._lock = threading.Lock()
+        self._thread_loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def device(self) -> DeviceInfo:
@@ -186,6 +199,9 @@ class ThreadWorker(Worker):
         while True:
             entry = self._queue.get()
             if entry is None:
+                if self._thread_loop is not None:
+                    self._thread_loop.close()
+                    self._thread_loop = None
                 return
             item, loop, future, ctx = entry
             with self._lock:
@@ -205,7 +221,12 @@ class ThreadWorker(Worker):
 
     def _run_on_device(self, item: Any) -> Any:
         with device_scope(self._device):
-            return self._run(item)
+            result = self._run(item)
+            if inspect.isawaitable(result):
+                if self._thread_loop is None:
+                    self._thread_loop = asyncio.new_event_loop()
+                result = self._thread_loop.run_until_complete(result)
+            return result
 
 
 def _settle(future: asyncio.Future[Any], result: Any, exc: BaseException | None) -> None:

@@ -74,3 +74,26 @@ def test_more_workers_than_gpus_share_round_robin(monkeypatch):
     assert worker_devices(GpuConfig()) == gpus
     assert worker_devices(GpuConfig(workers=1)) == gpus[:1]
     assert [d.index for d in worker_devices(GpuConfig(workers=3))] == [0, 1, 0]
+
+
+async def test_async_run_functions_run_on_the_worker_thread():
+    async def run(item):
+        await asyncio.sleep(0)
+        return item * 2, current_device().type
+
+    worker = ThreadWorker(DeviceInfo("cpu", None, "cpu"), run)
+    await worker.start()
+    assert await worker.submit(21) == (42, "cpu")
+    await worker.stop()
+
+
+def test_configure_sets_the_default_device_and_manager():
+    import comfy_kernel.gpu as gpu
+
+    gpu.configure(GpuConfig(cpu=True))
+    try:
+        assert current_device().type == "cpu"
+        manager = gpu.model_manager()
+        assert manager is gpu.model_manager() and manager.offload_device is None
+    finally:
+        gpu.configure(GpuConfig())
