@@ -69,3 +69,19 @@ def sd15_tiny_clip(sd15_tiny_parts):
     from comfy_kernel_core_nodes.sd.checkpoint import build_clip
 
     return build_clip(sd15_tiny_parts[2])
+
+
+@pytest.fixture(scope="session")
+def sd15_tiny_unet(sd15_tiny_parts):
+    """The tiny checkpoint's UNet in fp32."""
+    from comfy_kernel_core_nodes.sd.checkpoint import build_unet
+
+    return build_unet(sd15_tiny_parts[0])
+
+
+@pytest.fixture(scope="session")
+def sd15_tiny_vae(sd15_tiny_parts):
+    """The tiny checkpoint's VAE in fp32."""
+    from comfy_kernel_core_nodes.sd.checkpoint import build_vae
+
+    return build_vae(sd15_tiny_parts[1])

@@ -40,7 +40,10 @@ def read_state_dict(path: Path | str) -> StateDict:
         from safetensors.torch import load_file
 
         return load_file(str(path), device="cpu")
-    data = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+    try:
+        data = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError:  # files in the legacy (non-zip) format cannot be memory-mapped
+        data = torch.load(str(path), map_location="cpu", weights_only=True)
     if isinstance(data, dict) and "state_dict" in data and isinstance(data["state_dict"], dict):
         data = data["state_dict"]
     return {k: v for k, v in data.items() if isinstance(v, torch.Tensor)}

@@ -1,0 +1,80 @@
+"""UNet and noise schedule against ComfyUI's captured model evaluations."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from comfy_kernel_core_nodes.sd.model_sampling import (
+    sigma_max,
+    sigma_min,
+    sigma_table,
+    sigma_to_timestep,
+    timestep_to_sigma,
+)
+from comfy_kernel_core_nodes.sd.unet import predict_noise, timestep_embedding
+
+
+def _load(folder, name):
+    return torch.from_numpy(np.load(folder / name))
+
+
+def test_sigma_table():
+    table = sigma_table()
+    assert table.dtype == torch.float32 and table.shape == (1000,)
+    assert sigma_min() == pytest.approx(0.029167, rel=1e-5)
+    assert sigma_max() == pytest.approx(14.614642, rel=1e-6)
+    assert torch.equal(sigma_to_timestep(table), torch.arange(1000).float())
+    assert sigma_to_timestep(torch.tensor([3.168605])).item() == 687.0
+    assert timestep_to_sigma(torch.tensor([999.0])).item() == pytest.approx(14.614642, rel=1e-6)
+    mid = timestep_to_sigma(torch.tensor([500.5])).item()
+    assert table[500].item() < mid < table[501].item()
+
+
+def test_normal_schedule_matches_captured_sigmas(reference_outputs):
+    t = torch.linspace(999, 0, 4)
+    sigmas = torch.cat([timestep_to_sigma(t), torch.zeros(1)])
+    ref = _load(reference_outputs / "txt2img", "ksampler0_sigmas.npy")
+    assert torch.allclose(sigmas, ref, rtol=1e-6, atol=0)
+
+
+def test_timestep_embedding_is_cosines_first():
+    emb = timestep_embedding(torch.tensor([0.0, 10.0]), 320)
+    assert emb.shape == (2, 320)
+    assert torch.equal(emb[0, :160], torch.ones(160)) and torch.equal(emb[0, 160:], torch.zeros(160))
+    assert emb[1, 0].item() == pytest.approx(np.cos(10.0), abs=1e-6)
+
+
+def test_derived_config(sd15_tiny_parts):
+    from comfy_kernel_core_nodes.sd.checkpoint import derive_unet_config, detect_model_type
+
+    cfg = derive_unet_config(sd15_tiny_parts[0])
+    assert cfg.channel_mult == (1, 2) and cfg.num_res_blocks == (1, 1)
+    assert cfg.transformer_depth == (1, 0) and cfg.transformer_depth_output == (0, 0, 1, 1)
+    assert cfg.transformer_depth_middle == 1 and cfg.context_dim == 768 and cfg.num_heads == 8
+    assert detect_model_type(cfg) == "sd15"
+
+
+@pytest.mark.parametrize("workflow", ["txt2img", "txt2img_dpmpp_2m_karras"])
+def test_unet_matches_captured_evaluations(reference_outputs, sd15_tiny_unet, workflow):
+    """Each evaluation is run as ComfyUI ran it: negative and positive in one batch.
+
+    eps is compared where sigma is large enough for (x - denoised) / sigma to keep
+    float32 precision (x reaches ~70 while the last sigma is 0.03); denoised at every step.
+    """
+    folder = reference_outputs / workflow
+    xs, sigmas = _load(folder, "ksampler0_step_x.npy"), _load(folder, "ksampler0_step_sigma.npy")
+    cond_ref, uncond_ref = _load(folder, "ksampler0_step_cond_denoised.npy"), _load(folder, "ksampler0_step_uncond_denoised.npy")
+    text = reference_outputs / "txt2img"
+    context = torch.cat([_load(text, "cond_negative.npy"), _load(text, "cond_positive.npy")])
+    for i in range(xs.shape[0]):
+        x, sigma = torch.cat([xs[i], xs[i]]), torch.cat([sigmas[i], sigmas[i]])
+        eps = predict_noise(sd15_tiny_unet, x, sigma, context)
+        s = sigmas[i].view(-1, 1, 1, 1)
+        for got_eps, den_ref in ((eps[1:], cond_ref[i]), (eps[:1], uncond_ref[i])):
+            denoised = xs[i] - got_eps * s
+            assert (denoised - den_ref).abs().max() / den_ref.abs().max() <= 1e-5
+            if sigmas[i].item() > 0.1:
+                eps_ref = (xs[i] - den_ref) / s
+                assert (got_eps - eps_ref).abs().max() / eps_ref.abs().max() <= 1e-5
