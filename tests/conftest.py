@@ -6,10 +6,13 @@ import pytest
 
 from comfy_kernel.testing import ServerProcess
 
+#: Flags that start the kernel alone, whatever plugins the environment has installed.
+KERNEL_ONLY = ("--disable-plugins", "core_nodes,userdata,manager,assets,hub,multiuser,compat")
+
 
 @pytest.fixture
 def server(tmp_path):
-    with ServerProcess(tmp_path / "base") as srv:
+    with ServerProcess(tmp_path / "base", *KERNEL_ONLY) as srv:
         yield srv
 
 

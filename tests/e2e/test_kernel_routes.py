@@ -12,6 +12,7 @@ import pytest
 from PIL import Image, PngImagePlugin
 
 from comfy_kernel.testing import ServerProcess
+from tests.conftest import KERNEL_ONLY
 
 
 def png_bytes(color=(255, 0, 0, 255), size=(4, 4), text: dict | None = None) -> bytes:
@@ -42,7 +43,7 @@ def srv(tmp_path_factory):
     (base / "input").mkdir(parents=True)
     os.symlink(outside, base / "input" / "escape")
     os.symlink(outside / "secret.png", base / "input" / "link.png")
-    with ServerProcess(base, "--max-upload-size", "1") as server:
+    with ServerProcess(base, "--max-upload-size", "1", *KERNEL_ONLY) as server:
         server.base = base
         yield server
 
@@ -306,7 +307,7 @@ def test_websocket_handshake(srv):
 
 
 def test_cors_mode(tmp_path):
-    with ServerProcess(tmp_path / "cors", "--enable-cors-header") as server:
+    with ServerProcess(tmp_path / "cors", "--enable-cors-header", *KERNEL_ONLY) as server:
         r = server.get("/system_stats", headers={"Origin": "http://elsewhere.example"})
         assert r.status_code == 200
         assert r.headers["access-control-allow-origin"] == "http://elsewhere.example"

@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from comfy_kernel.testing import ServerProcess
+from tests.conftest import KERNEL_ONLY
 from tests.fixtures import plugins as src
 from tests.fixtures.distributions import make_distribution
 
@@ -48,7 +49,7 @@ def test_discovery_failures_and_node_packs(tmp_path, plugin_path):
     (base / "models" / "checkpoints").mkdir(parents=True)
     (base / "models" / "checkpoints" / "a.safetensors").write_bytes(b"x")
     env = {"PYTHONPATH": str(plugin_path)}
-    with ServerProcess(base, env=env) as server:
+    with ServerProcess(base, *KERNEL_ONLY, env=env) as server:
         records = _records(server)
         assert records["good-plugin"]["status"] == "loaded"
         assert records["good-plugin"]["version"] == "1.2.3"
@@ -116,6 +117,7 @@ def test_disable_plugins(tmp_path, plugin_path, how):
         env["COMFY_KERNEL_DISABLE_PLUGINS"] = "good-plugin,pip-pack"
     else:
         (base / "comfy-kernel.toml").write_text('disable_plugins = ["good-plugin", "pip-pack"]\n')
+    # The other first-party plugins stay on; the kernel-only flag would override the tested setting.
     with ServerProcess(base, *args, env=env) as server:
         records = _records(server)
         assert records["good-plugin"]["status"] == "disabled"
@@ -128,7 +130,7 @@ def test_identity_hook(tmp_path):
     root = make_distribution(tmp_path / "site", "id-plugin", "id_plugin", src.IDENTITY)
     root_good = make_distribution(tmp_path / "site", "good-plugin", "good_plugin", src.GOOD)
     assert root == root_good
-    with ServerProcess(tmp_path / "base", env={"PYTHONPATH": str(root)}) as server:
+    with ServerProcess(tmp_path / "base", *KERNEL_ONLY, env={"PYTHONPATH": str(root)}) as server:
         assert server.get("/good/hello", headers={"x-test-user": "alice"}).json() == {"hello": "alice"}
         assert server.get("/good/hello").json() == {"hello": "default"}
         refused = server.get("/good/hello", headers={"x-test-user": "reject"})
@@ -137,9 +139,9 @@ def test_identity_hook(tmp_path):
 
 def test_multi_user_header_identity(tmp_path):
     root = make_distribution(tmp_path / "site", "good-plugin", "good_plugin", src.GOOD)
-    with ServerProcess(tmp_path / "base", "--multi-user", env={"PYTHONPATH": str(root)}) as server:
+    with ServerProcess(tmp_path / "base", "--multi-user", *KERNEL_ONLY, env={"PYTHONPATH": str(root)}) as server:
         assert server.get("/good/hello", headers={"Comfy-User": "bob"}).json() == {"hello": "bob"}
-    with ServerProcess(tmp_path / "base2", env={"PYTHONPATH": str(root)}) as server:
+    with ServerProcess(tmp_path / "base2", *KERNEL_ONLY, env={"PYTHONPATH": str(root)}) as server:
         assert server.get("/good/hello", headers={"Comfy-User": "bob"}).json() == {"hello": "default"}
 
 
