@@ -18,9 +18,10 @@ tier spills into the offload tier, which spills to disk.
 
 Memory budgets can be real (free memory reported by the driver, minus a
 reserve) or simulated (``budgets={"cpu": 100 * 2**20}``), so the policy can be
-tested on a CPU-only machine by treating "cpu" as the device. All state sits
-behind one re-entrant lock; loads happen under it, so two workers asking for
-the same model wait for one load instead of doing two.
+tested on a CPU-only machine by treating "cpu" as the device. All bookkeeping
+sits behind one lock; the copy that loads a model runs outside it, so workers
+on other devices keep going, while a second user of the same model waits for
+the first load instead of starting another.
 """
 
 from __future__ import annotations
@@ -77,6 +78,7 @@ class ModelHandle:
     pins: int = 0
     last_used: int = 0
     loads: int = 0
+    busy: bool = False
     streamer: WeightStreamer | None = field(default=None, repr=False)
 
     @property
@@ -103,6 +105,7 @@ class ModelManager:
         self.offload_budget = offload_budget
         self._handles: dict[str, ModelHandle] = {}
         self._lock = threading.RLock()
+        self._changed = threading.Condition(self._lock)
         self._clock = itertools.count(1)
 
     # -- registration -------------------------------------------------------
@@ -166,13 +169,15 @@ class ModelManager:
         """Load ``handle`` onto its device (or stream it) and pin it for the block."""
         with self._lock:
             handle.pins += 1
-            try:
-                self._ensure_ready(handle)
-            except BaseException:
+        try:
+            self._ready(handle)
+            with self._lock:
+                handle.last_used = next(self._clock)
+                model = handle.model
+        except BaseException:
+            with self._lock:
                 handle.pins -= 1
-                raise
-            handle.last_used = next(self._clock)
-            model = handle.model
+            raise
         try:
             yield model
         finally:
@@ -266,19 +271,58 @@ class ModelManager:
             self._drop(victim)
         return self._offload_available() >= needed
 
-    def _ensure_ready(self, handle: ModelHandle) -> None:
+    def _ready(self, handle: ModelHandle) -> None:
+        """Plan under the lock, move weights outside it, so one worker's load never stalls the others.
+
+        The handle is pinned (nobody evicts it) and marked busy (other users
+        of the same model wait for this load instead of starting a second);
+        its target tier is booked before the copy starts, so concurrent plans
+        see the memory as taken.
+        """
+        with self._lock:
+            while handle.busy:
+                self._changed.wait()
+            job = self._plan(handle)
+            if job is None:
+                return
+            handle.busy = True
+        try:
+            job()
+        except BaseException:
+            with self._lock:
+                self._drop(handle)
+            raise
+        finally:
+            with self._lock:
+                handle.busy = False
+                self._changed.notify_all()
+
+    def _plan(self, handle: ModelHandle) -> Callable[[], None] | None:
+        """Book memory for ``handle`` and return the copy still to do (None: ready already)."""
         if handle.state == DEVICE:
-            return
+            return None
         if handle.size is None:
             self._measure(handle)
             if handle.state == DEVICE:
-                return
+                return None
         size = handle.size or 0
         if self.config.vram_mode != "no" and self._make_room(handle.device, size, handle):
-            self._move(handle, handle.device)
             handle.state = DEVICE
-            return
-        self._stream(handle)
+            return lambda: self._move(handle, handle.device)
+        if handle.state not in (OFFLOAD, STREAMED):
+            if not self._make_offload_room(size, handle):
+                raise OutOfMemory(f"{handle.key} ({size} bytes) fits neither on {handle.device} "
+                                  f"nor in host memory")
+            handle.state = STREAMED
+            return lambda: (self._move(handle, self.offload_device), self._attach_streamer(handle))
+        handle.state = STREAMED
+        return lambda: self._attach_streamer(handle)
+
+    @staticmethod
+    def _attach_streamer(handle: ModelHandle) -> None:
+        if handle.streamer is None:
+            handle.streamer = WeightStreamer(handle.model, handle.device)
+        handle.streamer.attach()
 
     def _measure(self, handle: ModelHandle) -> None:
         """Load a model of unknown size where it is cheapest to learn its size."""
@@ -289,18 +333,6 @@ class ModelManager:
         handle.state = OFFLOAD if self.offload_device is not None else DEVICE
         if handle.state == OFFLOAD and not self._make_offload_room(0, handle):
             self._drop(handle)
-
-    def _stream(self, handle: ModelHandle) -> None:
-        size = handle.size or 0
-        if handle.state != OFFLOAD and handle.state != STREAMED:
-            if not self._make_offload_room(size, handle):
-                raise OutOfMemory(f"{handle.key} ({size} bytes) fits neither on {handle.device} "
-                                  f"nor in host memory")
-            self._move(handle, self.offload_device)
-        if handle.streamer is None:
-            handle.streamer = WeightStreamer(handle.model, handle.device)
-        handle.streamer.attach()
-        handle.state = STREAMED
 
     def _move(self, handle: ModelHandle, device: str | None) -> None:
         """Put the weights on ``device``, loading from the loader if the model is on disk."""

@@ -1,6 +1,7 @@
 import argparse
 
 import pytest
+
 from comfy_kernel.gpu import GpuConfig, add_arguments, discover_devices, system_stats_devices, worker_devices
 from comfy_kernel.gpu.devices import DeviceInfo, memory_stats, parse_device, ram_stats
 

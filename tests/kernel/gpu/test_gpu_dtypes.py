@@ -1,4 +1,5 @@
 import pytest
+
 from comfy_kernel.gpu import GpuConfig, dtype_policy
 
 

@@ -4,9 +4,10 @@ import threading
 
 import pytest
 import torch
+from safetensors.torch import save_file
+
 from comfy_kernel.gpu import GpuConfig, ModelManager, OutOfMemory
 from comfy_kernel.gpu.memory import DEVICE, DISK, OFFLOAD, STREAMED, module_size
-from safetensors.torch import save_file
 
 MB = 1024**2
 LAYER = 1 * MB  # one fp32 256x1024 linear weight
@@ -210,3 +211,42 @@ def test_threads_share_one_load():
     for t in threads:
         t.join()
     assert not errors and len(set(map(id, handles))) == 1 and len(loader.calls) == 1
+
+
+def test_a_slow_load_does_not_block_other_models():
+    m = manager(10, offload_mb=100)
+    ready = register(m, "ready")
+    with m.use(ready):
+        pass
+    started, release = threading.Event(), threading.Event()
+
+    def slow_loader(device):
+        started.set()
+        release.wait(5)
+        return make_model().to(device)
+
+    slow = m.register("slow", slow_loader, size=SIZE)
+    second_user = []
+    loaders = [threading.Thread(target=lambda: m.load(slow)) for _ in range(2)]
+    loaders[0].start()
+    assert started.wait(5)
+    loaders[1].start()  # waits for the first load of the same model
+    with m.use(ready) as model:  # not blocked by the load in progress
+        second_user.append(model)
+    assert slow.busy and slow.state == DEVICE  # booked before the copy finished
+    release.set()
+    for t in loaders:
+        t.join(5)
+    assert second_user and slow.loads == 1 and not slow.busy
+
+
+def test_a_failed_load_leaves_the_model_on_disk():
+    m = manager(10)
+
+    def broken(device):
+        raise OSError("file vanished")
+
+    h = m.register("broken", broken, size=SIZE)
+    with pytest.raises(OSError):
+        m.load(h)
+    assert h.state == DISK and h.pins == 0 and not h.busy

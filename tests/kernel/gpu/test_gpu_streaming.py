@@ -1,5 +1,6 @@
 import pytest
 import torch
+
 from comfy_kernel.gpu.streaming import WeightStreamer
 
 

@@ -2,6 +2,7 @@ import asyncio
 import threading
 
 import pytest
+
 from comfy_kernel.gpu import GpuConfig, ThreadWorker, Worker, current_device, device_scope, worker_devices
 from comfy_kernel.gpu.devices import DeviceInfo
 from comfy_kernel.gpu.workers import set_default_device
