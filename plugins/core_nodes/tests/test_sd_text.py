@@ -85,3 +85,13 @@ def test_textual_inversion_embedding(tmp_path, sd15_tiny_clip):
     assert tokens[5:8] == [267, 736, END_TOKEN]
     cond, _ = encode_chunks(sd15_tiny_clip, chunks)
     assert cond.shape == (1, 77, 768) and torch.isfinite(cond).all()
+
+
+def test_encode_prompt_with_clip_skip(reference_outputs, sd15_tiny_clip):
+    from comfy_kernel_core_nodes.sd.clip_text import encode_prompt
+
+    cond, pooled = encode_prompt(sd15_tiny_clip, "a photo of a cat", layer_idx=-2)
+    ref = np.load(reference_outputs / "clip_skip2" / "cond_positive.npy")
+    assert np.abs(cond.numpy() - ref).max() <= 1e-5
+    long_cond, _ = encode_prompt(sd15_tiny_clip, "cat " * 100)
+    assert long_cond.shape == (1, 154, 768)

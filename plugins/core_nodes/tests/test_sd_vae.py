@@ -6,7 +6,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from comfy_kernel_core_nodes.sd.vae import crop_to_multiple, decode, decode_tiled, encode, encode_tiled, tiled_map
+from comfy_kernel_core_nodes.sd.vae import (
+    crop_to_multiple,
+    decode,
+    decode_tiled,
+    encode,
+    encode_tiled,
+    tiled_map,
+)
 
 
 def _load(folder, name):

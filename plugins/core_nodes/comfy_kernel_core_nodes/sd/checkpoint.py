@@ -71,7 +71,7 @@ def _transformer_depth(unet: StateDict, prefix: str) -> int:
     return len(_block_indices(list(unet), re.escape(prefix) + r"transformer_blocks\.(\d+)\."))
 
 
-def derive_unet_config(unet: StateDict) -> "UNetConfig":
+def derive_unet_config(unet: StateDict) -> UNetConfig:
     """UNet layout read from the keys: levels, res blocks, transformer depths, middle block, widths."""
     from .unet import UNetConfig
 
@@ -127,7 +127,7 @@ def derive_unet_config(unet: StateDict) -> "UNetConfig":
     )
 
 
-def detect_model_type(unet_config: "UNetConfig") -> str:
+def detect_model_type(unet_config: UNetConfig) -> str:
     """Model family of a UNet layout: "sd15" (SD1.x); SD2.x and SDXL are named so callers can refuse them."""
     c = unet_config
     if c.adm_in_channels is not None and c.context_dim == 2048:
@@ -162,8 +162,8 @@ def build_clip(clip_sd: StateDict, device: torch.device | str = "cpu") -> CLIPTe
 
 
 def build_unet(
-    unet_sd: StateDict, config: "UNetConfig | None" = None, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32
-) -> "UNetModel":
+    unet_sd: StateDict, config: UNetConfig | None = None, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32
+) -> UNetModel:
     from .unet import UNetModel
 
     config = config or derive_unet_config(unet_sd)
@@ -173,7 +173,7 @@ def build_unet(
     return model.eval().requires_grad_(False)
 
 
-def build_vae(vae_sd: StateDict, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> "AutoencoderKL":
+def build_vae(vae_sd: StateDict, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> AutoencoderKL:
     from .vae import AutoencoderKL
 
     with torch.device("meta"):
@@ -187,9 +187,9 @@ class Checkpoint:
     """The three models of a checkpoint, ready to run."""
 
     model_type: str
-    unet_config: "UNetConfig"
-    unet: "UNetModel"
-    vae: "AutoencoderKL | None"
+    unet_config: UNetConfig
+    unet: UNetModel
+    vae: AutoencoderKL | None
     clip: CLIPTextModel | None
 
 

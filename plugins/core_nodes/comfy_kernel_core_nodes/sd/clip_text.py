@@ -9,13 +9,14 @@ dict loads without renaming. Weights may stay fp16; all maths runs in fp32.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .layers import CastEmbedding, CastLayerNorm, CastLinear
-from .prompt import CHUNK_LENGTH, WeightedToken
+from .prompt import CHUNK_LENGTH, WeightedToken, tokenize_prompt
 from .tokenizer import END_TOKEN, START_TOKEN
 
 
@@ -169,3 +170,17 @@ def encode_chunks(
         outputs.append(z)
     cond = torch.cat(outputs, dim=0)[None] if outputs else hidden[-1:]
     return cond.cpu(), pooled[:1].float().cpu()
+
+
+def encode_prompt(
+    model: CLIPTextModel,
+    text: str,
+    layer_idx: int | None = None,
+    embedding_dir: Path | str | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """CLIPTextEncode in one call: tokenize with weights and chunks, then encode.
+
+    Returns the conditioning [1, 77k, 768] and the pooled output [1, 768], float32 on the CPU.
+    """
+    chunks = tokenize_prompt(text, embedding_dir=embedding_dir, width=model.cfg.width)
+    return encode_chunks(model, chunks, layer_idx)
