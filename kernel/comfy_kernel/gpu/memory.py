@@ -237,7 +237,9 @@ class ModelManager:
         budget = self.budgets.get(device)
         if budget is not None:
             return budget - self._used(DEVICE, device)
-        return memory_stats(device).free - reserve_bytes(device, self.config)
+        in_flight = sum(h.size or 0 for h in self._handles.values()
+                        if h.busy and h.state == DEVICE and h.device == device)  # booked, not yet copied
+        return memory_stats(device).free - reserve_bytes(device, self.config) - in_flight
 
     def _offload_available(self) -> int:
         if self.offload_device is None:
