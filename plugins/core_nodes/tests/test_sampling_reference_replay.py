@@ -16,6 +16,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))  # shared helpers, whatever pytest's import mode
 from _sampling_refs import KSamplerRun, ksampler_runs, max_rel, needs_reference  # noqa: E402
+
 from comfy_kernel_core_nodes.sampling import DiscreteEpsSampling, combine_cfg, run_sampler, sample
 
 MS = DiscreteEpsSampling()
