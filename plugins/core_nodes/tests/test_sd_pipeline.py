@@ -1,0 +1,36 @@
+"""The SD pieces composed into the txt2img workflow, with a minimal Euler loop, against ComfyUI's result."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from comfy_kernel_core_nodes.sd.clip_text import encode_prompt
+from comfy_kernel_core_nodes.sd.model_sampling import timestep_to_sigma
+from comfy_kernel_core_nodes.sd.unet import denoise
+from comfy_kernel_core_nodes.sd.vae import decode
+
+LATENT_SCALE = 0.18215
+
+
+def test_txt2img_end_to_end(reference_outputs, sd15_tiny_clip, sd15_tiny_unet, sd15_tiny_vae):
+    folder = reference_outputs / "txt2img"
+    positive, _ = encode_prompt(sd15_tiny_clip, "a photo of a cat")
+    negative, _ = encode_prompt(sd15_tiny_clip, "blurry")
+    context = torch.cat([negative, positive])
+
+    noise = torch.randn((1, 4, 8, 8), generator=torch.Generator().manual_seed(42))
+    assert torch.equal(noise, torch.from_numpy(np.load(folder / "ksampler0_noise.npy")))
+    sigmas = torch.cat([timestep_to_sigma(torch.linspace(999, 0, 4)), torch.zeros(1)])
+
+    x = noise * (1 + sigmas[0] ** 2) ** 0.5
+    for sigma, sigma_next in zip(sigmas[:-1], sigmas[1:], strict=True):
+        uncond, cond = denoise(sd15_tiny_unet, torch.cat([x, x]), sigma.repeat(2), context).chunk(2)
+        denoised = uncond + (cond - uncond) * 7.0
+        x = x + (x - denoised) / sigma * (sigma_next - sigma)
+    latent = x / LATENT_SCALE
+
+    latent_ref = torch.from_numpy(np.load(folder / "latent_KSampler_node5.npy"))
+    assert (latent - latent_ref).abs().max() / latent_ref.abs().max() <= 1e-4
+    image = decode(sd15_tiny_vae, latent)
+    assert (image - torch.from_numpy(np.load(folder / "image.npy"))).abs().max() <= 1e-4
