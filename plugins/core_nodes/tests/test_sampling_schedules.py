@@ -16,6 +16,7 @@ from comfy_kernel_core_nodes.sampling import (
     SCHEDULER_NAMES,
     DiscreteEpsSampling,
     calculate_sigmas,
+    eps_to_denoiser,
     ksampler_sigmas,
     prepare_noise,
 )
@@ -118,3 +119,20 @@ def test_start_noise_rule(run: KSamplerRun):
     assert max_rel(x, run.npy("step_x")[0]) <= 1e-6
     partial = run.workflow in ("img2img", "hires_fix") and run.params["denoise"] < 1
     assert MS.is_max_denoise(sigmas) == (not partial and run.params["scheduler"] != "ddim_uniform")
+
+
+def test_eps_to_denoiser_feeds_the_unet_as_documented():
+    """UNet input x / sqrt(sigma^2 + 1), nearest integer timestep, denoised = x - sigma * eps."""
+    seen = {}
+
+    def unet(x_in, t, context):
+        seen.update(x_in=x_in, t=t, context=context)
+        return torch.ones_like(x_in)
+
+    model_fn = eps_to_denoiser(unet, MS)
+    x = torch.full((2, 4, 2, 2), 2.0)
+    sigma = torch.tensor([3.168605, 14.614643])
+    out = model_fn(x, sigma, torch.zeros(2, 77, 8))
+    assert seen["t"].tolist() == [687.0, 999.0] and seen["t"].dtype == torch.float32
+    assert torch.allclose(seen["x_in"][0], 2.0 / torch.sqrt(sigma[0] ** 2 + 1))
+    assert torch.allclose(out[1], 2.0 - sigma[1] * torch.ones(4, 2, 2))
