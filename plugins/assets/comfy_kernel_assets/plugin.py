@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -26,14 +27,14 @@ def library(kernel: Any) -> AssetLibrary:
 
 @hookimpl
 def ck_register_routes(routes: Any, kernel: Any) -> None:
+    from . import seeding, tasks
+
     lib = library(kernel)
-    asset_routes.register(routes, lib)
-    try:
-        from . import seeding, tasks
-    except ImportError:  # pragma: no cover - during partial development
-        return
+    # Fixed paths (/assets/download, /assets/remote-metadata...) first: Starlette
+    # takes the first matching route, and /assets/{id} would match them too.
     tasks.register(routes, lib)
     seeding.register(routes, lib)
+    asset_routes.register(routes, lib)
 
 
 @hookimpl
@@ -54,3 +55,26 @@ async def ck_shutdown(kernel: Any) -> None:
 @hookimpl
 def ck_feature_flags(kernel: Any) -> dict[str, Any]:
     return {"assets": True}
+
+
+@hookimpl
+def ck_prompt_finished(event: dict[str, Any]) -> None:
+    """Turn a finished prompt's output files into assets of its owner.
+
+    The executor may fire this from its own thread or on the event loop; the
+    work always runs on the loop, since the database connection lives there.
+    """
+    lib = _library
+    if lib is None or lib.store.db is None or lib.kernel.loop is None:
+        return
+    from .seeding import ingest_outputs
+
+    coro = ingest_outputs(lib, dict(event))
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    if running is lib.kernel.loop:
+        lib.spawn(coro)
+    else:
+        asyncio.run_coroutine_threadsafe(coro, lib.kernel.loop)

@@ -1,0 +1,332 @@
+"""Filesystem seeding and pruning, and prompt outputs becoming assets.
+
+Seeding walks the model folders and the input and output directories and
+records each file as a shared asset (owner ``""``) that points at the file in
+place: model files are large, so they are hashed but never copied. Hashing
+runs on a thread pool; files whose size and mtime match the last scan are not
+hashed again, which is what makes a re-seed of a big model library cheap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from comfy_kernel.files.paths import UnsafePath, safe_join
+from comfy_kernel.http import read_json
+
+from .content import hash_file
+from .routes import owner_of
+from .store import PUBLIC
+from .validate import fail, guess_mime
+
+if TYPE_CHECKING:  # pragma: no cover
+    from comfy_kernel.routing import RouteTable
+
+    from .library import AssetLibrary
+
+log = logging.getLogger(__name__)
+ROOTS = ("models", "input", "output")
+SKIP_FOLDERS = {"custom_nodes", "configs"}
+BATCH = 500
+WS_EVENT = "assets_seed"
+
+
+class Seeder:
+    """One background scan at a time, with a status object clients can poll."""
+
+    def __init__(self, lib: AssetLibrary):
+        self.lib = lib
+        self.task: asyncio.Task | None = None
+        self.cancel_requested = False
+        self.status: dict[str, Any] = {"status": "idle"}
+        self.workers = max(2, min(16, os.cpu_count() or 2))
+        self._last_sent = 0.0
+
+    @property
+    def running(self) -> bool:
+        return self.task is not None and not self.task.done()
+
+    def start(self, roots: list[str]) -> bool:
+        if self.running:
+            return False
+        self.cancel_requested = False
+        self.status = {"status": "running", "roots": roots, "files_total": 0, "files_scanned": 0,
+                       "files_hashed": 0, "files_skipped": 0, "files_failed": 0, "bytes_hashed": 0,
+                       "assets_created": 0, "started_at": time.time(), "finished_at": None, "progress": 0.0}
+        self.task = self.lib.spawn(self._run(roots))
+        return True
+
+    def cancel(self) -> bool:
+        if not self.running:
+            return False
+        self.cancel_requested = True
+        return True
+
+    def _files(self, roots: list[str]) -> list[tuple[str, list[str]]]:
+        """Every regular file under the chosen roots with the tags it gets."""
+        kernel = self.lib.kernel
+        found: list[tuple[str, list[str]]] = []
+        seen: set[str] = set()
+        blobs = os.path.realpath(self.lib.root)
+
+        def walk(directory: str, tags: list[str]) -> None:
+            for dirpath, dirnames, filenames in os.walk(directory, followlinks=False):
+                if os.path.realpath(dirpath).startswith(blobs):
+                    dirnames[:] = []
+                    continue
+                dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+                for filename in filenames:
+                    if filename.startswith("."):
+                        continue
+                    path = os.path.join(dirpath, filename)
+                    if path in seen or not os.path.isfile(path):
+                        continue
+                    seen.add(path)
+                    found.append((path, tags))
+
+        if "models" in roots:
+            for name in kernel.folders.names():
+                if name in SKIP_FOLDERS:
+                    continue
+                for directory in kernel.folders.paths(name):
+                    if os.path.isdir(directory):
+                        walk(directory, ["models", name])
+        if "input" in roots and os.path.isdir(kernel.dirs.input):
+            walk(kernel.dirs.input, ["input"])
+        if "output" in roots and os.path.isdir(kernel.dirs.output):
+            walk(kernel.dirs.output, ["output"])
+        return found
+
+    def _report(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if force or now - self._last_sent >= 0.25:
+            self._last_sent = now
+            total = self.status.get("files_total") or 0
+            self.status["progress"] = (self.status["files_scanned"] / total) if total else 1.0
+            self.lib.kernel.ws.send(WS_EVENT, dict(self.status))
+
+    async def _run(self, roots: list[str]) -> None:
+        store = self.lib.store
+        try:
+            files = await asyncio.to_thread(self._files, roots)
+            self.status["files_total"] = len(files)
+            async with store.db.execute("SELECT path, size, mtime, hash FROM assets_seen_files") as cur:
+                known = {r[0]: (r[1], r[2], r[3]) for r in await cur.fetchall()}
+            async with store.db.execute(
+                    "SELECT file_path, id FROM assets_items WHERE owner = '' AND file_path IS NOT NULL") as cur:
+                assets = {r[0]: r[1] for r in await cur.fetchall()}
+            todo: list[tuple[str, list[str], int, float]] = []
+            revive: list[str] = []
+            for path, tags in files:
+                try:
+                    st = os.stat(path)
+                except OSError:
+                    self.status["files_failed"] += 1
+                    continue
+                prev = known.get(path)
+                if prev and prev[0] == st.st_size and prev[1] == st.st_mtime and path in assets:
+                    self.status["files_skipped"] += 1
+                    self.status["files_scanned"] += 1
+                    revive.append(assets[path])
+                    continue
+                todo.append((path, tags, st.st_size, st.st_mtime))
+            if revive:
+                await store.db.executemany("UPDATE assets_items SET missing = 0 WHERE id = ? AND missing = 1",
+                                           [(i,) for i in revive])
+                await store.db.commit()
+            self._report(force=True)
+            await self._hash_and_record(todo, assets)
+            self.status["status"] = "cancelled" if self.cancel_requested else "completed"
+        except asyncio.CancelledError:
+            self.status["status"] = "cancelled"
+            raise
+        except Exception as exc:
+            log.exception("asset seeding failed")
+            self.status["status"] = "failed"
+            self.status["error"] = str(exc)
+        finally:
+            self.status["finished_at"] = time.time()
+            self._report(force=True)
+
+    async def _hash_and_record(self, todo: list[tuple[str, list[str], int, float]],
+                               assets: dict[str, str]) -> None:
+        loop = asyncio.get_running_loop()
+        pending: list[tuple[str, list[str], int, float, str, int]] = []
+        with ThreadPoolExecutor(self.workers, thread_name_prefix="assets-hash") as pool:
+            window = self.workers * 4
+            queue = list(reversed(todo))
+            running: dict[asyncio.Future, tuple[str, list[str], int, float]] = {}
+            while queue or running:
+                while queue and len(running) < window and not self.cancel_requested:
+                    item = queue.pop()
+                    running[loop.run_in_executor(pool, hash_file, item[0])] = item
+                if not running:
+                    break
+                done, _ = await asyncio.wait(list(running), return_when=asyncio.FIRST_COMPLETED)
+                for fut in done:
+                    path, tags, size, mtime = running.pop(fut)
+                    self.status["files_scanned"] += 1
+                    try:
+                        content_hash, hashed_size = fut.result()
+                    except OSError:
+                        self.status["files_failed"] += 1
+                        continue
+                    self.status["files_hashed"] += 1
+                    self.status["bytes_hashed"] += hashed_size
+                    pending.append((path, tags, size, mtime, content_hash, hashed_size))
+                if len(pending) >= BATCH:
+                    await self._record(pending, assets)
+                    pending = []
+                self._report()
+        if pending:
+            await self._record(pending, assets)
+
+    async def _record(self, batch: list[tuple[str, list[str], int, float, str, int]],
+                      assets: dict[str, str]) -> None:
+        """Write one batch of hashed files: contents, new or updated assets, seen-file marks."""
+        store = self.lib.store
+        now = time.time()
+        async with store.lock:
+            db = store.db
+            await db.executemany(
+                "INSERT OR IGNORE INTO assets_contents(hash, size, mime_type, has_blob, created_at)"
+                " VALUES (?,?,?,0,?)",
+                [(h, s, guess_mime(p), now) for p, _, _, _, h, s in batch])
+            new_rows, tag_rows, updates = [], [], []
+            for path, tags, _, _, content_hash, size in batch:
+                existing = assets.get(path)
+                if existing:
+                    updates.append((content_hash, size, now, existing))
+                    continue
+                asset_id = str(uuid.uuid4())
+                assets[path] = asset_id
+                meta = orjson.dumps({"filename": os.path.basename(path)}).decode()
+                new_rows.append((asset_id, PUBLIC, os.path.basename(path), content_hash, size, guess_mime(path),
+                                 meta, path, "seed", now, now, now))
+                tag_rows += [(asset_id, t) for t in tags]
+            await db.executemany(
+                "INSERT INTO assets_items(id, owner, name, hash, size, mime_type, user_metadata, file_path,"
+                " source, created_at, updated_at, last_access) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", new_rows)
+            await db.executemany("INSERT OR IGNORE INTO assets_tags(asset_id, tag) VALUES (?, ?)", tag_rows)
+            await db.executemany("UPDATE assets_items SET hash = ?, size = ?, updated_at = ?, missing = 0"
+                                 " WHERE id = ?", updates)
+            await db.executemany(
+                "INSERT INTO assets_seen_files(path, size, mtime, hash) VALUES (?,?,?,?)"
+                " ON CONFLICT(path) DO UPDATE SET size = excluded.size, mtime = excluded.mtime,"
+                " hash = excluded.hash", [(p, sz, mt, h) for p, _, sz, mt, h, _ in batch])
+            await db.commit()
+        self.status["assets_created"] += len(new_rows)
+
+    async def prune(self) -> int:
+        """Mark shared assets whose backing file is gone; return how many were marked."""
+        store = self.lib.store
+        async with store.db.execute("SELECT id, file_path FROM assets_items WHERE owner = ''"
+                                    " AND file_path IS NOT NULL AND missing = 0") as cur:
+            rows = [(r[0], r[1]) for r in await cur.fetchall()]
+        gone = await asyncio.to_thread(lambda: [(i, p) for i, p in rows if not os.path.isfile(p)])
+        if gone:
+            await store.db.executemany("UPDATE assets_items SET missing = 1 WHERE id = ?", [(i,) for i, _ in gone])
+            await store.db.executemany("DELETE FROM assets_seen_files WHERE path = ?", [(p,) for _, p in gone])
+            await store.db.commit()
+        return len(gone)
+
+
+def register(routes: RouteTable, lib: AssetLibrary) -> None:
+    seeder = Seeder(lib)
+    lib.seeder = seeder  # type: ignore[attr-defined]
+
+    @routes.post("/assets/seed")
+    async def seed(request: Request) -> Response:
+        from comfy_kernel.http import json_response
+
+        try:
+            body = await read_json(request, default={})
+        except Exception:
+            raise fail(400, "INVALID_JSON", "request body is not valid JSON") from None
+        if not isinstance(body, dict):
+            raise fail(400, "INVALID_BODY", "body must be a JSON object")
+        roots = body.get("roots")
+        if roots is None:
+            roots = list(ROOTS)
+        if not isinstance(roots, list) or not all(isinstance(r, str) for r in roots):
+            raise fail(400, "INVALID_BODY", "roots must be a list of strings")
+        unknown = [r for r in roots if r not in ROOTS]
+        if unknown:
+            raise fail(400, "INVALID_BODY", f"unknown roots {unknown[:5]}; use {', '.join(ROOTS)}")
+        started = seeder.start(list(dict.fromkeys(roots)) or list(ROOTS))
+        return json_response({"status": "started" if started else "already_running"})
+
+    @routes.get("/assets/seed/status")
+    async def seed_status(request: Request) -> Response:
+        from comfy_kernel.http import json_response
+
+        return json_response(seeder.status)
+
+    @routes.post("/assets/seed/cancel")
+    async def seed_cancel(request: Request) -> Response:
+        from comfy_kernel.http import json_response
+
+        return json_response({"status": "cancelling" if seeder.cancel() else "idle"})
+
+    @routes.post("/assets/prune")
+    async def prune(request: Request) -> Response:
+        from comfy_kernel.http import json_response
+
+        if seeder.running:
+            raise fail(409, "SEED_RUNNING", "a seed scan is running; prune after it finishes")
+        return json_response({"status": "completed", "marked": await seeder.prune()})
+
+
+# --- prompt outputs ------------------------------------------------------------
+
+
+async def ingest_outputs(lib: AssetLibrary, event: dict[str, Any]) -> int:
+    """Record each output file of a finished prompt as an asset of its owner, with its job id."""
+    owner = event.get("owner") or "default"
+    job_id = str(event.get("prompt_id") or "")
+    outputs = event.get("outputs") or {}
+    files: list[str] = []
+    for node_output in outputs.values() if isinstance(outputs, dict) else []:
+        if not isinstance(node_output, dict):
+            continue
+        for items in node_output.values():
+            for item in items if isinstance(items, list) else []:
+                if not isinstance(item, dict) or item.get("type", "output") != "output":
+                    continue
+                filename, subfolder = item.get("filename"), item.get("subfolder") or ""
+                if not isinstance(filename, str) or not isinstance(subfolder, str):
+                    continue
+                try:
+                    path = safe_join(lib.kernel.dirs.output, subfolder, filename)
+                except UnsafePath:
+                    continue
+                if os.path.isfile(path) and path not in files:
+                    files.append(path)
+    created = 0
+    store = lib.store
+    for path in files:
+        async with store.db.execute("SELECT 1 FROM assets_items WHERE owner = ? AND job_id = ? AND file_path = ?",
+                                    (owner, job_id, path)) as cur:
+            if await cur.fetchone():
+                continue
+        try:
+            content_hash, size = await asyncio.to_thread(hash_file, path)
+        except OSError:
+            continue
+        async with store.lock:
+            await store.ensure_content(content_hash, size, guess_mime(path), blob=False)
+            await store.insert_asset(owner=owner, name=os.path.basename(path), content_hash=content_hash,
+                                     size=size, mime_type=guess_mime(path), tags=["output"], user_metadata={},
+                                     job_id=job_id or None, file_path=path, source="prompt")
+        created += 1
+    return created
