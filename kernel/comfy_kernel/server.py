@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import signal
 import sys
+import threading
 from argparse import Namespace
+from collections.abc import Iterator
 
 import uvicorn
 
@@ -23,6 +27,12 @@ def create_kernel(config: Namespace, host: PluginHost | None = None) -> Kernel:
         from .execution import attach as attach_executor
     except ImportError:
         attach_executor = None
+    try:
+        from .gpu import GpuConfig, configure
+
+        configure(GpuConfig.from_args(config))
+    except ImportError:
+        pass
     kernel.load()
     if attach_executor is not None:
         attach_executor(kernel)
@@ -36,6 +46,23 @@ class _Server(uvicorn.Server):
         self.urls = urls
         self.quiet = quiet
         self.quick_exit = quick_exit
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        """Turn SIGINT/SIGTERM into a graceful shutdown and a normal exit status.
+
+        uvicorn re-raises the captured signal after shutting down, which makes
+        the process die of that signal; a server stopped on purpose exits 0.
+        """
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
     async def startup(self, sockets=None) -> None:
         await super().startup(sockets)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from typing import Any
@@ -13,6 +14,8 @@ from .. import COMFYUI_COMPAT_VERSION, __version__
 from ..http import json_response
 from ..kernel import Kernel
 from ..routing import RouteTable
+
+log = logging.getLogger(__name__)
 
 
 def _memory() -> tuple[int, int]:
@@ -45,15 +48,12 @@ def cpu_device(ram_total: int, ram_free: int) -> dict[str, Any]:
 
 def devices(kernel: Kernel) -> list[dict[str, Any]]:
     try:
-        from ..gpu import stats_devices
-    except ImportError:
-        stats_devices = None
-    if stats_devices is not None:
-        try:
-            return list(stats_devices(kernel.config))
-        except Exception:
-            pass
-    return [cpu_device(*_memory())]
+        from ..gpu import GpuConfig, system_stats_devices
+
+        return list(system_stats_devices(GpuConfig.from_args(kernel.config)))
+    except Exception:  # the HTTP answer must not depend on a device probe succeeding
+        log.exception("device discovery failed; reporting the CPU only")
+        return [cpu_device(*_memory())]
 
 
 def system_stats(kernel: Kernel) -> dict[str, Any]:
