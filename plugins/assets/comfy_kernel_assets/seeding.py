@@ -250,7 +250,7 @@ def register(routes: RouteTable, lib: AssetLibrary) -> None:
         from comfy_kernel.http import json_response
 
         try:
-            body = await read_json(request, default={})
+            body = await read_json(request, default={}, object_only=True)
         except Exception:
             raise fail(400, "INVALID_JSON", "request body is not valid JSON") from None
         if not isinstance(body, dict):
