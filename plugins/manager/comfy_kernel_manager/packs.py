@@ -520,8 +520,10 @@ class Packs:
                 new = _git(["rev-parse", "HEAD"], cwd=pack.path)
                 if new == old:
                     return {"ok": True, "msg": f"{pack.name} is up to date", "restart_needed": False}
+                changed = _git(["diff", "--name-only", old or "HEAD@{1}", new], cwd=pack.path).split()
                 try:
-                    self._install_requirements(pack.name, pack.path)
+                    if "requirements.txt" in changed or "install.py" in changed:
+                        self._install_requirements(pack.name, pack.path)
                 except PackError:
                     _git(["reset", "--hard", "--quiet", old or "HEAD@{1}"], cwd=pack.path)
                     raise

@@ -18,7 +18,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from mgr_helpers import PackServer, RangeHandler  # noqa: E402
+from mgr_helpers import PackServer, RangeHandler, build_wheels, pack_source  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -38,8 +38,24 @@ def pack_python(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="session")
-def wheelhouse(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("wheelhouse")
+def wheels(tmp_path_factory) -> Path:
+    """A wheelhouse of tiny packs (built once per session with one pip run)."""
+    house = tmp_path_factory.mktemp("wheelhouse")
+    work = tmp_path_factory.mktemp("wheelsrc")
+    # pip resolves one batch together, so a second version of a dist goes in a second batch
+    build_wheels(house, [
+        pack_source(work, "tiny-pip-pack", "1.1", nodes=["TinyPipNode", "TinyPipNode2"]),
+        pack_source(work, "snap-pack", "2.0", nodes=["SnapNode"]),
+    ])
+    build_wheels(house, [
+        pack_source(work, "tiny-pip-pack", "1.0", nodes=["TinyPipNode"]),
+        pack_source(work, "tiny-helper-lib", "1.0"),
+        pack_source(work, "tiny-helper-two", "1.0"),
+        pack_source(work, "numpy", "0.0.1"),
+        pack_source(work, "greedy-pack", "1.0", nodes=["GreedyNode"], deps=["numpy==0.0.1"]),
+        pack_source(work, "snap-pack", "1.0", nodes=["SnapNode"]),
+    ])
+    return house
 
 
 @pytest.fixture

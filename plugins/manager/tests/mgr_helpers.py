@@ -37,9 +37,15 @@ class PackServer(ServerProcess):
 
 
 
-def build_wheel(wheelhouse: Path, workdir: Path, dist: str, version: str, *, nodes: list[str] | None = None,
+def build_wheels(wheelhouse: Path, sources: list[Path]) -> None:
+    """Build wheels of several ``pack_source`` folders with one pip run (pip start-up is the slow part)."""
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                    "-w", str(wheelhouse), *map(str, sources)], check=True, capture_output=True)
+
+
+def pack_source(workdir: Path, dist: str, version: str, *, nodes: list[str] | None = None,
                 deps: list[str] | None = None, module: str | None = None, body: str | None = None) -> Path:
-    """Build a tiny node-pack wheel: one module, an entry point, NODE_CLASS_MAPPINGS."""
+    """Write a tiny node-pack project: one module, an entry point, NODE_CLASS_MAPPINGS."""
     module = module or dist.replace("-", "_")
     src = workdir / f"{dist}-{version}-src"
     (src / module).mkdir(parents=True, exist_ok=True)
@@ -73,9 +79,7 @@ def build_wheel(wheelhouse: Path, workdir: Path, dist: str, version: str, *, nod
         [tool.setuptools]
         packages = ["{module}"]
         """) + entry)
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                    "-w", str(wheelhouse), str(src)], check=True, capture_output=True)
-    return wheelhouse
+    return src
 
 
 def make_git_pack(path: Path, nodes: list[str], files: dict[str, str] | None = None) -> Path:

@@ -7,7 +7,7 @@ import subprocess
 import time
 
 import pytest
-from mgr_helpers import build_wheel, git, make_git_pack
+from mgr_helpers import PackServer, git, make_git_pack
 
 
 def wait_queue(srv, timeout: float = 120) -> list[dict]:
@@ -27,22 +27,12 @@ def pip_show(python: str, dist: str) -> bool:
 
 
 @pytest.fixture(scope="module")
-def wheels(wheelhouse, tmp_path_factory):
-    work = tmp_path_factory.mktemp("wheelsrc")
-    build_wheel(wheelhouse, work, "tiny-pip-pack", "1.0", nodes=["TinyPipNode"])
-    build_wheel(wheelhouse, work, "tiny-pip-pack", "1.1", nodes=["TinyPipNode", "TinyPipNode2"])
-    build_wheel(wheelhouse, work, "tiny-helper-lib", "1.0")
-    build_wheel(wheelhouse, work, "tiny-helper-two", "1.0")
-    build_wheel(wheelhouse, work, "numpy", "0.0.1")
-    build_wheel(wheelhouse, work, "greedy-pack", "1.0", nodes=["GreedyNode"], deps=["numpy==0.0.1"])
-    build_wheel(wheelhouse, work, "deps-pack", "1.0", nodes=["DepsNode"], deps=["tiny-helper-lib"])
-    return wheelhouse
-
-
-@pytest.fixture
-def pip_server(start_server, pack_python, wheels):
+def pip_server(tmp_path_factory, pack_python, wheels):
+    """One server on the isolated venv for the module (each test uses packs of its own)."""
     env = {"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(wheels)}
-    return start_server("--manager-security-level", "normal-", python=pack_python, env=env)
+    base = tmp_path_factory.mktemp("pipsrv") / "base"
+    with PackServer(base, "--manager-security-level", "normal-", python=pack_python, env=env) as srv:
+        yield srv
 
 
 def test_pip_pack_lifecycle(pip_server, pack_python):
