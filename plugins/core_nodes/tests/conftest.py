@@ -85,3 +85,19 @@ def sd15_tiny_vae(sd15_tiny_parts):
     from comfy_kernel_core_nodes.sd.checkpoint import build_vae
 
     return build_vae(sd15_tiny_parts[1])
+
+
+@pytest.fixture(scope="module")
+def single_torch_thread():
+    """Run a module's model calls on one CPU thread, restoring the previous setting afterwards.
+
+    The reference workloads are tiny (8x8 to 12x12 latents, 77 tokens), so extra
+    threads mostly add synchronisation; on a shared or busy CI machine, two
+    spinning OpenMP threads made these tests several times slower than one.
+    """
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

@@ -7,6 +7,8 @@ import torch
 
 from comfy_kernel_core_nodes.sd.checkpoint import UnsupportedCheckpoint, load_checkpoint
 
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
+
 
 def test_load_checkpoint(sd15_tiny_checkpoint):
     ckpt = load_checkpoint(sd15_tiny_checkpoint)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from comfy_kernel_core_nodes.sd.clip_text import encode_prompt
 from comfy_kernel_core_nodes.sd.model_sampling import timestep_to_sigma
 from comfy_kernel_core_nodes.sd.unet import denoise
 from comfy_kernel_core_nodes.sd.vae import decode
+
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 LATENT_SCALE = 0.18215
 

@@ -12,6 +12,8 @@ from comfy_kernel_core_nodes.sd.clip_text import encode_chunks
 from comfy_kernel_core_nodes.sd.prompt import parse_weights, tokenize_prompt
 from comfy_kernel_core_nodes.sd.tokenizer import END_TOKEN, START_TOKEN, default_tokenizer
 
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
+
 TEXT_WORKFLOWS = ["txt2img", "prompt_weighting", "clip_skip2"]
 SIDES = ["positive", "negative"]
 

@@ -15,6 +15,8 @@ from comfy_kernel_core_nodes.sd.model_sampling import (
 )
 from comfy_kernel_core_nodes.sd.unet import predict_noise, timestep_embedding
 
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
+
 
 def _load(folder, name):
     return torch.from_numpy(np.load(folder / name))
@@ -56,16 +58,20 @@ def test_derived_config(sd15_tiny_parts):
     assert detect_model_type(cfg) == "sd15"
 
 
-@pytest.mark.parametrize("workflow", ["txt2img", "txt2img_dpmpp_2m_karras"])
-def test_unet_matches_captured_evaluations(reference_outputs, sd15_tiny_unet, workflow):
+@pytest.mark.parametrize(
+    ("workflow", "call"),
+    [("txt2img", 0), ("txt2img_dpmpp_2m_karras", 0), ("img2img", 0), ("hires_fix", 1)],
+)
+def test_unet_matches_captured_evaluations(reference_outputs, sd15_tiny_unet, workflow, call):
     """Each evaluation is run as ComfyUI ran it: negative and positive in one batch.
 
     eps is compared where sigma is large enough for (x - denoised) / sigma to keep
     float32 precision (x reaches ~70 while the last sigma is 0.03); denoised at every step.
     """
     folder = reference_outputs / workflow
-    xs, sigmas = _load(folder, "ksampler0_step_x.npy"), _load(folder, "ksampler0_step_sigma.npy")
-    cond_ref, uncond_ref = _load(folder, "ksampler0_step_cond_denoised.npy"), _load(folder, "ksampler0_step_uncond_denoised.npy")
+    xs, sigmas = _load(folder, f"ksampler{call}_step_x.npy"), _load(folder, f"ksampler{call}_step_sigma.npy")
+    cond_ref = _load(folder, f"ksampler{call}_step_cond_denoised.npy")
+    uncond_ref = _load(folder, f"ksampler{call}_step_uncond_denoised.npy")
     text = reference_outputs / "txt2img"
     context = torch.cat([_load(text, "cond_negative.npy"), _load(text, "cond_positive.npy")])
     for i in range(xs.shape[0]):
@@ -78,3 +84,9 @@ def test_unet_matches_captured_evaluations(reference_outputs, sd15_tiny_unet, wo
             if sigmas[i].item() > 0.1:
                 eps_ref = (xs[i] - den_ref) / s
                 assert (got_eps - eps_ref).abs().max() / eps_ref.abs().max() <= 1e-5
+
+
+def test_odd_latent_sizes_keep_their_shape(sd15_tiny_unet):
+    x = torch.randn(1, 4, 9, 7)
+    eps = predict_noise(sd15_tiny_unet, x, torch.tensor([1.0]), torch.randn(1, 77, 768))
+    assert eps.shape == x.shape and torch.isfinite(eps).all()
