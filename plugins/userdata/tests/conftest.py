@@ -18,6 +18,11 @@ def only_this_plugin() -> list[str]:
     return ["--disable-plugins", ",".join(others)] if others else []
 
 
+@pytest.fixture(scope="session")
+def isolated_args() -> list[str]:
+    return only_this_plugin()
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """One single-user server per test module (tests use distinct file names)."""
