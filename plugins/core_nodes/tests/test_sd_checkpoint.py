@@ -35,3 +35,11 @@ def test_pickled_checkpoints_are_read_with_weights_only(tmp_path, zip_format):
     tensors = {"model.diffusion_model.out.2.bias": torch.arange(4.0)}
     torch.save({"state_dict": tensors, "global_step": 1}, str(path), _use_new_zipfile_serialization=zip_format)
     assert torch.equal(read_state_dict(path)["model.diffusion_model.out.2.bias"], torch.arange(4.0))
+
+
+def test_build_clip_storage_dtype(sd15_tiny_parts):
+    from comfy_kernel_core_nodes.sd.checkpoint import build_clip
+
+    clip_sd = {k: v.float() for k, v in sd15_tiny_parts[2].items()}
+    assert build_clip(clip_sd).final_layer_norm.weight.dtype == torch.float16
+    assert build_clip(clip_sd, dtype=None).final_layer_norm.weight.dtype == torch.float32

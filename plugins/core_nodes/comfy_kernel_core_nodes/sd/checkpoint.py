@@ -145,19 +145,35 @@ def detect_model_type(unet_config: UNetConfig) -> str:
     return "unknown"
 
 
-def _load_module(module: torch.nn.Module, sd: StateDict, what: str) -> None:
-    missing, unexpected = module.load_state_dict(sd, strict=False, assign=True)
+def load_weights(module: torch.nn.Module, sd: StateDict, what: str) -> None:
+    """Assign the tensors of `sd` to a module built on the meta device (no copies).
+
+    Missing weights are an error (they would stay uninitialised); extra tensors,
+    such as EMA copies, are ignored as ComfyUI does.
+    """
+    missing, _unexpected = module.load_state_dict(sd, strict=False, assign=True)
     if missing:
         raise ValueError(f"{what}: {len(missing)} weights missing from the checkpoint, e.g. {missing[:3]}")
-    del unexpected  # extra tensors (e.g. EMA copies) are ignored, as ComfyUI does
 
 
-def build_clip(clip_sd: StateDict, device: torch.device | str = "cpu") -> CLIPTextModel:
-    """SD1 text encoder with its weights kept in fp16 (maths runs in fp32, see layers.py)."""
+_load_module = load_weights
+
+
+def build_clip(
+    clip_sd: StateDict, device: torch.device | str = "cpu", dtype: torch.dtype | None = torch.float16
+) -> CLIPTextModel:
+    """SD1 text encoder storing its weights in `dtype` (fp16 by default; None keeps the given dtypes).
+
+    The maths always runs in fp32 (see layers.py), so the storage dtype only rounds the weights.
+    """
     with torch.device("meta"):
         model = CLIPTextModel()
-    sd = {k: (v.to(device=device, dtype=torch.float16) if v.is_floating_point() else v) for k, v in clip_sd.items()}
-    _load_module(model, sd, "text encoder")
+    sd = {
+        k: (v.to(device=device, dtype=dtype or v.dtype) if v.is_floating_point() else v)
+        for k, v in clip_sd.items()
+        if k != "embeddings.position_ids"
+    }
+    load_weights(model, sd, "text encoder")
     return model.eval().requires_grad_(False)
 
 
@@ -169,7 +185,7 @@ def build_unet(
     config = config or derive_unet_config(unet_sd)
     with torch.device("meta"):
         model = UNetModel(config)
-    _load_module(model, {k: v.to(device=device, dtype=dtype) for k, v in unet_sd.items()}, "UNet")
+    load_weights(model, {k: v.to(device=device, dtype=dtype) for k, v in unet_sd.items()}, "UNet")
     return model.eval().requires_grad_(False)
 
 
@@ -178,7 +194,7 @@ def build_vae(vae_sd: StateDict, device: torch.device | str = "cpu", dtype: torc
 
     with torch.device("meta"):
         model = AutoencoderKL()
-    _load_module(model, {k: v.to(device=device, dtype=dtype) for k, v in vae_sd.items()}, "VAE")
+    load_weights(model, {k: v.to(device=device, dtype=dtype) for k, v in vae_sd.items()}, "VAE")
     return model.eval().requires_grad_(False)
 
 
