@@ -1,0 +1,310 @@
+"""The prompt queue and the workers that drain it.
+
+The queue is a min-heap on ``(number, prompt_id)`` held in memory and
+mirrored in SQLite (:mod:`.store`) so it survives a crash. One worker per
+device (``comfy_kernel.gpu.worker_devices``, or a single CPU worker) runs
+prompts on its own thread and asyncio loop; a dispatcher coroutine per
+worker, on the server loop, takes the next item, runs it on the worker,
+writes history and sends the closing messages. All database access stays on
+the server loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import logging
+import threading
+import time
+from typing import Any
+
+from .engine import Engine, now_ms
+from .store import Store, public_item
+
+log = logging.getLogger(__name__)
+
+
+class QueuedPrompt:
+    __slots__ = ("number", "prompt_id", "item", "owner", "created")
+
+    def __init__(self, item: list[Any], owner: str):
+        self.number = item[0]
+        self.prompt_id = item[1]
+        self.item = item
+        self.owner = owner
+        self.created = time.time()
+
+    def __lt__(self, other: QueuedPrompt) -> bool:
+        return (self.number, self.prompt_id) < (other.number, other.prompt_id)
+
+
+class _LocalWorker:
+    """Fallback worker when the GPU package is absent: one thread, items one at a time."""
+
+    def __init__(self, run: Any):
+        self._run = run
+        self._thread: threading.Thread | None = None
+        self._queue: Any = None
+
+    async def start(self) -> None:
+        import queue as q
+
+        self._queue = q.Queue()
+        self._thread = threading.Thread(target=self._loop, name="ck-worker", daemon=True)
+        self._thread.start()
+
+    async def stop(self) -> None:
+        if self._thread is not None:
+            self._queue.put(None)
+            await asyncio.to_thread(self._thread.join, 10)
+            self._thread = None
+
+    def submit(self, item: Any) -> asyncio.Future:
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        self._queue.put((item, loop, fut))
+        return fut
+
+    def _loop(self) -> None:
+        while True:
+            entry = self._queue.get()
+            if entry is None:
+                return
+            item, loop, fut = entry
+            try:
+                result = self._run(item)
+            except BaseException as exc:  # noqa: BLE001
+                loop.call_soon_threadsafe(_settle, fut, None, exc)
+            else:
+                loop.call_soon_threadsafe(_settle, fut, result, None)
+
+
+def _settle(fut: asyncio.Future, result: Any, exc: BaseException | None) -> None:
+    if fut.done():
+        return
+    if exc is not None:
+        fut.set_exception(exc)
+    else:
+        fut.set_result(result)
+
+
+class Executor:
+    """What ``kernel.executor`` is: the queue, its workers and their engines."""
+
+    def __init__(self, kernel: Any):
+        self.kernel = kernel
+        self.store = Store(kernel.database_path, getattr(kernel.config, "history_max_items", 10000) or 10000)
+        self.heap: list[QueuedPrompt] = []
+        self.running: dict[str, QueuedPrompt] = {}  # prompt id -> item
+        self.running_engine: dict[str, Engine] = {}
+        self.counter = 0
+        self.wakeup: asyncio.Condition | None = None
+        self.workers: list[Any] = []
+        self.engines: list[Engine] = []
+        self.dispatchers: list[asyncio.Task] = []
+        self.flags: dict[str, bool] = {}
+        self.started = False
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    async def start(self) -> None:
+        import os
+
+        os.makedirs(os.path.dirname(self.store.path), exist_ok=True)
+        await self.store.open()
+        self.wakeup = asyncio.Condition()
+        requeue, failed = await self.store.recover()
+        for owner, item in requeue:
+            extra = item[3]
+            heapq.heappush(self.heap, QueuedPrompt(item, owner))
+            if isinstance(item[0], (int, float)) and item[0] >= self.counter:
+                self.counter = int(item[0]) + 1
+            del extra
+        for owner, item, started in failed:
+            msg = ["execution_error", {"prompt_id": item[1], "node_id": None, "node_type": None, "executed": [],
+                                       "exception_message": "The server stopped while running this prompt, "
+                                                            "twice; it was not run again.\n",
+                                       "exception_type": "ServerCrash", "traceback": [], "current_inputs": {},
+                                       "current_outputs": [], "timestamp": now_ms()}]
+            await self.store.finish(owner, item, {"outputs": {}, "meta": {}, "status": {
+                "status_str": "error", "completed": False, "messages": [msg]}}, started, time.time())
+        devices: list[Any] = [None]
+        try:
+            from .. import gpu
+
+            cfg = gpu.GpuConfig.from_args(self.kernel.config) if hasattr(gpu.GpuConfig, "from_args") else None
+            devices = list(gpu.worker_devices(cfg)) or [None]
+        except Exception as exc:  # the GPU package is optional
+            log.debug("no GPU worker devices (%s); using one CPU worker", exc)
+            devices = [None]
+        for device in devices:
+            engine = Engine(self.kernel, notify_executed=self._notify_executed)
+            worker = self._make_worker(device, engine)
+            await worker.start()
+            self.engines.append(engine)
+            self.workers.append(worker)
+        for i in range(len(self.workers)):
+            self.dispatchers.append(asyncio.get_running_loop().create_task(self._dispatch(i)))
+        self.started = True
+
+    def _make_worker(self, device: Any, engine: Engine) -> Any:
+        def run(queued: QueuedPrompt) -> dict[str, Any]:
+            item = queued.item
+            return engine.run_prompt(item[1], item[2], item[3], item[4], queued.owner)
+
+        if device is not None:
+            try:
+                from ..gpu import ThreadWorker
+
+                return ThreadWorker(device, run, item_id=lambda q: q.prompt_id)
+            except Exception:
+                pass
+        return _LocalWorker(run)
+
+    async def stop(self) -> None:
+        for task in self.dispatchers:
+            task.cancel()
+        for task in self.dispatchers:
+            try:
+                await task
+            except (asyncio.CancelledError, Exception):
+                pass
+        for engine in self.engines:
+            engine.interrupt()
+        for worker in self.workers:
+            try:
+                await asyncio.wait_for(worker.stop(), 10)
+            except Exception:
+                pass
+        await self.store.close()
+
+    # -- queue operations (server loop) ---------------------------------------------------
+
+    def next_number(self, front: bool) -> int:
+        number = -self.counter if front else self.counter
+        self.counter += 1
+        return number
+
+    async def put(self, item: list[Any], owner: str) -> None:
+        await self.store.enqueue(owner, item)
+        heapq.heappush(self.heap, QueuedPrompt(item, owner))
+        self.broadcast_status()
+        assert self.wakeup is not None
+        async with self.wakeup:
+            self.wakeup.notify()
+
+    async def delete(self, prompt_ids: list[str] | None, owner: str | None) -> None:
+        before = len(self.heap)
+        if prompt_ids is None:
+            self.heap = [q for q in self.heap if owner is not None and q.owner != owner]
+        else:
+            wanted = set(prompt_ids)
+            self.heap = [q for q in self.heap if not (q.prompt_id in wanted and (owner is None or q.owner == owner))]
+        heapq.heapify(self.heap)
+        await self.store.delete_pending(prompt_ids, owner)
+        if len(self.heap) != before:
+            self.broadcast_status()
+
+    def queue_remaining(self) -> int:
+        return len(self.heap) + len(self.running)
+
+    def queue_for(self, owner: str | None) -> tuple[list[list[Any]], list[list[Any]]]:
+        running = [public_item(q.item) for q in self.running.values() if owner is None or q.owner == owner]
+        pending = [public_item(q.item) for q in self.heap if owner is None or q.owner == owner]
+        return running, pending
+
+    def status(self, prompt_id: str) -> str | None:
+        if prompt_id in self.running:
+            return "running"
+        if any(q.prompt_id == prompt_id for q in self.heap):
+            return "pending"
+        return None
+
+    def interrupt(self, prompt_id: str | None = None) -> None:
+        for pid, engine in list(self.running_engine.items()):
+            if prompt_id is None or pid == prompt_id:
+                engine.interrupt()
+
+    def request_free(self, unload_models: bool, free_memory: bool) -> None:
+        if unload_models:
+            self.flags["unload_models"] = True
+        if free_memory:
+            self.flags["free_memory"] = True
+        if not self.running:
+            self._apply_free()
+
+    def running_node_for_client(self, sid: str) -> str | None:
+        for pid, queued in self.running.items():
+            if queued.item[3].get("client_id") == sid:
+                engine = self.running_engine.get(pid)
+                if engine is not None:
+                    return engine.running_display_node()
+        return None
+
+    def broadcast_status(self) -> None:
+        self.kernel.ws.send("status", {"status": {"exec_info": {"queue_remaining": self.queue_remaining()}}})
+
+    # -- the dispatcher ---------------------------------------------------------------------
+
+    async def _dispatch(self, index: int) -> None:
+        worker, engine = self.workers[index], self.engines[index]
+        assert self.wakeup is not None
+        while True:
+            async with self.wakeup:
+                while not self.heap:
+                    await self.wakeup.wait()
+                queued = heapq.heappop(self.heap)
+            self.running[queued.prompt_id] = queued
+            self.running_engine[queued.prompt_id] = engine
+            started = time.time()
+            try:
+                await self.store.mark_running(queued.prompt_id)
+                self.broadcast_status()
+                history_item = queued.item
+                try:
+                    result = await worker.submit(queued)
+                except Exception as exc:
+                    log.exception("prompt %s crashed the worker", queued.prompt_id)
+                    result = {"outputs": {}, "meta": {}, "status": {"status_str": "error", "completed": False,
+                              "messages": [["execution_error", {"prompt_id": queued.prompt_id,
+                                                                "exception_message": f"{exc}\n",
+                                                                "timestamp": now_ms()}]]}}
+                await self.store.finish(queued.owner, history_item, result, started, time.time())
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("could not record prompt %s", queued.prompt_id)
+                result = None
+            finally:
+                self.running.pop(queued.prompt_id, None)
+                self.running_engine.pop(queued.prompt_id, None)
+            self.broadcast_status()
+            client_id = queued.item[3].get("client_id")
+            if client_id:
+                self.kernel.ws.send("executing", {"node": None, "prompt_id": queued.prompt_id}, client_id)
+            log.info("Prompt executed in %.2f seconds", time.time() - started)
+            if result is not None:
+                self.kernel.host.call_each("ck_prompt_finished", event={
+                    "prompt_id": queued.prompt_id, "owner": queued.owner, "status": result["status"],
+                    "outputs": result["outputs"]})
+            if self.flags and not self.running:
+                self._apply_free()
+
+    def _apply_free(self) -> None:
+        flags, self.flags = self.flags, {}
+        if flags.get("unload_models") or flags.get("free_memory"):
+            try:
+                from .. import gpu
+
+                gpu.model_manager().unload_all()
+            except Exception:
+                pass
+        if flags.get("free_memory"):
+            for engine in self.engines:
+                engine.free()
+
+    def _notify_executed(self, event: dict[str, Any]) -> None:
+        loop = self.kernel.loop
+        if loop is None:
+            return
+        loop.call_soon_threadsafe(lambda: self.kernel.host.call_each("ck_node_executed", event=event))

@@ -1,0 +1,198 @@
+"""Durable queue and history in the kernel's SQLite database (WAL).
+
+Two tables, both keyed by the owner (the identity key of whoever queued the
+prompt):
+
+* ``ck_queue``: one row per queued or running prompt. ``attempts`` counts
+  how often a worker took it; after a crash (kill -9) the next start puts
+  ``running`` rows back to ``pending`` once, and records them as failed if
+  they were already retried (the prompt probably crashes the process).
+* ``ck_history``: one row per finished prompt, ordered by ``seq``;
+  pagination and the size bound run in SQL.
+
+Each state change is one transaction, so a crash at any point leaves a prompt
+either in the queue or in history, never both or neither. Sensitive
+``extra_data`` keys are never written.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import aiosqlite
+import orjson
+
+SENSITIVE = ("auth_token_comfy_org", "api_key_comfy_org")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS ck_queue (
+    prompt_id TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    number REAL NOT NULL,
+    item BLOB NOT NULL,
+    state TEXT NOT NULL DEFAULT 'pending',
+    attempts INTEGER NOT NULL DEFAULT 0,
+    created REAL NOT NULL,
+    started REAL
+);
+CREATE TABLE IF NOT EXISTS ck_history (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    prompt_id TEXT NOT NULL UNIQUE,
+    owner TEXT NOT NULL,
+    status TEXT NOT NULL,
+    entry BLOB NOT NULL,
+    created REAL,
+    started REAL,
+    ended REAL,
+    outputs_count INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS ck_history_owner ON ck_history(owner, seq);
+"""
+
+
+def strip_sensitive(extra_data: dict[str, Any]) -> dict[str, Any]:
+    if any(k in extra_data for k in SENSITIVE):
+        return {k: v for k, v in extra_data.items() if k not in SENSITIVE}
+    return extra_data
+
+
+def public_item(item: list[Any]) -> list[Any]:
+    """A queue item as clients see it: sensitive extra_data keys removed."""
+    return [item[0], item[1], item[2], strip_sensitive(item[3]), item[4]]
+
+
+class Store:
+    def __init__(self, path: str, history_max_items: int = 10000):
+        self.path = path
+        self.history_max_items = history_max_items
+        self.db: aiosqlite.Connection | None = None
+
+    async def open(self) -> None:
+        self.db = await aiosqlite.connect(self.path, isolation_level=None)
+        await self.db.execute("PRAGMA journal_mode=WAL")
+        await self.db.execute("PRAGMA synchronous=NORMAL")
+        await self.db.execute("PRAGMA busy_timeout=5000")
+        await self.db.executescript(SCHEMA)
+
+    async def close(self) -> None:
+        if self.db is not None:
+            await self.db.close()
+            self.db = None
+
+    # -- queue -----------------------------------------------------------------------------
+
+    async def enqueue(self, owner: str, item: list[Any]) -> None:
+        assert self.db is not None
+        await self.db.execute(
+            "INSERT OR REPLACE INTO ck_queue(prompt_id, owner, number, item, state, attempts, created) "
+            "VALUES (?, ?, ?, ?, 'pending', 0, ?)",
+            (item[1], owner, float(item[0]), orjson.dumps(public_item(item), option=orjson.OPT_NON_STR_KEYS),
+             time.time()))
+
+    async def mark_running(self, prompt_id: str) -> None:
+        assert self.db is not None
+        await self.db.execute("UPDATE ck_queue SET state='running', attempts=attempts+1, started=? "
+                              "WHERE prompt_id=?", (time.time(), prompt_id))
+
+    async def delete_pending(self, prompt_ids: list[str] | None, owner: str | None) -> int:
+        assert self.db is not None
+        if prompt_ids is None:
+            sql, args = "DELETE FROM ck_queue WHERE state='pending'", []
+        else:
+            marks = ",".join("?" * len(prompt_ids))
+            sql, args = f"DELETE FROM ck_queue WHERE state='pending' AND prompt_id IN ({marks})", list(prompt_ids)
+        if owner is not None:
+            sql += " AND owner=?"
+            args.append(owner)
+        cur = await self.db.execute(sql, args)
+        return cur.rowcount
+
+    async def recover(self) -> tuple[list[tuple[str, list[Any]]], list[tuple[str, list[Any], float | None]]]:
+        """After a restart: (pending rows to run, running rows that died twice → fail)."""
+        assert self.db is not None
+        requeue, failed = [], []
+        async with self.db.execute("SELECT owner, item, state, attempts, started FROM ck_queue "
+                                   "ORDER BY number, prompt_id") as cur:
+            rows = await cur.fetchall()
+        for owner, blob, state, attempts, started in rows:
+            item = orjson.loads(blob)
+            if state == "running" and attempts >= 2:
+                failed.append((owner, item, started))
+            else:
+                requeue.append((owner, item))
+        await self.db.execute("UPDATE ck_queue SET state='pending' WHERE state='running' AND attempts < 2")
+        return requeue, failed
+
+    # -- history ---------------------------------------------------------------------------------
+
+    async def finish(self, owner: str, item: list[Any], result: dict[str, Any], started: float | None,
+                     ended: float) -> None:
+        """Move a prompt from the queue into history, atomically."""
+        assert self.db is not None
+        entry = {"prompt": public_item(item), "outputs": result["outputs"], "status": result["status"],
+                 "meta": result["meta"]}
+        blob = orjson.dumps(entry, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY,
+                            default=_json_default)
+        count = sum(len(v) for o in result["outputs"].values() for v in o.values() if isinstance(v, list))
+        db = self.db
+        await db.execute("BEGIN IMMEDIATE")
+        try:
+            created = None
+            async with db.execute("SELECT created FROM ck_queue WHERE prompt_id=?", (item[1],)) as cur:
+                row = await cur.fetchone()
+                if row:
+                    created = row[0]
+            await db.execute("DELETE FROM ck_queue WHERE prompt_id=?", (item[1],))
+            await db.execute("DELETE FROM ck_history WHERE prompt_id=?", (item[1],))
+            await db.execute(
+                "INSERT INTO ck_history(prompt_id, owner, status, entry, created, started, ended, outputs_count) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (item[1], owner, result["status"]["status_str"], blob, created, started, ended, count))
+            if self.history_max_items > 0:
+                await db.execute("DELETE FROM ck_history WHERE seq <= "
+                                 "(SELECT seq FROM ck_history ORDER BY seq DESC LIMIT 1 OFFSET ?)",
+                                 (self.history_max_items,))
+            await db.execute("COMMIT")
+        except BaseException:
+            await db.execute("ROLLBACK")
+            raise
+
+    async def history(self, owner: str, max_items: int | None, offset: int) -> list[tuple[str, bytes]]:
+        assert self.db is not None
+        if offset < 0 and max_items is not None:
+            async with self.db.execute("SELECT COUNT(*) FROM ck_history WHERE owner=?", (owner,)) as cur:
+                total = (await cur.fetchone())[0]
+            offset = max(total - max_items, 0)
+        offset = max(offset, 0)
+        limit = -1 if max_items is None else max_items
+        async with self.db.execute("SELECT prompt_id, entry FROM ck_history WHERE owner=? ORDER BY seq "
+                                   "LIMIT ? OFFSET ?", (owner, limit, offset)) as cur:
+            return list(await cur.fetchall())
+
+    async def history_entry(self, owner: str, prompt_id: str) -> bytes | None:
+        assert self.db is not None
+        async with self.db.execute("SELECT entry FROM ck_history WHERE owner=? AND prompt_id=?",
+                                   (owner, prompt_id)) as cur:
+            row = await cur.fetchone()
+        return row[0] if row else None
+
+    async def history_rows(self, owner: str) -> list[tuple]:
+        assert self.db is not None
+        async with self.db.execute("SELECT prompt_id, status, entry, created, started, ended, outputs_count "
+                                   "FROM ck_history WHERE owner=? ORDER BY seq", (owner,)) as cur:
+            return list(await cur.fetchall())
+
+    async def delete_history(self, owner: str, prompt_ids: list[str] | None) -> None:
+        assert self.db is not None
+        if prompt_ids is None:
+            await self.db.execute("DELETE FROM ck_history WHERE owner=?", (owner,))
+        else:
+            for pid in prompt_ids:
+                await self.db.execute("DELETE FROM ck_history WHERE owner=? AND prompt_id=?", (owner, pid))
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    return str(value)

@@ -1,0 +1,425 @@
+"""A node pack for the executor's tests: plain-Python values, no torch.
+
+Loaded into a test server by copying this folder into ``<base>/custom_nodes``
+(see ``tests/e2e/execution_helpers.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from comfy_kernel.nodes import io
+from comfy_kernel.nodes.graph_utils import ExecutionBlocker, GraphBuilder
+from comfy_kernel.progress import ProgressBar
+
+
+class AnyType(str):
+    def __ne__(self, other: object) -> bool:
+        return False
+
+
+ANY = AnyType("*")
+
+
+class TestValue:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"value": ("INT", {"default": 0, "min": -1000000, "max": 1000000})}}
+
+    RETURN_TYPES = ("INT",)
+    FUNCTION = "run"
+    CATEGORY = "Testing"
+
+    def run(self, value):
+        return (value,)
+
+
+class TestFloat:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"value": ("FLOAT", {"default": 0.5, "min": 0.0, "max": 1.0})}}
+
+    RETURN_TYPES = ("FLOAT",)
+    FUNCTION = "run"
+
+    def run(self, value):
+        return (value,)
+
+
+class TestAdd:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"a": ("INT", {}), "b": ("INT", {})}}
+
+    RETURN_TYPES = ("INT",)
+    FUNCTION = "run"
+
+    def run(self, a, b):
+        return (a + b,)
+
+
+class TestOutput:
+    """Output node: shows its input as UI text."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"value": (ANY, {})}}
+
+    RETURN_TYPES = ()
+    FUNCTION = "run"
+    OUTPUT_NODE = True
+
+    def run(self, value):
+        return {"ui": {"text": [repr(value)]}}
+
+
+class TestListOutput:
+    """Output node receiving whole lists."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"value": (ANY, {})}}
+
+    RETURN_TYPES = ()
+    FUNCTION = "run"
+    OUTPUT_NODE = True
+    INPUT_IS_LIST = (True,)
+
+    def run(self, value):
+        return {"ui": {"values": [v if not isinstance(v, ExecutionBlocker) else "blocked" for v in value]}}
+
+
+class TestLazyMix:
+    """Returns ``a`` if ``use_a`` else ``b``; both lazy: only the chosen one runs."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"use_a": ("BOOLEAN", {"default": True}),
+                             "a": ("INT", {"lazy": True}), "b": ("INT", {"lazy": True})}}
+
+    RETURN_TYPES = ("INT",)
+    FUNCTION = "run"
+
+    def check_lazy_status(self, use_a, a=None, b=None):
+        if use_a and a is None:
+            return ["a"]
+        if not use_a and b is None:
+            return ["b"]
+        return []
+
+    def run(self, use_a, a=None, b=None):
+        return (a if use_a else b,)
+
+
+class TestError:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"value": ("INT", {})}}
+
+    RETURN_TYPES = ("INT",)
+    FUNCTION = "run"
+
+    def run(self, value):
+        raise ValueError(f"test error {value}")
+
+
+class TestIsChanged:
+    """IS_CHANGED returns ``change`` ("nan" → NaN, never equal)."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"value": ("INT", {}), "change": ("STRING", {"default": "same"})}}
+
+    RETURN_TYPES = ("INT",)
+    FUNCTION = "run"
+
+    @classmethod
+    def IS_CHANGED(cls, value=None, change=None, **kwargs):
+        return float("nan") if change == "nan" else change
+
+    def run(self, value, change):
+        return (value,)
+
+
+class TestCustomValidation:
+    """VALIDATE_INPUTS rejects negative values with a message."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"value": ("INT", {"min": 0, "max": 10})}}
+
+    RETURN_TYPES = ("INT",)
+    FUNCTION = "run"
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, value):
+        if value is not None and value < 0:
+            return "value must not be negative"
+        return True
+
+    def run(self, value):
+        return (value,)
+
+
+class TestKwargsValidation:
+    """A ``**kwargs`` VALIDATE_INPUTS disables min/max checks."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"value": ("FLOAT", {"min": 0.0, "max": 1.0})}}
+
+    RETURN_TYPES = ("FLOAT",)
+    FUNCTION = "run"
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, **kwargs):
+        if kwargs.get("value") == 3.0:
+            return "three is not allowed"
+        return True
+
+    def run(self, value):
+        return (value,)
+
+
+class TestInputTypes:
+    """Judges link types itself (VALIDATE_INPUTS with ``input_types``): accepts FLOAT only."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"value": ("IMAGE,FLOAT", {})}}
+
+    RETURN_TYPES = ("FLOAT",)
+    FUNCTION = "run"
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, input_types):
+        if input_types.get("value") not in (None, "FLOAT"):
+            return f"bad type {input_types.get('value')}"
+        return True
+
+    def run(self, value):
+        return (value,)
+
+
+class TestCombo:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"choice": (["a", "b", "c"],)}}
+
+    RETURN_TYPES = ("STRING",)
+    FUNCTION = "run"
+
+    def run(self, choice):
+        return (choice,)
+
+
+class TestVariadic:
+    """Sums undeclared linked inputs (passed as keyword arguments)."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {}}
+
+    RETURN_TYPES = ("INT",)
+    FUNCTION = "run"
+
+    def run(self, **kwargs):
+        return (sum(v for v in kwargs.values() if isinstance(v, int)),)
+
+
+class TestSleep:
+    """Async: sleeps ``seconds`` then passes ``value`` through."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"value": ("INT", {}), "seconds": ("FLOAT", {"default": 0.1})}}
+
+    RETURN_TYPES = ("INT",)
+    FUNCTION = "run"
+
+    async def run(self, value, seconds):
+        await asyncio.sleep(seconds)
+        return (value,)
+
+
+class TestSyncSleep:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"value": ("INT", {}), "seconds": ("FLOAT", {"default": 0.1})}}
+
+    RETURN_TYPES = ("INT",)
+    FUNCTION = "run"
+
+    def run(self, value, seconds):
+        time.sleep(seconds)
+        return (value,)
+
+
+class TestList:
+    """Emits ``count`` items ``value, value+1, ...`` as a list."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"value": ("INT", {}), "count": ("INT", {"default": 3})}}
+
+    RETURN_TYPES = ("INT",)
+    OUTPUT_IS_LIST = (True,)
+    FUNCTION = "run"
+
+    def run(self, value, count):
+        return ([value + i for i in range(count)],)
+
+
+class TestBlockOdd:
+    """Blocks odd items (silently, or with a message)."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"value": ("INT", {}), "message": ("STRING", {"default": ""})}}
+
+    RETURN_TYPES = ("INT",)
+    FUNCTION = "run"
+
+    def run(self, value, message):
+        if value % 2:
+            return (ExecutionBlocker(message or None),)
+        return (value,)
+
+
+class TestProgress:
+    """Reports ``steps`` progress updates; sleeps ``delay`` per step (interrupt point)."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"value": ("INT", {}), "steps": ("INT", {"default": 3}),
+                             "delay": ("FLOAT", {"default": 0.0})}}
+
+    RETURN_TYPES = ("INT",)
+    FUNCTION = "run"
+
+    def run(self, value, steps, delay):
+        bar = ProgressBar(steps)
+        for _ in range(steps):
+            if delay:
+                time.sleep(delay)
+            bar.update(1)
+        return (value,)
+
+
+class TestExpandAdd:
+    """Expands into a chain adding 1 ``times`` times (GraphBuilder)."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"value": ("INT", {}), "times": ("INT", {"default": 2})}}
+
+    RETURN_TYPES = ("INT",)
+    FUNCTION = "run"
+
+    def run(self, value, times):
+        g = GraphBuilder()
+        current = g.node("TestValue", value=value)
+        for _ in range(times):
+            one = g.node("TestValue", value=1)
+            current = g.node("TestAdd", a=current.out(0), b=one.out(0))
+        return {"result": (current.out(0),), "expand": g.finalize()}
+
+
+class TestForLoop:
+    """Counts down recursively by expansion: re-emits itself with ``remaining - 1``."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"total": ("INT", {}), "remaining": ("INT", {})}}
+
+    RETURN_TYPES = ("INT",)
+    FUNCTION = "run"
+
+    def run(self, total, remaining):
+        if remaining <= 0:
+            return (total,)
+        g = GraphBuilder()
+        add = g.node("TestAdd", a=total, b=1)
+        again = g.node("TestForLoop", total=add.out(0), remaining=remaining - 1)
+        return {"result": (again.out(0),), "expand": g.finalize()}
+
+
+class TestExpandCycle:
+    """Expands into two nodes that depend on each other (a dynamic cycle)."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"value": ("INT", {})}}
+
+    RETURN_TYPES = ("INT",)
+    FUNCTION = "run"
+
+    def run(self, value):
+        g = GraphBuilder()
+        a = g.node("TestAdd", id="a", b=value)
+        b = g.node("TestAdd", id="b", a=a.out(0), b=value)
+        a.set_input("a", b.out(0))
+        return {"result": (b.out(0),), "expand": g.finalize()}
+
+
+class TestMixedReturns:
+    """Per list item: a tuple, a result dict, or an expansion."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"value": ("INT", {})}}
+
+    RETURN_TYPES = ("INT",)
+    FUNCTION = "run"
+
+    def run(self, value):
+        if value % 3 == 0:
+            return (value * 10,)
+        if value % 3 == 1:
+            return {"result": (value * 10,)}
+        g = GraphBuilder()
+        n = g.node("TestValue", value=value * 10)
+        return {"result": (n.out(0),), "expand": g.finalize()}
+
+
+class TestV3Add(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(node_id="TestV3Add", display_name="V3 add", category="Testing",
+                         inputs=[io.Int.Input("a"), io.Int.Input("b", default=1, min=0, max=100)],
+                         outputs=[io.Int.Output()], hidden=[io.Hidden.unique_id])
+
+    @classmethod
+    def execute(cls, a, b):
+        assert cls.hidden.unique_id is not None
+        return io.NodeOutput(a + b)
+
+
+class TestV3Output(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(node_id="TestV3Output", inputs=[io.AnyType.Input("value")], is_output_node=True)
+
+    @classmethod
+    async def execute(cls, value):
+        return io.NodeOutput(ui=io.ui.PreviewText(f"v3:{value}"))
+
+
+class TestUniqueId:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"value": ("INT", {})}, "hidden": {"unique_id": "UNIQUE_ID"}}
+
+    RETURN_TYPES = ("STRING",)
+    FUNCTION = "run"
+
+    def run(self, value, unique_id):
+        return (f"{unique_id}:{value}",)
+
+
+NODE_CLASS_MAPPINGS = {cls.__name__: cls for cls in [
+    TestValue, TestFloat, TestAdd, TestOutput, TestListOutput, TestLazyMix, TestError, TestIsChanged,
+    TestCustomValidation, TestKwargsValidation, TestInputTypes, TestCombo, TestVariadic, TestSleep,
+    TestSyncSleep, TestList, TestBlockOdd, TestProgress, TestExpandAdd, TestForLoop, TestExpandCycle,
+    TestMixedReturns, TestV3Add, TestV3Output, TestUniqueId]}
