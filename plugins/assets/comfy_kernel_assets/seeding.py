@@ -141,11 +141,11 @@ class Seeder:
                     continue
                 todo.append((path, tags, st.st_size, st.st_mtime))
             if revive:
-                await store.db.executemany("UPDATE assets_items SET missing = 0 WHERE id = ? AND missing = 1",
-                                           [(i,) for i in revive])
+                await store.set_missing(revive, False)
                 await store.db.commit()
             self._report(force=True)
             await self._hash_and_record(todo, assets)
+            await store.db.execute("PRAGMA optimize")
             self.status["status"] = "cancelled" if self.cancel_requested else "completed"
         except asyncio.CancelledError:
             self.status["status"] = "cancelled"
@@ -213,13 +213,14 @@ class Seeder:
                 meta = orjson.dumps({"filename": os.path.basename(path)}).decode()
                 new_rows.append((asset_id, PUBLIC, os.path.basename(path), content_hash, size, guess_mime(path),
                                  meta, path, "seed", now, now, now))
-                tag_rows += [(asset_id, t) for t in tags]
+                tag_rows += [(asset_id, t, PUBLIC) for t in tags]
             await db.executemany(
                 "INSERT INTO assets_items(id, owner, name, hash, size, mime_type, user_metadata, file_path,"
                 " source, created_at, updated_at, last_access) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", new_rows)
-            await db.executemany("INSERT OR IGNORE INTO assets_tags(asset_id, tag) VALUES (?, ?)", tag_rows)
-            await db.executemany("UPDATE assets_items SET hash = ?, size = ?, updated_at = ?, missing = 0"
-                                 " WHERE id = ?", updates)
+            await db.executemany("INSERT OR IGNORE INTO assets_tags(asset_id, tag, owner) VALUES (?, ?, ?)",
+                                 tag_rows)
+            await db.executemany("UPDATE assets_items SET hash = ?, size = ?, updated_at = ? WHERE id = ?", updates)
+            await store.set_missing([u[3] for u in updates], False)
             await db.executemany(
                 "INSERT INTO assets_seen_files(path, size, mtime, hash) VALUES (?,?,?,?)"
                 " ON CONFLICT(path) DO UPDATE SET size = excluded.size, mtime = excluded.mtime,"
@@ -235,7 +236,7 @@ class Seeder:
             rows = [(r[0], r[1]) for r in await cur.fetchall()]
         gone = await asyncio.to_thread(lambda: [(i, p) for i, p in rows if not os.path.isfile(p)])
         if gone:
-            await store.db.executemany("UPDATE assets_items SET missing = 1 WHERE id = ?", [(i,) for i, _ in gone])
+            await store.set_missing([i for i, _ in gone], True)
             await store.db.executemany("DELETE FROM assets_seen_files WHERE path = ?", [(p,) for _, p in gone])
             await store.db.commit()
         return len(gone)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import heapq
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ import aiosqlite
 import orjson
 
 PUBLIC = ""
+RARE_TAG_ROWS = 2000  # below this many rows, a tag filter starts from the tag's index
 SORT_COLUMNS = {"name": "name", "created_at": "created_at", "updated_at": "updated_at",
                 "size": "size", "last_access_time": "last_access", "file_size": "size"}
 
@@ -51,16 +53,22 @@ CREATE TABLE IF NOT EXISTS assets_items (
     updated_at REAL NOT NULL,
     last_access REAL NOT NULL
 );
-CREATE INDEX IF NOT EXISTS assets_items_owner_created ON assets_items(owner, created_at, id);
+CREATE INDEX IF NOT EXISTS assets_items_visible_created ON assets_items(owner, missing, created_at, id);
+CREATE INDEX IF NOT EXISTS assets_items_visible_updated ON assets_items(owner, missing, updated_at, id);
+CREATE INDEX IF NOT EXISTS assets_items_visible_name ON assets_items(owner, missing, name, id);
 CREATE INDEX IF NOT EXISTS assets_items_hash ON assets_items(hash);
 CREATE INDEX IF NOT EXISTS assets_items_file ON assets_items(file_path);
-CREATE INDEX IF NOT EXISTS assets_items_job ON assets_items(owner, job_id);
+CREATE INDEX IF NOT EXISTS assets_items_job ON assets_items(job_id);
+-- owner and missing are copied from the asset so that tag counts (/api/tags,
+-- list totals for a tag filter) are answered from this table's index alone.
 CREATE TABLE IF NOT EXISTS assets_tags (
     asset_id TEXT NOT NULL REFERENCES assets_items(id) ON DELETE CASCADE,
     tag TEXT NOT NULL,
+    owner TEXT NOT NULL,
+    missing INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (asset_id, tag)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS assets_tags_tag ON assets_tags(tag, asset_id);
+CREATE INDEX IF NOT EXISTS assets_tags_tag ON assets_tags(tag, owner, missing, asset_id);
 CREATE TABLE IF NOT EXISTS assets_seen_files (
     path TEXT PRIMARY KEY,
     size INTEGER NOT NULL,
@@ -103,17 +111,42 @@ class AssetFilter:
     job_ids: list[str] = field(default_factory=list)
     ids: list[str] | None = None
 
-    def sql(self) -> tuple[str, list[Any]]:
-        """WHERE clause over ``assets_items a`` and its parameters."""
+    def only_tags(self) -> bool:
+        """True when the filter is owner + include tags only (its count needs no asset rows)."""
+        return bool(self.include_tags) and not (self.exclude_tags or self.name_contains or self.metadata
+                                                or self.asset_hash or self.job_ids or self.ids is not None)
+
+    def owner_sql(self, alias: str) -> str:
+        if self.include_public and self.owner != PUBLIC:
+            return f"{alias}.owner IN (?, '')"
+        return f"{alias}.owner = ?"
+
+    def owners(self) -> list[str]:
+        return [self.owner, PUBLIC] if self.include_public and self.owner != PUBLIC else [self.owner]
+
+    def sql(self, drive_by_tag: bool = False, only_owner: str | None = None) -> tuple[str, list[Any]]:
+        """WHERE clause over ``assets_items a`` and its parameters.
+
+        ``drive_by_tag`` picks the plan for the first include tag: start from
+        the tag's rows (good when the tag is rare) instead of walking the
+        sorted index and probing each row (good when it is common).
+        """
         parts = ["a.missing = 0"]
         params: list[Any] = []
-        if self.include_public and self.owner != PUBLIC:
+        if only_owner is not None:
+            parts.append("a.owner = ?")
+            params.append(only_owner)
+        elif self.include_public and self.owner != PUBLIC:
             parts.append("a.owner IN (?, '')")
+            params.append(self.owner)
         else:
             parts.append("a.owner = ?")
-        params.append(self.owner)
-        for tag in self.include_tags:
-            parts.append("a.id IN (SELECT asset_id FROM assets_tags WHERE tag = ?)")
+            params.append(self.owner)
+        for i, tag in enumerate(self.include_tags):
+            if i == 0 and drive_by_tag:
+                parts.append("a.id IN (SELECT asset_id FROM assets_tags WHERE tag = ?)")
+            else:
+                parts.append("EXISTS (SELECT 1 FROM assets_tags t WHERE t.asset_id = a.id AND t.tag = ?)")
             params.append(tag)
         if self.exclude_tags:
             marks = ",".join("?" * len(self.exclude_tags))
@@ -191,9 +224,11 @@ class AssetStore:
         await self.db.execute("PRAGMA synchronous=NORMAL")
         await self.db.executescript(SCHEMA)
         await self.db.commit()
+        await self.db.execute("PRAGMA optimize")
 
     async def close(self) -> None:
         if self.db is not None:
+            await self.db.execute("PRAGMA optimize")  # keeps planner statistics current across runs
             await self.db.close()
             self.db = None
 
@@ -247,11 +282,30 @@ class AssetStore:
             (asset_id, owner, name, content_hash, size, mime_type,
              orjson.dumps(user_metadata or {}).decode(), preview_id, job_id, file_path, source, now, now, now))
         if tags:
-            await self.db.executemany("INSERT OR IGNORE INTO assets_tags(asset_id, tag) VALUES (?, ?)",
-                                      [(asset_id, t) for t in tags])
+            await self.db.executemany("INSERT OR IGNORE INTO assets_tags(asset_id, tag, owner) VALUES (?, ?, ?)",
+                                      [(asset_id, t, owner) for t in tags])
         if commit:
             await self.db.commit()
         return asset_id
+
+    async def insert_many(self, rows: list[dict[str, Any]]) -> None:
+        """Bulk-insert prepared asset rows (with ``tags``) in one transaction; for seeding tools and benchmarks."""
+        now = time.time()
+        items, tags, contents = [], [], []
+        for r in rows:
+            items.append((r["id"], r["owner"], r["name"], r["hash"], r["size"], r.get("mime_type"),
+                          orjson.dumps(r.get("user_metadata") or {}).decode(), r.get("file_path"),
+                          r.get("created_at", now), r.get("created_at", now), r.get("created_at", now)))
+            tags += [(r["id"], t, r["owner"]) for t in r.get("tags", [])]
+            contents.append((r["hash"], r["size"], r.get("mime_type"), now))
+        await self.db.executemany("INSERT OR IGNORE INTO assets_contents(hash, size, mime_type, has_blob, created_at)"
+                                  " VALUES (?,?,?,0,?)", contents)
+        await self.db.executemany(
+            "INSERT INTO assets_items(id, owner, name, hash, size, mime_type, user_metadata, file_path,"
+            " created_at, updated_at, last_access) VALUES (?,?,?,?,?,?,?,?,?,?,?)", items)
+        await self.db.executemany("INSERT OR IGNORE INTO assets_tags(asset_id, tag, owner) VALUES (?, ?, ?)", tags)
+        await self.db.commit()
+        await self.db.execute("ANALYZE")
 
     async def get(self, asset_id: str, owner: str, *, include_public: bool = True) -> dict[str, Any] | None:
         """One visible asset (own or shared), with its tags, or None."""
@@ -289,6 +343,12 @@ class AssetStore:
         await self.db.execute(f"UPDATE assets_items SET {', '.join(sets)} WHERE id = ?", (*params, asset_id))
         await self.db.commit()
 
+    async def set_missing(self, asset_ids: list[str], missing: bool) -> None:
+        """Mark assets (and their tag rows, which carry the flag) missing or present."""
+        rows = [(int(missing), i) for i in asset_ids]
+        await self.db.executemany("UPDATE assets_items SET missing = ? WHERE id = ?", rows)
+        await self.db.executemany("UPDATE assets_tags SET missing = ? WHERE asset_id = ?", rows)
+
     async def delete(self, asset_id: str) -> None:
         await self.db.execute("DELETE FROM assets_tags WHERE asset_id = ?", (asset_id,))
         await self.db.execute("UPDATE assets_items SET preview_id = NULL WHERE preview_id = ?", (asset_id,))
@@ -299,8 +359,9 @@ class AssetStore:
         added = [t for t in dict.fromkeys(tags) if t not in current]
         present = [t for t in dict.fromkeys(tags) if t in current]
         if added:
-            await self.db.executemany("INSERT OR IGNORE INTO assets_tags(asset_id, tag) VALUES (?, ?)",
-                                      [(asset_id, t) for t in added])
+            await self.db.executemany(
+                "INSERT OR IGNORE INTO assets_tags(asset_id, tag, owner, missing)"
+                " SELECT id, ?, owner, missing FROM assets_items WHERE id = ?", [(t, asset_id) for t in added])
             await self.db.execute("UPDATE assets_items SET updated_at = ? WHERE id = ?", (time.time(), asset_id))
         await self.db.commit()
         return added, present
@@ -326,26 +387,52 @@ class AssetStore:
         """
         column = SORT_COLUMNS[sort]
         desc = order == "desc"
-        where, params = flt.sql()
-        async with self.db.execute(f"SELECT COUNT(*) FROM assets_items a WHERE {where}", params) as cur:
-            total = (await cur.fetchone())[0]
-        page_where, page_params = where, list(params)
-        if after:
-            value, last_id = decode_cursor(after)
-            cmp = "<" if desc else ">"
-            page_where += f" AND (a.{column}, a.id) {cmp} (?, ?)"
-            page_params += [value, last_id]
+        drive = False
+        if flt.include_tags:
+            rarest = await self._tag_rows(flt.include_tags[0], flt)
+            drive = rarest < RARE_TAG_ROWS
+        if flt.only_tags():
+            extra = "".join(" AND EXISTS (SELECT 1 FROM assets_tags u WHERE u.asset_id = t.asset_id AND u.tag = ?)"
+                            for _ in flt.include_tags[1:])
+            async with self.db.execute(
+                    f"SELECT COUNT(*) FROM assets_tags t WHERE t.tag = ? AND {flt.owner_sql('t')}"
+                    f" AND t.missing = 0{extra}", (flt.include_tags[0], flt.owner, *flt.include_tags[1:])) as cur:
+                total = (await cur.fetchone())[0]
+        else:
+            where, params = flt.sql(drive_by_tag=drive)
+            async with self.db.execute(f"SELECT COUNT(*) FROM assets_items a WHERE {where}", params) as cur:
+                total = (await cur.fetchone())[0]
+        cursor_value = decode_cursor(after) if after else None
+        if cursor_value is not None:
             offset = 0
         direction = "DESC" if desc else "ASC"
-        sql = (f"SELECT a.* FROM assets_items a WHERE {page_where}"
-               f" ORDER BY a.{column} {direction}, a.id {direction} LIMIT ? OFFSET ?")
-        async with self.db.execute(sql, (*page_params, limit + 1, offset)) as cur:
-            rows = [dict(r) for r in await cur.fetchall()]
+        # One ordered query per owner (own, shared): each walks its sorted index
+        # and stops early; the pages are merged here. An IN over both owners
+        # would make SQLite sort every visible row instead.
+        pages = []
+        for owner in flt.owners():
+            where, params = flt.sql(drive_by_tag=drive, only_owner=owner)
+            if cursor_value is not None:
+                where += f" AND (a.{column}, a.id) {'<' if desc else '>'} (?, ?)"
+                params += list(cursor_value)
+            sql = (f"SELECT a.* FROM assets_items a WHERE {where}"
+                   f" ORDER BY a.{column} {direction}, a.id {direction} LIMIT ?")
+            async with self.db.execute(sql, (*params, offset + limit + 1)) as cur:
+                pages.append([dict(r) for r in await cur.fetchall()])
+        merged = pages[0] if len(pages) == 1 else list(
+            heapq.merge(*pages, key=lambda r: (r[column], r["id"]), reverse=desc))
+        rows = merged[offset:offset + limit + 1]
         more = len(rows) > limit
         rows = rows[:limit]
         await self._attach_tags(rows)
         cursor = encode_cursor(rows[-1][column], rows[-1]["id"]) if more and rows else None
         return rows, total, cursor
+
+    async def _tag_rows(self, tag: str, flt: AssetFilter) -> int:
+        """How many visible assets carry ``tag`` (index-only), to choose a query plan."""
+        async with self.db.execute(f"SELECT COUNT(*) FROM assets_tags t WHERE t.tag = ? AND {flt.owner_sql('t')}"
+                                   " AND t.missing = 0", (tag, flt.owner)) as cur:
+            return (await cur.fetchone())[0]
 
     async def _attach_tags(self, rows: list[dict[str, Any]]) -> None:
         by_id = {r["id"]: r for r in rows}
@@ -368,16 +455,15 @@ class AssetStore:
 
     async def list_tags(self, owner: str, *, include_public: bool, prefix: str | None, search: str | None,
                         order: str, limit: int, offset: int) -> tuple[list[tuple[str, int]], int]:
-        owners = "a.owner IN (?, '')" if include_public else "a.owner = ?"
-        where = [owners, "a.missing = 0"]
+        owners = "t.owner IN (?, '')" if include_public else "t.owner = ?"
+        where = [owners, "t.missing = 0"]
         params: list[Any] = [owner]
         for text, pattern in ((prefix, "{}%"), (search, "%{}%")):
             if text:
                 escaped = text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
                 where.append("t.tag LIKE ? ESCAPE '\\'")
                 params.append(pattern.format(escaped))
-        base = (f"FROM assets_tags t JOIN assets_items a ON a.id = t.asset_id WHERE {' AND '.join(where)}"
-                " GROUP BY t.tag")
+        base = f"FROM assets_tags t WHERE {' AND '.join(where)} GROUP BY t.tag"
         async with self.db.execute(f"SELECT COUNT(*) FROM (SELECT t.tag {base})", params) as cur:
             total = (await cur.fetchone())[0]
         order_by = "t.tag ASC" if order == "name_asc" else "n DESC, t.tag ASC"
