@@ -254,11 +254,11 @@ class Executor:
                 while not self.heap:
                     await self.wakeup.wait()
                 queued = heapq.heappop(self.heap)
-            self.running[queued.prompt_id] = queued
-            self.running_engine[queued.prompt_id] = engine
             started = time.time()
             try:
-                await self.store.mark_running(queued.prompt_id)
+                await self.store.mark_running(queued.prompt_id)  # durable before anyone sees it running
+                self.running[queued.prompt_id] = queued
+                self.running_engine[queued.prompt_id] = engine
                 self.broadcast_status()
                 history_item = queued.item
                 try:

@@ -1,0 +1,82 @@
+"""Crash durability: kill -9 a real server with prompts queued, start it again, they run."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from .execution_helpers import install_pack
+from comfy_kernel.testing import ServerProcess
+
+
+def sleeper(value: int, seconds: float) -> dict:
+    return {"1": {"class_type": "TestSyncSleep", "inputs": {"value": value, "seconds": seconds}},
+            "2": {"class_type": "TestOutput", "inputs": {"value": ["1", 0]}}}
+
+
+def wait_history(server: ServerProcess, prompt_id: str, timeout: float = 30) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        body = server.get(f"/history/{prompt_id}").json()
+        if body:
+            return body[prompt_id]
+        time.sleep(0.05)
+    raise TimeoutError(prompt_id)
+
+
+def wait_running(server: ServerProcess, prompt_id: str, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        running = server.get("/queue").json()["queue_running"]
+        if running and running[0][1] == prompt_id:
+            return
+        time.sleep(0.02)
+    raise TimeoutError(prompt_id)
+
+
+@pytest.mark.slow
+def test_kill9_with_pending_prompts_then_restart(tmp_path):
+    base = tmp_path / "base"
+    install_pack(base)
+    port = None
+    server = ServerProcess(base).start()
+    port = server.port
+    running = server.post("/prompt", json={"prompt": sleeper(1, 5.0)}).json()["prompt_id"]
+    pending = [server.post("/prompt", json={"prompt": sleeper(10 + i, 0.0)}).json()["prompt_id"] for i in range(3)]
+    wait_running(server, running)
+    server.kill()
+
+    server = ServerProcess(base, port=port).start()
+    try:
+        for pid in pending:
+            assert wait_history(server, pid)["status"]["status_str"] == "success"
+        # the prompt that was running is queued again once, and runs
+        hist = wait_history(server, running)
+        assert hist["status"]["status_str"] == "success" and hist["outputs"]["2"] == {"text": ["1"]}
+        assert len(server.get("/history").json()) == 4  # nothing lost, nothing duplicated
+    finally:
+        server.stop()
+
+
+@pytest.mark.slow
+def test_prompt_that_dies_twice_is_marked_failed(tmp_path):
+    base = tmp_path / "base"
+    install_pack(base)
+    server = ServerProcess(base).start()
+    pid = server.post("/prompt", json={"prompt": sleeper(2, 30.0)}).json()["prompt_id"]
+    wait_running(server, pid)
+    server.kill()
+    server = ServerProcess(base).start()
+    wait_running(server, pid)  # re-queued once
+    server.kill()
+    server = ServerProcess(base).start()
+    try:
+        hist = wait_history(server, pid)
+        assert hist["status"]["status_str"] == "error"
+        assert hist["status"]["messages"][-1][0] == "execution_error"
+        assert server.get("/queue").json() == {"queue_running": [], "queue_pending": []}
+        ok = server.post("/prompt", json={"prompt": sleeper(3, 0.0)}).json()["prompt_id"]
+        assert wait_history(server, ok)["status"]["status_str"] == "success"
+    finally:
+        server.stop()
