@@ -25,6 +25,17 @@ from .ws import WsHub
 
 log = logging.getLogger(__name__)
 
+_current: Kernel | None = None
+
+
+def current_kernel() -> Kernel | None:
+    """The kernel most recently created in this process (None before any).
+
+    For code that runs where no hook hands the kernel over, such as modules a
+    node pack imports while plugins are still being discovered.
+    """
+    return _current
+
 
 class Kernel:
     def __init__(self, config: Namespace, *, host: PluginHost | None = None):
@@ -43,6 +54,8 @@ class Kernel:
         self.extension_dirs: dict[str, str] = {}
         self.loop: asyncio.AbstractEventLoop | None = None
         self.state: dict[str, Any] = {}
+        global _current
+        _current = self
 
     @property
     def hook(self):

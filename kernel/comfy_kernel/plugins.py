@@ -30,6 +30,11 @@ from . import hookspecs
 log = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUPS = ("comfy_kernel.plugins", "comfyui.custom_nodes")
+PRELOAD_GROUP = "comfy_kernel.preload"
+"""Modules imported before any plugin or node pack, sorted by name: import hooks
+(such as the ComfyUI compatibility layer) that node packs rely on while they load.
+An entry is skipped when its name is disabled; a failure is recorded as
+``<name>:preload`` and nothing else is affected."""
 
 
 @dataclass
@@ -76,6 +81,7 @@ class PluginHost:
         if self._discovered:
             return
         self._discovered = True
+        self._preload()
         eps = []
         for group_rank, group in enumerate(ENTRY_POINT_GROUPS):
             for ep in entry_points(group=group):
@@ -105,6 +111,18 @@ class PluginHost:
         # hooks run in discovery order.
         for name, obj in reversed(loaded):
             self.register(name, obj)
+
+    def _preload(self) -> None:
+        for ep in sorted(entry_points(group=PRELOAD_GROUP), key=lambda e: e.name):
+            if ep.name in self.disabled:
+                continue
+            start = time.perf_counter()
+            try:
+                ep.load()
+            except BaseException as exc:  # noqa: BLE001 - a plugin must never stop the server
+                version = ep.dist.version if getattr(ep, "dist", None) else None
+                self._fail(f"{ep.name}:preload", "plugin", version, f"{ep.group}:{ep.value}", exc,
+                           time.perf_counter() - start)
 
     def register(self, name: str, obj: Any) -> bool:
         """Register one plugin object, refusing hooks that have no spec."""
