@@ -1,0 +1,279 @@
+"""ComfyUI's ``comfy.utils``: progress bars, weight files and image resizing.
+
+``ProgressBar`` is the kernel's own (per-prompt progress, interrupt
+checkpoint, ``progress``/``progress_state`` messages). The global hook is
+kept in :mod:`comfy_kernel.progress`, so ``set_progress_bar_global_hook``
+changes what every later ProgressBar calls, as in ComfyUI. The tensor
+helpers are written here on plain PyTorch.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from typing import Any
+
+from comfy_kernel import progress as _progress
+from comfy_kernel.progress import ProgressBar, set_progress_bar_enabled, set_progress_bar_global_hook
+
+log = logging.getLogger("comfy.utils")
+
+
+def __getattr__(name: str) -> Any:
+    # Read through so that set_progress_bar_enabled/global_hook are reflected.
+    if name == "PROGRESS_BAR_ENABLED":
+        return _progress.PROGRESS_BAR_ENABLED
+    if name == "PROGRESS_BAR_HOOK":
+        return _progress.PROGRESS_BAR_HOOK
+    raise AttributeError(f"module 'comfy.utils' has no attribute {name!r}")
+
+
+# --- weight files ----------------------------------------------------------------------------
+
+
+def load_torch_file(ckpt: str, safe_load: bool = False, device: Any = None, return_metadata: bool = False) -> Any:
+    """A state dict from ``.safetensors``/``.sft`` (memory-mapped) or a torch pickle.
+
+    Pickles are always read with ``weights_only=True``: a model file from the
+    internet must not be able to run code.
+    """
+    import torch
+
+    if device is None:
+        device = torch.device("cpu")
+    metadata = None
+    if ckpt.lower().endswith((".safetensors", ".sft")):
+        import safetensors
+
+        with safetensors.safe_open(ckpt, framework="pt", device=str(device)) as f:
+            sd = {key: f.get_tensor(key) for key in f.keys()}
+            if return_metadata:
+                metadata = f.metadata()
+    else:
+        data = torch.load(ckpt, map_location=device, weights_only=True)
+        if isinstance(data, dict) and "global_step" in data:
+            log.debug("global step: %s", data["global_step"])
+        if isinstance(data, dict) and "state_dict" in data:
+            sd = data["state_dict"]
+        elif isinstance(data, dict) and len(data) == 1 and isinstance(next(iter(data.values())), dict) \
+                and next(iter(data)) in ("model", "params_ema"):
+            sd = next(iter(data.values()))
+        else:
+            sd = data
+    return (sd, metadata) if return_metadata else sd
+
+
+def save_torch_file(sd: dict[str, Any], ckpt: str, metadata: dict[str, str] | None = None) -> None:
+    import safetensors.torch
+
+    safetensors.torch.save_file(sd, ckpt, metadata=metadata)
+
+
+def calculate_parameters(sd: dict[str, Any], prefix: str = "") -> int:
+    return sum(v.nelement() for k, v in sd.items() if k.startswith(prefix))
+
+
+def weight_dtype(sd: dict[str, Any], prefix: str = "") -> Any:
+    counts: dict[Any, int] = {}
+    for key, value in sd.items():
+        if key.startswith(prefix):
+            counts[value.dtype] = counts.get(value.dtype, 0) + value.nelement()
+    return max(counts, key=counts.get) if counts else None
+
+
+def state_dict_key_replace(state_dict: dict[str, Any], keys_to_replace: dict[str, str]) -> dict[str, Any]:
+    for old, new in keys_to_replace.items():
+        if old in state_dict:
+            state_dict[new] = state_dict.pop(old)
+    return state_dict
+
+
+def state_dict_prefix_replace(state_dict: dict[str, Any], replace_prefix: dict[str, str],
+                              filter_keys: bool = False) -> dict[str, Any]:
+    """Rename keys starting with each old prefix; with ``filter_keys`` return only those, renamed."""
+    out: dict[str, Any] = {} if filter_keys else state_dict
+    for old, new in replace_prefix.items():
+        for key in [k for k in state_dict if k.startswith(old)]:
+            out[new + key[len(old):]] = state_dict.pop(key)
+    return out
+
+
+# --- attributes by dotted path -------------------------------------------------------------------
+
+
+def get_attr(obj: Any, attr: str) -> Any:
+    for name in attr.split("."):
+        obj = getattr(obj, name)
+    return obj
+
+
+def set_attr(obj: Any, attr: str, value: Any) -> Any:
+    """Set ``a.b.c`` on ``obj``; returns the previous value."""
+    *parents, last = attr.split(".")
+    for name in parents:
+        obj = getattr(obj, name)
+    previous = getattr(obj, last)
+    setattr(obj, last, value)
+    return previous
+
+
+def set_attr_param(obj: Any, attr: str, value: Any) -> Any:
+    import torch
+
+    return set_attr(obj, attr, torch.nn.Parameter(value, requires_grad=False))
+
+
+def copy_to_param(obj: Any, attr: str, value: Any) -> None:
+    get_attr(obj, attr).data.copy_(value)
+
+
+# --- batches and images -----------------------------------------------------------------------------
+
+
+def repeat_to_batch_size(tensor: Any, batch_size: int, dim: int = 0) -> Any:
+    """Trim or tile ``tensor`` along ``dim`` to exactly ``batch_size``."""
+    size = tensor.shape[dim]
+    if size > batch_size:
+        return tensor.narrow(dim, 0, batch_size)
+    if size < batch_size:
+        reps = [1] * tensor.ndim
+        reps[dim] = math.ceil(batch_size / size)
+        return tensor.repeat(reps).narrow(dim, 0, batch_size)
+    return tensor
+
+
+def resize_to_batch_size(tensor: Any, batch_size: int) -> Any:
+    import torch
+
+    size = tensor.shape[0]
+    if size == batch_size:
+        return tensor
+    if batch_size <= 1:
+        return tensor[:batch_size]
+    index = torch.linspace(0, size - 1, batch_size).round().long()
+    return tensor[index]
+
+
+def lanczos(samples: Any, width: int, height: int) -> Any:
+    """Lanczos resize of an NCHW float batch through Pillow, one channel image at a time."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    out = []
+    for image in samples:
+        array = image.movedim(0, -1).clamp(0, 1).mul(255).round().to(torch.uint8).cpu().numpy()
+        pil = Image.fromarray(array.squeeze(-1) if array.shape[-1] == 1 else array)
+        resized = np.asarray(pil.resize((width, height), resample=Image.Resampling.LANCZOS))
+        tensor = torch.from_numpy(resized.copy()).float().div(255)
+        if tensor.ndim == 2:
+            tensor = tensor.unsqueeze(-1)
+        out.append(tensor.movedim(-1, 0))
+    return torch.stack(out).to(samples.device, samples.dtype)
+
+
+def bislerp(samples: Any, width: int, height: int) -> Any:
+    """Spherical-linear resize, approximated with bilinear interpolation on normalised vectors."""
+    import torch
+
+    norm = samples.norm(dim=1, keepdim=True).clamp_min(1e-8)
+    direction = torch.nn.functional.interpolate(samples / norm, size=(height, width), mode="bilinear")
+    magnitude = torch.nn.functional.interpolate(norm, size=(height, width), mode="bilinear")
+    direction = direction / direction.norm(dim=1, keepdim=True).clamp_min(1e-8)
+    return direction * magnitude
+
+
+def common_upscale(samples: Any, width: int, height: int, upscale_method: str, crop: str) -> Any:
+    """Resize an NCHW (or NCDHW) batch, optionally centre-cropping to the target aspect first."""
+    import torch
+
+    if crop == "center":
+        old_w, old_h = samples.shape[-1], samples.shape[-2]
+        old_aspect = old_w / old_h
+        new_aspect = width / height
+        x = y = 0
+        if old_aspect > new_aspect:
+            x = round((old_w - old_w * (new_aspect / old_aspect)) / 2)
+        elif old_aspect < new_aspect:
+            y = round((old_h - old_h * (old_aspect / new_aspect)) / 2)
+        samples = samples.narrow(-2, y, old_h - y * 2).narrow(-1, x, old_w - x * 2)
+    if upscale_method == "bislerp":
+        return bislerp(samples, width, height)
+    if upscale_method == "lanczos":
+        return lanczos(samples, width, height)
+    if samples.ndim == 5:
+        return torch.nn.functional.interpolate(samples, size=(samples.shape[2], height, width),
+                                               mode="nearest" if upscale_method == "nearest-exact" else "trilinear")
+    mode = {"nearest-exact": "nearest-exact", "bilinear": "bilinear", "area": "area", "bicubic": "bicubic"}.get(
+        upscale_method, upscale_method)
+    kwargs = {"antialias": True} if mode in ("bilinear", "bicubic") else {}
+    return torch.nn.functional.interpolate(samples, size=(height, width), mode=mode, **kwargs)
+
+
+def get_tiled_scale_steps(width: int, height: int, tile_x: int, tile_y: int, overlap: int) -> int:
+    rows = 1 if height <= tile_y else math.ceil((height - overlap) / (tile_y - overlap))
+    cols = 1 if width <= tile_x else math.ceil((width - overlap) / (tile_x - overlap))
+    return rows * cols
+
+
+def tiled_scale(samples: Any, function: Callable[[Any], Any], tile_x: int = 64, tile_y: int = 64,
+                overlap: int = 8, upscale_amount: float = 4, out_channels: int = 3,
+                output_device: Any = "cpu", pbar: ProgressBar | None = None) -> Any:
+    """Apply ``function`` (an upscaler, a VAE decode) tile by tile and blend the overlaps.
+
+    Each tile's contribution is weighted by a mask that ramps up over the
+    overlap, so seams fade instead of showing; ``pbar`` advances per tile.
+    """
+    import torch
+
+    batch, _, height, width = samples.shape
+    out_h, out_w = round(height * upscale_amount), round(width * upscale_amount)
+    output = torch.empty((batch, out_channels, out_h, out_w), device=output_device)
+    for b in range(batch):
+        sample = samples[b:b + 1]
+        acc = torch.zeros((1, out_channels, out_h, out_w), device=output_device)
+        weight = torch.zeros((1, out_channels, out_h, out_w), device=output_device)
+        step_y = max(tile_y - overlap, 1)
+        step_x = max(tile_x - overlap, 1)
+        ys = list(range(0, max(height - overlap, 1), step_y)) if height > tile_y else [0]
+        xs = list(range(0, max(width - overlap, 1), step_x)) if width > tile_x else [0]
+        for y in ys:
+            for x in xs:
+                y0, x0 = max(0, min(y, height - tile_y)), max(0, min(x, width - tile_x))
+                tile = sample[:, :, y0:y0 + tile_y, x0:x0 + tile_x]
+                result = function(tile).to(output_device)
+                th, tw = result.shape[-2], result.shape[-1]
+                mask = torch.ones_like(result)
+                feather = round(overlap * upscale_amount)
+                for i in range(min(feather, th // 2, tw // 2)):
+                    ramp = (1.0 / feather) * (i + 1)
+                    mask[:, :, i, :] *= ramp
+                    mask[:, :, th - 1 - i, :] *= ramp
+                    mask[:, :, :, i] *= ramp
+                    mask[:, :, :, tw - 1 - i] *= ramp
+                oy, ox = round(y0 * upscale_amount), round(x0 * upscale_amount)
+                acc[:, :, oy:oy + th, ox:ox + tw] += result * mask
+                weight[:, :, oy:oy + th, ox:ox + tw] += mask
+                if pbar is not None:
+                    pbar.update(1)
+        output[b:b + 1] = acc / weight.clamp_min(1e-8)
+    return output
+
+
+def tiled_scale_multidim(samples: Any, function: Callable[[Any], Any], tile: tuple[int, ...] = (64, 64),
+                         overlap: int = 8, upscale_amount: float = 4, out_channels: int = 3,
+                         output_device: Any = "cpu", downscale: bool = False, index_formulas: Any = None,
+                         pbar: ProgressBar | None = None) -> Any:
+    """Two-dimensional tiles only; larger tile tuples fall back to a single call."""
+    if len(tile) == 2 and not downscale:
+        return tiled_scale(samples, function, tile[1], tile[0], overlap, upscale_amount, out_channels,
+                           output_device, pbar)
+    return function(samples).to(output_device)
+
+
+__all__ = ["ProgressBar", "set_progress_bar_enabled", "set_progress_bar_global_hook", "load_torch_file",
+           "save_torch_file", "calculate_parameters", "weight_dtype", "state_dict_key_replace",
+           "state_dict_prefix_replace", "get_attr", "set_attr", "set_attr_param", "copy_to_param",
+           "repeat_to_batch_size", "resize_to_batch_size", "lanczos", "bislerp", "common_upscale",
+           "get_tiled_scale_steps", "tiled_scale", "tiled_scale_multidim"]

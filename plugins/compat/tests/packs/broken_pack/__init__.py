@@ -1,0 +1,3 @@
+import folder_paths  # noqa: F401
+
+raise RuntimeError("this pack is broken on purpose")
