@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
 from importlib.metadata import entry_points
 
 import pytest
 
 from comfy_kernel.plugins import ENTRY_POINT_GROUPS
 from comfy_kernel.testing import ServerProcess
+
+# Test helper modules (the browser driver) sit beside this file.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 
 def only_this_plugin() -> list[str]:

@@ -1,0 +1,149 @@
+"""The real ComfyUI frontend in headless Chromium against ``comfy-kernel serve``.
+
+Boots the app with every installed plugin, and checks what a person does
+with userdata: the console stays clean, a setting changed in the UI
+survives a reload, and a workflow saved from the UI is listed by
+``/userdata`` and reopens from the Workflows sidebar after a reload.
+Screenshots go to ``test-artifacts/``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from urllib.parse import quote
+
+import pytest
+from cdp_browser import Browser, chromium_available
+
+from comfy_kernel.testing import ServerProcess
+from comfy_kernel_userdata.frontend import package_dir
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not chromium_available(), reason="needs Debian's chromium (apt-get install chromium)"),
+    pytest.mark.skipif(package_dir("comfyui_frontend_package", "static") is None,
+                       reason="needs comfy-kernel-userdata[frontend]"),
+]
+
+ARTIFACTS = os.path.join(os.path.dirname(__file__), "..", "..", "..", "test-artifacts")
+READY = "!!(window.app && window.app.graph && window.app.canvas)"
+# Settings of spec/frontend.md §7.3: no first-run dialog, no call to an outside host.
+SEED_SETTINGS = {"Comfy.TutorialCompleted": True, "Comfy.Notification.ShowVersionUpdates": False,
+                 "Comfy.Minimap.Visible": False}
+# Optional files the page asks for (user styles, legacy node templates, workflow
+# bookmarks); a 404 is their normal answer.
+EXPECTED_404 = ("/user.css", "/api/userdata/user.css", "/api/userdata/comfy.templates.json",
+                "/api/userdata/workflows%2F.index.json")
+WORKFLOW = "ck saved"
+
+
+def artifact(name: str) -> str:
+    return os.path.abspath(os.path.join(ARTIFACTS, name))
+
+
+def unexpected(problems: list[str]) -> list[str]:
+    return [p for p in problems
+            if not (p.startswith("log: Failed to load resource") and p.endswith(EXPECTED_404))]
+
+
+def boot(browser: Browser, url: str) -> None:
+    browser.wait_for(READY, 60)
+    time.sleep(2)  # let the start-up restore settle (spec/frontend.md §7.2)
+
+
+def wait_until(probe, timeout: float = 20):
+    """Poll ``probe`` until it returns something truthy."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(0.2)
+
+
+def fill_prompt(browser: Browser, text: str) -> None:
+    """Type ``text`` into the frontend's prompt dialog and confirm it."""
+    dialog = "[data-dialog-key=global-prompt]"
+    browser.wait_for(f"!!document.querySelector('{dialog} input')", 20)
+    browser.eval(f"""(() => {{
+        const input = document.querySelector('{dialog} input');
+        const setValue = Object.getOwnPropertyDescriptor(HTMLInputElement.prototype, 'value').set;
+        setValue.call(input, {json.dumps(text)});
+        input.dispatchEvent(new Event('input', {{bubbles: true}}));
+        const confirm = Array.from(document.querySelectorAll('{dialog} button'))
+            .find(b => b.textContent.trim() === 'Confirm');
+        confirm.click();
+        return true;
+    }})()""")
+
+
+@pytest.fixture
+def app_server(tmp_path):
+    base = tmp_path / "base"
+    root = base / "user" / "default"
+    (root / "workflows").mkdir(parents=True)
+    (root / "subgraphs").mkdir()
+    (root / "comfy.settings.json").write_text(json.dumps(SEED_SETTINGS))
+    # The assets plugin serves its API at the bare path /assets/... too, which
+    # shadows the web app's own /assets/ folder; leave it out until it is
+    # served under /api only.
+    with ServerProcess(base, "--disable-plugins", "assets") as srv:
+        yield srv
+
+
+def test_frontend_boots_and_keeps_userdata(app_server):
+    srv = app_server
+    with Browser() as browser:
+        browser.navigate(srv.url + "/")
+        boot(browser, srv.url)
+        browser.screenshot(artifact("userdata-boot.png"))
+        assert unexpected(browser.problems()) == []
+        assert browser.eval("window.app.extensionManager.setting.get('Comfy.TutorialCompleted')") is True
+
+        # A setting changed in the UI reaches the server and survives a reload.
+        browser.eval("window.app.extensionManager.setting.set('Comfy.Sidebar.Location', 'right')")
+        assert srv.get("/api/settings/Comfy.Sidebar.Location").json() == "right"
+
+        # Save the current graph from the UI, through the real Save dialog.
+        saved_types = sorted(browser.eval("window.app.graph.nodes.map(n => n.type)"))
+        browser.eval("void window.app.extensionManager.command.execute('Comfy.SaveWorkflow')")
+        fill_prompt(browser, WORKFLOW)
+        browser.wait_for(f"window.app.extensionManager.workflow.activeWorkflow.path === "
+                         f"'workflows/{WORKFLOW}.json' && !window.app.extensionManager.workflow"
+                         f".activeWorkflow.isModified", 20)
+        listed = wait_until(lambda: srv.get("/api/userdata?dir=workflows&recurse=true&split=false"
+                                            "&full_info=true").json())
+        assert [entry["path"] for entry in listed] == [f"{WORKFLOW}.json"]
+        stored = srv.get(f"/api/userdata/{quote(f'workflows/{WORKFLOW}.json', safe='')}").json()
+        assert sorted(n["type"] for n in stored["nodes"]) == saved_types
+
+        # Close it, so that reopening must read it back from the server.
+        browser.eval("window.app.extensionManager.command.execute('Workspace.CloseWorkflow')")
+        browser.wait_for(f"!window.app.extensionManager.workflow.openWorkflows"
+                         f".some(w => w.path === 'workflows/{WORKFLOW}.json')", 20)
+
+        browser.clear_events()
+        browser.reload()
+        boot(browser, srv.url)
+        assert unexpected(browser.problems()) == []
+        assert browser.eval("window.app.extensionManager.setting.get('Comfy.Sidebar.Location')") == "right"
+
+        browser.eval("window.app.extensionManager.sidebarTab.toggleSidebarTab('workflows')")
+        browser.wait_for(f"Array.from(document.querySelectorAll('span'))"
+                         f".some(s => s.textContent.trim() === {json.dumps(WORKFLOW)})", 20)
+        browser.eval(f"""(() => {{
+            const label = Array.from(document.querySelectorAll('span'))
+                .find(s => s.textContent.trim() === {json.dumps(WORKFLOW)} && !s.closest('[data-slot=tabs-trigger]'));
+            label.click();
+            return true;
+        }})()""")
+        browser.wait_for(f"window.app.extensionManager.workflow.activeWorkflow.path === "
+                         f"'workflows/{WORKFLOW}.json' && window.app.graph.nodes.length > 0", 20)
+        time.sleep(1)
+        assert sorted(browser.eval("window.app.graph.nodes.map(n => n.type)")) == saved_types
+        assert any(u.endswith("/api/userdata/" + quote(f"workflows/{WORKFLOW}.json", safe=""))
+                   for u in browser.requests())
+        browser.screenshot(artifact("userdata-reopened.png"))
+        assert unexpected(browser.problems()) == []
