@@ -120,6 +120,29 @@ def add_routes(routes: Any, mgr: Any) -> None:
             out[str(key)] = {"error": info["error"], "traceback": info["traceback"]} if info else None
         return ok_json(out)
 
+    @routes.get("/customnode/get_node_types_in_workflows")
+    async def node_types_in_workflows(request):
+        """Node types used by each saved workflow of the caller (helps find missing packs)."""
+        identity = getattr(request.state, "identity", None)
+        user = getattr(identity, "user_id", None) or "default"
+        folder = os.path.join(kernel.dirs.user, str(user), "workflows")
+        if not os.path.isdir(folder) or os.path.sep in str(user) or str(user).startswith("."):
+            return ok_json([])
+        out = []
+        for root, _dirs, files in os.walk(folder):
+            for fname in sorted(files):
+                if not fname.endswith(".json"):
+                    continue
+                path = os.path.join(root, fname)
+                try:
+                    with open(path, encoding="utf-8") as f:
+                        nodes = json.load(f).get("nodes") or []
+                except (OSError, ValueError, AttributeError):
+                    continue
+                types = sorted({n.get("type") for n in nodes if isinstance(n, dict) and n.get("type")})
+                out.append({"workflow_file_name": os.path.relpath(path, folder), "node_types": types})
+        return ok_json(out)
+
     # --- components -----------------------------------------------------------
 
     components_dir = os.path.join(mgr.dir, "components")

@@ -180,18 +180,16 @@ def add_routes(routes: Any, mgr: Any) -> None:
             if not item:
                 return text("a JSON object describing the node pack is required", 400)
             level = risk
-            if kind in ("install", "reinstall"):
-                pack = mgr.channel(item.get("mode")).find(str(item.get("id") or "")) if item.get("id") else None
-                if pack is None:
-                    for url in item.get("files") or []:
-                        pack = mgr.channel(item.get("mode")).find(url)
-                        if pack:
-                            break
-                if pack is not None:
-                    item = {**item, "files": pack.get("files"), "install_type": pack.get("install_type"),
-                            **({"pip": pack["pip"]} if pack.get("pip") else {})}
-                else:
-                    level = "high"  # not from the catalog: an arbitrary URL or requirement
+            channel = mgr.channel(item.get("mode"))
+            pack = channel.find(str(item.get("id"))) if item.get("id") else None
+            if pack is None:
+                pack = next((p for p in map(channel.find, item.get("files") or []) if p), None)
+            if pack is not None:
+                # the catalog's sources win over whatever the request says about a catalog pack
+                item = {**item, "files": pack.get("files"), "install_type": pack.get("install_type"),
+                        "reference": pack.get("reference"), **({"pip": pack["pip"]} if pack.get("pip") else {})}
+            elif kind in ("install", "reinstall"):
+                level = "high"  # not from the catalog: an arbitrary URL or requirement
             refused = mgr.guard.check(request, kind, level)
             if refused is not None:
                 return refused
