@@ -164,7 +164,8 @@ class KernelMiddleware:
         try:
             state["identity"] = self._identity(scope)
         except HTTPError as exc:
-            return await self._refuse(scope, receive, send, exc.status, exc.message, exc.type, exc.body)
+            return await self._refuse(scope, receive, send, exc.status, exc.message, exc.type, exc.body,
+                                      exc.headers)
 
         if not is_http:
             await self.app(scope, receive, send)
@@ -244,12 +245,13 @@ class KernelMiddleware:
         await self._send_plain(send, 413, body, [(b"content-type", b"text/plain; charset=utf-8")])
 
     async def _refuse(self, scope: dict, receive: Any, send: Any, status: int, message: str, type: str,
-                      body: Any = None) -> None:
+                      body: Any = None, headers: dict[str, str] | None = None) -> None:
         if scope["type"] == "websocket":
             await send({"type": "websocket.close", "code": 1008})
             return
-        await _send_response(json_response(body if body is not None else error_body(message, type), status),
-                             scope, receive, send)
+        # ``headers`` carries what an identity hook's refusal needs (WWW-Authenticate, Retry-After).
+        await _send_response(json_response(body if body is not None else error_body(message, type), status,
+                                           headers), scope, receive, send)
 
     @staticmethod
     async def _send_plain(send: Any, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
