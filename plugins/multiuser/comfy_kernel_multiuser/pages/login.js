@@ -1,0 +1,20 @@
+// Posts the credentials as JSON; the server answers with an HttpOnly session cookie.
+document.getElementById("form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const data = new FormData(event.target);
+  const error = document.getElementById("error");
+  error.textContent = "";
+  const response = await fetch("/api/auth/session", {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    credentials: "same-origin",
+    body: JSON.stringify({ username: data.get("username"), password: data.get("password") }),
+  });
+  if (response.ok) {
+    const next = new URLSearchParams(location.search).get("next") || "/";
+    location.assign(next.startsWith("/") && !next.startsWith("//") ? next : "/");
+    return;
+  }
+  const body = await response.json().catch(() => ({}));
+  error.textContent = body.message || "Sign-in failed";
+});

@@ -1,0 +1,120 @@
+"""Entry point of the ``multiuser`` plugin: wires its modules into the kernel's hooks.
+
+Without ``--auth`` every hook here does nothing (no routes, no identity
+decisions, no middleware), so the server behaves as ComfyUI's single-user
+or ``--multi-user`` mode whether or not this plugin is installed.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from starlette.middleware import Middleware
+
+from comfy_kernel import hookimpl
+
+from . import audit, config, enforcement, sessions, tokens, users
+from .context import state
+
+log = logging.getLogger(__name__)
+
+
+@hookimpl
+def ck_add_arguments(parser: Any) -> None:
+    config.add_arguments(parser)
+
+
+@hookimpl
+def ck_add_commands(subparsers: Any) -> None:
+    users.add_commands(subparsers)
+
+
+@hookimpl
+def ck_register_routes(routes: Any, kernel: Any) -> None:
+    mu = state(kernel)
+    if not mu.enabled:
+        return
+    users.register(routes, mu)
+    sessions.register(routes, mu)
+    enforcement.register(routes, mu)
+    audit.register(routes, mu.audit)
+    tokens.register(routes, mu)
+    for name in ("workspaces", "secrets", "oauth"):
+        module = _optional(name)
+        if module is not None:
+            module.register(routes, mu)
+
+
+def _optional(name: str) -> Any:
+    import importlib
+
+    try:
+        return importlib.import_module(f"{__package__}.{name}")
+    except ModuleNotFoundError as exc:
+        if exc.name != f"{__package__}.{name}":
+            raise
+        return None
+
+
+@hookimpl
+def ck_middleware(kernel: Any) -> list[Any]:
+    mu = state(kernel)
+    return [Middleware(enforcement.LoginRedirect, mu=mu)] if mu.enabled else []
+
+
+@hookimpl
+async def ck_startup(kernel: Any) -> None:
+    mu = state(kernel)
+    if not mu.enabled:
+        return
+    try:
+        secrets_module = _optional("secrets")
+        if secrets_module is not None and mu.settings.secrets_key:
+            mu.secret_box = secrets_module.SecretBox(mu.settings.secrets_key)
+        await mu.store.open()
+        mu.keys = tokens.SigningKeys(mu)
+        await mu.keys.load()
+        mu.started = True
+        await users.ensure_setup_link(mu)
+        await mu.audit.record("server.start")
+    except Exception:
+        # Raising would make the kernel unregister this plugin and serve every
+        # route without authentication; staying registered but refusing all
+        # requests (see enforcement.resolve) fails closed instead.
+        log.exception("multiuser: start-up failed; every request will be refused")
+        mu.started = False
+        mu.broken = True
+
+
+@hookimpl
+async def ck_shutdown(kernel: Any) -> None:
+    mu = kernel.state.get("multiuser")
+    if mu is not None and mu.enabled:
+        mu.started = False
+        await mu.store.close()
+
+
+@hookimpl
+def ck_resolve_identity(request: Any, kernel: Any) -> Any:
+    mu = kernel.state.get("multiuser")
+    if mu is None or not mu.enabled:
+        return None
+    return enforcement.resolve(mu, request)
+
+
+@hookimpl
+def ck_feature_flags(kernel: Any) -> dict[str, Any]:
+    mu = kernel.state.get("multiuser")
+    return {"auth": True} if mu is not None and mu.enabled else {}
+
+
+@hookimpl
+def ck_on_prompt(body: dict[str, Any], request: Any) -> dict[str, Any] | None:
+    kernel = request.app.state.kernel if hasattr(request, "app") else None
+    mu = kernel.state.get("multiuser") if kernel is not None else None
+    if mu is None or not mu.enabled:
+        return None
+    from .prompts import on_prompt
+
+    return on_prompt(mu, body, request)

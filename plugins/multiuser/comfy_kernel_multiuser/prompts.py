@@ -1,0 +1,56 @@
+"""What the plugin does to a ``POST /prompt`` body before the executor sees it.
+
+* Events of a prompt go to the WebSocket whose ``clientId`` the body names;
+  a prompt may only name a client id its owner holds (or a fresh one), so
+  nobody can push events into, or read them from, another user's socket.
+* The owner's provider secrets reach the nodes through the hidden inputs
+  ComfyUI uses for API keys: ``extra_data.api_key_comfy_org`` is filled from
+  the caller's own ``comfy_org`` secret unless the client sent one itself.
+  The value is taken from the caller's identity only, so no prompt can ever
+  receive another user's secret.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .context import MultiUser, identity_of
+from .enforcement import client_id_allowed
+from .store import new_token, now
+
+
+def on_prompt(mu: MultiUser, body: dict[str, Any], request: Any) -> dict[str, Any] | None:
+    identity = identity_of(request)
+    if not identity.authenticated or not isinstance(body, dict):
+        return None
+    from .secrets import PROVIDER_EXTRA_DATA, read_value
+
+    changed = False
+    client_id = body.get("client_id")
+    if isinstance(client_id, str) and not client_id_allowed(mu, client_id, identity):
+        # The kernel logs and skips a hook that raises, so refusing is not an
+        # option here: point the events at a client id nobody holds instead
+        # (None would broadcast them to every socket).
+        body = {**body, "client_id": "unclaimed-" + new_token(12)}
+        changed = True
+    extra = body.get("extra_data")
+    extra = dict(extra) if isinstance(extra, dict) else {}
+    for provider, key in PROVIDER_EXTRA_DATA.items():
+        if extra.get(key) or not identity.workspace_id:
+            continue
+        found = read_value(mu, identity.user_id, identity.workspace_id, provider)
+        if found is None:
+            continue
+        secret_id, value = found
+        extra[key] = value
+        changed = True
+        _mark_used(mu, secret_id)
+    if not changed:
+        return None
+    return {**body, "extra_data": extra} if extra or "extra_data" in body else body
+
+
+def _mark_used(mu: MultiUser, secret_id: str) -> None:
+    from .tokens import _touch_later
+
+    _touch_later(mu, "UPDATE mu_secrets SET last_used_at=? WHERE id=?", (now(), secret_id))
