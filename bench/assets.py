@@ -146,7 +146,7 @@ def seeding(workdir: Path, files: int, size: int) -> None:
             hashed_mb = status["bytes_hashed"] / 1e6
             print(f"  {label:29s}: {files / took:9,.0f} files/s  {hashed_mb / took:8.1f} MB/s hashed"
                   f"  ({took:.2f} s, hashed {status['files_hashed']:,}, skipped {status['files_skipped']:,},"
-                  f" {status['status']})")
+                  f" {status['status']}; listing {status.get('seconds_listing')} s, comparing {status.get('seconds_comparing')} s, hashing+recording {status.get('seconds_hashing')} s)")
         total = srv.get("/api/assets", params={"include_tags": "input", "limit": 1}).json()["total"]
         print(f"  assets recorded: {total:,}")
 

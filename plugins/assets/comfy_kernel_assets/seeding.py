@@ -17,6 +17,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
+import blake3
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
@@ -38,7 +39,22 @@ log = logging.getLogger(__name__)
 ROOTS = ("models", "input", "output")
 SKIP_FOLDERS = {"custom_nodes", "configs"}
 BATCH = 500
+GROUP_FILES = 64
+GROUP_BYTES = 8 * 1024 * 1024
+BIG_FILE = 64 * 1024 * 1024
 WS_EVENT = "assets_seed"
+
+
+def _hash_group(paths: list[str]) -> list[tuple[str, int] | None]:
+    """Hash several files in one pool job; None for a file that could not be read."""
+    out: list[tuple[str, int] | None] = []
+    for path in paths:
+        try:
+            big = os.path.getsize(path) >= BIG_FILE
+            out.append(hash_file(path, max_threads=blake3.AUTO if big else 1))
+        except OSError:
+            out.append(None)
+    return out
 
 
 class Seeder:
@@ -51,6 +67,7 @@ class Seeder:
         self.status: dict[str, Any] = {"status": "idle"}
         self.workers = max(2, min(16, os.cpu_count() or 2))
         self._last_sent = 0.0
+        self._missing: set[str] = set()
 
     @property
     def running(self) -> bool:
@@ -118,33 +135,28 @@ class Seeder:
     async def _run(self, roots: list[str]) -> None:
         store = self.lib.store
         try:
+            t0 = time.perf_counter()
             files = await asyncio.to_thread(self._files, roots)
             self.status["files_total"] = len(files)
+            self.status["seconds_listing"] = round(time.perf_counter() - t0, 3)
             async with store.db.execute("SELECT path, size, mtime, hash FROM assets_seen_files") as cur:
                 known = {r[0]: (r[1], r[2], r[3]) for r in await cur.fetchall()}
             async with store.db.execute(
-                    "SELECT file_path, id FROM assets_items WHERE owner = '' AND file_path IS NOT NULL") as cur:
-                assets = {r[0]: r[1] for r in await cur.fetchall()}
-            todo: list[tuple[str, list[str], int, float]] = []
-            revive: list[str] = []
-            for path, tags in files:
-                try:
-                    st = os.stat(path)
-                except OSError:
-                    self.status["files_failed"] += 1
-                    continue
-                prev = known.get(path)
-                if prev and prev[0] == st.st_size and prev[1] == st.st_mtime and path in assets:
-                    self.status["files_skipped"] += 1
-                    self.status["files_scanned"] += 1
-                    revive.append(assets[path])
-                    continue
-                todo.append((path, tags, st.st_size, st.st_mtime))
+                    "SELECT file_path, id, missing FROM assets_items WHERE owner = '' AND file_path IS NOT NULL"
+            ) as cur:
+                rows = await cur.fetchall()
+            assets = {r[0]: r[1] for r in rows}
+            self._missing = {r[1] for r in rows if r[2]}
+            t0 = time.perf_counter()
+            todo, revive = await asyncio.to_thread(self._changed, files, known, assets)
+            self.status["seconds_comparing"] = round(time.perf_counter() - t0, 3)
             if revive:
                 await store.set_missing(revive, False)
                 await store.db.commit()
             self._report(force=True)
+            t0 = time.perf_counter()
             await self._hash_and_record(todo, assets)
+            self.status["seconds_hashing"] = round(time.perf_counter() - t0, 3)
             await store.db.execute("PRAGMA optimize")
             self.status["status"] = "cancelled" if self.cancel_requested else "completed"
         except asyncio.CancelledError:
@@ -158,32 +170,69 @@ class Seeder:
             self.status["finished_at"] = time.time()
             self._report(force=True)
 
+    def _changed(self, files: list[tuple[str, list[str]]], known: dict[str, tuple[int, float, str]],
+                 assets: dict[str, str]) -> tuple[list[tuple[str, list[str], int, float]], list[str]]:
+        """Split files into those to hash and unchanged ones (by size + mtime); runs in a thread."""
+        todo: list[tuple[str, list[str], int, float]] = []
+        revive: list[str] = []
+        for path, tags in files:
+            try:
+                st = os.stat(path)
+            except OSError:
+                self.status["files_failed"] += 1
+                continue
+            prev = known.get(path)
+            if prev and prev[0] == st.st_size and prev[1] == st.st_mtime and path in assets:
+                self.status["files_skipped"] += 1
+                self.status["files_scanned"] += 1
+                if assets[path] in self._missing:
+                    revive.append(assets[path])
+                continue
+            todo.append((path, tags, st.st_size, st.st_mtime))
+        return todo, revive
+
     async def _hash_and_record(self, todo: list[tuple[str, list[str], int, float]],
                                assets: dict[str, str]) -> None:
+        """Hash ``todo`` on the pool in small groups, recording results in batches.
+
+        Small files are grouped (up to ``GROUP_BYTES`` or ``GROUP_FILES`` a
+        job) because one pool job per 16 KiB file costs more in scheduling than
+        in hashing; big files go alone and use blake3's own threads.
+        """
         loop = asyncio.get_running_loop()
         pending: list[tuple[str, list[str], int, float, str, int]] = []
+        groups: list[list[tuple[str, list[str], int, float]]] = []
+        group: list[tuple[str, list[str], int, float]] = []
+        group_bytes = 0
+        for item in todo:
+            group.append(item)
+            group_bytes += item[2]
+            if len(group) >= GROUP_FILES or group_bytes >= GROUP_BYTES:
+                groups.append(group)
+                group, group_bytes = [], 0
+        if group:
+            groups.append(group)
+        groups.reverse()
         with ThreadPoolExecutor(self.workers, thread_name_prefix="assets-hash") as pool:
-            window = self.workers * 4
-            queue = list(reversed(todo))
-            running: dict[asyncio.Future, tuple[str, list[str], int, float]] = {}
-            while queue or running:
-                while queue and len(running) < window and not self.cancel_requested:
-                    item = queue.pop()
-                    running[loop.run_in_executor(pool, hash_file, item[0])] = item
+            running: dict[asyncio.Future, list[tuple[str, list[str], int, float]]] = {}
+            while groups or running:
+                while groups and len(running) < self.workers * 2 and not self.cancel_requested:
+                    items = groups.pop()
+                    running[loop.run_in_executor(pool, _hash_group, [i[0] for i in items])] = items
                 if not running:
                     break
                 done, _ = await asyncio.wait(list(running), return_when=asyncio.FIRST_COMPLETED)
                 for fut in done:
-                    path, tags, size, mtime = running.pop(fut)
-                    self.status["files_scanned"] += 1
-                    try:
-                        content_hash, hashed_size = fut.result()
-                    except OSError:
-                        self.status["files_failed"] += 1
-                        continue
-                    self.status["files_hashed"] += 1
-                    self.status["bytes_hashed"] += hashed_size
-                    pending.append((path, tags, size, mtime, content_hash, hashed_size))
+                    items = running.pop(fut)
+                    for (path, tags, size, mtime), result in zip(items, fut.result(), strict=True):
+                        self.status["files_scanned"] += 1
+                        if result is None:
+                            self.status["files_failed"] += 1
+                            continue
+                        content_hash, hashed_size = result
+                        self.status["files_hashed"] += 1
+                        self.status["bytes_hashed"] += hashed_size
+                        pending.append((path, tags, size, mtime, content_hash, hashed_size))
                 if len(pending) >= BATCH:
                     await self._record(pending, assets)
                     pending = []
