@@ -23,10 +23,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from comfy_kernel.files.paths import UnsafePath, safe_join
-from comfy_kernel.http import read_json
+from comfy_kernel.http import json_response, read_json
 
 from .content import hash_file
-from .routes import owner_of
 from .store import PUBLIC
 from .validate import fail, guess_mime
 
@@ -297,8 +296,6 @@ def register(routes: RouteTable, lib: AssetLibrary) -> None:
 
     @routes.post("/assets/seed")
     async def seed(request: Request) -> Response:
-        from comfy_kernel.http import json_response
-
         try:
             body = await read_json(request, default={}, object_only=True)
         except Exception:
@@ -318,20 +315,14 @@ def register(routes: RouteTable, lib: AssetLibrary) -> None:
 
     @routes.get("/assets/seed/status")
     async def seed_status(request: Request) -> Response:
-        from comfy_kernel.http import json_response
-
         return json_response(seeder.status)
 
     @routes.post("/assets/seed/cancel")
     async def seed_cancel(request: Request) -> Response:
-        from comfy_kernel.http import json_response
-
         return json_response({"status": "cancelling" if seeder.cancel() else "idle"})
 
     @routes.post("/assets/prune")
     async def prune(request: Request) -> Response:
-        from comfy_kernel.http import json_response
-
         if seeder.running:
             raise fail(409, "SEED_RUNNING", "a seed scan is running; prune after it finishes")
         return json_response({"status": "completed", "marked": await seeder.prune()})

@@ -268,7 +268,7 @@ async def run_export(lib: AssetLibrary, task: dict[str, Any], owner: str, record
         tmp = final + ".part"
         last = 0.0
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
-            for path, record, entry in sources:
+            for path, _record, entry in sources:
                 state["assets_attempted"] += 1
                 if path is None:
                     state["assets_failed"] += 1
