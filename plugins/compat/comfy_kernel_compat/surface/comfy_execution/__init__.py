@@ -1,0 +1,1 @@
+"""ComfyUI's ``comfy_execution`` package on comfy-kernel's executor."""

@@ -1,0 +1,56 @@
+"""A V3 node pack: schema-declared nodes listed by comfy_entrypoint."""
+
+from typing_extensions import override
+
+from comfy_api.latest import ComfyAPISync, ComfyExtension, io, ui
+
+
+class V3Repeat(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="V3Repeat",
+            display_name="V3 Repeat",
+            category="v3_pack",
+            description="Repeat a string",
+            inputs=[
+                io.String.Input("text", default="hi"),
+                io.Int.Input("times", default=2, min=1, max=10),
+                io.Combo.Input("sep", options=["-", "+"]),
+            ],
+            outputs=[io.String.Output(display_name="repeated")],
+            hidden=[io.Hidden.unique_id],
+        )
+
+    @classmethod
+    def execute(cls, text: str, times: int, sep: str) -> io.NodeOutput:
+        api = ComfyAPISync()
+        api.execution.set_progress(1, 2)
+        value = sep.join([text] * times)
+        return io.NodeOutput(value, ui=ui.PreviewText(f"{cls.hidden.unique_id}:{value}"))
+
+
+class V3Length(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="V3Length",
+            category="v3_pack",
+            inputs=[io.String.Input("text", force_input=True)],
+            outputs=[io.Int.Output()],
+            is_output_node=True,
+        )
+
+    @classmethod
+    async def execute(cls, text: str) -> io.NodeOutput:
+        return io.NodeOutput(len(text), ui={"length": [len(text)]})
+
+
+class V3Extension(ComfyExtension):
+    @override
+    async def get_node_list(self) -> list[type[io.ComfyNode]]:
+        return [V3Repeat, V3Length]
+
+
+async def comfy_entrypoint() -> V3Extension:
+    return V3Extension()

@@ -1,0 +1,158 @@
+"""The ComfyUI import surface: every tier-1 name resolves, in-process and without a server."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import pytest
+
+from comfy_kernel_compat import finder
+
+TIER1 = {
+    "folder_paths": ["get_filename_list", "get_full_path", "get_full_path_or_raise", "get_folder_paths",
+                     "add_model_folder_path", "folder_names_and_paths", "models_dir", "base_path",
+                     "supported_pt_extensions", "get_input_directory", "get_output_directory",
+                     "get_temp_directory", "get_user_directory", "get_annotated_filepath",
+                     "exists_annotated_filepath", "get_save_image_path", "filter_files_content_types",
+                     "get_directory_by_type", "cache_helper"],
+    "comfy.model_management": ["get_torch_device", "intermediate_device", "unet_offload_device",
+                               "text_encoder_device", "vae_device", "soft_empty_cache", "load_models_gpu",
+                               "unload_all_models", "free_memory", "get_free_memory",
+                               "throw_exception_if_processing_interrupted", "processing_interrupted",
+                               "interrupt_current_processing", "InterruptProcessingException",
+                               "OOM_EXCEPTION", "cast_to_device", "xformers_enabled", "is_device_mps",
+                               "cpu_mode", "unet_dtype", "vae_dtype", "should_use_fp16", "should_use_bf16"],
+    "comfy.utils": ["ProgressBar", "load_torch_file", "save_torch_file", "common_upscale", "tiled_scale",
+                    "lanczos", "repeat_to_batch_size", "PROGRESS_BAR_ENABLED", "set_progress_bar_global_hook",
+                    "get_attr", "set_attr", "state_dict_prefix_replace", "calculate_parameters"],
+    "nodes": ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS", "MAX_RESOLUTION", "common_ksampler",
+              "interrupt_processing", "before_node_execution", "load_custom_node"],
+    "server": ["PromptServer", "BinaryEventTypes"],
+    "comfy.cli_args": ["args", "LatentPreviewMethod"],
+    "latent_preview": ["prepare_callback", "get_previewer", "Latent2RGBPreviewer", "TAESDPreviewerImpl"],
+    "node_helpers": ["conditioning_set_values", "pillow", "hasher", "string_to_torch_dtype", "image_alpha_fix"],
+    "comfy_execution.graph_utils": ["GraphBuilder", "is_link", "ExecutionBlocker", "add_graph_prefix"],
+    "comfy_execution.graph": ["ExecutionBlocker", "DynamicPrompt"],
+    "comfy_execution.utils": ["get_executing_context", "CurrentNodeContext"],
+    "comfy_execution.progress": ["get_progress_state", "ProgressHandler", "add_progress_handler"],
+    "comfy.comfy_types": ["IO", "ComfyNodeABC", "InputTypeDict", "CheckLazyMixin", "FileLocator",
+                          "UnetWrapperFunction"],
+    "comfy.comfy_types.node_typing": ["IO", "ComfyNodeABC"],
+    "comfy_api.latest": ["io", "ui", "ComfyExtension", "ComfyAPI", "ComfyAPISync"],
+    "comfy_api.v0_0_2": ["io", "ui", "ComfyExtension", "ComfyAPI", "ComfyAPISync"],
+    "comfy.samplers": ["KSampler", "KSAMPLER", "sampler_object"],
+    "comfy.sample": ["prepare_noise", "fix_empty_latent_channels"],
+    "comfy.sd": ["load_checkpoint_guess_config"],
+    "protocol": ["BinaryEventTypes"],
+    "execution": ["validate_node_input", "ExecutionBlocker", "DynamicPrompt", "map_node_over_list"],
+    "comfyui_version": ["__version__"],
+}
+
+
+@pytest.fixture
+def surface():
+    finder.install()
+    yield
+    finder.uninstall()
+
+
+@pytest.mark.parametrize("module", sorted(TIER1))
+def test_names_resolve(surface, module):
+    mod = importlib.import_module(module)
+    missing = [name for name in TIER1[module] if not hasattr(mod, name)]
+    assert not missing, f"{module} lacks {missing}"
+    assert mod.__file__.startswith(finder.SURFACE_DIR) or module == "comfy_api.latest.io"
+
+
+def test_shared_classes_are_the_kernels(surface):
+    from comfy_api.latest import io
+    from comfy_execution.graph_utils import ExecutionBlocker, GraphBuilder
+
+    from comfy_kernel.nodes import graph_utils
+    from comfy_kernel.nodes import io as kernel_io
+
+    assert io is kernel_io
+    assert ExecutionBlocker is graph_utils.ExecutionBlocker and GraphBuilder is graph_utils.GraphBuilder
+    assert importlib.import_module("comfy_api.latest.io") is kernel_io
+
+
+def test_names_vanish_without_the_finder(surface):
+    import folder_paths  # noqa: F401
+
+    finder.uninstall()
+    assert "folder_paths" not in sys.modules
+    with pytest.raises(ModuleNotFoundError):
+        importlib.import_module("folder_paths")
+    finder.install()
+
+
+def test_folder_paths_semantics(surface, tmp_path, monkeypatch):
+    from comfy_kernel.files.folders import DataDirs, FolderRegistry
+    from comfy_kernel_compat import state
+
+    registry = FolderRegistry(DataDirs.from_base(str(tmp_path)))
+    monkeypatch.setattr(state, "folders", lambda: registry)
+    import folder_paths
+
+    assert folder_paths.models_dir == str(tmp_path / "models")
+    assert folder_paths.get_folder_paths("unet") == folder_paths.get_folder_paths("diffusion_models")
+    (tmp_path / "extra").mkdir()
+    (tmp_path / "extra" / "b.bin").write_text("x")
+    (tmp_path / "extra" / "a.txt").write_text("x")
+    folder_paths.add_model_folder_path("mine", str(tmp_path / "extra"))
+    assert folder_paths.get_filename_list("mine") == ["a.txt", "b.bin"]
+    folder_paths.folder_names_and_paths["ipadapter"] = ([str(tmp_path / "extra")], folder_paths.supported_pt_extensions)
+    assert folder_paths.get_filename_list("ipadapter") == ["b.bin"]
+    assert folder_paths.get_full_path("ipadapter", "../b.bin") == str(tmp_path / "extra" / "b.bin")
+    assert "ipadapter" in folder_paths.folder_names_and_paths
+    paths, exts = folder_paths.folder_names_and_paths["ipadapter"]
+    assert ".safetensors" in exts
+    assert folder_paths.get_annotated_filepath("x.png [output]") == str(tmp_path / "output" / "x.png")
+    assert folder_paths.get_annotated_filepath("x.png") == str(tmp_path / "input" / "x.png")
+    assert folder_paths.get_directory_by_type("temp") == str(tmp_path / "temp")
+    assert folder_paths.get_directory_by_type("user") is None
+    assert folder_paths.filter_files_content_types(["a.png", "b.mp4", "c.txt", "d.webp"], ["image"]) == ["a.png", "d.webp"]
+    out = str(tmp_path / "output")
+    folder, name, counter, sub, _ = folder_paths.get_save_image_path("sub/img", out, 64, 32)
+    assert (folder, name, counter, sub) == (str(tmp_path / "output" / "sub"), "img", 1, "sub")
+    (tmp_path / "output" / "sub" / "img_00007_.png").write_text("")
+    assert folder_paths.get_save_image_path("sub/img", out)[2] == 8
+    assert folder_paths.get_save_image_path("%width%x%height%", out, 64, 32)[1] == "64x32"
+    with pytest.raises(ValueError):
+        folder_paths.get_save_image_path("../escape", out)
+
+
+def test_utils_helpers(surface, tmp_path):
+    import torch
+
+    import comfy.utils
+
+    t = torch.arange(3).reshape(3, 1)
+    assert comfy.utils.repeat_to_batch_size(t, 5).flatten().tolist() == [0, 1, 2, 0, 1]
+    assert comfy.utils.repeat_to_batch_size(t, 2).flatten().tolist() == [0, 1]
+    sd = {"a.x": torch.ones(2), "b.y": torch.ones(3)}
+    comfy.utils.save_torch_file(sd, str(tmp_path / "w.safetensors"))
+    loaded = comfy.utils.load_torch_file(str(tmp_path / "w.safetensors"))
+    assert comfy.utils.calculate_parameters(loaded) == 5
+    torch.save({"state_dict": sd}, tmp_path / "w.ckpt")
+    assert set(comfy.utils.load_torch_file(str(tmp_path / "w.ckpt"))) == {"a.x", "b.y"}
+    renamed = comfy.utils.state_dict_prefix_replace(dict(sd), {"a.": "z."}, filter_keys=True)
+    assert list(renamed) == ["z.x"]
+    image = torch.rand(1, 3, 8, 8)
+    assert comfy.utils.common_upscale(image, 16, 4, "bilinear", "center").shape == (1, 3, 4, 16)
+    assert comfy.utils.common_upscale(image, 4, 4, "lanczos", "disabled").shape == (1, 3, 4, 4)
+    up = comfy.utils.tiled_scale(image, lambda x: torch.nn.functional.interpolate(x, scale_factor=2),
+                                 tile_x=4, tile_y=4, overlap=1, upscale_amount=2, out_channels=3)
+    assert up.shape == (1, 3, 16, 16)
+    assert torch.allclose(up, torch.nn.functional.interpolate(image, scale_factor=2), atol=1e-5)
+    calls = []
+    comfy.utils.set_progress_bar_global_hook(lambda *a, **k: calls.append(a))
+    try:
+        pbar = comfy.utils.ProgressBar(2)
+        pbar.update(1)
+        assert calls == [(1, 2, None)]
+    finally:
+        from comfy_kernel.progress import default_progress_hook
+
+        comfy.utils.set_progress_bar_global_hook(default_progress_hook)
