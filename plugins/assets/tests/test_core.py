@@ -219,3 +219,26 @@ def test_concurrent_uploads_of_same_bytes(make_server):
     assert listing["total"] == 24
     tmp = os.path.join(srv.base_dir, "user", "assets", "tmp")
     assert os.listdir(tmp) == []
+
+
+def test_idempotent_id_and_preview(server):
+    import uuid
+
+    wanted = str(uuid.uuid4())
+    first = upload(server, b"idempotent", "i.bin", id=wanted)
+    assert first.status_code == 201 and first.json()["id"] == wanted
+    second = upload(server, b"idempotent", "i.bin", id=wanted)
+    assert second.status_code == 200 and second.json()["id"] == wanted and second.json()["created_new"] is False
+    assert server.get("/api/assets", params={"name_contains": "i.bin"}).json()["total"] == 1
+
+    preview = upload(server, b"\x89PNG preview", "thumb.png").json()
+    model = upload(server, b"weights", "w.safetensors", preview_id=preview["id"]).json()
+    assert model["preview_id"] == preview["id"] and model["preview_url"].endswith(f"{preview['id']}/content")
+    missing = upload(server, b"weights 2", "w2.safetensors", preview_id=str(uuid.uuid4()))
+    assert missing.status_code == 404
+    cleared = server.request("PUT", f"/api/assets/{model['id']}", json={"preview_id": None})
+    assert cleared.status_code == 200 and "preview_id" not in cleared.json()
+    # deleting the preview asset clears the reference instead of leaving it dangling
+    server.request("PUT", f"/api/assets/{model['id']}", json={"preview_id": preview["id"]})
+    assert server.request("DELETE", f"/api/assets/{preview['id']}").status_code == 204
+    assert "preview_id" not in server.get(f"/api/assets/{model['id']}").json()

@@ -147,3 +147,17 @@ def test_prompt_outputs_become_assets(make_server, tmp_path):
     asset = assets[0]
     assert asset["job_id"] == prompt_id and asset["prompt_id"] == prompt_id and asset["name"] == "result.txt"
     assert srv.get(f"/api/assets/{asset['id']}/content").content == b"made by a prompt"
+
+    # export by job id picks up the prompt's outputs
+    r = srv.post("/api/assets/export", json={"job_ids": [prompt_id], "naming_strategy": "group_by_job_id"})
+    assert r.status_code == 202, r.text
+    deadline = time.monotonic() + 30
+    while (task := srv.get(f"/api/tasks/{r.json()['task_id']}").json())["status"] not in ("completed", "failed"):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    import io
+    import zipfile
+
+    data = srv.get(f"/api/assets/exports/{task['result']['export_name']}", params={"download": "true"}).content
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        assert zf.namelist() == [f"{prompt_id}/result.txt"]
