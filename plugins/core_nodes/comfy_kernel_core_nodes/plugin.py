@@ -1,1 +1,31 @@
-"""Entry point of the core_nodes plugin: registers ComfyUI's core nodes with the kernel."""
+"""Entry point of the core_nodes plugin: registers ComfyUI's core nodes with the kernel.
+
+This module and the node modules it imports stay free of torch at import time,
+so the kernel's start-up does not pay for it; the nodes import the model code
+when they first run.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from comfy_kernel import hookimpl
+
+from .nodes import NODES, context
+
+
+@hookimpl
+def ck_register_model_folders(folders: Any) -> None:
+    # Nothing to add (ComfyUI's default folders suffice); remember the registry for the loaders.
+    context.configure(folders=folders)
+
+
+@hookimpl
+def ck_register_nodes(registry: Any) -> None:
+    for name, cls, display_name in NODES:
+        registry.register(name, cls, display_name, python_module="nodes", source="core_nodes", reserved=True)
+
+
+@hookimpl
+def ck_startup(kernel: Any) -> None:
+    context.configure(folders=kernel.folders, config=kernel.config)

@@ -1,0 +1,258 @@
+"""Text encoding and CONDITIONING manipulation nodes.
+
+A CONDITIONING value is ComfyUI's list of ``[tensor [B, tokens, 768], options]``
+pairs; ``options`` always carries ``pooled_output`` and may add ``area``,
+``mask``, ``strength``, ``mask_strength`` and ``set_area_to_bounds``, which the
+samplers read (see guidance.py). Nodes never modify their inputs in place:
+they return new lists with copied option dicts.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from threading import Lock
+from typing import Any
+
+from . import context
+from .common import MAX_RESOLUTION
+
+Conditioning = list[list[Any]]
+
+#: Recent encodings keyed by (text encoder, layer, prompt, embeddings state): re-queuing a
+#: prompt after its node outputs were evicted does not run the text encoder again.
+_ENCODE_CACHE: OrderedDict[tuple, tuple[Any, Any]] = OrderedDict()
+_ENCODE_CACHE_SIZE = 32
+_ENCODE_LOCK = Lock()
+
+
+def _embedding_dir() -> str | None:
+    """First existing embeddings directory (textual inversion files named by ``embedding:name``)."""
+    try:
+        paths = context.folders().paths("embeddings")
+    except RuntimeError:
+        return None
+    for path in paths:
+        if os.path.isdir(path):
+            return path
+    return None
+
+
+def _embeddings_stamp(directory: str | None) -> float | None:
+    if directory is None:
+        return None
+    try:
+        return os.stat(directory).st_mtime
+    except OSError:
+        return None
+
+
+def encode_text(clip: Any, text: str) -> Conditioning:
+    """CONDITIONING of one prompt, reusing a cached encoding of the same text by the same encoder."""
+    from ..sd.clip_text import encode_chunks
+    from ..sd.prompt import EMBEDDING_PREFIX, tokenize_prompt
+
+    embedding_dir = _embedding_dir()
+    stamp = _embeddings_stamp(embedding_dir) if EMBEDDING_PREFIX in text else None
+    key = (clip._key(), clip.layer_idx, text, embedding_dir, stamp)
+    with _ENCODE_LOCK:
+        hit = _ENCODE_CACHE.get(key)
+        if hit is not None:
+            _ENCODE_CACHE.move_to_end(key)
+    if hit is None:
+        chunks = tokenize_prompt(text, embedding_dir=embedding_dir)
+        with clip.use() as model:
+            hit = encode_chunks(model, chunks, clip.layer_idx)
+        with _ENCODE_LOCK:
+            _ENCODE_CACHE[key] = hit
+            while len(_ENCODE_CACHE) > _ENCODE_CACHE_SIZE:
+                _ENCODE_CACHE.popitem(last=False)
+    cond, pooled = hit
+    return [[cond.clone(), {"pooled_output": pooled.clone()}]]
+
+
+def clear_encode_cache() -> None:
+    with _ENCODE_LOCK:
+        _ENCODE_CACHE.clear()
+
+
+class CLIPTextEncode:
+    DESCRIPTION = "Turns a text prompt into the conditioning that steers the diffusion model."
+    CATEGORY = "conditioning"
+    RETURN_TYPES = ("CONDITIONING",)
+    OUTPUT_TOOLTIPS = ("The encoded prompt, to feed a sampler's positive or negative input.",)
+    FUNCTION = "encode"
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {
+            "required": {
+                "text": ("STRING", {"multiline": True, "dynamicPrompts": True,
+                                    "tooltip": "The prompt; supports (word:1.2) weights and embedding:name."}),
+                "clip": ("CLIP", {"tooltip": "The text encoder to run."}),
+            }
+        }
+
+    def encode(self, clip: Any, text: str) -> tuple[Conditioning]:
+        if clip is None:
+            raise RuntimeError("ERROR: clip input is invalid: None\n\nIf the clip is from a checkpoint loader "
+                               "node your checkpoint does not contain a valid clip or text encoder model.")
+        return (encode_text(clip, text),)
+
+
+class CLIPSetLastLayer:
+    CATEGORY = "conditioning"
+    RETURN_TYPES = ("CLIP",)
+    FUNCTION = "set_last_layer"
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {"required": {"clip": ("CLIP",),
+                             "stop_at_clip_layer": ("INT", {"default": -1, "min": -24, "max": -1, "step": 1})}}
+
+    def set_last_layer(self, clip: Any, stop_at_clip_layer: int) -> tuple[Any]:
+        return (clip.with_layer(int(stop_at_clip_layer)),)
+
+
+def _copy(conditioning: Conditioning) -> Conditioning:
+    return [[t, dict(opts)] for t, opts in conditioning]
+
+
+class ConditioningCombine:
+    CATEGORY = "conditioning"
+    RETURN_TYPES = ("CONDITIONING",)
+    FUNCTION = "combine"
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {"required": {"conditioning_1": ("CONDITIONING",), "conditioning_2": ("CONDITIONING",)}}
+
+    def combine(self, conditioning_1: Conditioning, conditioning_2: Conditioning) -> tuple[Conditioning]:
+        return (_copy(conditioning_1) + _copy(conditioning_2),)
+
+
+class ConditioningAverage:
+    """Blend every entry of ``conditioning_to`` with the first entry of ``conditioning_from``."""
+
+    CATEGORY = "conditioning"
+    RETURN_TYPES = ("CONDITIONING",)
+    FUNCTION = "addWeighted"
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {"required": {"conditioning_to": ("CONDITIONING",), "conditioning_from": ("CONDITIONING",),
+                             "conditioning_to_strength": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0,
+                                                                    "step": 0.01})}}
+
+    def addWeighted(self, conditioning_to: Conditioning, conditioning_from: Conditioning,
+                    conditioning_to_strength: float) -> tuple[Conditioning]:
+        import torch
+
+        if not conditioning_from:
+            return (_copy(conditioning_to),)
+        w = float(conditioning_to_strength)
+        source, source_opts = conditioning_from[0]
+        source_pooled = source_opts.get("pooled_output")
+        out = []
+        for tensor, opts in conditioning_to:
+            src = source[:, : tensor.shape[1]]
+            if src.shape[1] < tensor.shape[1]:
+                pad = torch.zeros((src.shape[0], tensor.shape[1] - src.shape[1], src.shape[2]), dtype=src.dtype)
+                src = torch.cat([src, pad], dim=1)
+            new_opts = dict(opts)
+            pooled = opts.get("pooled_output")
+            if pooled is not None and source_pooled is not None:
+                new_opts["pooled_output"] = pooled * w + source_pooled * (1.0 - w)
+            elif source_pooled is not None:
+                new_opts["pooled_output"] = source_pooled
+            out.append([tensor * w + src * (1.0 - w), new_opts])
+        return (out,)
+
+
+class ConditioningConcat:
+    """Append the first entry of ``conditioning_from`` to every entry along the token axis."""
+
+    CATEGORY = "conditioning"
+    RETURN_TYPES = ("CONDITIONING",)
+    FUNCTION = "concat"
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {"required": {"conditioning_to": ("CONDITIONING",), "conditioning_from": ("CONDITIONING",)}}
+
+    def concat(self, conditioning_to: Conditioning, conditioning_from: Conditioning) -> tuple[Conditioning]:
+        import torch
+
+        if not conditioning_from:
+            return (_copy(conditioning_to),)
+        source = conditioning_from[0][0]
+        return ([[torch.cat([t, source], dim=1), dict(opts)] for t, opts in conditioning_to],)
+
+
+class ConditioningSetArea:
+    """Restrict conditioning to a rectangle (pixels, stored in latent units as ComfyUI does)."""
+
+    CATEGORY = "conditioning"
+    RETURN_TYPES = ("CONDITIONING",)
+    FUNCTION = "append"
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        size = {"default": 64, "min": 64, "max": MAX_RESOLUTION, "step": 8}
+        pos = {"default": 0, "min": 0, "max": MAX_RESOLUTION, "step": 8}
+        return {"required": {"conditioning": ("CONDITIONING",), "width": ("INT", size), "height": ("INT", size),
+                             "x": ("INT", pos), "y": ("INT", pos),
+                             "strength": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 10.0, "step": 0.01})}}
+
+    def append(self, conditioning: Conditioning, width: int, height: int, x: int, y: int,
+               strength: float) -> tuple[Conditioning]:
+        out = _copy(conditioning)
+        for _, opts in out:
+            opts["area"] = (height // 8, width // 8, y // 8, x // 8)
+            opts["strength"] = float(strength)
+            opts["set_area_to_bounds"] = False
+        return (out,)
+
+
+class ConditioningSetMask:
+    CATEGORY = "conditioning"
+    RETURN_TYPES = ("CONDITIONING",)
+    FUNCTION = "append"
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {"required": {"conditioning": ("CONDITIONING",), "mask": ("MASK",),
+                             "strength": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 10.0, "step": 0.01}),
+                             "set_cond_area": (["default", "mask bounds"],)}}
+
+    def append(self, conditioning: Conditioning, mask: Any, strength: float,
+               set_cond_area: str) -> tuple[Conditioning]:
+        if mask.ndim < 3:
+            mask = mask.unsqueeze(0)
+        out = _copy(conditioning)
+        for _, opts in out:
+            opts["mask"] = mask
+            opts["set_area_to_bounds"] = set_cond_area != "default"
+            opts["mask_strength"] = float(strength)
+        return (out,)
+
+
+class ConditioningZeroOut:
+    CATEGORY = "advanced/conditioning"
+    RETURN_TYPES = ("CONDITIONING",)
+    FUNCTION = "zero_out"
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {"required": {"conditioning": ("CONDITIONING",)}}
+
+    def zero_out(self, conditioning: Conditioning) -> tuple[Conditioning]:
+        import torch
+
+        out = []
+        for tensor, opts in conditioning:
+            new_opts = dict(opts)
+            if new_opts.get("pooled_output") is not None:
+                new_opts["pooled_output"] = torch.zeros_like(new_opts["pooled_output"])
+            out.append([torch.zeros_like(tensor), new_opts])
+        return (out,)

@@ -1,0 +1,146 @@
+"""VAE nodes: decode, encode, their tiled variants and the inpainting encoder.
+
+Each node pins the VAE on its device while it runs; the IMAGE / LATENT values
+that leave the node live on the CPU in float32, as ComfyUI's do.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+# Images decoded per VAE call: bounds the activation memory of big batches.
+DECODE_BATCH = 4
+
+
+class VAEDecode:
+    DESCRIPTION = "Decodes latents back into images."
+    CATEGORY = "latent"
+    RETURN_TYPES = ("IMAGE",)
+    OUTPUT_TOOLTIPS = ("The decoded image.",)
+    FUNCTION = "decode"
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {"required": {"samples": ("LATENT", {"tooltip": "The latent to decode."}),
+                             "vae": ("VAE", {"tooltip": "The VAE to decode with."})}}
+
+    def decode(self, vae: Any, samples: dict[str, Any]) -> tuple[Any]:
+        import torch
+
+        from ..sd.vae import decode
+
+        latent = samples["samples"]
+        with vae.use() as model:
+            parts = [decode(model, latent[i:i + DECODE_BATCH]) for i in range(0, latent.shape[0], DECODE_BATCH)]
+        return (torch.cat(parts).to("cpu", torch.float32),)
+
+
+class VAEDecodeTiled:
+    CATEGORY = "_for_testing"
+    RETURN_TYPES = ("IMAGE",)
+    FUNCTION = "decode"
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {"required": {
+            "samples": ("LATENT",), "vae": ("VAE",),
+            "tile_size": ("INT", {"default": 512, "min": 64, "max": 4096, "step": 32}),
+            "overlap": ("INT", {"default": 64, "min": 0, "max": 4096, "step": 32}),
+            "temporal_size": ("INT", {"default": 64, "min": 8, "max": 4096, "step": 4,
+                                      "tooltip": "Only used by video VAEs: frames decoded at a time."}),
+            "temporal_overlap": ("INT", {"default": 8, "min": 4, "max": 4096, "step": 4,
+                                         "tooltip": "Only used by video VAEs: frames shared between chunks."}),
+        }}
+
+    def decode(self, vae: Any, samples: dict[str, Any], tile_size: int, overlap: int = 64,
+               temporal_size: int = 64, temporal_overlap: int = 8) -> tuple[Any]:
+        from ..sd.vae import decode_tiled
+
+        with vae.use() as model:
+            image = decode_tiled(model, samples["samples"], int(tile_size), int(overlap))
+        return (image.cpu().float(),)
+
+
+class VAEEncode:
+    DESCRIPTION = "Encodes images into latents."
+    CATEGORY = "latent"
+    RETURN_TYPES = ("LATENT",)
+    FUNCTION = "encode"
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {"required": {"pixels": ("IMAGE",), "vae": ("VAE",)}}
+
+    def encode(self, vae: Any, pixels: Any) -> tuple[dict[str, Any]]:
+        from ..sd.vae import encode
+
+        with vae.use() as model:
+            latent = encode(model, pixels)
+        return ({"samples": latent.cpu().float()},)
+
+
+class VAEEncodeTiled:
+    CATEGORY = "_for_testing"
+    RETURN_TYPES = ("LATENT",)
+    FUNCTION = "encode"
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {"required": {
+            "pixels": ("IMAGE",), "vae": ("VAE",),
+            "tile_size": ("INT", {"default": 512, "min": 64, "max": 4096, "step": 64}),
+            "overlap": ("INT", {"default": 64, "min": 0, "max": 4096, "step": 32}),
+            "temporal_size": ("INT", {"default": 64, "min": 8, "max": 4096, "step": 4,
+                                      "tooltip": "Only used by video VAEs: frames encoded at a time."}),
+            "temporal_overlap": ("INT", {"default": 8, "min": 4, "max": 4096, "step": 4,
+                                         "tooltip": "Only used by video VAEs: frames shared between chunks."}),
+        }}
+
+    def encode(self, vae: Any, pixels: Any, tile_size: int, overlap: int = 64, temporal_size: int = 64,
+               temporal_overlap: int = 8) -> tuple[dict[str, Any]]:
+        from ..sd.vae import encode_tiled
+
+        with vae.use() as model:
+            latent = encode_tiled(model, pixels, int(tile_size), int(overlap))
+        return ({"samples": latent.cpu().float()},)
+
+
+class VAEEncodeForInpaint:
+    """Encode with the masked region set to grey, and a (grown) noise mask for the sampler."""
+
+    CATEGORY = "latent/inpaint"
+    RETURN_TYPES = ("LATENT",)
+    FUNCTION = "encode"
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {"required": {"pixels": ("IMAGE",), "vae": ("VAE",), "mask": ("MASK",),
+                             "grow_mask_by": ("INT", {"default": 6, "min": 0, "max": 64, "step": 1})}}
+
+    def encode(self, vae: Any, pixels: Any, mask: Any, grow_mask_by: int = 6) -> tuple[dict[str, Any]]:
+        import torch
+        import torch.nn.functional as F
+
+        from ..sd.vae import encode
+
+        down = vae.downscale
+        h, w = (pixels.shape[1] // down) * down, (pixels.shape[2] // down) * down
+        mask = F.interpolate(mask.reshape(-1, 1, mask.shape[-2], mask.shape[-1]).float(),
+                             size=(pixels.shape[1], pixels.shape[2]), mode="bilinear")
+        pixels = pixels.clone()
+        if (pixels.shape[1], pixels.shape[2]) != (h, w):
+            top, left = (pixels.shape[1] % down) // 2, (pixels.shape[2] % down) // 2
+            pixels = pixels[:, top:top + h, left:left + w, :]
+            mask = mask[:, :, top:top + h, left:left + w]
+        if grow_mask_by == 0:
+            grown = mask
+        else:
+            kernel = torch.ones((1, 1, grow_mask_by, grow_mask_by))
+            padding = math.ceil((grow_mask_by - 1) / 2)
+            grown = torch.clamp(F.conv2d(mask.round(), kernel, padding=padding), 0, 1)
+        keep = (1.0 - mask.round()).squeeze(1)
+        pixels[..., :3] = (pixels[..., :3] - 0.5) * keep.unsqueeze(-1) + 0.5
+        with vae.use() as model:
+            latent = encode(model, pixels)
+        return ({"samples": latent.cpu().float(), "noise_mask": grown[:, :, :h, :w].round()},)
