@@ -11,8 +11,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import subprocess
+import sys
 import time
-from urllib.parse import quote
+from importlib.metadata import entry_points
+from urllib.parse import parse_qs, quote, urlsplit
 
 import pytest
 from cdp_browser import Browser, chromium_available
@@ -146,4 +150,75 @@ def test_frontend_boots_and_keeps_userdata(app_server):
         assert any(u.endswith("/api/userdata/" + quote(f"workflows/{WORKFLOW}.json", safe=""))
                    for u in browser.requests())
         browser.screenshot(artifact("userdata-reopened.png"))
+        assert unexpected(browser.problems()) == []
+
+
+# --- queue from the UI and see the image (needs core_nodes and the tiny checkpoint) ---
+
+REPO_ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
+REFERENCE = os.path.join(os.path.dirname(REPO_ROOT), "shared", "reference")
+CHECKPOINT = "sd15-tiny-seed0.safetensors"
+CHECKPOINT_BYTES = 573_247_766
+
+
+def tiny_checkpoint() -> str:
+    """The tiny random-weight SD1.5 checkpoint, made once by the shared generator and cached."""
+    if not os.path.isfile(os.path.join(REFERENCE, "make_checkpoint.py")):
+        pytest.skip("the shared reference folder (<repo>/../shared/reference) is missing")
+    cache = os.path.join(REPO_ROOT, ".cache", "checkpoints")
+    target = os.path.join(cache, CHECKPOINT)
+    if os.path.isfile(target) and os.path.getsize(target) == CHECKPOINT_BYTES:
+        return target
+    os.makedirs(cache, exist_ok=True)
+    partial = f"{target}.{os.getpid()}.partial"
+    subprocess.run([sys.executable, os.path.join(REFERENCE, "make_checkpoint.py"), "--preset", "tiny",
+                    "--seed", "0", "--out", partial], check=True, capture_output=True)
+    os.replace(partial, target)
+    return target
+
+
+def core_nodes_installed() -> bool:
+    return any(ep.name == "core_nodes" for ep in entry_points(group="comfy_kernel.plugins"))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not core_nodes_installed(), reason="needs the core_nodes plugin")
+def test_queue_from_the_ui_shows_the_image(tmp_path):
+    checkpoint = tiny_checkpoint()
+    base = tmp_path / "base"
+    models = base / "models" / "checkpoints"
+    models.mkdir(parents=True)
+    try:
+        os.link(checkpoint, models / CHECKPOINT)
+    except OSError:
+        shutil.copyfile(checkpoint, models / CHECKPOINT)
+    root = base / "user" / "default"
+    (root / "workflows").mkdir(parents=True)
+    (root / "subgraphs").mkdir()
+    (root / "comfy.settings.json").write_text(json.dumps(SEED_SETTINGS))
+    with open(os.path.join(REFERENCE, "workflows", "txt2img.json")) as f:
+        workflow = json.load(f)
+
+    with ServerProcess(base, "--disable-plugins", "assets") as srv, Browser() as browser:
+        browser.navigate(srv.url + "/")
+        boot(browser, srv.url)
+        browser.eval(f"window.app.loadApiJson({json.dumps(workflow)}, 'txt2img.json')")
+        browser.wait_for("window.app.graph.nodes.length === 7", 20)
+        missing = browser.eval("window.app.graph.nodes.map(n => n.type)"
+                               ".filter(t => !(t in window.LiteGraph.registered_node_types))")
+        assert missing == []
+        browser.eval("window.app.extensionManager.command.execute('Comfy.Canvas.FitView')")
+        browser.wait_for("!!document.querySelector('[data-testid=queue-button]')", 20)
+        browser.eval("document.querySelector('[data-testid=queue-button]').click(), true")
+
+        browser.wait_for("Object.values(window.app.nodeOutputs).some(o => o?.images?.length)", 240, interval=1)
+        browser.wait_for("window.app.graph.nodes.filter(n => n.type === 'SaveImage')"
+                         ".some(n => n.imgs?.[0]?.complete && n.imgs[0].naturalWidth > 0)", 30)
+        time.sleep(1)
+        browser.screenshot(artifact("userdata-run.png"))
+        src = browser.eval("window.app.graph.nodes.find(n => n.type === 'SaveImage').imgs[0].src")
+        query = parse_qs(urlsplit(src).query)
+        assert urlsplit(src).path == "/api/view" and query["type"] == ["output"]
+        assert os.path.isfile(os.path.join(srv.base_dir, "output", query.get("subfolder", [""])[0],
+                                           query["filename"][0]))
         assert unexpected(browser.problems()) == []
