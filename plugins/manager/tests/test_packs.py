@@ -35,6 +35,7 @@ def pip_server(tmp_path_factory, pack_python, wheels):
         yield srv
 
 
+@pytest.mark.slow
 def test_pip_pack_lifecycle(pip_server, pack_python):
     srv = pip_server
     item = {"id": "tiny-pip-pack", "install_type": "pip", "files": ["tiny-pip-pack==1.0"], "ui_id": "u1"}
@@ -85,6 +86,7 @@ def test_protected_package_refused(pip_server, pack_python):
     assert srv.post("/customnode/install/pip", content="--index-url=http://evil tiny").status_code == 400
 
 
+@pytest.mark.slow
 def test_git_pack_install_update_and_halfway_failure(pip_server, pack_python, tmp_path):
     srv = pip_server
     repo = make_git_pack(tmp_path / "repos" / "GitPackOne", ["GitNodeA"],
@@ -122,6 +124,7 @@ def srv_path(srv, name: str):
     return Path(srv.base_dir) / "custom_nodes" / name
 
 
+@pytest.mark.slow
 def test_failed_dependency_install_is_rolled_back(pip_server, pack_python, tmp_path):
     srv = pip_server
     # the pack's requirements install, then its install.py fails: both must go away again

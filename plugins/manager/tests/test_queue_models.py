@@ -7,6 +7,7 @@ import json
 import os
 import time
 
+import pytest
 from mgr_helpers import PackServer
 from test_packs import wait_queue
 
@@ -21,6 +22,7 @@ def model_item(url: str, data: bytes | None = None, **kw) -> dict:
     return item
 
 
+@pytest.mark.slow
 def test_queue_survives_restart_and_reports_progress(tmp_path, http_dir):
     root, url = http_dir
     data = os.urandom(300_000)
@@ -90,6 +92,7 @@ def test_model_resume_hash_and_refusals(start_server, http_dir):
     assert "big.safetensors" in srv.get("/models/loras").json()
 
 
+@pytest.mark.slow
 def test_reboot_keeps_the_queue(tmp_path):
     with PackServer(tmp_path / "base") as srv:
         srv.post("/manager/queue/install", json={"id": "clipseg", "ui_id": "c"})

@@ -15,6 +15,7 @@ def snap_server(tmp_path_factory, pack_python, wheels):
         yield srv
 
 
+@pytest.mark.slow
 def test_save_change_restore_remove(snap_server, pack_python, tmp_path):
     srv = snap_server
     repo = make_git_pack(tmp_path / "repos" / "SnapGit", ["SnapGitNode"])
