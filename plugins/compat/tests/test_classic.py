@@ -99,3 +99,23 @@ def test_plain_pack_needs_no_compat(tmp_path):
     finally:
         srv.stop()
         srv.client.close()
+
+
+def test_plugins_command_lists_pack_failures(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from compat_helpers import install_packs, other_plugins
+
+    base = tmp_path / "cli"
+    install_packs(base, "classic_pack", "broken_pack")
+    out = subprocess.run([sys.executable, "-m", "comfy_kernel.cli", "plugins", "--json", "--base-directory",
+                          str(base), *other_plugins({"compat"})], capture_output=True, text=True, timeout=120,
+                         cwd=str(tmp_path))
+    assert out.returncode == 0, out.stderr
+    records = {r["name"]: r for r in json.loads(out.stdout)}
+    assert records["classic_pack"]["status"] == "loaded"
+    assert records["classic_pack"]["nodes"] == ["ClassicConcat", "ClassicShow"]
+    assert records["broken_pack"]["status"] == "failed"
+    assert "broken on purpose" in records["broken_pack"]["traceback"]

@@ -1,0 +1,2 @@
+import { app } from "../../scripts/app.js";
+app.registerExtension({ name: "web_pack.main" });
