@@ -153,6 +153,29 @@ def test_frontend_boots_and_keeps_userdata(app_server):
         assert unexpected(browser.problems()) == []
 
 
+
+def test_fresh_user_gets_the_templates_dialog(tmp_path):
+    """With no settings the app opens the Templates dialog, fed by the templates package."""
+    with ServerProcess(tmp_path / "fresh", "--disable-plugins", "assets") as srv, Browser() as browser:
+        browser.navigate(srv.url + "/")
+        boot(browser, srv.url)
+        dialog = "document.querySelector('[data-dialog-key=global-workflow-template-selector]')"
+        browser.wait_for(f"!!{dialog}", 30)
+        if package_dir("comfyui_workflow_templates_json", "templates") is not None:
+            browser.wait_for(f"{dialog}.textContent.includes('Text to Image')", 30)
+        browser.screenshot(artifact("userdata-fresh-user.png"))
+        assert srv.get("/api/settings/Comfy.TutorialCompleted").json() is True
+        browser.press("Escape", key_code=27)
+        browser.wait_for(f"!{dialog}", 10)
+        # A fresh user has no workflows/ or subgraphs/ folder yet (404 means empty to
+        # the app), and thumbnails are in the optional media bundles.
+        allowed = ("/api/userdata?dir=workflows&recurse=true&split=false&full_info=true",
+                   "/api/userdata?dir=subgraphs&recurse=true&split=false&full_info=true")
+        problems = [p for p in unexpected(browser.problems())
+                    if not p.endswith(allowed) and not p.endswith(".webp")
+                    and p != "console.error: Failed to fetch: 404"]
+        assert problems == []
+
 # --- queue from the UI and see the image (needs core_nodes and the tiny checkpoint) ---
 
 REPO_ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
