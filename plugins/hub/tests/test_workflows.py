@@ -98,7 +98,8 @@ def test_two_concurrent_writers_one_wins(server):
         barrier = threading.Barrier(2)
         results: list[int] = []
 
-        def write(tag: str, base: int = base) -> None:
+        def write(tag: str, base: int = base, barrier: threading.Barrier = barrier,
+                  results: list[int] = results) -> None:
             with httpx.Client() as client:
                 barrier.wait()
                 r = client.post(url, json={"base_version": base, "workflow_json": {"by": tag}}, headers=ALICE)

@@ -1,0 +1,370 @@
+"""UI-format workflow (``nodes``/``links``) to API-format prompt, on the server.
+
+ComfyUI does this only in the browser, which is why a saved workflow cannot
+be queued by id there. The rules follow what the frontend sends:
+
+* Widget values map to inputs in the node's input order from
+  ``/object_info`` (required, then optional), counting only widget inputs
+  (``INT``, ``FLOAT``, ``STRING``, ``BOOLEAN``, ``COMBO`` and option lists,
+  not ``forceInput`` ones). The extra value a ``control_after_generate``
+  widget stores after its number/combo, and the upload button's value after
+  an ``image_upload``-style combo, are skipped.
+* A link becomes ``[source node id, output slot]``. Reroutes are followed
+  to their source; a ``PrimitiveNode`` source becomes its value.
+* Muted nodes (mode 2) are left out and their outputs are absent. Bypassed
+  nodes (mode 4) are left out and pass through: an output takes the input of
+  the same type (same slot first), as the frontend does.
+* Subgraphs are flattened: an instance's inner node ``7`` of instance ``12``
+  becomes ``"12:7"`` (nested: ``"12:5:7"``), subgraph inputs lead to what
+  is linked to the instance (or its widget value), subgraph outputs to what
+  is linked to the output node inside.
+
+Routes: ``POST /api/workflows/convert`` (any workflow → prompt), and
+``POST /api/workflows/{workflow_id}/queue`` /
+``POST /api/workflows/published/{share_id}/queue``, which convert a saved or
+published workflow and queue it with ``POST /api/prompt``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from comfy_kernel.http import json_response
+
+from . import loopback
+from .common import fail, json_object, owner_key
+from .store import HubStore, load
+
+if TYPE_CHECKING:  # pragma: no cover
+    from comfy_kernel.routing import RouteTable
+
+MUTED, BYPASSED = 2, 4
+SUBGRAPH_INPUT_NODE, SUBGRAPH_OUTPUT_NODE = -10, -20
+WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
+CONTROL_VALUES = {"fixed", "increment", "decrement", "randomize"}
+UPLOAD_VALUES = {"image", "video", "audio", "file", None, ""}
+# Frontend-only nodes: never sent to the server.
+VIRTUAL_NODES = {"Note", "MarkdownNote", "Reroute", "PrimitiveNode", "Label (rgthree)"}
+
+
+class ConversionError(ValueError):
+    """The input is not a workflow that can be converted."""
+
+
+@dataclass
+class Graph:
+    """One graph level: the top-level workflow or a subgraph definition."""
+
+    nodes: dict[str, dict[str, Any]]
+    links: dict[str, dict[str, Any]]
+    definition: dict[str, Any] | None = None
+
+
+@dataclass
+class Context:
+    """A graph as instantiated at one place: its id prefix and the instance that holds it."""
+
+    graph: Graph
+    prefix: str = ""
+    parent: Context | None = None
+    instance: dict[str, Any] | None = None
+    depth: int = 0
+
+
+@dataclass
+class Result:
+    prompt: dict[str, Any] = field(default_factory=dict)
+    missing_nodes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def _link_dict(link: Any) -> dict[str, Any] | None:
+    if isinstance(link, dict):
+        return link
+    if isinstance(link, list) and len(link) >= 5:
+        return {"id": link[0], "origin_id": link[1], "origin_slot": link[2], "target_id": link[3],
+                "target_slot": link[4], "type": link[5] if len(link) > 5 else None}
+    return None
+
+
+def _graph(data: dict[str, Any]) -> Graph:
+    nodes = {str(n["id"]): n for n in data.get("nodes") or [] if isinstance(n, dict) and "id" in n}
+    links = {}
+    for raw in data.get("links") or []:
+        link = _link_dict(raw)
+        if link is not None:
+            links[str(link["id"])] = link
+    return Graph(nodes, links, data)
+
+
+def is_api_format(workflow: dict[str, Any]) -> bool:
+    return "nodes" not in workflow and bool(workflow) and all(
+        isinstance(v, dict) and "class_type" in v for v in workflow.values())
+
+
+def widget_inputs(info: dict[str, Any]) -> list[tuple[str, Any, dict[str, Any]]]:
+    """The node's widget inputs in widget order: ``(name, type, options)``."""
+    inputs = info.get("input") or {}
+    order = info.get("input_order") or {k: list((inputs.get(k) or {}).keys()) for k in ("required", "optional")}
+    out = []
+    for section in ("required", "optional"):
+        specs = inputs.get(section) or {}
+        for name in order.get(section) or []:
+            spec = specs.get(name)
+            if not isinstance(spec, (list, tuple)) or not spec:
+                continue
+            kind = spec[0]
+            options = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
+            if options.get("forceInput"):
+                continue
+            if isinstance(kind, list) or (isinstance(kind, str) and kind in WIDGET_TYPES):
+                out.append((name, kind, options))
+    return out
+
+
+class Converter:
+    """Converts one UI-format workflow with the given ``/object_info`` data."""
+
+    def __init__(self, object_info: dict[str, Any]):
+        self.info = object_info
+
+    def convert(self, workflow: dict[str, Any]) -> Result:
+        if not isinstance(workflow, dict):
+            raise ConversionError("a workflow is a JSON object")
+        if is_api_format(workflow):
+            return Result(prompt=workflow)
+        if not isinstance(workflow.get("nodes"), list):
+            raise ConversionError("not a UI-format workflow (no nodes list) nor an API-format prompt")
+        self.subgraphs = {sg["id"]: sg for sg in (workflow.get("definitions") or {}).get("subgraphs") or []
+                          if isinstance(sg, dict) and "id" in sg}
+        self.result = Result()
+        self._walk(Context(_graph(workflow)))
+        return self.result
+
+    # --- emitting nodes --------------------------------------------------------
+
+    def _walk(self, ctx: Context) -> None:
+        for node in ctx.graph.nodes.values():
+            mode = node.get("mode") or 0
+            if mode in (MUTED, BYPASSED):
+                continue
+            kind = node.get("type")
+            if kind in self.subgraphs:
+                if ctx.depth > 32:
+                    raise ConversionError("subgraphs nest too deeply (or recursively)")
+                child = Context(_graph(self.subgraphs[kind]), f"{ctx.prefix}{node['id']}:", ctx, node, ctx.depth + 1)
+                self._walk(child)
+            elif kind not in VIRTUAL_NODES:
+                self._emit(ctx, node)
+
+    def _emit(self, ctx: Context, node: dict[str, Any]) -> None:
+        kind = str(node.get("type"))
+        info = self.info.get(kind)
+        inputs: dict[str, Any] = {}
+        if info is None:
+            if kind not in self.result.missing_nodes:
+                self.result.missing_nodes.append(kind)
+        else:
+            inputs.update(self._widget_values(node, info))
+        for slot in node.get("inputs") or []:
+            if not isinstance(slot, dict) or slot.get("link") is None:
+                continue
+            name = (slot.get("widget") or {}).get("name") or slot.get("name")
+            resolved = self._resolve_link(ctx, slot["link"], set())
+            if resolved is not None:
+                inputs[name] = resolved[1] if resolved[0] == "value" else [resolved[1], resolved[2]]
+        title = node.get("title") or (info or {}).get("display_name") or kind
+        self.result.prompt[f"{ctx.prefix}{node['id']}"] = {"inputs": inputs, "class_type": kind,
+                                                          "_meta": {"title": title}}
+
+    def _widget_values(self, node: dict[str, Any], info: dict[str, Any]) -> dict[str, Any]:
+        values = node.get("widgets_values")
+        widgets = widget_inputs(info)
+        if isinstance(values, dict):
+            return {name: values[name] for name, _, _ in widgets if name in values}
+        values = list(values or [])
+        out: dict[str, Any] = {}
+        i = 0
+        for name, kind, options in widgets:
+            if i >= len(values):
+                break
+            out[name] = values[i]
+            i += 1
+            if options.get("control_after_generate") or kind == "INT":
+                if i < len(values) and isinstance(values[i], str) and values[i] in CONTROL_VALUES:
+                    i += 1
+            if any(key.endswith("_upload") and options.get(key) for key in options):
+                if i < len(values) and values[i] in UPLOAD_VALUES:
+                    i += 1
+        return out
+
+    # --- following links ---------------------------------------------------------
+
+    def _resolve_link(self, ctx: Context, link_id: Any, seen: set[tuple[int, str]]) -> tuple | None:
+        """``("ref", node id, slot)``, ``("value", v)``, or None when the input is absent."""
+        key = (id(ctx), str(link_id))
+        if key in seen:
+            self.result.warnings.append(f"link cycle through link {link_id}")
+            return None
+        seen.add(key)
+        link = ctx.graph.links.get(str(link_id))
+        if link is None:
+            return None
+        origin = link.get("origin_id")
+        if origin == SUBGRAPH_INPUT_NODE or str(origin) == str(SUBGRAPH_INPUT_NODE):
+            return self._resolve_subgraph_input(ctx, int(link.get("origin_slot") or 0), seen)
+        node = ctx.graph.nodes.get(str(origin))
+        if node is None:
+            return None
+        return self._resolve_output(ctx, node, int(link.get("origin_slot") or 0), link.get("type"), seen)
+
+    def _resolve_output(self, ctx: Context, node: dict[str, Any], slot: int, link_type: Any,
+                        seen: set[tuple[int, str]]) -> tuple | None:
+        mode = node.get("mode") or 0
+        kind = node.get("type")
+        if mode == MUTED:
+            return None
+        if kind == "Reroute":
+            first = (node.get("inputs") or [{}])[0]
+            return self._resolve_link(ctx, first.get("link"), seen) if first.get("link") is not None else None
+        if kind == "PrimitiveNode":
+            values = node.get("widgets_values") or []
+            return ("value", values[0]) if values else None
+        if mode == BYPASSED:
+            return self._bypass(ctx, node, slot, link_type, seen)
+        if kind in self.subgraphs:
+            definition = self.subgraphs[kind]
+            child = Context(_graph(definition), f"{ctx.prefix}{node['id']}:", ctx, node, ctx.depth + 1)
+            outputs = definition.get("outputs") or []
+            if slot >= len(outputs):
+                return None
+            for link_id in outputs[slot].get("linkIds") or []:
+                return self._resolve_link(child, link_id, seen)
+            return None
+        if kind in VIRTUAL_NODES:
+            return None
+        return ("ref", f"{ctx.prefix}{node['id']}", slot)
+
+    def _bypass(self, ctx: Context, node: dict[str, Any], slot: int, link_type: Any,
+                seen: set[tuple[int, str]]) -> tuple | None:
+        """A bypassed node's output ``slot`` passes through its input of the same type."""
+        outputs = node.get("outputs") or []
+        wanted = (outputs[slot].get("type") if slot < len(outputs) and isinstance(outputs[slot], dict)
+                  else None) or link_type
+        inputs = [i for i in node.get("inputs") or [] if isinstance(i, dict)]
+
+        def matches(candidate: dict[str, Any]) -> bool:
+            return candidate.get("link") is not None and (
+                wanted in (None, "*") or candidate.get("type") in (wanted, "*"))
+
+        if slot < len(inputs) and matches(inputs[slot]):
+            return self._resolve_link(ctx, inputs[slot]["link"], seen)
+        for candidate in inputs:
+            if matches(candidate):
+                return self._resolve_link(ctx, candidate["link"], seen)
+        return None
+
+    def _resolve_subgraph_input(self, ctx: Context, index: int, seen: set[tuple[int, str]]) -> tuple | None:
+        """What feeds subgraph input ``index``: the instance's link, else the instance's widget value."""
+        if ctx.parent is None or ctx.instance is None:
+            return None
+        definition = ctx.graph.definition or {}
+        declared = definition.get("inputs") or []
+        if index >= len(declared):
+            return None
+        name = declared[index].get("name")
+        instance = ctx.instance
+        slots = [s for s in instance.get("inputs") or [] if isinstance(s, dict)]
+        by_name = [s for s in slots if s.get("name") == name]
+        slot = by_name[0] if by_name else None
+        if slot is not None and slot.get("link") is not None:
+            return self._resolve_link(ctx.parent, slot["link"], seen)
+        named = instance.get("widgets_values_named")
+        if isinstance(named, dict) and name in named:
+            return ("value", named[name])
+        values = instance.get("widgets_values")
+        if isinstance(values, dict) and name in values:
+            return ("value", values[name])
+        widget_names = [d.get("name") for d in declared if isinstance(d.get("type"), str)
+                        and (d.get("type") in WIDGET_TYPES or d.get("type") == "COMBO")]
+        if isinstance(values, list) and name in widget_names and len(values) == len(widget_names):
+            return ("value", values[widget_names.index(name)])
+        return None  # the inner node keeps its own widget value
+
+
+def convert_workflow(workflow: dict[str, Any], object_info: dict[str, Any]) -> Result:
+    return Converter(object_info).convert(workflow)
+
+
+def object_info_of(kernel: Any) -> dict[str, Any]:
+    """The current ``/object_info`` data (the kernel caches it)."""
+    return orjson.loads(kernel.object_info.body())
+
+
+def register(routes: RouteTable, store: HubStore, kernel: Any) -> None:
+    """Attach the conversion and queue-by-id routes."""
+
+    def conversion(workflow: Any) -> Result:
+        try:
+            return convert_workflow(workflow, object_info_of(kernel))
+        except ConversionError as exc:
+            raise fail(422, "NOT_CONVERTIBLE", str(exc)) from None
+
+    @routes.post("/workflows/convert", api_only=True)
+    async def convert_route(request: Request) -> Response:
+        body = await json_object(request)
+        result = conversion(body["workflow"] if isinstance(body.get("workflow"), dict) else body)
+        return json_response({"prompt": result.prompt, "missing_nodes": result.missing_nodes,
+                              "warnings": result.warnings})
+
+    async def queue(request: Request, workflow: dict[str, Any]) -> Response:
+        body = await json_object(request) if (await request.body()).strip() else {}
+        result = conversion(workflow)
+        if result.missing_nodes:
+            raise fail(400, "MISSING_NODES", f"nodes not installed: {', '.join(result.missing_nodes)}",
+                       missing_nodes=result.missing_nodes)
+        extra_data = body.get("extra_data") if isinstance(body.get("extra_data"), dict) else {}
+        if not is_api_format(workflow):
+            pnginfo = extra_data.setdefault("extra_pnginfo", {})
+            if isinstance(pnginfo, dict):
+                pnginfo.setdefault("workflow", workflow)
+        submit: dict[str, Any] = {"prompt": result.prompt, "extra_data": extra_data}
+        for key in ("client_id", "front", "number", "prompt_id", "partial_execution_targets"):
+            if key in body:
+                submit[key] = body[key]
+        r = await loopback.call(request, "POST", "/api/prompt", json=submit)
+        try:
+            answer = r.json()
+        except ValueError:
+            answer = {"error": r.text}
+        if isinstance(answer, dict):
+            answer.setdefault("warnings", result.warnings)
+        return json_response(answer, r.status_code)
+
+    @routes.post("/workflows/published/{share_id}/queue", api_only=True)
+    async def queue_published(request: Request) -> Response:
+        share = await store.share(request.path_params["share_id"])
+        if share is None:
+            raise fail(404, "NOT_FOUND", "share not found")
+        return await queue(request, load(share["workflow_json"], {}))
+
+    @routes.post("/workflows/{workflow_id}/queue", api_only=True)
+    async def queue_saved(request: Request) -> Response:
+        """Queue a saved workflow: the latest version, or ``?version=N``."""
+        record = await store.get_workflow(request.path_params["workflow_id"])
+        if record is None or record["owner"] != owner_key(request):
+            raise fail(404, "NOT_FOUND", "workflow not found")
+        wanted = request.query_params.get("version")
+        try:
+            number = int(wanted) if wanted else None
+        except ValueError:
+            raise fail(400, "INVALID_QUERY", "version must be an integer") from None
+        version = await store.get_version(record["id"], number)
+        if version is None:
+            raise fail(404, "VERSION_NOT_FOUND", f"workflow has no version {number}")
+        return await queue(request, load(version["workflow_json"], {}))
