@@ -176,6 +176,37 @@ def test_fresh_user_gets_the_templates_dialog(tmp_path):
                     and p != "console.error: Failed to fetch: 404"]
         assert problems == []
 
+
+def test_multi_user_sign_up_and_per_user_settings(tmp_path):
+    """--multi-user: the user-select page creates a user whose settings live in its own folder."""
+    base = tmp_path / "multi"
+    with ServerProcess(base, "--disable-plugins", "assets", "--multi-user") as srv, Browser() as browser:
+        browser.navigate(srv.url + "/")
+        browser.wait_for("!!document.querySelector('#new-user-input')", 60)
+        browser.eval("""(() => {
+            const input = document.querySelector('#new-user-input');
+            const setValue = Object.getOwnPropertyDescriptor(HTMLInputElement.prototype, 'value').set;
+            setValue.call(input, 'Ada Lovelace');
+            input.dispatchEvent(new Event('input', {bubbles: true}));
+            Array.from(document.querySelectorAll('#comfy-user-selection button'))
+                .find(b => b.textContent.trim() === 'Next').click();
+            return true;
+        })()""")
+        boot(browser, srv.url)
+        users = srv.get("/api/users").json()["users"]
+        assert list(users.values()) == ["Ada Lovelace"]
+        user_id = next(iter(users))
+        assert browser.eval("localStorage['Comfy.userId']") == user_id
+        browser.eval("window.app.extensionManager.setting.set('Comfy.Sidebar.Location', 'right')")
+        with open(base / "user" / user_id / "comfy.settings.json") as f:
+            assert json.load(f)["Comfy.Sidebar.Location"] == "right"
+        assert not (base / "user" / "default").exists()
+
+        browser.reload()
+        boot(browser, srv.url)
+        assert browser.eval("window.app.extensionManager.setting.get('Comfy.Sidebar.Location')") == "right"
+        browser.screenshot(artifact("userdata-multi-user.png"))
+
 # --- queue from the UI and see the image (needs core_nodes and the tiny checkpoint) ---
 
 REPO_ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
