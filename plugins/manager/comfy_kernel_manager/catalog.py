@@ -250,7 +250,8 @@ def add_routes(routes: Any, mgr: Any) -> None:
             node_packs = {}
             for key, pack in channel.packs.items():
                 state, found = state_of(pack, by_url, by_name, records)
-                node_packs[key] = {**pack, "state": state, "updatable": False,
+                node_packs[key] = {**pack, "state": state,
+                                   "updatable": bool(found and mgr.packs.behind.get(found.name)),
                                    "version": (found.version or "nightly") if found else "unknown",
                                    "installed": "True" if found else "False"}
             hit = (stamp, dumps({"channel": channel.name, "node_packs": node_packs}))

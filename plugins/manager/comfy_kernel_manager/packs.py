@@ -118,6 +118,7 @@ class Packs:
         self.extra_protected = set()
         self.imported_at_start: dict[str, dict[str, Any]] = {}
         self.version = 0  # bumps on every change so cached listings refresh
+        self.behind: dict[str, bool] = {}  # the last fetch_updates answer, shown by getlist
 
     # --- where things are ------------------------------------------------------
 
@@ -514,6 +515,7 @@ class Packs:
     def update(self, pack: InstalledPack, item: dict[str, Any] | None = None) -> dict[str, Any]:
         with self.lock:
             self.version += 1
+            self.behind.pop(pack.name, None)
             if pack.kind == "git" and pack.path:
                 old = pack.commit
                 _git(["pull", "--ff-only", "--quiet"], cwd=pack.path)
@@ -556,6 +558,8 @@ class Packs:
                 out[pack.name] = int(behind or 0) > 0
             except Exception:
                 out[pack.name] = False
+        self.behind = out
+        self.version += 1
         return out
 
 

@@ -47,9 +47,12 @@ def test_catalog_pack_through_queue(start_server, tmp_path):
     (repo / "new.py").write_text("Z = 3\n")
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", "update")
+    assert srv.get("/customnode/fetch_updates").status_code == 201
+    assert srv.get("/customnode/getlist").json()["node_packs"]["local-pack"]["updatable"] is True
     assert srv.get("/manager/queue/update_all").json() == {"queued": 1}
     task = wait_queue(srv)[-1]
     assert task["status"] == "done" and "->" in task["result"]["msg"]
+    assert srv.get("/customnode/getlist").json()["node_packs"]["local-pack"]["updatable"] is False
 
     srv.post("/manager/queue/disable", json={"id": "local-pack"})
     wait_queue(srv)
