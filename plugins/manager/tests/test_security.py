@@ -52,7 +52,9 @@ def test_normal_level_and_cross_site_get(start_server):
              "url": "https://example.invalid/m.safetensors"}
     assert srv.post("/manager/queue/install_model", json=model).status_code == 403
     assert srv.get("/manager/queue/status").json()["total_count"] == 1
-    assert srv.get("/manager/queue/reset").status_code == 200
+    assert srv.post("/manager/queue/reset").status_code == 200  # the POST form
+    assert srv.get("/manager/queue/status").json()["total_count"] == 0
+    assert srv.post("/manager/queue/update_all").json() == {"queued": 0}
     # a page on another site cannot trigger state changes with GET
     evil = {"Sec-Fetch-Site": "cross-site"}
     assert srv.get("/snapshot/save", headers=evil).status_code == 403
