@@ -64,3 +64,11 @@ def test_node_send_sync_reaches_its_client_and_on_prompt_handler_rewrites(server
     frame = texts[0][4:]
     (n,) = struct.unpack(">I", frame[:4])
     assert frame[4:4 + n] == b"7" and frame[4 + n:] == b"said rewritten"
+
+
+def test_own_route_table_static_folder_and_on_startup(server):
+    r = server.get("/api/routes_pack/extra/a/b.txt")
+    assert r.status_code == 200
+    assert r.json() == {"tail": "a/b.txt", "started": [True]}
+    r = server.get("/routes_pack/static/hello.txt")
+    assert r.status_code == 200 and r.text == "static text\n"

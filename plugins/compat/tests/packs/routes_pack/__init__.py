@@ -69,3 +69,25 @@ class RoutesPing:
 
 
 NODE_CLASS_MAPPINGS = {"RoutesPing": RoutesPing}
+
+
+# Packs also build their own RouteTableDef and add it to the app, serve a
+# static folder and hook the app's start-up.
+import os  # noqa: E402
+
+extra = web.RouteTableDef()
+STARTED = []
+
+
+@extra.get("/routes_pack/extra/{tail:.*}")
+async def extra_handler(request):
+    return web.json_response({"tail": request.match_info["tail"], "started": STARTED})
+
+
+async def _on_startup(app):
+    STARTED.append(True)
+
+
+PromptServer.instance.app.add_routes(extra)
+PromptServer.instance.app.router.add_static("/routes_pack/static", os.path.join(os.path.dirname(__file__), "static"))
+PromptServer.instance.app.on_startup.append(_on_startup)
