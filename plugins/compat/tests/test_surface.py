@@ -47,6 +47,10 @@ TIER1 = {
     "protocol": ["BinaryEventTypes"],
     "execution": ["validate_node_input", "ExecutionBlocker", "DynamicPrompt", "map_node_over_list"],
     "comfyui_version": ["__version__"],
+    "comfy.model_patcher": ["ModelPatcher", "set_model_options_patch_replace"],
+    "comfy.latent_formats": ["LatentFormat", "SD15"],
+    "comfy.k_diffusion.sampling": ["sample_euler", "sample_dpmpp_2m", "get_sigmas_karras", "default_noise_sampler"],
+    "comfy_extras.nodes_mask": [],
 }
 
 
@@ -156,3 +160,24 @@ def test_utils_helpers(surface, tmp_path):
         from comfy_kernel.progress import default_progress_hook
 
         comfy.utils.set_progress_bar_global_hook(default_progress_hook)
+
+
+def test_model_patcher_applies_and_reverts_weight_patches(surface):
+    import torch
+
+    from comfy.model_patcher import ModelPatcher
+
+    model = torch.nn.Linear(2, 2, bias=False)
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    patcher = ModelPatcher(model, "cpu", "cpu")
+    clone = patcher.clone()
+    assert clone.add_patches({"weight": torch.ones(2, 2), "missing": torch.ones(1)}, 0.5) == ["weight"]
+    assert patcher.patches == {}
+    clone.set_model_attn2_patch("p")
+    assert clone.model_options["transformer_options"]["patches"]["attn2_patch"] == ["p"]
+    assert "patches" not in patcher.model_options["transformer_options"]
+    clone.patch_model("cpu")
+    assert torch.allclose(model.weight, torch.full((2, 2), 1.5))
+    clone.unpatch_model()
+    assert torch.allclose(model.weight, torch.ones(2, 2))
