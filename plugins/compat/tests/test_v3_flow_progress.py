@@ -78,6 +78,13 @@ def test_graph_builder_expansion(server):
     assert len(expanded) == 3 and all(d["display_node"] == "2" for d in expanded)
 
 
+def test_dynprompt_hidden_input_is_the_executors_dynamic_prompt(server):
+    with Client(server) as client:
+        _, messages = client.run({"5": {"class_type": "FlowInspect", "inputs": {}}})
+    assert events(messages, "executed")[0]["output"] == {"class_type": ["FlowInspect"], "is_dynprompt": [True],
+                                                        "parent": [None]}
+
+
 def test_progress_bar_messages(server):
     prompt = {"1": {"class_type": "SlowCounter", "inputs": {"steps": 3, "delay": 0.0}}}
     with Client(server) as client:

@@ -113,6 +113,9 @@ def __getattr__(name: str) -> Any:
             mappings = getattr(plugin, "NODE_CLASS_MAPPINGS", None)
             if isinstance(mappings, dict) and name in mappings:
                 return mappings[name]
+            for entry in getattr(plugin, "NODES", None) or ():  # core_nodes: (name, class, display name)
+                if isinstance(entry, tuple) and entry and entry[0] == name:
+                    return entry[1]
     raise AttributeError(f"module 'nodes' has no attribute {name!r}")
 
 

@@ -97,4 +97,25 @@ class FlowShow:
         return {"ui": {"text": [value]}}
 
 
-NODE_CLASS_MAPPINGS = {cls.__name__: cls for cls in (FlowSwitch, FlowText, FlowGate, FlowAppend, FlowRepeat, FlowShow)}
+class FlowInspect:
+    """Reads its own node through the DYNPROMPT hidden input."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {}, "hidden": {"dynprompt": "DYNPROMPT", "unique_id": "UNIQUE_ID"}}
+
+    RETURN_TYPES = ()
+    FUNCTION = "inspect"
+    OUTPUT_NODE = True
+    CATEGORY = "flow_pack"
+
+    def inspect(self, dynprompt, unique_id):
+        from comfy_execution.graph import DynamicPrompt
+
+        node = dynprompt.get_node(unique_id)
+        return {"ui": {"class_type": [node["class_type"]], "is_dynprompt": [isinstance(dynprompt, DynamicPrompt)],
+                       "parent": [dynprompt.get_parent_node_id(unique_id)]}}
+
+
+NODE_CLASS_MAPPINGS = {cls.__name__: cls for cls in (FlowSwitch, FlowText, FlowGate, FlowAppend, FlowRepeat,
+                                                     FlowShow, FlowInspect)}
