@@ -182,7 +182,7 @@ class Converter:
         self.result.prompt[f"{ctx.prefix}{node['id']}"] = {"inputs": inputs, "class_type": kind,
                                                           "_meta": {"title": title}}
 
-    def _widget_values(self, node: dict[str, Any], info: dict[str, Any]) -> dict[str, Any]:
+    def _widget_values(self, node: dict[str, Any], info: dict[str, Any], report: bool = True) -> dict[str, Any]:
         values = node.get("widgets_values")
         widgets = widget_inputs(info)
         if isinstance(values, dict):
@@ -192,6 +192,9 @@ class Converter:
         i = 0
         for name, kind, options in widgets:
             if i >= len(values):
+                if report:
+                    self.result.warnings.append(f"node {node.get('id')} ({node.get('type')}): no widget value for "
+                                                f"{name!r}")
                 break
             out[name] = values[i]
             i += 1
@@ -199,8 +202,11 @@ class Converter:
                 if i < len(values) and isinstance(values[i], str) and values[i] in CONTROL_VALUES:
                     i += 1
             if any(key.endswith("_upload") and options.get(key) for key in options):
-                if i < len(values) and values[i] in UPLOAD_VALUES:
+                if i < len(values) and (values[i] is None or isinstance(values[i], str)) and values[i] in UPLOAD_VALUES:
                     i += 1
+        if report and i < len(values):
+            self.result.warnings.append(f"node {node.get('id')} ({node.get('type')}): {len(values) - i} widget "
+                                        "value(s) left over")
         return out
 
     # --- following links ---------------------------------------------------------
@@ -294,7 +300,31 @@ class Converter:
                         and (d.get("type") in WIDGET_TYPES or d.get("type") == "COMBO")]
         if isinstance(values, list) and name in widget_names and len(values) == len(widget_names):
             return ("value", values[widget_names.index(name)])
-        return None  # the inner node keeps its own widget value
+        return self._promoted_value(ctx, declared[index])
+
+    def _promoted_value(self, ctx: Context, declared: dict[str, Any]) -> tuple | None:
+        """The value of the inner widget a subgraph input is promoted from (``proxyWidgets`` style).
+
+        The frontend keeps such a value on the inner node the input feeds; a
+        socket fed by the same subgraph input gets that value too. None means
+        the inner widget simply keeps its own value.
+        """
+        for link_id in declared.get("linkIds") or []:
+            link = ctx.graph.links.get(str(link_id)) or {}
+            target = ctx.graph.nodes.get(str(link.get("target_id")))
+            info = self.info.get(str((target or {}).get("type")))
+            if target is None or info is None:
+                continue
+            slots = target.get("inputs") or []
+            slot_index = int(link.get("target_slot") or 0)
+            if slot_index >= len(slots) or not isinstance(slots[slot_index], dict):
+                continue
+            widget = (slots[slot_index].get("widget") or {}).get("name")
+            if widget:
+                values = self._widget_values(target, info, report=False)
+                if widget in values:
+                    return ("value", values[widget])
+        return None
 
 
 def convert_workflow(workflow: dict[str, Any], object_info: dict[str, Any]) -> Result:
