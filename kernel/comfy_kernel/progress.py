@@ -129,23 +129,31 @@ def get_progress_state() -> ProgressRegistry | None:
 
 # --- the registry and progress_state ----------------------------------------------
 
-SNAPSHOT_FULL_LIMIT = 256
-"""Above this many tracked nodes, ``progress_state`` snapshots are throttled
-(one per :data:`SNAPSHOT_INTERVAL_S`, plus the final one), keeping a long
-chain linear: a full snapshot per transition would be O(nodes²) bytes."""
+SNAPSHOT_FULL_LIMIT = 64
+"""Above this many tracked nodes, ``progress_state`` snapshots are throttled to
+one per :data:`SNAPSHOT_INTERVAL_S` (a trailing one is always sent): a full
+snapshot per transition would make a long chain cost O(nodes²) bytes."""
 SNAPSHOT_INTERVAL_S = 0.1
 
 
 class ProgressRegistry:
-    """Per-node ``{state, value, max}`` of one prompt; every change sends a snapshot."""
+    """Per-node ``{state, value, max}`` of one prompt; every change sends a snapshot.
+
+    Each node's JSON is kept pre-serialised, so a snapshot is a byte join
+    (an ``orjson.Fragment``), not a re-encoding of every node.
+    """
 
     def __init__(self, run: RunState, node_ids: Callable[[str], tuple[str, str | None, str]]):
         self.run = run
         self.node_ids = node_ids
         self.nodes: dict[str, dict[str, Any]] = {}
         self.handlers: dict[str, Callable[[ProgressRegistry, str], None]] = {}
+        self._frags: dict[str, bytes] = {}
         self._last_sent = 0.0
         self._dirty = False
+        self._timer = False
+        self._lock = threading.Lock()
+        self.schedule: Callable[[float, Callable[[], None]], None] | None = None
 
     def add_handler(self, name: str, handler: Callable[[ProgressRegistry, str], None]) -> None:
         self.handlers[name] = handler
@@ -182,24 +190,37 @@ class ProgressRegistry:
 
     def flush(self) -> None:
         """Send the last snapshot if throttling held it back."""
-        if self._dirty:
-            self._send_snapshot()
+        with self._lock:
+            if self._dirty:
+                self._send_snapshot()
 
     def _changed(self, node_id: str, force: bool = False) -> None:
         for handler in self.handlers.values():
             handler(self, node_id)
-        if len(self.nodes) > SNAPSHOT_FULL_LIMIT and not force:
-            now = time.monotonic()
-            if now - self._last_sent < SNAPSHOT_INTERVAL_S:
-                self._dirty = True
-                return
-        self._send_snapshot()
+        with self._lock:
+            self._frags[node_id] = orjson.dumps(node_id) + b":" + orjson.dumps(self.nodes[node_id])
+            if len(self._frags) > SNAPSHOT_FULL_LIMIT and not force:
+                wait = SNAPSHOT_INTERVAL_S - (time.monotonic() - self._last_sent)
+                if wait > 0:
+                    self._dirty = True
+                    if not self._timer and self.schedule is not None:
+                        self._timer = True
+                        self.schedule(wait, self._timer_flush)
+                    return
+            self._send_snapshot()
+
+    def _timer_flush(self) -> None:
+        with self._lock:
+            self._timer = False
+            if self._dirty:
+                self._send_snapshot()
 
     def _send_snapshot(self) -> None:
         self._dirty = False
         self._last_sent = time.monotonic()
-        nodes = {k: dict(v) for k, v in self.nodes.items() if v["state"] != "pending"}
-        self.run.send("progress_state", {"prompt_id": self.run.prompt_id, "nodes": nodes}, True)
+        body = b'{"prompt_id":' + orjson.dumps(self.run.prompt_id) + b',"nodes":{' + b",".join(
+            self._frags.values()) + b"}}"
+        self.run.send("progress_state", orjson.Fragment(body), True)
 
     def _send_preview_with_metadata(self, node_id: str, image: Any) -> None:
         encoded = encode_preview(image)

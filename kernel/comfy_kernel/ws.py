@@ -8,6 +8,7 @@ produced them (executor workers send from their own threads).
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import struct
 import uuid
@@ -53,6 +54,8 @@ class WsHub:
         self._task: asyncio.Task | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.handlers: dict[str, Any] = {}
+        self._from_threads: collections.deque = collections.deque()
+        self._wake_scheduled = False
 
     # --- lifecycle -----------------------------------------------------------
 
@@ -106,11 +109,24 @@ class WsHub:
             running = None
         if running is loop:
             queue.put_nowait(item)
-        else:
+            return
+        # Other threads (executor workers) batch their messages: one loop wake-up
+        # per batch instead of one per message keeps a long prompt's thousands
+        # of messages from ping-ponging the GIL between the two threads.
+        self._from_threads.append(item)
+        if not self._wake_scheduled:
+            self._wake_scheduled = True
             try:
-                loop.call_soon_threadsafe(queue.put_nowait, item)
+                loop.call_soon_threadsafe(self._move_from_threads)
             except RuntimeError:
                 pass  # loop closed during shutdown
+
+    def _move_from_threads(self) -> None:
+        self._wake_scheduled = False
+        queue, pending = self._queue, self._from_threads
+        assert queue is not None
+        while pending:
+            queue.put_nowait(pending.popleft())
 
     async def _drain(self) -> None:
         assert self._queue is not None

@@ -131,6 +131,11 @@ class Engine:
         run = Run(prompt_id, prompt, extra_data, outputs, state, NodeDefs(self.kernel.nodes))
         run.owner = owner  # type: ignore[attr-defined]
         state.registry.node_ids = run.dynprompt.node_ids
+        server_loop = getattr(self.kernel, "loop", None)
+        if server_loop is not None:
+            def schedule(delay: float, fn: Callable[[], None]) -> None:
+                server_loop.call_soon_threadsafe(server_loop.call_later, delay, fn)
+            state.registry.schedule = schedule
         state.prompt = prompt  # type: ignore[attr-defined]
         self.current = run
         token = set_current_run(state)

@@ -12,6 +12,7 @@ the server loop.
 from __future__ import annotations
 
 import asyncio
+import gc
 import heapq
 import logging
 import threading
@@ -143,6 +144,10 @@ class Executor:
             await worker.start()
             self.engines.append(engine)
             self.workers.append(worker)
+        # Start-up objects (modules, node classes) never die: keep them out of the
+        # collector's full passes, which otherwise grow with every big prompt.
+        gc.collect()
+        gc.freeze()
         for i in range(len(self.workers)):
             self.dispatchers.append(asyncio.get_running_loop().create_task(self._dispatch(i)))
         self.started = True
@@ -269,7 +274,8 @@ class Executor:
                               "messages": [["execution_error", {"prompt_id": queued.prompt_id,
                                                                 "exception_message": f"{exc}\n",
                                                                 "timestamp": now_ms()}]]}}
-                await self.store.finish(queued.owner, history_item, result, started, time.time())
+                await self.store.finish(queued.owner, history_item, result, started, time.time(),
+                                        queued.created)
             except asyncio.CancelledError:
                 raise
             except Exception:

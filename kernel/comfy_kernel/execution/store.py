@@ -17,6 +17,7 @@ either in the queue or in history, never both or neither. Sensitive
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -127,36 +128,44 @@ class Store:
     # -- history ---------------------------------------------------------------------------------
 
     async def finish(self, owner: str, item: list[Any], result: dict[str, Any], started: float | None,
-                     ended: float) -> None:
-        """Move a prompt from the queue into history, atomically."""
+                     ended: float, created: float | None = None) -> None:
+        """Move a prompt from the queue into history in one transaction (one trip to the DB thread)."""
         assert self.db is not None
         entry = {"prompt": public_item(item), "outputs": result["outputs"], "status": result["status"],
                  "meta": result["meta"]}
         blob = orjson.dumps(entry, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY,
                             default=_json_default)
-        count = sum(len(v) for o in result["outputs"].values() for v in o.values() if isinstance(v, list))
-        db = self.db
-        await db.execute("BEGIN IMMEDIATE")
-        try:
-            created = None
-            async with db.execute("SELECT created FROM ck_queue WHERE prompt_id=?", (item[1],)) as cur:
-                row = await cur.fetchone()
-                if row:
-                    created = row[0]
-            await db.execute("DELETE FROM ck_queue WHERE prompt_id=?", (item[1],))
-            await db.execute("DELETE FROM ck_history WHERE prompt_id=?", (item[1],))
-            await db.execute(
-                "INSERT INTO ck_history(prompt_id, owner, status, entry, created, started, ended, outputs_count) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (item[1], owner, result["status"]["status_str"], blob, created, started, ended, count))
-            if self.history_max_items > 0:
-                await db.execute("DELETE FROM ck_history WHERE seq <= "
-                                 "(SELECT seq FROM ck_history ORDER BY seq DESC LIMIT 1 OFFSET ?)",
-                                 (self.history_max_items,))
-            await db.execute("COMMIT")
-        except BaseException:
-            await db.execute("ROLLBACK")
-            raise
+        count = sum(len(v) for o in result["outputs"].values() if isinstance(o, dict)
+                    for v in o.values() if isinstance(v, list))
+        keep = self.history_max_items
+
+        def move(conn: Any) -> None:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.execute("DELETE FROM ck_queue WHERE prompt_id=?", (item[1],))
+                cur = conn.execute(
+                    "INSERT OR REPLACE INTO ck_history(prompt_id, owner, status, entry, created, started, ended, "
+                    "outputs_count) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (item[1], owner, result["status"]["status_str"], blob, created, started, ended, count))
+                if keep > 0:
+                    conn.execute("DELETE FROM ck_history WHERE seq <= "
+                                 "(SELECT seq FROM ck_history ORDER BY seq DESC LIMIT 1 OFFSET ?)", (keep,))
+                del cur
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+        await self._in_db_thread(move)
+
+    async def _in_db_thread(self, fn: Any) -> Any:
+        """Run ``fn(sqlite3_connection)`` on aiosqlite's thread: one hop for a whole transaction."""
+        assert self.db is not None
+        run = getattr(self.db, "_execute", None)
+        conn = getattr(self.db, "_conn", None)
+        if run is not None and conn is not None:
+            return await run(fn, conn)
+        return await asyncio.to_thread(fn, conn)  # pragma: no cover - aiosqlite internals changed
 
     async def history(self, owner: str, max_items: int | None, offset: int) -> list[tuple[str, bytes]]:
         assert self.db is not None

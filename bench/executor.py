@@ -1,0 +1,273 @@
+"""Executor benchmark, measured as ComfyUI's figures were (shared/reference/README.md §7).
+
+Client: one WebSocket ``/ws?clientId=<id>`` open, prompts POSTed with that
+client_id; completion = the ``execution_success`` message of the prompt;
+client-side ``perf_counter``; medians. Graphs: trivial image (EmptyImage 8x8
+→ ImageInvert → PreviewImage), trivial primitive (PrimitiveInt →
+PreviewAny), chain EmptyImage → N × ImageInvert → PreviewImage. The five
+nodes come from ``bench/nodepack`` (core_nodes is disabled so they are used).
+
+Usage: ``python bench/executor.py [--quick]``; prints each figure beside
+ComfyUI's and the ratio (>1 means comfy-kernel is faster).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+
+import httpx
+import orjson
+from websockets.asyncio.client import connect
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+REFERENCE = os.path.join(HERE, "..", "..", "shared", "reference", "comfyui_speed.json")
+
+from comfy_kernel.testing import ServerProcess  # noqa: E402
+
+
+def trivial_image(c: int) -> dict:
+    return {"1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": c}},
+            "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
+            "3": {"class_type": "PreviewImage", "inputs": {"images": ["2", 0]}}}
+
+
+def trivial_primitive(v: int) -> dict:
+    return {"1": {"class_type": "PrimitiveInt", "inputs": {"value": v}},
+            "2": {"class_type": "PreviewAny", "inputs": {"source": ["1", 0]}}}
+
+
+def chain(n: int, color: int) -> dict:
+    p = {"0": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": color}}}
+    for k in range(1, n + 1):
+        p[str(k)] = {"class_type": "ImageInvert", "inputs": {"image": [str(k - 1), 0]}}
+    p[str(n + 1)] = {"class_type": "PreviewImage", "inputs": {"images": [str(n), 0]}}
+    return p
+
+
+class Bench:
+    def __init__(self, url: str):
+        self.url = url
+        self.client_id = uuid.uuid4().hex
+        self.done: dict[str, float] = {}
+        self.started: dict[str, float] = {}
+        self.waiters: dict[str, asyncio.Future] = {}
+
+    async def __aenter__(self) -> Bench:
+        self.http = httpx.AsyncClient(base_url=self.url, timeout=600)
+        self.ws = await connect(self.url.replace("http", "ws") + f"/ws?clientId={self.client_id}", max_size=None)
+        self.reader = asyncio.create_task(self._read())
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        self.reader.cancel()
+        await self.ws.close()
+        await self.http.aclose()
+
+    async def _read(self) -> None:
+        async for raw in self.ws:
+            if isinstance(raw, bytes):
+                continue
+            msg = orjson.loads(raw)
+            t = time.perf_counter()
+            kind, data = msg["type"], msg["data"]
+            if kind == "execution_start":
+                self.started[data["prompt_id"]] = t
+            elif kind in ("execution_success", "execution_error"):
+                pid = data["prompt_id"]
+                self.done[pid] = t
+                fut = self.waiters.pop(pid, None)
+                if fut is not None and not fut.done():
+                    fut.set_result(kind)
+
+    async def post(self, prompt: dict) -> str:
+        pid = uuid.uuid4().hex
+        self.waiters[pid] = asyncio.get_running_loop().create_future()
+        r = await self.http.post("/prompt", content=orjson.dumps({"prompt": prompt, "client_id": self.client_id,
+                                                                  "prompt_id": pid}))
+        assert r.status_code == 200, r.text
+        return pid
+
+    async def run(self, prompt: dict) -> tuple[float, float]:
+        t0 = time.perf_counter()
+        pid = await self.post(prompt)
+        t_post = time.perf_counter() - t0
+        kind = await self.waiters[pid] if pid in self.waiters else "execution_success"
+        assert kind == "execution_success", kind
+        return self.done[pid] - t0, t_post
+
+    async def closed_loop(self, make, start: int, n: int) -> tuple[float, list[float]]:
+        lat = []
+        t0 = time.perf_counter()
+        for i in range(n):
+            lat.append((await self.run(make(start + i)))[0])
+        return n / (time.perf_counter() - t0), lat
+
+    async def burst(self, make, start: int, n: int) -> float:
+        t0 = time.perf_counter()
+        pids = [await self.post(make(start + i)) for i in range(n)]
+        futs = [self.waiters[p] for p in pids if p in self.waiters]
+        await asyncio.gather(*futs)
+        return n / (max(self.done[p] for p in pids) - t0)
+
+
+def ratio(ours: float, theirs: float, higher_is_better: bool) -> str:
+    r = ours / theirs if higher_is_better else theirs / ours
+    return f"{r:.1f}x"
+
+
+def line(label: str, ours: float, theirs: float | None, unit: str, higher_is_better: bool) -> None:
+    if theirs is None:
+        print(f"{label:<44} {ours:>10.2f} {unit:<10} (no ComfyUI figure)")
+    else:
+        print(f"{label:<44} {ours:>10.2f} {unit:<10} ComfyUI {theirs:>10.2f} {unit:<10} "
+              f"-> {ratio(ours, theirs, higher_is_better)}")
+
+
+def node_work_ms(n: int) -> float:
+    """The chain's own node work measured in-process (calling the classes directly)."""
+    sys.path.insert(0, os.path.join(HERE, "nodepack"))
+    import bench_nodes as bn
+
+    t = time.perf_counter()
+    img = bn.EmptyImage().generate(8, 8, 1, 123)[0]
+    inv = bn.ImageInvert()
+    for _ in range(n):
+        img = inv.invert(img)[0]
+    with tempfile.TemporaryDirectory() as d:
+        p = bn.PreviewImage()
+        p.temp_dir = d
+        p.save_images(img)
+    return (time.perf_counter() - t) * 1000
+
+
+def validation_scaling() -> dict[int, float]:
+    from comfy_kernel.execution.validation import validate_prompt
+    from comfy_kernel.nodes.registry import NodeRegistry
+
+    sys.path.insert(0, os.path.join(HERE, "nodepack"))
+    import bench_nodes as bn
+
+    reg = NodeRegistry()
+    for k, v in bn.NODE_CLASS_MAPPINGS.items():
+        reg.register(k, v)
+    out = {}
+    for n in (200, 2000, 20000):
+        times = []
+        for _ in range(3):
+            p = chain(n, 1)
+            t = time.perf_counter()
+            ok, *_ = asyncio.run(validate_prompt(p, reg))
+            times.append(time.perf_counter() - t)
+            assert ok
+        out[n] = statistics.median(times) * 1000
+    return out
+
+
+async def measure(url: str, quick: bool) -> dict:
+    res: dict = {}
+    n_trivial = 50 if quick else 200
+    async with Bench(url) as b:
+        async with httpx.AsyncClient(base_url=url) as h:
+            await h.get("/object_info")
+            ts = []
+            for _ in range(20):
+                t = time.perf_counter()
+                r = await h.get("/object_info")
+                ts.append((time.perf_counter() - t) * 1000)
+                assert r.status_code == 200
+            res["object_info_ms"] = statistics.median(ts)
+        await b.run(trivial_image(9999))
+        res["image_closed"], lat = await b.closed_loop(trivial_image, 10000, n_trivial)
+        res["image_latency_ms"] = statistics.median(lat) * 1000
+        res["image_burst"] = await b.burst(trivial_image, 15000, n_trivial)
+        await b.run(trivial_primitive(19999))
+        res["prim_closed"], lat = await b.closed_loop(trivial_primitive, 20000, n_trivial)
+        res["prim_latency_ms"] = statistics.median(lat) * 1000
+        res["prim_burst"] = await b.burst(trivial_primitive, 25000, n_trivial)
+        res["chain"] = {}
+        run_no = 0
+        for n in (10, 50, 100, 200, 500, 5000):
+            times, posts = [], []
+            for _ in range(1 if (quick and n == 5000) else 3):
+                run_no += 1
+                total, post = await b.run(chain(n, 100 + run_no))
+                times.append(total * 1000)
+                posts.append(post * 1000)
+            res["chain"][n] = (statistics.median(times), statistics.median(posts))
+        # fully cached re-run of the 500 chain
+        p = chain(500, 4242)
+        await b.run(p)
+        cached = [(await b.run(p))[0] * 1000 for _ in range(3)]
+        res["cached_500_ms"] = statistics.median(cached)
+        # POST latency (validation + enqueue) of a 2000-node graph
+        posts = []
+        for i in range(3):
+            t = time.perf_counter()
+            pid = await b.post(chain(2000, 7000 + i))
+            posts.append((time.perf_counter() - t) * 1000)
+            await b.waiters[pid]
+        res["post_2000_ms"] = statistics.median(posts)
+    return res
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="fewer prompts (for CI)")
+    parser.add_argument("--json", help="also write the figures to this file")
+    args = parser.parse_args()
+    with open(REFERENCE) as f:
+        ref = json.load(f)
+    base = tempfile.mkdtemp(prefix="ck-bench-")
+    shutil.copytree(os.path.join(HERE, "nodepack", "bench_nodes"), os.path.join(base, "custom_nodes", "bench_nodes"))
+    server = ServerProcess(base, "--disable-plugins", "core_nodes")
+    server.start()
+    try:
+        res = asyncio.run(measure(server.url, args.quick))
+    finally:
+        server.stop()
+        server.client.close()
+        shutil.rmtree(base, ignore_errors=True)
+
+    ti, tp = ref["trivial_image"], ref["trivial_primitive"]
+    print("figure                                       comfy-kernel          ComfyUI (2 vCPU reference)")
+    line("GET /object_info (ms, median of 20)", res["object_info_ms"], ref["object_info_ms"]["median"], "ms", False)
+    line("trivial image, closed loop (prompts/s)", res["image_closed"], ti["closed_loop_prompts_per_s"], "/s", True)
+    line("trivial image, latency median (ms)", res["image_latency_ms"], ti["closed_loop_latency_ms"]["median"],
+         "ms", False)
+    line("trivial image, burst (prompts/s)", res["image_burst"], ti["burst_prompts_per_s"], "/s", True)
+    line("trivial primitive, closed loop (prompts/s)", res["prim_closed"], tp["closed_loop_prompts_per_s"], "/s", True)
+    line("trivial primitive, latency median (ms)", res["prim_latency_ms"], tp["closed_loop_latency_ms"]["median"],
+         "ms", False)
+    line("trivial primitive, burst (prompts/s)", res["prim_burst"], tp["burst_prompts_per_s"], "/s", True)
+    for n, (total, post) in res["chain"].items():
+        theirs = ref["chain"].get(str(n), {}).get("post_to_success_ms_median")
+        line(f"chain N={n}, POST->success (ms)", total, theirs, "ms", False)
+    per_node = {}
+    for n in (500, 5000):
+        work = node_work_ms(n)
+        per_node[n] = (res["chain"][n][0] - work) / n * 1000
+        print(f"chain N={n}: node work {work:.1f} ms in-process; executor overhead {per_node[n]:.1f} us/node"
+              + (" (ComfyUI: 25700 us/node)" if n == 500 else ""))
+    print(f"chain N=5000 / N=500 time ratio: {res['chain'][5000][0] / res['chain'][500][0]:.1f} (target <= 12)")
+    line("fully cached re-run, N=500 chain (ms)", res["cached_500_ms"], None, "ms", False)
+    line("POST /prompt of a 2000-node graph (ms)", res["post_2000_ms"], None, "ms", False)
+    scaling = validation_scaling()
+    print("validation in-process: " + ", ".join(f"N={n}: {t:.1f} ms" for n, t in scaling.items())
+          + f"  (20000/2000 = {scaling[20000] / scaling[2000]:.1f}, linear = 10)")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({**res, "per_node_us": per_node, "validation_ms": scaling}, f, indent=1, default=str)
+
+
+if __name__ == "__main__":
+    main()
