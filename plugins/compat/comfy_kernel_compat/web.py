@@ -374,7 +374,7 @@ def to_starlette(result: Any) -> Response:
 def _from_aiohttp(resp: Any) -> Response:
     headers = {k: v for k, v in resp.headers.items() if k.lower() not in ("content-length", "transfer-encoding")}
     if isinstance(resp, _aioweb.FileResponse):
-        path = os.fspath(getattr(resp, "_path"))
+        path = os.fspath(resp._path)
         if not os.path.isfile(path):
             return Response(b"", status_code=404)
         headers.pop("Content-Type", None)

@@ -51,6 +51,9 @@ TIER1 = {
     "comfy.latent_formats": ["LatentFormat", "SD15"],
     "comfy.k_diffusion.sampling": ["sample_euler", "sample_dpmpp_2m", "get_sigmas_karras", "default_noise_sampler"],
     "comfy_extras.nodes_mask": [],
+    "comfy_api.input": ["VideoInput", "ImageInput"],
+    "comfy_api.input_impl": ["VideoFromFile"],
+    "comfy_api.util": ["VideoContainer", "VideoCodec"],
 }
 
 
@@ -128,9 +131,8 @@ def test_folder_paths_semantics(surface, tmp_path, monkeypatch):
 
 
 def test_utils_helpers(surface, tmp_path):
-    import torch
-
     import comfy.utils
+    import torch
 
     t = torch.arange(3).reshape(3, 1)
     assert comfy.utils.repeat_to_batch_size(t, 5).flatten().tolist() == [0, 1, 2, 0, 1]
@@ -164,7 +166,6 @@ def test_utils_helpers(surface, tmp_path):
 
 def test_model_patcher_applies_and_reverts_weight_patches(surface):
     import torch
-
     from comfy.model_patcher import ModelPatcher
 
     model = torch.nn.Linear(2, 2, bias=False)

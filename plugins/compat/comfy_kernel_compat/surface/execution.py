@@ -13,8 +13,8 @@ import enum
 from typing import Any
 
 from comfy_execution.graph import DynamicPrompt, ExecutionBlocker, get_input_info  # noqa: F401
-from comfy_kernel.nodes.types import wildcard_ne
 
+from comfy_kernel.nodes.types import wildcard_ne
 from comfy_kernel_compat import state
 
 

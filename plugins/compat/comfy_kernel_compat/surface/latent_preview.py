@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from comfy.cli_args import LatentPreviewMethod, args
+
 from comfy_kernel.progress import ProgressBar
 
 MAX_PREVIEW_RESOLUTION = 512

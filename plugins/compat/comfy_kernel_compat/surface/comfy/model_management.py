@@ -17,7 +17,7 @@ from typing import Any
 from comfy_kernel import gpu as _gpu
 from comfy_kernel import progress as _progress
 from comfy_kernel.gpu.devices import memory_stats as _memory_stats
-from comfy_kernel.progress import InterruptProcessingException
+from comfy_kernel.progress import InterruptProcessingException  # noqa: F401 - part of the module's API
 
 log = logging.getLogger("comfy.model_management")
 

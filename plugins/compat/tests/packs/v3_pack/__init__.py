@@ -1,8 +1,7 @@
 """A V3 node pack: schema-declared nodes listed by comfy_entrypoint."""
 
-from typing_extensions import override
-
 from comfy_api.latest import ComfyAPISync, ComfyExtension, io, ui
+from typing_extensions import override
 
 
 class V3Repeat(io.ComfyNode):
