@@ -110,3 +110,21 @@ def ck_on_prompt(body: dict[str, Any], request: Any) -> dict[str, Any] | None:
     if module is None or not module.PromptServer.instance.on_prompt_handlers:
         return None
     return module.PromptServer.instance.trigger_on_prompt(body)
+
+
+@hookimpl
+def ck_prompt_queued(event: dict[str, Any]) -> None:
+    """Outside a node, ``PromptServer.instance.client_id`` reads as the last client that queued a prompt."""
+    module = _server_module()
+    if module is not None and event.get("client_id"):
+        module.PromptServer.instance.client_id = event["client_id"]
+
+
+@hookimpl
+def ck_node_executed(event: dict[str, Any]) -> None:
+    """Outside a node, ``last_node_id``/``last_prompt_id`` read as the last node that reported a result."""
+    module = _server_module()
+    if module is not None:
+        instance = module.PromptServer.instance
+        instance.last_node_id = event.get("display_node") or event.get("node")
+        instance.last_prompt_id = event.get("prompt_id")

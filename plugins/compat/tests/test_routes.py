@@ -61,6 +61,9 @@ def test_node_send_sync_reaches_its_client_and_on_prompt_handler_rewrites(server
     # send_progress_text: a type-3 frame: event type, node id length, node id, text.
     texts = [b for b in binary if struct.unpack(">I", b[:4])[0] == 3]
     assert texts, "no progress text frame"
+    # Outside a node, the server object remembers the last prompt's client and node.
+    assert server.get("/routes_pack/last").json() == {"client_id": client.client_id, "last_node_id": "7",
+                                                      "last_prompt_id": prompt_id}
     frame = texts[0][4:]
     (n,) = struct.unpack(">I", frame[:4])
     assert frame[4:4 + n] == b"7" and frame[4 + n:] == b"said rewritten"

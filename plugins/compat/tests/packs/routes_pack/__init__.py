@@ -22,6 +22,13 @@ async def store(request):
     return web.json_response({"stored": request.match_info["key"]}, status=201)
 
 
+@routes.get("/routes_pack/last")
+async def last(request):
+    srv = PromptServer.instance
+    return web.json_response({"client_id": srv.client_id, "last_node_id": srv.last_node_id,
+                              "last_prompt_id": srv.last_prompt_id})
+
+
 @routes.get("/routes_pack/store/{key}")
 async def fetch(request):
     key = request.match_info["key"]
