@@ -10,6 +10,11 @@ from starlette.requests import Request
 from comfy_kernel.http import HTTPError, read_json
 from comfy_kernel.identity import LOCAL_USER, Identity
 
+#: Marks a route the seed declares public (``security: []``) or that carries its own
+#: credential (a signed upload URL). It rides in ``RouteSpec.extra`` for an auth
+#: plugin to read; it changes nothing by itself.
+PUBLIC: dict[str, Any] = {"public": True}
+
 
 def fail(status: int, code: str, message: str, **extra: Any) -> HTTPError:
     """An error in the seed's ``ErrorResponse`` shape (``code``, ``message``).

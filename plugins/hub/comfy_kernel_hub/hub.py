@@ -21,7 +21,7 @@ from starlette.responses import Response
 
 from comfy_kernel.http import json_response
 
-from .common import choice, fail, identity, int_param, iso, json_object, optional_str, owner_key
+from .common import PUBLIC, choice, fail, identity, int_param, iso, json_object, optional_str, owner_key
 from .media import MediaStore
 from .publishing import asset_ids_of, clean_file, publish_workflow, tracked_file_workflow, unpublish_share
 from .store import HubStore, dump, load, new_id
@@ -285,7 +285,7 @@ def register(routes: RouteTable, hub: Hub) -> None:
                  optional_str(body, "description", max_len=5000, status=400), avatar, dump(urls), time.time()))
         return json_response(profile_json(await hub.profile_by_name(username)), 201)
 
-    @routes.get("/hub/profiles/{username}", api_only=True)
+    @routes.get("/hub/profiles/{username}", api_only=True, extra=PUBLIC)
     async def public_profile(request: Request) -> Response:
         profile = await hub.profile_by_name(request.path_params["username"])
         if profile is None:
@@ -326,7 +326,7 @@ def register(routes: RouteTable, hub: Hub) -> None:
 
     # --- hub workflows -----------------------------------------------------------
 
-    @routes.get("/hub/workflows/index", api_only=True)
+    @routes.get("/hub/workflows/index", api_only=True, extra=PUBLIC)
     async def template_index(request: Request) -> Response:
         rows = await store.listed_shares(statuses=statuses_param(request), search=None, tag=None, username=None)
         profiles: dict[str, Any] = {}
@@ -338,7 +338,7 @@ def register(routes: RouteTable, hub: Hub) -> None:
             out.append(hub.template_entry(row, profiles.get(name) if name else None))
         return json_response(out)
 
-    @routes.get("/hub/workflows", api_only=True)
+    @routes.get("/hub/workflows", api_only=True, extra=PUBLIC)
     async def browse(request: Request) -> Response:
         q = request.query_params
         limit = int_param(q.get("limit"), "limit", 20, 1, 100)
@@ -408,7 +408,7 @@ def register(routes: RouteTable, hub: Hub) -> None:
                                        hub_fields=fields, name=name.strip())
         return json_response(await hub.summary(share, detail=True))
 
-    @routes.get("/hub/workflows/{share_id}", api_only=True)
+    @routes.get("/hub/workflows/{share_id}", api_only=True, extra=PUBLIC)
     async def hub_detail(request: Request) -> Response:
         share = await store.share(request.path_params["share_id"])
         if share is None or not share["listed"]:

@@ -23,7 +23,7 @@ from starlette.responses import FileResponse, Response
 
 from comfy_kernel.http import json_response
 
-from .common import fail, json_object, owner_key
+from .common import PUBLIC, fail, json_object, owner_key
 from .store import HubStore
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -125,7 +125,7 @@ def register(routes: RouteTable, media: MediaStore) -> None:
             "expires_at": expires, "content_type": content_type,
         })
 
-    @routes.put("/hub/uploads/{upload_id}", api_only=True)
+    @routes.put("/hub/uploads/{upload_id}", api_only=True, extra=PUBLIC)
     async def upload(request: Request) -> Response:
         """The signed URL itself: the signature is the credential, not the caller's identity."""
         upload_id = request.path_params["upload_id"]
@@ -159,7 +159,7 @@ def register(routes: RouteTable, media: MediaStore) -> None:
             os.replace(tmp, os.path.join(media.media_dir, row["stored_name"]))
         return Response(b"", status_code=200)
 
-    @routes.get("/hub/media/{name}", api_only=True)
+    @routes.get("/hub/media/{name}", api_only=True, extra=PUBLIC)
     async def get_media(request: Request) -> Response:
         name = request.path_params["name"]
         stem, ext = os.path.splitext(name)
