@@ -182,3 +182,13 @@ def test_model_patcher_applies_and_reverts_weight_patches(surface):
     assert torch.allclose(model.weight, torch.full((2, 2), 1.5))
     clone.unpatch_model()
     assert torch.allclose(model.weight, torch.ones(2, 2))
+
+
+def test_nothing_named_server_or_nodes_is_installed():
+    """The names exist only through the finder, never as packages on sys.path."""
+    import subprocess
+
+    code = ("import importlib.util as u; "
+            "print([u.find_spec(n) is None for n in ('server', 'nodes', 'folder_paths', 'comfy', 'comfy_api')])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "[True, True, True, True, True]", out.stderr
