@@ -69,3 +69,15 @@ def test_workflow_matches_comfyui(parity_client, reference_outputs, workflow):
             f"{workflow}/{item['filename']}: max diff {diff.max()}, {differing:.4%} of values differ")
         # The file carries the posted prompt as its `prompt` text chunk, in Python's default JSON format.
         assert Image.open(io.BytesIO(data)).text["prompt"] == json.dumps(prompt)
+
+
+def test_object_info_through_the_server(parity_client):
+    """The running server lists the core nodes with ComfyUI's module, category and the checkpoint combo."""
+    info = parity_client.server.get("/object_info/CheckpointLoaderSimple").json()["CheckpointLoaderSimple"]
+    assert info["python_module"] == "nodes" and info["category"] == "loaders"
+    assert info["display_name"] == "Load Checkpoint" and info["output"] == ["MODEL", "CLIP", "VAE"]
+    assert info["input"]["required"]["ckpt_name"][0] == ["sd15-tiny-seed0.safetensors"]
+    ks = parity_client.server.get("/object_info/KSampler").json()["KSampler"]
+    assert ks["input_order"]["required"][:2] == ["model", "seed"] and "euler" in ks["input"]["required"]["sampler_name"][0]
+    assert parity_client.server.get("/object_info/LoadImage").json()["LoadImage"]["input"]["required"]["image"][0] == [
+        "ref_input_64.png"]
