@@ -35,15 +35,20 @@ def ck_register_routes(routes: Any, kernel: Any) -> None:
     mu = state(kernel)
     if not mu.enabled:
         return
-    users.register(routes, mu)
-    sessions.register(routes, mu)
-    enforcement.register(routes, mu)
-    audit.register(routes, mu.audit)
-    tokens.register(routes, mu)
-    for name in ("workspaces", "secrets", "oauth"):
-        module = _optional(name)
-        if module is not None:
-            module.register(routes, mu)
+    try:
+        users.register(routes, mu)
+        sessions.register(routes, mu)
+        enforcement.register(routes, mu)
+        audit.register(routes, mu.audit)
+        tokens.register(routes, mu)
+        for name in ("workspaces", "secrets", "oauth"):
+            module = _optional(name)
+            if module is not None:
+                module.register(routes, mu)
+    except Exception:
+        # Same reasoning as in ck_startup: never let the kernel drop the identity hook.
+        log.exception("multiuser: route registration failed; every request will be refused")
+        mu.broken = True
 
 
 def _optional(name: str) -> Any:
@@ -75,7 +80,7 @@ async def ck_startup(kernel: Any) -> None:
         await mu.store.open()
         mu.keys = tokens.SigningKeys(mu)
         await mu.keys.load()
-        mu.started = True
+        mu.started = not mu.broken
         await users.ensure_setup_link(mu)
         await mu.audit.record("server.start")
     except Exception:
@@ -106,7 +111,7 @@ def ck_resolve_identity(request: Any, kernel: Any) -> Any:
 @hookimpl
 def ck_feature_flags(kernel: Any) -> dict[str, Any]:
     mu = kernel.state.get("multiuser")
-    return {"auth": True} if mu is not None and mu.enabled else {}
+    return {"auth": True} if mu is not None and getattr(mu, "enabled", False) else {}
 
 
 @hookimpl
@@ -117,4 +122,10 @@ def ck_on_prompt(body: dict[str, Any], request: Any) -> dict[str, Any] | None:
         return None
     from .prompts import on_prompt
 
-    return on_prompt(mu, body, request)
+    try:
+        return on_prompt(mu, body, request)
+    except Exception:
+        # An exception here would make the kernel unregister the plugin, and
+        # with it authentication: log it and leave the body as it came.
+        log.exception("multiuser: prompt hook failed")
+        return None

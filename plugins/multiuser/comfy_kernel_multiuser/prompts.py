@@ -3,6 +3,8 @@
 * Events of a prompt go to the WebSocket whose ``clientId`` the body names;
   a prompt may only name a client id its owner holds (or a fresh one), so
   nobody can push events into, or read them from, another user's socket.
+  A prompt without one gets a fresh id instead of the broadcast ComfyUI
+  would do.
 * The owner's provider secrets reach the nodes through the hidden inputs
   ComfyUI uses for API keys: ``extra_data.api_key_comfy_org`` is filled from
   the caller's own ``comfy_org`` secret unless the client sent one itself.
@@ -27,11 +29,14 @@ def on_prompt(mu: MultiUser, body: dict[str, Any], request: Any) -> dict[str, An
 
     changed = False
     client_id = body.get("client_id")
-    if isinstance(client_id, str) and not client_id_allowed(mu, client_id, identity):
-        # The kernel logs and skips a hook that raises, so refusing is not an
-        # option here: point the events at a client id nobody holds instead
-        # (None would broadcast them to every socket).
-        body = {**body, "client_id": "unclaimed-" + new_token(12)}
+    if not isinstance(client_id, str) or not client_id or not client_id_allowed(mu, client_id, identity):
+        # Without a client id the executor broadcasts progress and previews to
+        # every socket; with someone else's it would send them to that user.
+        # Refusing is not an option (the kernel skips a hook that raises), so
+        # the events go to a fresh client id that only this owner may claim.
+        client_id = "unclaimed-" + new_token(12)
+        client_id_allowed(mu, client_id, identity)
+        body = {**body, "client_id": client_id}
         changed = True
     extra = body.get("extra_data")
     extra = dict(extra) if isinstance(extra, dict) else {}

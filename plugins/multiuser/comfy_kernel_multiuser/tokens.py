@@ -242,7 +242,7 @@ def verify_access_token(mu: MultiUser, token: str, request: HTTPConnection) -> I
         return None
     try:
         claims = jwt.decode(token, key, algorithms=[ALGORITHM], audience=[API_AUDIENCE, mu.base_url(request)],
-                            issuer=mu.issuer(), leeway=5,
+                            issuer=mu.issuer(), leeway=0,
                             options={"require": ["exp", "iat", "sub", "aud", "iss"]})
     except jwt.PyJWTError:
         return None

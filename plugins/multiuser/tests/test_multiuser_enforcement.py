@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import secrets
+import time
 import uuid
 
 import httpx
@@ -81,7 +82,7 @@ def _seed_victim(auth: AuthServer, alice, marker: str, content: str) -> dict:
     """Give alice one of everything the installed plugins store per user; returns ids and names."""
     paths = {p for r in routes(auth) for p in r["paths"]}
     made: dict = {"candidates": [alice.id, alice.workspace_id, marker]}
-    if "/api/userdata/{file}" in paths:
+    if "/api/userdata" in paths:
         name = f"workflows%2F{marker}.json"
         r = alice.post(f"/api/userdata/{name}", content=f'{{"marker": "{content}"}}')
         assert r.status_code == 200, r.text
@@ -105,6 +106,16 @@ def _seed_victim(auth: AuthServer, alice, marker: str, content: str) -> dict:
         assert r.status_code == 201, r.text
         made["team"] = r.json()["id"]
         made["candidates"].append(made["team"])
+    made["names"] = [marker]
+    nodes = alice.get("/api/object_info").json() if "/api/object_info" in paths else {}
+    if "/api/prompt" in paths and {"PrimitiveInt", "PreviewAny"} <= set(nodes):
+        prompt = {"1": {"class_type": "PrimitiveInt", "inputs": {"value": 5}},
+                  "2": {"class_type": "PreviewAny", "inputs": {"source": ["1", 0]}}}
+        r = alice.post("/api/prompt", json={"prompt": prompt})
+        assert r.status_code == 200, r.text
+        made["prompt"] = r.json()["prompt_id"]
+        made["candidates"].append(made["prompt"])
+        made["names"].append(made["prompt"])
     if "/api/assets" in paths:
         r = alice.post("/api/assets", files={"file": (f"{marker}.bin", content.encode(), "application/octet-stream")})
         if r.status_code in (200, 201):
@@ -128,6 +139,11 @@ def _check_victim_intact(auth: AuthServer, alice, marker: str, content: str, mad
         assert alice.get(f"/api/workspaces/{made['team']}").json()["name"] == marker
     if "asset" in made:
         assert alice.get(f"/api/assets/{made['asset']}").status_code == 200
+    if "prompt" in made:
+        deadline = time.monotonic() + 60
+        while made["prompt"] not in alice.get(f"/api/history/{made['prompt']}").json():
+            assert time.monotonic() < deadline, "alice's prompt vanished"
+            time.sleep(0.2)
 
 
 def test_no_route_gives_another_user_access(auth: AuthServer):
@@ -149,8 +165,9 @@ def test_no_route_gives_another_user_access(auth: AuthServer):
                     requests += 1
                     # Names may be echoed back from the URL itself; contents never.
                     assert content not in r.text, (method, url, r.status_code, r.text[:300])
-                    if marker not in url:
-                        assert marker not in r.text, (method, url, r.status_code, r.text[:300])
+                    for name in made["names"]:
+                        if name not in url:
+                            assert name not in r.text, (method, url, r.status_code, r.text[:300])
                     if route["admin_only"]:
                         assert r.status_code == 403, (method, url, r.status_code)
     assert requests > 100
