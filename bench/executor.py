@@ -85,7 +85,7 @@ class Bench:
             elif kind in ("execution_success", "execution_error"):
                 pid = data["prompt_id"]
                 self.done[pid] = t
-                fut = self.waiters.pop(pid, None)
+                fut = self.waiters.get(pid)
                 if fut is not None and not fut.done():
                     fut.set_result(kind)
 
