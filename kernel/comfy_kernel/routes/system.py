@@ -47,6 +47,10 @@ def cpu_device(ram_total: int, ram_free: int) -> dict[str, Any]:
 
 
 def devices(kernel: Kernel) -> list[dict[str, Any]]:
+    if "torch" not in sys.modules:
+        # Importing torch takes seconds; until a node or the scheduler has needed
+        # it, the CPU is the only device this process has used.
+        return [cpu_device(*_memory())]
     try:
         from ..gpu import GpuConfig, system_stats_devices
 
