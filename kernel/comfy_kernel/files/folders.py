@@ -132,6 +132,25 @@ class FolderRegistry:
             self._cache.pop(name, None)
             self.version += 1
 
+    def replace(self, name: str, paths: Iterable[str], extensions: Iterable[str]) -> None:
+        """Set ``name`` to exactly these directories and extensions (ComfyUI packs assign
+        ``folder_names_and_paths[name] = (paths, extensions)``)."""
+        name = self.canonical(name)
+        with self._lock:
+            self.folders[name] = Folder([os.path.abspath(p) for p in paths], set(extensions))
+            self._cache.pop(name, None)
+            self.version += 1
+
+    def remove(self, name: str) -> bool:
+        """Forget folder ``name``; False if it did not exist."""
+        name = self.canonical(name)
+        with self._lock:
+            found = self.folders.pop(name, None) is not None
+            self._cache.pop(name, None)
+            if found:
+                self.version += 1
+            return found
+
     def names(self) -> list[str]:
         return list(self.folders)
 
