@@ -50,18 +50,11 @@ class _FolderTable(MutableMapping):
 
     def __setitem__(self, name: str, value: Any) -> None:
         paths, extensions = value
-        registry = state.folders()
-        with registry._lock:
-            registry.folders[map_legacy(name)] = Folder([os.path.abspath(p) for p in paths], set(extensions))
-            registry._cache.pop(map_legacy(name), None)
-            registry.version += 1
+        state.folders().replace(name, paths, extensions)
 
     def __delitem__(self, name: str) -> None:
-        registry = state.folders()
-        with registry._lock:
-            del registry.folders[map_legacy(name)]
-            registry._cache.pop(map_legacy(name), None)
-            registry.version += 1
+        if not state.folders().remove(name):
+            raise KeyError(name)
 
     def __iter__(self) -> Iterator[str]:
         return iter(list(state.folders().folders))
