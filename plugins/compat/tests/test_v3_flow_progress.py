@@ -42,6 +42,26 @@ def test_v3_nodes_run(server):
     assert "execution_success" in [t for t, _ in messages]
 
 
+def test_v3_ui_preview_and_save_helpers(server):
+    import io as _io
+
+    from PIL import Image
+
+    with Client(server) as client:
+        _, messages = client.run({"1": {"class_type": "V3Preview", "inputs": {"size": 3}}})
+    out = events(messages, "executed")[0]["output"]
+    assert out["animated"] == [False]
+    assert [i["type"] for i in out["images"]] == ["temp", "temp"]
+    assert out["saved"] == [{"filename": "blue_00001_.png", "subfolder": "v3", "type": "output"}]
+    for ref in out["images"] + out["saved"]:
+        r = server.get("/view", params=ref)
+        assert r.status_code == 200
+        png = Image.open(_io.BytesIO(r.content))
+        assert png.size == (3, 3) and png.getpixel((0, 0)) == (0, 0, 255)
+    saved = Image.open(_io.BytesIO(server.get("/view", params=out["saved"][0]).content))
+    assert "V3Preview" in saved.info["prompt"]  # the prompt is embedded as metadata
+
+
 def test_lazy_inputs_evaluate_only_the_needed_branch(server):
     prompt = {"1": {"class_type": "FlowText", "inputs": {"text": "left"}},
               "2": {"class_type": "FlowText", "inputs": {"text": "right"}},

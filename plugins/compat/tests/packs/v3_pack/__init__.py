@@ -45,10 +45,26 @@ class V3Length(io.ComfyNode):
         return io.NodeOutput(len(text), ui={"length": [len(text)]})
 
 
+class V3Preview(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(node_id="V3Preview", category="v3_pack", is_output_node=True,
+                         inputs=[io.Int.Input("size", default=4)], outputs=[])
+
+    @classmethod
+    def execute(cls, size: int) -> io.NodeOutput:
+        import torch
+
+        image = torch.zeros(2, size, size, 3)
+        image[..., 2] = 1.0
+        saved = ui.ImageSaveHelper.save_images(image[:1], "v3/blue", "output", cls)
+        return io.NodeOutput(ui={**ui.PreviewImage(image, cls=cls).as_dict(), "saved": saved})
+
+
 class V3Extension(ComfyExtension):
     @override
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
-        return [V3Repeat, V3Length]
+        return [V3Repeat, V3Length, V3Preview]
 
 
 async def comfy_entrypoint() -> V3Extension:

@@ -16,7 +16,7 @@ from comfy_kernel import progress as _progress
 from comfy_kernel.nodes import io
 from comfy_kernel.nodes.io import ComfyExtension
 
-ui = io.ui
+from . import ui
 
 
 class _Execution:
