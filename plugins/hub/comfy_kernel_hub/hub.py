@@ -23,7 +23,14 @@ from comfy_kernel.http import json_response
 
 from .common import PUBLIC, choice, fail, identity, int_param, iso, json_object, optional_str, owner_key
 from .media import MediaStore
-from .publishing import asset_ids_of, clean_file, publish_workflow, tracked_file_workflow, unpublish_share
+from .publishing import (
+    asset_ids_of,
+    asset_status,
+    clean_file,
+    publish_workflow,
+    tracked_file_workflow,
+    unpublish_share,
+)
 from .store import HubStore, dump, load, new_id
 from .workflows import owned
 
@@ -413,7 +420,9 @@ def register(routes: RouteTable, hub: Hub) -> None:
         share = await store.share(request.path_params["share_id"])
         if share is None or not share["listed"]:
             raise fail(404, "NOT_FOUND", "hub workflow not found")
-        return json_response(await hub.summary(share, detail=True))
+        out = await hub.summary(share, detail=True)
+        out["assets"] = await asset_status(request, load(share["assets"], []))  # in_library for this caller
+        return json_response(out)
 
     @routes.delete("/hub/workflows/{share_id}", api_only=True)
     async def hub_unpublish(request: Request) -> Response:

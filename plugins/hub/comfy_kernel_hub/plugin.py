@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from comfy_kernel import hookimpl
@@ -17,7 +18,7 @@ _hubs: dict[int, hub.Hub] = {}
 def hub_for(kernel: Any) -> hub.Hub:
     found = _hubs.get(id(kernel))
     if found is None:
-        store = HubStore(kernel.database_path)
+        store = HubStore(kernel.database_path, os.path.join(kernel.dirs.user, "__hub", "published"))
         ttl = int(getattr(kernel.config, "hub_upload_ttl", None) or media.UPLOAD_TTL)
         found = _hubs[id(kernel)] = hub.Hub(store, media.MediaStore(kernel.dirs.user, store, ttl))
     return found

@@ -19,6 +19,7 @@ an asset or a model is asked of the assets plugin over HTTP
 from __future__ import annotations
 
 import os
+import re
 import urllib.parse
 from typing import TYPE_CHECKING, Any
 
@@ -82,7 +83,35 @@ def asset_ids_of(body: dict[str, Any], key: str = "asset_ids") -> list[str]:
     return list(dict.fromkeys(ids))
 
 
-async def snapshot_assets(request: Request, asset_ids: list[str]) -> list[dict[str, Any]]:
+def content_path(content_dir: str, content_hash: str) -> str:
+    """Where the hub keeps a published copy of private content (named by its hash, so shared by shares)."""
+    return os.path.join(content_dir, re.sub(r"[^a-z0-9]", "_", content_hash.lower()))
+
+
+async def keep_content(request: Request, content_dir: str, asset: dict[str, Any]) -> None:
+    """Copy a private asset's bytes out of the publisher's library.
+
+    A published snapshot must stay importable after the publisher edits or
+    deletes the asset, and the assets plugin only lets others import shared
+    (seeded) assets; so the hub keeps its own copy of private content.
+    """
+    if not asset.get("hash"):
+        return
+    path = content_path(content_dir, asset["hash"])
+    if os.path.exists(path):
+        return
+    r = await loopback.call(request, "GET", f"/api/assets/{urllib.parse.quote(asset['id'], safe='')}/content")
+    if r.status_code != 200:
+        raise fail(400, "INVALID_ASSETS", f"the content of asset {asset['id'][:64]!r} is not available")
+    os.makedirs(content_dir, exist_ok=True)
+    tmp = f"{path}.{os.getpid()}.part"
+    with open(tmp, "wb") as f:
+        f.write(r.content)
+    os.replace(tmp, path)
+
+
+async def snapshot_assets(request: Request, asset_ids: list[str], content_dir: str | None = None
+                          ) -> list[dict[str, Any]]:
     """Freeze what the publisher's assets are now (id, name, hash, kind); 400 for unknown ids."""
     out = []
     for asset_id in asset_ids:
@@ -96,8 +125,10 @@ async def snapshot_assets(request: Request, asset_ids: list[str]) -> list[dict[s
             "hash": asset.get("asset_hash") or asset.get("hash"), "mime_type": asset.get("mime_type"),
             "model": "models" in tags, "public": bool(asset.get("is_immutable")),
             "preview_url": asset.get("preview_url") or f"/api/assets/{asset['id']}/content",
-            "storage_url": f"/api/assets/{asset['id']}/content",
+            "storage_url": f"/api/assets/{asset['id']}/content", "tags": tags,
         })
+        if content_dir and not out[-1]["public"]:
+            await keep_content(request, content_dir, out[-1])
     return out
 
 
@@ -198,7 +229,7 @@ async def publish_workflow(request: Request, store: HubStore, record: dict[str, 
     snapshot_version = await store.get_version(record["id"], version)
     if snapshot_version is None:
         raise fail(404, "VERSION_NOT_FOUND", f"workflow has no version {version}")
-    assets = await snapshot_assets(request, asset_ids)
+    assets = await snapshot_assets(request, asset_ids, store.content_dir)
     return await store.publish(workflow=record, version=snapshot_version, name=name or record["name"],
                                assets=assets, listed=listed, profile_username=profile_username,
                                hub_fields=hub_fields)
@@ -263,6 +294,29 @@ def register(routes: RouteTable, store: HubStore) -> None:
         share = await publish_workflow(request, store, record, asset_ids_of(body), version=version)
         return json_response(publish_info(share))
 
+    @routes.post("/workflows/published/{share_id}/import", api_only=True)
+    async def import_assets(request: Request) -> Response:
+        """Copy a published workflow's assets into the caller's library (all, or ``published_asset_ids``).
+
+        Shared (seeded) assets go through the assets plugin's
+        ``POST /api/assets/import``; private ones are uploaded to the caller's
+        library from the hub's copy. Content the caller already has is not
+        copied again: their existing asset is returned.
+        """
+        share = await store.share(request.path_params["share_id"])
+        if share is None:
+            raise fail(404, "NOT_FOUND", "share not found")
+        body = await json_object(request) if (await request.body()).strip() else {}
+        published = {a["id"]: a for a in load(share["assets"], [])}
+        wanted = asset_ids_of(body, "published_asset_ids") if "published_asset_ids" in body else list(published)
+        unknown = [i for i in wanted if i not in published]
+        if unknown:
+            raise fail(400, "INVALID_ASSETS", f"not assets of this share: {', '.join(u[:64] for u in unknown[:10])}")
+        imported = []
+        for asset_id in wanted:
+            imported.append(await import_one(request, store.content_dir, published[asset_id], share["share_id"]))
+        return json_response({"assets": imported})
+
     @routes.delete("/workflows/published/{share_id}", api_only=True)
     async def unpublish(request: Request) -> Response:
         """Unpublish (a comfy-kernel addition beside ``DELETE /api/hub/workflows/{share_id}``)."""
@@ -277,3 +331,36 @@ async def unpublish_share(request: Request, store: HubStore, share_id: str) -> N
     if share["owner"] != owner_key(request):
         raise fail(403, "FORBIDDEN", "only the publisher can unpublish this workflow")
     await store.unpublish(share_id)
+
+
+async def own_copy(request: Request, content_hash: str) -> dict[str, Any] | None:
+    r = await loopback.call(request, "GET", "/api/assets",
+                            params={"asset_hash": content_hash, "include_public": "false", "limit": 1})
+    assets = r.json().get("assets", []) if r.status_code == 200 else []
+    return assets[0] if assets else None
+
+
+async def import_one(request: Request, content_dir: str, asset: dict[str, Any], share_id: str) -> dict[str, Any]:
+    """One published asset into the caller's library; returns the caller's asset."""
+    if asset.get("hash"):
+        mine = await own_copy(request, asset["hash"])
+        if mine is not None:
+            return mine
+    if asset.get("public"):
+        r = await loopback.call(request, "POST", "/api/assets/import",
+                                json={"published_asset_ids": [asset["id"]], "share_id": share_id})
+        if r.status_code == 200 and r.json().get("assets"):
+            return r.json()["assets"][0]
+        raise fail(502, "IMPORT_FAILED", f"the assets plugin could not import {asset['name']!r} ({r.status_code})")
+    path = content_path(content_dir, asset.get("hash") or "")
+    if not asset.get("hash") or not os.path.isfile(path):
+        raise fail(410, "CONTENT_GONE", f"the published content of {asset['name']!r} is no longer available")
+    with open(path, "rb") as f:
+        data = f.read()
+    tags = [t for t in asset.get("tags") or [] if isinstance(t, str)] or ["input"]
+    r = await loopback.call(request, "POST", "/api/assets",
+                            files={"file": (asset["name"], data, asset.get("mime_type") or "application/octet-stream")},
+                            data={"tags": ",".join(tags), "name": asset["name"]})
+    if r.status_code not in (200, 201):
+        raise fail(502, "IMPORT_FAILED", f"the assets plugin refused {asset['name']!r} ({r.status_code})")
+    return r.json()

@@ -146,8 +146,10 @@ def load(text: str | None, default: Any = None) -> Any:
 class HubStore:
     """All database access of the plugin."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, content_dir: str = ""):
         self.path = path
+        #: Where copies of published private asset content live (see ``publishing.keep_content``).
+        self.content_dir = content_dir
         self.db: aiosqlite.Connection | None = None
         self.lock = asyncio.Lock()
 

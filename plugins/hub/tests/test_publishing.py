@@ -148,3 +148,41 @@ def test_publish_errors(server, people):
     assert server.post(publish_url("workflows/ok.json"), json={"asset_ids": []},
                        headers={"Comfy-User": "stranger"}).status_code == 403
     assert server.get("/api/workflows/published/unknown", headers=bob).status_code == 404
+
+
+def test_import_published_assets_into_own_library(server, people):
+    alice, bob = people
+    carol = make_user(server, "carol")
+    save_userdata(server, alice, "workflows/with-assets.json", json.dumps(FLOW).encode())
+    photo = upload_asset(server, alice, b"shared-photo", "shared.png")
+    model = model_asset(server, alice)
+    share = server.post(publish_url("workflows/with-assets.json"), json={"asset_ids": [photo, model]},
+                        headers=alice).json()["share_id"]
+    before = server.get(f"/api/workflows/published/{share}", headers=bob).json()
+    assert {a["id"]: a["in_library"] for a in before["assets"]}[photo] is False
+
+    r = server.post(f"/api/workflows/published/{share}/import", json={}, headers=bob)
+    assert r.status_code == 200, r.text
+    imported = {a["name"]: a for a in r.json()["assets"]}
+    assert set(imported) == {"shared.png", "tiny.safetensors"}
+    assert server.get(f"/api/assets/{imported['shared.png']['id']}/content", headers=bob).content == \
+        b"\x89PNGshared-photo"
+    after = server.get(f"/api/workflows/published/{share}", headers=bob).json()
+    assert all(a["in_library"] for a in after["assets"]) and after["missing_assets"] == []
+    # Importing again returns the same asset instead of a copy.
+    again = server.post(f"/api/workflows/published/{share}/import", json={"published_asset_ids": [photo]},
+                        headers=bob).json()["assets"]
+    assert again[0]["id"] == imported["shared.png"]["id"]
+
+    # The published copy outlives the publisher's own asset.
+    assert server.request("DELETE", f"/api/assets/{photo}", params={"delete_content": "true"},
+                          headers=alice).status_code == 204
+    r = server.post(f"/api/workflows/published/{share}/import", json={"published_asset_ids": [photo, model]},
+                    headers=carol)
+    assert r.status_code == 200, r.text
+    photo_copy, model_copy = r.json()["assets"]
+    assert server.get(f"/api/assets/{photo_copy['id']}/content", headers=carol).content == b"\x89PNGshared-photo"
+    assert model_copy["name"] == "tiny.safetensors" and model_copy["id"] != model  # carol's own reference
+    assert server.post(f"/api/workflows/published/{share}/import", json={"published_asset_ids": ["x"]},
+                       headers=carol).status_code == 400
+    assert server.post("/api/workflows/published/nope/import", json={}, headers=carol).status_code == 404
