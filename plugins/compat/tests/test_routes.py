@@ -75,3 +75,23 @@ def test_own_route_table_static_folder_and_on_startup(server):
     assert r.json() == {"tail": "a/b.txt", "started": [True]}
     r = server.get("/routes_pack/static/hello.txt")
     assert r.status_code == 200 and r.text == "static text\n"
+
+
+def test_load_custom_node_at_run_time(server, tmp_path):
+    pack = tmp_path / "late_pack.py"
+    pack.write_text("""
+class LateNode:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {}}
+    RETURN_TYPES = ("INT",)
+    FUNCTION = "run"
+    CATEGORY = "late"
+    def run(self):
+        return (1,)
+NODE_CLASS_MAPPINGS = {"LateNode": LateNode}
+""")
+    assert "LateNode" not in server.get("/object_info").json()
+    r = server.post("/routes_pack/load", json={"path": str(pack)})
+    assert r.json()["loaded"] is True and "late_pack" in r.json()["dirs"]
+    assert server.get("/object_info/LateNode").json()["LateNode"]["python_module"] == "custom_nodes.late_pack"

@@ -25,7 +25,8 @@ class SlowCounter:
             time.sleep(delay)
             done += 1
             pbar.update(1)
-        return {"ui": {"count": [done]}, "result": (done,)}
+        device = comfy.model_management.get_torch_device()
+        return {"ui": {"count": [done], "device": [device.type]}, "result": (done,)}
 
 
 NODE_CLASS_MAPPINGS = {"SlowCounter": SlowCounter}

@@ -22,6 +22,15 @@ async def store(request):
     return web.json_response({"stored": request.match_info["key"]}, status=201)
 
 
+@routes.post("/routes_pack/load")
+async def load(request):
+    import nodes
+
+    body = await request.json()
+    return web.json_response({"loaded": nodes.load_custom_node(body["path"]),
+                              "dirs": sorted(nodes.LOADED_MODULE_DIRS)})
+
+
 @routes.get("/routes_pack/last")
 async def last(request):
     srv = PromptServer.instance
