@@ -314,7 +314,8 @@ def register(routes: RouteTable, store: HubStore) -> None:
             raise fail(400, "INVALID_ASSETS", f"not assets of this share: {', '.join(u[:64] for u in unknown[:10])}")
         imported = []
         for asset_id in wanted:
-            imported.append(await import_one(request, store.content_dir, published[asset_id], share["share_id"]))
+            mine = await import_one(request, store.content_dir, published[asset_id], share["share_id"])
+            imported.append(as_asset_info(mine, published[asset_id]))
         return json_response({"assets": imported})
 
     @routes.delete("/workflows/published/{share_id}", api_only=True)
@@ -364,3 +365,10 @@ async def import_one(request: Request, content_dir: str, asset: dict[str, Any], 
     if r.status_code not in (200, 201):
         raise fail(502, "IMPORT_FAILED", f"the assets plugin refused {asset['name']!r} ({r.status_code})")
     return r.json()
+
+
+def as_asset_info(asset: dict[str, Any], published: dict[str, Any]) -> dict[str, Any]:
+    """The caller's new asset with the seed's ``AssetInfo`` fields added (it is now in their library)."""
+    return {**asset, "preview_url": asset.get("preview_url") or f"/api/assets/{asset['id']}/content",
+            "storage_url": f"/api/assets/{asset['id']}/content", "model": bool(published.get("model")),
+            "public": False, "in_library": True}
