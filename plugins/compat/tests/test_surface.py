@@ -54,6 +54,8 @@ TIER1 = {
     "comfy_api.input": ["VideoInput", "ImageInput"],
     "comfy_api.input_impl": ["VideoFromFile"],
     "comfy_api.util": ["VideoContainer", "VideoCodec"],
+    "comfy_execution.validation": ["validate_node_input"],
+    "comfy_execution.caching": ["HierarchicalCache", "LRUCache"],
 }
 
 
@@ -192,3 +194,11 @@ def test_nothing_named_server_or_nodes_is_installed():
             "print([u.find_spec(n) is None for n in ('server', 'nodes', 'folder_paths', 'comfy', 'comfy_api')])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "[True, True, True, True, True]", out.stderr
+
+
+def test_validate_node_input(surface):
+    from execution import validate_node_input
+
+    assert validate_node_input("IMAGE", "IMAGE") and validate_node_input("INT", "*")
+    assert validate_node_input("INT", "INT,FLOAT") and not validate_node_input("INT", "STRING")
+    assert not validate_node_input("INT", "*", strict=True)

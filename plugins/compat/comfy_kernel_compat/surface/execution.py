@@ -13,8 +13,8 @@ import enum
 from typing import Any
 
 from comfy_execution.graph import DynamicPrompt, ExecutionBlocker, get_input_info  # noqa: F401
+from comfy_execution.validation import validate_node_input  # noqa: F401
 
-from comfy_kernel.nodes.types import wildcard_ne
 from comfy_kernel_compat import state
 
 
@@ -29,13 +29,6 @@ class CacheType(enum.Enum):
     LRU = 1
     NONE = 2
     RAM_PRESSURE = 3
-
-
-def validate_node_input(received_type: str, input_type: str, strict: bool = False) -> bool:
-    """Whether an output of ``received_type`` may feed an input of ``input_type`` (``*`` and subsets)."""
-    if strict:
-        return received_type == input_type
-    return not wildcard_ne(received_type, input_type)
 
 
 class PromptQueue:
