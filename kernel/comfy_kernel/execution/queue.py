@@ -129,12 +129,28 @@ class Executor:
                                        "current_outputs": [], "timestamp": now_ms()}]
             await self.store.finish(owner, item, {"outputs": {}, "meta": {}, "status": {
                 "status_str": "error", "completed": False, "messages": [msg]}}, started, time.time())
+        self._workers_task: asyncio.Task | None = None
+        if self.heap:
+            self._ensure_workers()
+        self.started = True
+
+    def _ensure_workers(self) -> None:
+        """Start the workers on first need.
+
+        Counting devices imports torch, which takes seconds; a server that has
+        not been asked to run anything never pays for it, and one that has
+        answers requests while the workers come up.
+        """
+        if self._workers_task is None:
+            self._workers_task = asyncio.get_running_loop().create_task(self._start_workers())
+
+    async def _start_workers(self) -> None:
         devices: list[Any] = [None]
         try:
             from .. import gpu
 
             cfg = gpu.GpuConfig.from_args(self.kernel.config) if hasattr(gpu.GpuConfig, "from_args") else None
-            devices = list(gpu.worker_devices(cfg)) or [None]
+            devices = list(await asyncio.to_thread(gpu.worker_devices, cfg)) or [None]
         except Exception as exc:  # the GPU package is optional
             log.debug("no GPU worker devices (%s); using one CPU worker", exc)
             devices = [None]
@@ -150,7 +166,6 @@ class Executor:
         gc.freeze()
         for i in range(len(self.workers)):
             self.dispatchers.append(asyncio.get_running_loop().create_task(self._dispatch(i)))
-        self.started = True
 
     def _make_worker(self, device: Any, engine: Engine) -> Any:
         def run(queued: QueuedPrompt) -> dict[str, Any]:
@@ -167,6 +182,12 @@ class Executor:
         return _LocalWorker(run)
 
     async def stop(self) -> None:
+        task = getattr(self, "_workers_task", None)
+        if task is not None and not task.done():
+            try:
+                await asyncio.wait_for(task, 30)
+            except Exception:
+                pass
         for task in self.dispatchers:
             task.cancel()
         for task in self.dispatchers:
@@ -191,6 +212,7 @@ class Executor:
         return number
 
     async def put(self, item: list[Any], owner: str) -> None:
+        self._ensure_workers()
         await self.store.enqueue(owner, item)
         heapq.heappush(self.heap, QueuedPrompt(item, owner))
         self.broadcast_status()
