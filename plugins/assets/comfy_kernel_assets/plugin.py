@@ -32,9 +32,14 @@ def ck_register_routes(routes: Any, kernel: Any) -> None:
     lib = library(kernel)
     # Fixed paths (/assets/download, /assets/remote-metadata...) first: Starlette
     # takes the first matching route, and /assets/{id} would match them too.
+    first = len(routes.specs)
     tasks.register(routes, lib)
     seeding.register(routes, lib)
     asset_routes.register(routes, lib)
+    # ComfyUI serves the asset library under /api only: a bare /assets/... would
+    # shadow the web frontend's own /assets/*.js files.
+    for spec in routes.specs[first:]:
+        spec.api_only = True
 
 
 @hookimpl
