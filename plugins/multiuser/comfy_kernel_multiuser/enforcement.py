@@ -63,6 +63,8 @@ PUBLIC_ROUTES: tuple[tuple[str, str], ...] = (
     ("GET", "/auth/setup.js"),
     ("GET", "/auth/login"),
     ("GET", "/auth/login.js"),
+    ("GET", "/auth/consent"),
+    ("GET", "/auth/consent.js"),
 )
 
 #: Paths whose Bearer token is not ours: the handler verifies it itself.

@@ -64,7 +64,8 @@ def test_every_route_refuses_requests_without_credentials(auth: AuthServer):
     assert allowed <= {"/", "/health", "/system_stats", "/features", "/.well-known/jwks.json",
                        "/.well-known/oauth-authorization-server", "/.well-known/oauth-protected-resource",
                        "/oauth/register", "/oauth/token", "/oauth/authorize", "/auth/session", "/auth/token",
-                       "/auth/setup", "/auth/setup.js", "/auth/login", "/auth/login.js"}, allowed
+                       "/auth/setup", "/auth/setup.js", "/auth/login", "/auth/login.js", "/auth/consent",
+                       "/auth/consent.js"}, allowed
     anonymous.close()
 
 
