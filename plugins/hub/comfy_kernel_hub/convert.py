@@ -107,8 +107,13 @@ def is_api_format(workflow: dict[str, Any]) -> bool:
         isinstance(v, dict) and "class_type" in v for v in workflow.values())
 
 
-def widget_inputs(info: dict[str, Any]) -> list[tuple[str, Any, dict[str, Any]]]:
-    """The node's widget inputs in widget order: ``(name, type, options)``."""
+def widget_inputs(info: dict[str, Any], *, with_forced: bool = False) -> list[tuple[str, Any, dict[str, Any]]]:
+    """The node's widget inputs in widget order: ``(name, type, options)``.
+
+    ``with_forced`` also lists widget-typed ``forceInput`` inputs: older
+    frontends stored a value for those too (the frontend migrates such
+    workflows on load, and so does the converter).
+    """
     inputs = info.get("input") or {}
     order = info.get("input_order") or {k: list((inputs.get(k) or {}).keys()) for k in ("required", "optional")}
     out = []
@@ -120,11 +125,44 @@ def widget_inputs(info: dict[str, Any]) -> list[tuple[str, Any, dict[str, Any]]]
                 continue
             kind = spec[0]
             options = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
-            if options.get("forceInput"):
+            if options.get("forceInput") and not with_forced:
                 continue
             if isinstance(kind, list) or (isinstance(kind, str) and kind in WIDGET_TYPES):
                 out.append((name, kind, options))
     return out
+
+
+def consume_widget_values(values: list[Any], widgets: list[tuple[str, Any, dict[str, Any]]]
+                          ) -> tuple[dict[str, Any], int, list[str]]:
+    """Map positional ``widgets_values`` onto widget inputs.
+
+    Returns the values by input name, how many values were used, and the
+    inputs that got none. A control value (``fixed``/``randomize``..., or the
+    booleans old workflows stored) follows a widget whose spec asks for
+    ``control_after_generate``; one also follows any ``INT`` widget when the
+    node definition does not say so but the workflow has it. An upload
+    button's value follows an ``*_upload`` combo.
+    """
+    out: dict[str, Any] = {}
+    missing: list[str] = []
+    i = 0
+    for name, kind, options in widgets:
+        if i >= len(values):
+            missing.append(name)
+            continue
+        out[name] = values[i]
+        i += 1
+        if i < len(values):
+            value = values[i]
+            is_control = isinstance(value, str) and value in CONTROL_VALUES
+            if options.get("control_after_generate") and (is_control or isinstance(value, bool)):
+                i += 1
+            elif kind == "INT" and (is_control or (isinstance(value, bool) and name in ("seed", "noise_seed"))):
+                i += 1
+        if any(key.endswith("_upload") and options.get(key) for key in options):
+            if i < len(values) and (values[i] is None or isinstance(values[i], str)) and values[i] in UPLOAD_VALUES:
+                i += 1
+    return out, i, missing
 
 
 class Converter:
@@ -188,24 +226,19 @@ class Converter:
         if isinstance(values, dict):
             return {name: values[name] for name, _, _ in widgets if name in values}
         values = list(values or [])
-        out: dict[str, Any] = {}
-        i = 0
-        for name, kind, options in widgets:
-            if i >= len(values):
-                if report:
-                    self.result.warnings.append(f"node {node.get('id')} ({node.get('type')}): no widget value for "
-                                                f"{name!r}")
-                break
-            out[name] = values[i]
-            i += 1
-            if options.get("control_after_generate") or kind == "INT":
-                if i < len(values) and isinstance(values[i], str) and values[i] in CONTROL_VALUES:
-                    i += 1
-            if any(key.endswith("_upload") and options.get(key) for key in options):
-                if i < len(values) and (values[i] is None or isinstance(values[i], str)) and values[i] in UPLOAD_VALUES:
-                    i += 1
-        if report and i < len(values):
-            self.result.warnings.append(f"node {node.get('id')} ({node.get('type')}): {len(values) - i} widget "
+        out, used, missing = consume_widget_values(values, widgets)
+        if used < len(values):
+            forced = widget_inputs(info, with_forced=True)
+            if len(forced) > len(widgets):
+                legacy, legacy_used, legacy_missing = consume_widget_values(values, forced)
+                if legacy_used == len(values) and not legacy_missing:
+                    names = {name for name, _, _ in widgets}
+                    out, used, missing = {k: v for k, v in legacy.items() if k in names}, legacy_used, []
+        if report and missing:
+            self.result.warnings.append(f"node {node.get('id')} ({node.get('type')}): no widget value for "
+                                        f"{', '.join(missing)}")
+        if report and used < len(values):
+            self.result.warnings.append(f"node {node.get('id')} ({node.get('type')}): {len(values) - used} widget "
                                         "value(s) left over")
         return out
 

@@ -88,6 +88,24 @@ def test_widgets_links_reroutes_primitives_mute_bypass(server):
     assert prompt["4"]["class_type"] == "CheckpointLoaderSimple" and prompt["6"]["_meta"]["title"]
 
 
+def test_widget_value_details(server):
+    """Old boolean control values, upload button values, named widget values."""
+    wf = {"nodes": [
+        node(1, "KSampler", [7, True, 12, 6.0, "euler", "karras", 0.5]),
+        node(2, "LoadImage", ["cat.png", "image"]),
+        node(3, "EmptyImage", {"width": 9, "height": 10, "batch_size": 1, "color": 5}),
+        node(4, "EmptyLatentImage", [64]),
+    ], "links": []}
+    out = convert(server, wf)
+    prompt = out["prompt"]
+    assert prompt["1"]["inputs"] == {"seed": 7, "steps": 12, "cfg": 6.0, "sampler_name": "euler",
+                                     "scheduler": "karras", "denoise": 0.5}
+    assert prompt["2"]["inputs"] == {"image": "cat.png"}
+    assert prompt["3"]["inputs"] == {"width": 9, "height": 10, "batch_size": 1, "color": 5}
+    assert prompt["4"]["inputs"] == {"width": 64}
+    assert any("EmptyLatentImage" in w and "height" in w for w in out["warnings"])
+
+
 def test_muted_source_leaves_input_out(server):
     wf = {"nodes": [node(1, "EmptyImage", [64, 64, 1, 0], outputs=[("IMAGE", "IMAGE", [1])], mode=2),
                     node(2, "PreviewImage", inputs=[("images", "IMAGE", 1, False)])],
