@@ -8,7 +8,7 @@ import os
 import blake3
 import orjson
 
-from .conftest import blobs, upload
+from plugins.assets.tests.conftest import blobs, upload
 
 
 def h(data: bytes) -> str:

@@ -15,7 +15,7 @@ import pytest
 
 from comfy_kernel.testing import ServerProcess
 
-from .conftest import upload
+from plugins.assets.tests.conftest import upload
 
 
 class _Handler(http.server.SimpleHTTPRequestHandler):
