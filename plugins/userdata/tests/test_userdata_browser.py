@@ -93,7 +93,7 @@ def app_server(tmp_path):
     # The assets plugin serves its API at the bare path /assets/... too, which
     # shadows the web app's own /assets/ folder; leave it out until it is
     # served under /api only.
-    with ServerProcess(base, "--disable-plugins", "assets") as srv:
+    with ServerProcess(base) as srv:
         yield srv
 
 
@@ -156,7 +156,7 @@ def test_frontend_boots_and_keeps_userdata(app_server):
 
 def test_fresh_user_gets_the_templates_dialog(tmp_path):
     """With no settings the app opens the Templates dialog, fed by the templates package."""
-    with ServerProcess(tmp_path / "fresh", "--disable-plugins", "assets") as srv, Browser() as browser:
+    with ServerProcess(tmp_path / "fresh") as srv, Browser() as browser:
         browser.navigate(srv.url + "/")
         boot(browser, srv.url)
         dialog = "document.querySelector('[data-dialog-key=global-workflow-template-selector]')"
@@ -180,7 +180,7 @@ def test_fresh_user_gets_the_templates_dialog(tmp_path):
 def test_multi_user_sign_up_and_per_user_settings(tmp_path):
     """--multi-user: the user-select page creates a user whose settings live in its own folder."""
     base = tmp_path / "multi"
-    with ServerProcess(base, "--disable-plugins", "assets", "--multi-user") as srv, Browser() as browser:
+    with ServerProcess(base, "--multi-user") as srv, Browser() as browser:
         browser.navigate(srv.url + "/")
         browser.wait_for("!!document.querySelector('#new-user-input')", 60)
         browser.eval("""(() => {
@@ -253,7 +253,7 @@ def test_queue_from_the_ui_shows_the_image(tmp_path):
     with open(os.path.join(REFERENCE, "workflows", "txt2img.json")) as f:
         workflow = json.load(f)
 
-    with ServerProcess(base, "--disable-plugins", "assets") as srv, Browser() as browser:
+    with ServerProcess(base) as srv, Browser() as browser:
         browser.navigate(srv.url + "/")
         boot(browser, srv.url)
         browser.eval(f"window.app.loadApiJson({json.dumps(workflow)}, 'txt2img.json')")
