@@ -291,22 +291,32 @@ class Converter:
 
     def _bypass(self, ctx: Context, node: dict[str, Any], slot: int, link_type: Any,
                 seen: set[tuple[int, str]]) -> tuple | None:
-        """A bypassed node's output ``slot`` passes through its input of the same type."""
+        """A bypassed node's output ``slot`` passes through one of its inputs, chosen as the frontend does.
+
+        The input is picked by type first (same slot if it fits, else the
+        first input of the link's type, else the first compatible one); an
+        unlinked pick means the value is absent, not that another input is tried.
+        """
         outputs = node.get("outputs") or []
-        wanted = (outputs[slot].get("type") if slot < len(outputs) and isinstance(outputs[slot], dict)
-                  else None) or link_type
-        inputs = [i for i in node.get("inputs") or [] if isinstance(i, dict)]
-
-        def matches(candidate: dict[str, Any]) -> bool:
-            return candidate.get("link") is not None and (
-                wanted in (None, "*") or candidate.get("type") in (wanted, "*"))
-
-        if slot < len(inputs) and matches(inputs[slot]):
-            return self._resolve_link(ctx, inputs[slot]["link"], seen)
-        for candidate in inputs:
-            if matches(candidate):
-                return self._resolve_link(ctx, candidate["link"], seen)
-        return None
+        output_type = outputs[slot].get("type") if slot < len(outputs) and isinstance(outputs[slot], dict) else None
+        inputs = [i if isinstance(i, dict) else {} for i in node.get("inputs") or []]
+        if not inputs:
+            return None
+        if link_type in (None, "", "*"):
+            index = slot if len(inputs) > slot else 0
+        elif slot < len(inputs) and compatible(inputs[slot].get("type"), output_type) and \
+                compatible(inputs[slot].get("type"), link_type):
+            index = slot
+        else:
+            exact = [n for n, i in enumerate(inputs) if i.get("type") == link_type]
+            loose = [n for n, i in enumerate(inputs)
+                     if compatible(i.get("type"), output_type) and compatible(i.get("type"), link_type)]
+            candidates = exact or loose
+            if not candidates:
+                return None
+            index = candidates[0]
+        link = inputs[index].get("link")
+        return self._resolve_link(ctx, link, seen) if link is not None else None
 
     def _resolve_subgraph_input(self, ctx: Context, index: int, seen: set[tuple[int, str]]) -> tuple | None:
         """What feeds subgraph input ``index``: the instance's link, else the instance's widget value."""
@@ -358,6 +368,14 @@ class Converter:
                 if widget in values:
                     return ("value", values[widget])
         return None
+
+
+def compatible(a: Any, b: Any) -> bool:
+    """Litegraph's connection rule: wildcards match anything, lists (``"A,B"``) match any member."""
+    if a in (None, "", "*", 0) or b in (None, "", "*", 0) or a == b:
+        return True
+    left, right = str(a).lower().split(","), str(b).lower().split(",")
+    return any(x in right for x in left)
 
 
 def convert_workflow(workflow: dict[str, Any], object_info: dict[str, Any]) -> Result:

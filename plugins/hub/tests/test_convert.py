@@ -106,6 +106,20 @@ def test_widget_value_details(server):
     assert any("EmptyLatentImage" in w and "height" in w for w in out["warnings"])
 
 
+def test_bypass_picks_the_input_by_type(server):
+    """Output 0 (LATENT) of a bypassed node whose slot 0 is a MASK passes its LATENT input through."""
+    wf = {"nodes": [
+        node(1, "EmptyLatentImage", [64, 64, 1], outputs=[("LATENT", "LATENT", [1])]),
+        node(2, "LoadImageMask", ["m.png", "alpha", "image"], outputs=[("MASK", "MASK", [2])]),
+        node(3, "SetLatentNoiseMask", inputs=[("mask", "MASK", 2, False), ("samples", "LATENT", 1, False)],
+             outputs=[("LATENT", "LATENT", [3])], mode=4),
+        node(4, "RepeatLatentBatch", [2], inputs=[("samples", "LATENT", 3, False)]),
+    ], "links": [[1, 1, 0, 3, 1, "LATENT"], [2, 2, 0, 3, 0, "MASK"], [3, 3, 0, 4, 0, "LATENT"]]}
+    prompt = convert(server, wf)["prompt"]
+    assert prompt["4"]["inputs"] == {"amount": 2, "samples": ["1", 0]}
+    assert prompt["2"]["inputs"] == {"image": "m.png", "channel": "alpha"}
+
+
 def test_muted_source_leaves_input_out(server):
     wf = {"nodes": [node(1, "EmptyImage", [64, 64, 1, 0], outputs=[("IMAGE", "IMAGE", [1])], mode=2),
                     node(2, "PreviewImage", inputs=[("images", "IMAGE", 1, False)])],
