@@ -39,6 +39,7 @@ class MultiUser:
         self.limiter = RateLimiter(self.settings.rate_limit, self.settings.max_failures, self.settings.lockout)
         self.keys: SigningKeys | None = None
         self.secret_box: SecretBox | None = None
+        self.ownership: Any = None
         #: WebSocket client ids -> owner key of whoever first connected with them.
         self.client_owners: dict[str, str] = {}
         #: Lazily compiled route patterns (see enforcement.RoutePolicy).

@@ -34,6 +34,7 @@ from comfy_kernel.http import HTTPError
 from comfy_kernel.identity import Identity
 
 from .context import FULL_SCOPES, MultiUser, fail, same
+from .outputs import check_view
 from .store import digest, now
 from .tokens import verify_access_token, verify_api_key
 
@@ -72,7 +73,7 @@ FOREIGN_BEARER = {"/api/auth/token"}
 
 #: Areas only administrators may use: installing code, reading server logs, user administration.
 ADMIN_PREFIXES = ("/manager/", "/customnode/", "/snapshot/", "/externalmodel/", "/comfyui_manager/",
-                  "/v2/customnode/", "/v2/manager/", "/internal/logs", "/admin/")
+                  "/v2/customnode/", "/v2/manager/", "/internal/logs", "/internal/files/", "/admin/")
 
 WORKSPACE_HEADER = "comfy-workspace"
 MAX_CLIENT_IDS = 100_000
@@ -211,6 +212,8 @@ def resolve(mu: MultiUser, conn: HTTPConnection) -> Identity | None:
         raise fail(403, "forbidden", "Administrator role required")
     if is_ws:
         claim_client_id(mu, conn, identity)
+    else:
+        check_view(mu, conn, identity)
     return identity
 
 

@@ -14,7 +14,7 @@ from starlette.middleware import Middleware
 
 from comfy_kernel import hookimpl
 
-from . import audit, config, enforcement, sessions, tokens, users
+from . import audit, config, enforcement, outputs, sessions, tokens, users
 from .context import state
 
 log = logging.getLogger(__name__)
@@ -65,7 +65,9 @@ def _optional(name: str) -> Any:
 @hookimpl
 def ck_middleware(kernel: Any) -> list[Any]:
     mu = state(kernel)
-    return [Middleware(enforcement.LoginRedirect, mu=mu)] if mu.enabled else []
+    if not mu.enabled:
+        return []
+    return [Middleware(enforcement.LoginRedirect, mu=mu), Middleware(outputs.UploadRecorder, mu=mu)]
 
 
 @hookimpl
@@ -78,6 +80,9 @@ async def ck_startup(kernel: Any) -> None:
         if secrets_module is not None and mu.settings.secrets_key:
             mu.secret_box = secrets_module.SecretBox(mu.settings.secrets_key)
         await mu.store.open()
+        mu.ownership = outputs.Ownership(mu)
+        await mu.ownership.open()
+        _STATES.append(mu)
         mu.keys = tokens.SigningKeys(mu)
         await mu.keys.load()
         mu.started = not mu.broken
@@ -97,6 +102,8 @@ async def ck_shutdown(kernel: Any) -> None:
     mu = kernel.state.get("multiuser")
     if mu is not None and mu.enabled:
         mu.started = False
+        if mu in _STATES:
+            _STATES.remove(mu)
         await mu.store.close()
 
 
@@ -112,6 +119,35 @@ def ck_resolve_identity(request: Any, kernel: Any) -> Any:
 def ck_feature_flags(kernel: Any) -> dict[str, Any]:
     mu = kernel.state.get("multiuser")
     return {"auth": True} if mu is not None and getattr(mu, "enabled", False) else {}
+
+
+@hookimpl
+def ck_node_executed(event: dict[str, Any]) -> None:
+    _record_outputs(event, "output")
+
+
+@hookimpl
+def ck_prompt_finished(event: dict[str, Any]) -> None:
+    _record_outputs(event, "outputs")
+
+
+def _record_outputs(event: dict[str, Any], field: str) -> None:
+    """Remember which owner each reported output file belongs to (see outputs.py)."""
+    for mu in _enabled_states():
+        try:
+            if mu.ownership is not None:
+                mu.ownership.record(event.get("owner"), event.get(field))
+        except Exception:
+            # Never raise from a hook the kernel calls with call_each: it would drop the plugin.
+            log.exception("multiuser: could not record output ownership")
+
+
+def _enabled_states() -> list[Any]:
+    """Observer hooks get no kernel argument; the running servers' states are registered here."""
+    return [mu for mu in _STATES if mu.enabled and mu.started]
+
+
+_STATES: list[Any] = []
 
 
 @hookimpl

@@ -93,3 +93,49 @@ def test_userdata_and_settings_are_private(auth: AuthServer):
     assert alice.post("/api/settings/Comfy.Private", json="alice").status_code == 200
     assert bob.get("/api/settings/Comfy.Private").json() is None
     assert alice.get("/api/settings/Comfy.Private").json() == "alice"
+
+
+def _wait_history(user, prompt_id: str) -> dict:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        entry = user.get(f"/api/history/{prompt_id}").json()
+        if prompt_id in entry:
+            return entry[prompt_id]
+        time.sleep(0.2)
+    pytest.fail("the prompt did not finish")
+
+
+def test_output_files_are_served_to_their_owners_only(auth: AuthServer):
+    nodes = auth.admin.get("/api/object_info").json()
+    if "/api/prompt" not in _paths(auth) or not {"EmptyImage", "SaveImage"} <= set(nodes):
+        pytest.skip("needs the executor and the core image nodes")
+    alice, bob = auth.new_user(), auth.new_user()
+    prompt = {"1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 255}},
+              "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "private"}}}
+    queued = alice.post("/api/prompt", json={"prompt": prompt})
+    assert queued.status_code == 200, queued.text
+    entry = _wait_history(alice, queued.json()["prompt_id"])
+    image = entry["outputs"]["2"]["images"][0]
+    params = {"filename": image["filename"], "subfolder": image["subfolder"], "type": image["type"]}
+    assert alice.get("/api/view", params=params).status_code == 200
+    assert alice.get("/view", params=params).status_code == 200
+    assert bob.get("/api/view", params=params).status_code == 404
+    assert bob.get("/api/view", params={**params, "filename": f"{image['filename']} [output]", "type": "input"}
+                   ).status_code == 404
+    assert auth.admin.get("/api/view", params=params).status_code == 200
+    assert bob.get("/internal/files/output").status_code == 403
+
+
+def test_uploads_to_output_belong_to_the_uploader(auth: AuthServer):
+    alice, bob = auth.new_user(), auth.new_user()
+    png = bytes.fromhex("89504e470d0a1a0a0000000d4948445200000001000000010806000000"
+                        "1f15c4890000000d49444154789c6360000002000154a24f5d0000000049454e44ae426082")
+    name = f"{uuid.uuid4().hex}.png"
+    r = alice.post("/api/upload/image", files={"image": (name, png, "image/png")}, data={"type": "output"})
+    assert r.status_code == 200, r.text
+    params = {"filename": r.json()["name"], "subfolder": r.json()["subfolder"], "type": "output"}
+    assert alice.get("/api/view", params=params).status_code == 200
+    assert bob.get("/api/view", params=params).status_code == 404
+    shared = alice.post("/api/upload/image", files={"image": ("in-" + name, png, "image/png")})
+    assert shared.status_code == 200
+    assert bob.get("/api/view", params={"filename": shared.json()["name"], "type": "input"}).status_code == 200
