@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import re
+import sqlite3
 import urllib.parse
 from typing import TYPE_CHECKING, Any
 
@@ -211,9 +212,14 @@ async def tracked_file_workflow(request: Request, store: HubStore, file: str) ->
     record = await store.workflow_for_file(owner, file)
     if record is None:
         name = os.path.splitext(file.rsplit("/", 1)[-1])[0] or file
-        return await store.create_workflow(owner=owner, created_by=identity(request).user_id, name=name,
-                                           description="", default_view="workflow", workflow_json=content,
-                                           source_file=file)
+        try:
+            return await store.create_workflow(owner=owner, created_by=identity(request).user_id, name=name,
+                                               description="", default_view="workflow", workflow_json=content,
+                                               source_file=file)
+        except sqlite3.IntegrityError:  # a concurrent first publish of the same file created it
+            record = await store.workflow_for_file(owner, file)
+            if record is None:
+                raise
     latest = await store.get_version(record["id"])
     if load(latest["workflow_json"]) != content:
         await store.add_version(record["id"], None, content, identity(request).user_id)

@@ -186,3 +186,28 @@ def test_import_published_assets_into_own_library(server, people):
     assert server.post(f"/api/workflows/published/{share}/import", json={"published_asset_ids": ["x"]},
                        headers=carol).status_code == 400
     assert server.post("/api/workflows/published/nope/import", json={}, headers=carol).status_code == 404
+
+
+def test_concurrent_first_publishes_share_one_workflow(server, people):
+    import threading
+
+    import httpx
+
+    alice, _ = people
+    save_userdata(server, alice, "workflows/race.json", b'{"nodes": [], "links": []}')
+    barrier = threading.Barrier(4)
+    answers: list[httpx.Response] = []
+
+    def publish() -> None:
+        with httpx.Client(base_url=server.url, timeout=60) as client:
+            barrier.wait()
+            answers.append(client.post(publish_url("workflows/race.json"), json={"asset_ids": []}, headers=alice))
+
+    threads = [threading.Thread(target=publish) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [r.status_code for r in answers] == [200] * 4, [r.text for r in answers]
+    assert len({r.json()["share_id"] for r in answers}) == 1
+    assert len({r.json()["workflow_id"] for r in answers}) == 1
