@@ -8,7 +8,8 @@ be queued by id there. The rules follow what the frontend sends:
   (``INT``, ``FLOAT``, ``STRING``, ``BOOLEAN``, ``COMBO`` and option lists,
   not ``forceInput`` ones). The extra value a ``control_after_generate``
   widget stores after its number/combo, and the upload button's value after
-  an ``image_upload``-style combo, are skipped.
+  an ``image_upload``-style combo, are skipped. ``dynamicPrompts`` text
+  widgets get their ``{a|b}`` choices made and comments removed.
 * A link becomes ``[source node id, output slot]``. Reroutes are followed
   to their source; a ``PrimitiveNode`` source becomes its value.
 * Muted nodes (mode 2) are left out and their outputs are absent. Bypassed
@@ -27,6 +28,8 @@ published workflow and queue it with ``POST /api/prompt``.
 
 from __future__ import annotations
 
+import random
+import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -47,7 +50,7 @@ MUTED, BYPASSED = 2, 4
 SUBGRAPH_INPUT_NODE, SUBGRAPH_OUTPUT_NODE = -10, -20
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 CONTROL_VALUES = {"fixed", "increment", "decrement", "randomize"}
-UPLOAD_VALUES = {"image", "video", "audio", "file", None, ""}
+UPLOAD_VALUES = {"image", "video", "audio", "mesh", "file", None, ""}
 # Frontend-only nodes: never sent to the server.
 VIRTUAL_NODES = {"Note", "MarkdownNote", "Reroute", "PrimitiveNode", "Label (rgthree)"}
 
@@ -132,6 +135,56 @@ def widget_inputs(info: dict[str, Any], *, with_forced: bool = False) -> list[tu
     return out
 
 
+_COMMENTS = re.compile(r"/\*[\s\S]*?\*/|//[^\n]*")
+_ESCAPED = re.compile(r"\\([{}|])")
+
+
+def dynamic_prompt(text: str, rng: random.Random) -> str:
+    """Expand ``{a|b|c}`` choices (nested, ``\\`` escapes) and drop ``//`` and ``/* */`` comments.
+
+    The frontend does this to text widgets whose spec says
+    ``dynamicPrompts`` when it queues; a workflow queued by id gets the same.
+    """
+    text = _COMMENTS.sub("", text)
+    return _ESCAPED.sub(r"\1", _expand(text, rng))
+
+
+def _expand(text: str, rng: random.Random) -> str:
+    out: list[str] = []
+    i = 0
+    while i < len(text):
+        char = text[i]
+        if char == "\\" and i + 1 < len(text):
+            out.append(text[i:i + 2])
+            i += 2
+        elif char == "{":
+            choices, current, depth, i = [], [], 0, i + 1
+            while i < len(text):
+                c = text[i]
+                if c == "\\" and i + 1 < len(text):
+                    current.append(text[i:i + 2])
+                    i += 2
+                    continue
+                i += 1
+                if c == "{":
+                    depth += 1
+                elif c == "}":
+                    if depth == 0:
+                        break
+                    depth -= 1
+                elif c == "|" and depth == 0:
+                    choices.append("".join(current))
+                    current = []
+                    continue
+                current.append(c)
+            choices.append("".join(current))
+            out.append(_expand(rng.choice(choices), rng))
+        else:
+            out.append(char)
+            i += 1
+    return "".join(out)
+
+
 def consume_widget_values(values: list[Any], widgets: list[tuple[str, Any, dict[str, Any]]]
                           ) -> tuple[dict[str, Any], int, list[str]]:
     """Map positional ``widgets_values`` onto widget inputs.
@@ -168,8 +221,9 @@ def consume_widget_values(values: list[Any], widgets: list[tuple[str, Any, dict[
 class Converter:
     """Converts one UI-format workflow with the given ``/object_info`` data."""
 
-    def __init__(self, object_info: dict[str, Any]):
+    def __init__(self, object_info: dict[str, Any], rng: random.Random | None = None):
         self.info = object_info
+        self.rng = rng or random.Random()
 
     def convert(self, workflow: dict[str, Any]) -> Result:
         if not isinstance(workflow, dict):
@@ -237,6 +291,9 @@ class Converter:
         if report and missing:
             self.result.warnings.append(f"node {node.get('id')} ({node.get('type')}): no widget value for "
                                         f"{', '.join(missing)}")
+        for name, kind, options in widgets:
+            if kind == "STRING" and options.get("dynamicPrompts") and isinstance(out.get(name), str):
+                out[name] = dynamic_prompt(out[name], self.rng)
         if report and used < len(values):
             self.result.warnings.append(f"node {node.get('id')} ({node.get('type')}): {len(values) - used} widget "
                                         "value(s) left over")

@@ -95,6 +95,7 @@ def test_widget_value_details(server):
         node(2, "LoadImage", ["cat.png", "image"]),
         node(3, "EmptyImage", {"width": 9, "height": 10, "batch_size": 1, "color": 5}),
         node(4, "EmptyLatentImage", [64]),
+        node(5, "CLIPTextEncode", ["a {red|red} cat /* hidden */on {a {mat|mat}|a {mat|mat}} \\{kept\\} // gone"]),
     ], "links": []}
     out = convert(server, wf)
     prompt = out["prompt"]
@@ -103,6 +104,7 @@ def test_widget_value_details(server):
     assert prompt["2"]["inputs"] == {"image": "cat.png"}
     assert prompt["3"]["inputs"] == {"width": 9, "height": 10, "batch_size": 1, "color": 5}
     assert prompt["4"]["inputs"] == {"width": 64}
+    assert prompt["5"]["inputs"] == {"text": "a red cat on a mat {kept} "}  # dynamic prompt, as the frontend
     assert any("EmptyLatentImage" in w and "height" in w for w in out["warnings"])
 
 
