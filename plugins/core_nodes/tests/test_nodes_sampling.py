@@ -118,3 +118,24 @@ def test_encode_variants(models, reference_outputs):
     assert inpaint["samples"].shape == (1, 4, 8, 8) and inpaint["noise_mask"].shape == (1, 1, 64, 64)
     grown = inpaint["noise_mask"][0, 0]
     assert grown[14, 14] == 1 and grown[13, 13] == 0 and grown[34, 34] == 1 and grown[35, 35] == 0
+
+
+def test_advanced_split_run_and_combined_conditioning_match_the_plain_run(models):
+    model, clip, _ = models
+    (positive,) = conditioning.CLIPTextEncode().encode(clip, "a photo of a cat")
+    (negative,) = conditioning.CLIPTextEncode().encode(clip, "blurry")
+    (empty,) = latent.EmptyLatentImage().generate(64, 64, 1)
+    (full,) = ksampler.KSampler().sample(model, 7, 4, 5.0, "euler", "normal", positive, negative, empty)
+
+    adv = ksampler.KSamplerAdvanced()
+    (half,) = adv.sample(model, "enable", 7, 4, 5.0, "euler", "normal", positive, negative, empty, 0, 2, "enable")
+    (rest,) = adv.sample(model, "disable", 7, 4, 5.0, "euler", "normal", positive, negative, half, 2, 10000, "disable")
+    assert (rest["samples"] - full["samples"]).abs().max() <= 1e-4 * full["samples"].abs().max()
+
+    # Two identical entries blend to the same prediction: the composite path agrees with the plain one.
+    (twice,) = conditioning.ConditioningCombine().combine(positive, positive)
+    (combined,) = ksampler.KSampler().sample(model, 7, 4, 5.0, "euler", "normal", twice, negative, empty)
+    assert (combined["samples"] - full["samples"]).abs().max() <= 1e-3 * full["samples"].abs().max()
+    (area,) = conditioning.ConditioningSetArea().append(positive, 64, 64, 0, 0, 1.0)
+    (masked,) = ksampler.KSampler().sample(model, 7, 4, 5.0, "euler", "normal", area, negative, empty)
+    assert (masked["samples"] - full["samples"]).abs().max() <= 1e-3 * full["samples"].abs().max()
