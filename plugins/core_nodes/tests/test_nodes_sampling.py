@@ -139,3 +139,39 @@ def test_advanced_split_run_and_combined_conditioning_match_the_plain_run(models
     (area,) = conditioning.ConditioningSetArea().append(positive, 64, 64, 0, 0, 1.0)
     (masked,) = ksampler.KSampler().sample(model, 7, 4, 5.0, "euler", "normal", area, negative, empty)
     assert (masked["samples"] - full["samples"]).abs().max() <= 1e-3 * full["samples"].abs().max()
+
+
+def test_standalone_loaders_find_the_parts_of_a_checkpoint_file(models, sd15_tiny_checkpoint):
+    from comfy_kernel_core_nodes.nodes import context
+
+    model, clip, vae_ref = models
+    base = Path(context.folders().dirs.base)
+    for sub in ("vae", "text_encoders", "diffusion_models"):
+        (base / "models" / sub).mkdir(parents=True, exist_ok=True)
+        target = base / "models" / sub / "parts.safetensors"
+        if not target.exists():
+            target.hardlink_to(sd15_tiny_checkpoint)
+    (v,) = loaders.VAELoader().load_vae("parts.safetensors")
+    (c,) = loaders.CLIPLoader().load_clip("parts.safetensors", "stable_diffusion")
+    (u,) = loaders.UNETLoader().load_unet("parts.safetensors", "default")
+    assert (v.prefix, c.prefix, u.prefix) == (vae_ref.prefix, clip.prefix, model.prefix)
+    with pytest.raises(ValueError, match="only stable_diffusion"):
+        loaders.CLIPLoader().load_clip("parts.safetensors", "sd3")
+
+
+def test_textual_inversion_embedding_from_the_embeddings_folder(models):
+    from safetensors.torch import save_file
+
+    from comfy_kernel_core_nodes.nodes import context
+    from comfy_kernel_core_nodes.sd.tokenizer import default_tokenizer
+
+    _, clip, _ = models
+    (cat_id,) = default_tokenizer().encode("cat")
+    with clip.use() as text_model:
+        vector = text_model.embeddings.token_embedding.weight[cat_id].float().clone()
+    folder = Path(context.folders().paths("embeddings")[0])
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file({"emb_params": vector[None]}, str(folder / "catvec.safetensors"))
+    (plain,) = conditioning.CLIPTextEncode().encode(clip, "a photo of a cat")
+    (embedded,) = conditioning.CLIPTextEncode().encode(clip, "a photo of a embedding:catvec")
+    assert (embedded[0][0] - plain[0][0]).abs().max() <= 1e-5
