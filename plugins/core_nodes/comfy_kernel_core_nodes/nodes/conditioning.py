@@ -47,6 +47,15 @@ def _embeddings_stamp(directory: str | None) -> float | None:
         return None
 
 
+def _file_stamp(path: str) -> tuple[int, int] | None:
+    """(mtime, size) of the weights file, so a replaced file never serves stale encodings."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size)
+
+
 def encode_text(clip: Any, text: str) -> Conditioning:
     """CONDITIONING of one prompt, reusing a cached encoding of the same text by the same encoder."""
     from ..sd.clip_text import encode_chunks
@@ -54,7 +63,7 @@ def encode_text(clip: Any, text: str) -> Conditioning:
 
     embedding_dir = _embedding_dir()
     stamp = _embeddings_stamp(embedding_dir) if EMBEDDING_PREFIX in text else None
-    key = (clip._key(), clip.layer_idx, text, embedding_dir, stamp)
+    key = (clip._key(), _file_stamp(clip.path), clip.layer_idx, text, embedding_dir, stamp)
     with _ENCODE_LOCK:
         hit = _ENCODE_CACHE.get(key)
         if hit is not None:
