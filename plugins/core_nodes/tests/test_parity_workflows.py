@@ -65,6 +65,7 @@ def test_workflow_matches_comfyui(parity_client, reference_outputs, workflow):
         assert ours.shape == theirs.shape
         diff = np.abs(ours - theirs)
         differing = float((diff > 0).mean())
+        print(f"{workflow}/{item['filename']}: max diff {diff.max()}, {differing:.4%} of values differ")
         assert diff.max() <= MAX_DIFF and differing <= MAX_DIFFERING, (
             f"{workflow}/{item['filename']}: max diff {diff.max()}, {differing:.4%} of values differ")
         # The file carries the posted prompt as its `prompt` text chunk, in Python's default JSON format.
