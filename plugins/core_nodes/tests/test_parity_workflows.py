@@ -82,3 +82,47 @@ def test_object_info_through_the_server(parity_client):
     assert ks["input_order"]["required"][:2] == ["model", "seed"] and "euler" in ks["input"]["required"]["sampler_name"][0]
     assert parity_client.server.get("/object_info/LoadImage").json()["LoadImage"]["input"]["required"]["image"][0] == [
         "ref_input_64.png"]
+
+
+def test_other_core_nodes_through_the_server(parity_client):
+    """A graph through most non-reference nodes runs in the server, and the small utility graphs too."""
+    ckpt = {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "sd15-tiny-seed0.safetensors"}}
+    prompt = {
+        "1": ckpt,
+        "2": {"class_type": "CLIPSetLastLayer", "inputs": {"clip": ["1", 1], "stop_at_clip_layer": -2}},
+        "3": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["2", 0], "text": "a (red:1.2) ball"}},
+        "4": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["2", 0], "text": "blurry"}},
+        "5": {"class_type": "ConditioningSetArea", "inputs": {"conditioning": ["3", 0], "width": 64, "height": 64,
+                                                              "x": 0, "y": 0, "strength": 1.0}},
+        "6": {"class_type": "ConditioningCombine", "inputs": {"conditioning_1": ["5", 0], "conditioning_2": ["4", 0]}},
+        "7": {"class_type": "LoadImage", "inputs": {"image": "ref_input_64.png"}},
+        "8": {"class_type": "ImagePadForOutpaint", "inputs": {"image": ["7", 0], "left": 8, "top": 0, "right": 8,
+                                                              "bottom": 0, "feathering": 8}},
+        "9": {"class_type": "ImageScale", "inputs": {"image": ["8", 0], "upscale_method": "bilinear", "width": 64,
+                                                     "height": 64, "crop": "center"}},
+        "10": {"class_type": "LoadImageMask", "inputs": {"image": "ref_input_64.png", "channel": "red"}},
+        "11": {"class_type": "VAEEncodeForInpaint", "inputs": {"pixels": ["9", 0], "vae": ["1", 2],
+                                                               "mask": ["10", 0], "grow_mask_by": 6}},
+        "12": {"class_type": "RepeatLatentBatch", "inputs": {"samples": ["11", 0], "amount": 2}},
+        "13": {"class_type": "LatentFromBatch", "inputs": {"samples": ["12", 0], "batch_index": 1, "length": 1}},
+        "14": {"class_type": "KSamplerAdvanced", "inputs": {
+            "model": ["1", 0], "add_noise": "enable", "noise_seed": 3, "steps": 3, "cfg": 4.0,
+            "sampler_name": "dpmpp_2m", "scheduler": "karras", "positive": ["6", 0], "negative": ["4", 0],
+            "latent_image": ["13", 0], "start_at_step": 0, "end_at_step": 10000,
+            "return_with_leftover_noise": "disable"}},
+        "15": {"class_type": "VAEDecodeTiled", "inputs": {"samples": ["14", 0], "vae": ["1", 2], "tile_size": 512,
+                                                          "overlap": 64, "temporal_size": 64, "temporal_overlap": 8}},
+        "16": {"class_type": "ImageInvert", "inputs": {"image": ["15", 0]}},
+        "17": {"class_type": "PreviewImage", "inputs": {"images": ["16", 0]}},
+        "18": {"class_type": "PrimitiveInt", "inputs": {"value": 41}},
+        "19": {"class_type": "PreviewAny", "inputs": {"source": ["18", 0]}},
+    }
+    _, messages = parity_client.run(prompt, extra_data={"extra_pnginfo": {"workflow": {"nodes": []}}})
+    images = parity_client.images(messages)
+    assert len(images) == 1 and images[0][0]["type"] == "temp"
+    png = Image.open(io.BytesIO(images[0][1]))
+    assert png.size == (64, 64) and png.text["workflow"] == '{"nodes": []}'
+    texts = [d["output"] for _, kind, d in messages if kind == "executed" and d.get("node") == "19"]
+    assert texts == [{"text": ["41"]}]
+    steps = [d["value"] for _, kind, d in messages if kind == "progress" and d.get("node") == "14"]
+    assert steps == [1, 2, 3]
