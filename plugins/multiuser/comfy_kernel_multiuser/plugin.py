@@ -14,7 +14,7 @@ from starlette.middleware import Middleware
 
 from comfy_kernel import hookimpl
 
-from . import audit, config, enforcement, outputs, sessions, tokens, users
+from . import audit, config, enforcement, interrupts, outputs, sessions, tokens, users
 from .context import state
 
 log = logging.getLogger(__name__)
@@ -67,7 +67,8 @@ def ck_middleware(kernel: Any) -> list[Any]:
     mu = state(kernel)
     if not mu.enabled:
         return []
-    return [Middleware(enforcement.LoginRedirect, mu=mu), Middleware(outputs.UploadRecorder, mu=mu)]
+    return [Middleware(enforcement.LoginRedirect, mu=mu), Middleware(outputs.UploadRecorder, mu=mu),
+            Middleware(interrupts.InterruptGuard, mu=mu)]
 
 
 @hookimpl
