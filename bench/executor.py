@@ -249,7 +249,7 @@ def main() -> None:
     line("trivial primitive, latency median (ms)", res["prim_latency_ms"], tp["closed_loop_latency_ms"]["median"],
          "ms", False)
     line("trivial primitive, burst (prompts/s)", res["prim_burst"], tp["burst_prompts_per_s"], "/s", True)
-    for n, (total, post) in res["chain"].items():
+    for n, (total, _post) in res["chain"].items():
         theirs = ref["chain"].get(str(n), {}).get("post_to_success_ms_median")
         line(f"chain N={n}, POST->success (ms)", total, theirs, "ms", False)
     per_node = {}

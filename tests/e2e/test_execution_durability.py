@@ -6,8 +6,9 @@ import time
 
 import pytest
 
-from .execution_helpers import install_pack
 from comfy_kernel.testing import ServerProcess
+
+from .execution_helpers import install_pack
 
 
 def sleeper(value: int, seconds: float) -> dict:

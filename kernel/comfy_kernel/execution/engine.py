@@ -31,8 +31,14 @@ from collections.abc import Callable
 from typing import Any
 
 from ..nodes.graph_utils import ExecutionBlocker, GraphBuilder, is_link
-from ..progress import (ExecutionContext, InterruptProcessingException, RunState, _executing,
-                        set_current_run, throw_exception_if_processing_interrupted)
+from ..progress import (
+    ExecutionContext,
+    InterruptProcessingException,
+    RunState,
+    _executing,
+    set_current_run,
+    throw_exception_if_processing_interrupted,
+)
 from .caching import CacheEntry, ObjectCache, OutputCache, Signatures, make_cache
 from .graph import DependencyCycleError, DynamicPrompt, ExecutionList, NodeInputError
 from .nodeclass import NodeDef, NodeDefs

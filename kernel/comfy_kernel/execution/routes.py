@@ -21,7 +21,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ..http import HTTPError, JSON_TYPE, empty, json_response
+from ..http import JSON_TYPE, HTTPError, empty, json_response
 from ..routing import RouteTable
 from .store import strip_sensitive
 from .validation import validate_prompt
@@ -197,7 +197,7 @@ def register(table: RouteTable, kernel: Any) -> None:
             if queued.owner == owner:
                 jobs.append({"id": queued.prompt_id, "status": "pending", "create_time": queued.created,
                              "_number": queued.number})
-        for pid, status, blob, created, started, ended, count in await ex.store.history_rows(owner):
+        for pid, _status, blob, created, started, ended, count in await ex.store.history_rows(owner):
             entry = orjson.loads(blob)
             job = {"id": pid, "status": _job_status(entry), "create_time": created,
                    "execution_start_time": started, "execution_end_time": ended, "outputs_count": count}

@@ -14,7 +14,6 @@ import blake3
 import pytest
 
 from comfy_kernel.testing import ServerProcess
-
 from plugins.assets.tests.conftest import upload
 
 

@@ -8,7 +8,7 @@ import copy
 
 import pytest
 
-from comfy_kernel.execution.caching import LRUOutputCache, CacheEntry, OutputCache, Signatures
+from comfy_kernel.execution.caching import CacheEntry, LRUOutputCache, OutputCache, Signatures
 from comfy_kernel.execution.graph import DynamicPrompt, ExecutionList
 from comfy_kernel.execution.nodeclass import NodeDefs
 from comfy_kernel.execution.validation import validate_node_input, validate_prompt
