@@ -55,6 +55,7 @@ def checkpoint_path(preset: str, explicit: str | None) -> Path:
 
 
 def prepare_base(base: Path, checkpoint: Path) -> None:
+    """Put the checkpoint into <base>/models/checkpoints under the name the workflow loads."""
     folder = base / "models" / "checkpoints"
     folder.mkdir(parents=True, exist_ok=True)
     try:
