@@ -13,7 +13,8 @@ Beyond "signed in or not" this layer enforces:
   ``--enable-cors-header`` cannot hand another site a user's session;
 * ``read``-only tokens may only use safe methods;
 * administrator-only areas (node-pack installation, server logs, user admin);
-* the workspace a session acts in (``Comfy-Workspace`` header, membership
+* the workspace a session acts in (``Comfy-Workspace`` header, else the one
+  chosen with ``PUT /api/auth/session``, else the personal one; membership
   checked), which becomes ``Identity.workspace_id`` and so the owner key of
   queue, history and assets;
 * WebSocket ``clientId`` ownership: a client id belongs to the first owner
@@ -139,8 +140,9 @@ def session_identity(mu: MultiUser, conn: HTTPConnection, token: str, method: st
         return None
     hashed = digest(token)
     row = mu.store.read_one(
-        "SELECT s.token_hash, s.csrf_token, s.expires_at, u.id, u.is_admin, u.disabled, u.username, "
-        "u.personal_workspace_id FROM mu_sessions s JOIN mu_users u ON u.id=s.user_id WHERE s.token_hash=?",
+        "SELECT s.token_hash, s.csrf_token, s.expires_at, s.workspace_id, u.id, u.is_admin, u.disabled, "
+        "u.username, u.personal_workspace_id FROM mu_sessions s JOIN mu_users u ON u.id=s.user_id "
+        "WHERE s.token_hash=?",
         (hashed,))
     if row is None or not same(row["token_hash"], hashed) or row["expires_at"] <= now() or row["disabled"]:
         return None
@@ -149,8 +151,13 @@ def session_identity(mu: MultiUser, conn: HTTPConnection, token: str, method: st
         if not (same(header, row["csrf_token"]) or _same_origin(conn)):
             raise fail(403, "csrf_failed", "Cookie-authenticated changes need an X-CSRF-Token header "
                        "or a same-origin request")
-    workspace_id = conn.headers.get(WORKSPACE_HEADER) or row["personal_workspace_id"]
+    requested = conn.headers.get(WORKSPACE_HEADER)
+    workspace_id = requested or row["workspace_id"] or row["personal_workspace_id"]
     role = mu.store.membership_sync(workspace_id, row["id"])
+    if role is None and not requested:
+        # The session's chosen workspace is gone (deleted, or the user left): back to the personal one.
+        workspace_id = row["personal_workspace_id"]
+        role = mu.store.membership_sync(workspace_id, row["id"])
     if role is None:
         raise fail(403, "forbidden", "Not a member of that workspace")
     return Identity(user_id=row["id"], workspace_id=workspace_id, authenticated=True,

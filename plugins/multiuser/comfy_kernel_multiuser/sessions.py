@@ -113,6 +113,19 @@ def register(routes: RouteTable, mu: MultiUser) -> None:
                 info.update(csrf_token=row["csrf_token"], expires_at=iso(row["expires_at"]))
         return ok(info)
 
+    @routes.put("/auth/session", api_only=True)
+    async def choose_workspace(request: Request) -> Response:
+        """Switch the workspace a browser session acts in (the frontend cannot send Comfy-Workspace)."""
+        identity = identity_of(request)
+        if not identity.authenticated or auth_method(identity) != "session":
+            raise fail(401, "unauthorized", "Only a signed-in browser session can choose its workspace")
+        workspace_id = (await json_body(request)).get("workspace_id")
+        if not isinstance(workspace_id, str) or await mu.store.membership(workspace_id, identity.user_id) is None:
+            raise fail(404, "not_found", "Workspace not found or not a member")
+        await mu.store.run("UPDATE mu_sessions SET workspace_id=? WHERE token_hash=?",
+                           (workspace_id, identity.extra.get("session")))
+        return ok({"success": True, "workspace_id": workspace_id})
+
     @routes.delete("/auth/session", api_only=True)
     async def delete_session(request: Request) -> Response:
         """Sign out: revoke the session when the request proved it is ours, and clear the cookie."""

@@ -73,6 +73,7 @@ CREATE TABLE IF NOT EXISTS mu_sessions (
     token_hash TEXT PRIMARY KEY,
     user_id TEXT NOT NULL,
     csrf_token TEXT NOT NULL,
+    workspace_id TEXT,
     created_at REAL NOT NULL,
     expires_at REAL NOT NULL,
     address TEXT,

@@ -154,3 +154,19 @@ def test_validation(auth: AuthServer):
     assert user.post("/api/workspaces", json={}).status_code == 422
     assert user.post("/api/workspaces", json={"name": "x" * 101}).status_code == 422
     assert user.get("/api/workspace/members", params={"limit": "0"}).status_code == 422
+
+
+def test_a_browser_session_can_switch_workspace(auth: AuthServer):
+    owner, member = auth.new_user(), auth.new_user()
+    team = _team(auth, owner)
+    _join(auth, owner, team["id"], member)
+    assert member.request("PUT", "/api/auth/session", json={"workspace_id": team["id"]}).json()["success"] is True
+    assert member.get("/api/user").json()["workspace_id"] == team["id"]
+    assert member.get("/api/user", headers={WS: member.workspace_id}).json()["workspace_id"] == member.workspace_id
+    assert member.request("PUT", "/api/auth/session", json={"workspace_id": owner.workspace_id}).status_code == 404
+    key = httpx.Client(base_url=auth.url, headers={"X-API-Key": member.api_key()})
+    assert key.put("/api/auth/session", json={"workspace_id": team["id"]}).status_code == 401
+    key.close()
+    # Removed from the team, the session falls back to the personal workspace.
+    owner.delete(f"/api/workspace/members/{member.id}", headers={WS: team["id"]})
+    assert member.get("/api/user").json()["workspace_id"] == member.workspace_id
