@@ -83,6 +83,7 @@ async def ck_startup(kernel: Any) -> None:
         await mu.store.open()
         mu.ownership = outputs.Ownership(mu)
         await mu.ownership.open()
+        await _forget_expired(mu)
         _STATES.append(mu)
         mu.keys = tokens.SigningKeys(mu)
         await mu.keys.load()
@@ -96,6 +97,21 @@ async def ck_startup(kernel: Any) -> None:
         log.exception("multiuser: start-up failed; every request will be refused")
         mu.started = False
         mu.broken = True
+
+
+async def _forget_expired(mu: Any) -> None:
+    """Drop credentials that can no longer be used, so the tables do not grow forever."""
+    from .store import now
+
+    t = now()
+    await mu.store.run_many([
+        ("DELETE FROM mu_sessions WHERE expires_at<?", (t,)),
+        ("DELETE FROM mu_oauth_requests WHERE expires_at<?", (t,)),
+        ("DELETE FROM mu_oauth_codes WHERE expires_at<?", (t - 3600,)),
+        ("DELETE FROM mu_refresh_tokens WHERE expires_at<?", (t,)),
+        ("DELETE FROM mu_setup_tokens WHERE expires_at<?", (t,)),
+        ("DELETE FROM mu_signing_keys WHERE verify_until<?", (t,)),
+    ])
 
 
 @hookimpl

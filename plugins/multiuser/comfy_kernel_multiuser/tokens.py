@@ -162,7 +162,12 @@ class SigningKeys:
                 "SELECT * FROM mu_signing_keys WHERE sign_until>? ORDER BY created_at DESC LIMIT 1", (t,))
             if row is None:
                 return await self._create()
-            private = serialization.load_pem_private_key(self._decrypt(row["private_key"]), password=None)
+            try:
+                private = serialization.load_pem_private_key(self._decrypt(row["private_key"]), password=None)
+            except Exception:
+                # Encrypted under a secrets key this server no longer has: sign with a new key.
+                log.warning("multiuser: the current signing key cannot be decrypted; creating a new one")
+                return await self._create()
             self._signing = (row["kid"], private, row["sign_until"])
             self._remember(row["kid"], row["public_jwk"], row["verify_until"])
             return row["kid"], private

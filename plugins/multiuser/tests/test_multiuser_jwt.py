@@ -171,3 +171,23 @@ def test_external_identity_token_exchange(make_auth_server, issuer):
     assert jwt.decode(other.json()["token"], options={"verify_signature": False})["sub"] != me["id"]
     client.close()
     anonymous.close()
+
+
+def test_restart_without_the_secrets_key_still_signs(make_auth_server, tmp_path):
+    base = tmp_path / "restart"
+    server = make_auth_server(base=base)
+    admin = User(server, *ADMIN)
+    before = _token(admin)["token"]
+    admin.close()
+    server.stop()
+    from comfy_kernel.testing import ServerProcess
+
+    with ServerProcess(base, "--auth", env={"COMFY_KERNEL_SECRETS_KEY": ""}) as again:
+        admin = User(again, *ADMIN)
+        after = _token(admin)["token"]
+        assert jwt.get_unverified_header(after)["kid"] != jwt.get_unverified_header(before)["kid"]
+        for token in (before, after):
+            client = _bearer(again.url, token)
+            assert client.get("/api/user").status_code == 200
+            client.close()
+        admin.close()
