@@ -181,3 +181,39 @@ def test_failed_sign_ins_are_audited(auth: AuthServer):
     assert any(e["outcome"] == "success" for e in events)
     assert all("guess-guess" not in str(e) and ADMIN[1] not in str(e) for e in events)
     client.close()
+
+
+def test_cookie_is_secure_over_tls(tmp_path):
+    """Served over HTTPS, the session cookie carries Secure."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    from .conftest import SECRETS_KEY
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=1))
+            .not_valid_after(now + datetime.timedelta(days=1)).sign(key, hashes.SHA256()))
+    base = tmp_path / "tls"
+    create_admin(base)
+    key_file, cert_file = base / "key.pem", base / "cert.pem"
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    server = ServerProcess(base, "--auth", "--tls-keyfile", str(key_file), "--tls-certfile", str(cert_file),
+                           env={"COMFY_KERNEL_SECRETS_KEY": SECRETS_KEY})
+    server.client.close()
+    server.url = server.url.replace("http://", "https://")
+    server.client = httpx.Client(base_url=server.url, verify=False, timeout=60.0)
+    with server:
+        r = server.post("/api/auth/session", json={"username": ADMIN[0], "password": ADMIN[1]})
+        assert r.status_code == 200
+        cookie = r.headers["set-cookie"].lower()
+        assert "secure" in cookie and "httponly" in cookie
+        assert server.get("/api/user").status_code == 200
