@@ -10,10 +10,14 @@
   the caller's own ``comfy_org`` secret unless the client sent one itself.
   The value is taken from the caller's identity only, so no prompt can ever
   receive another user's secret.
+* A ``prompt_id`` already used by another owner is replaced by a fresh one,
+  since the executor keeps one queue and history row per prompt id.
 """
 
 from __future__ import annotations
 
+import sqlite3
+import uuid
 from typing import Any
 
 from .context import MultiUser, identity_of
@@ -38,6 +42,12 @@ def on_prompt(mu: MultiUser, body: dict[str, Any], request: Any) -> dict[str, An
         client_id_allowed(mu, client_id, identity)
         body = {**body, "client_id": client_id}
         changed = True
+    prompt_id = body.get("prompt_id")
+    if prompt_id is not None and prompt_owner(mu, str(prompt_id)) not in (None, identity.key):
+        # Queue and history rows are unique per prompt id: reusing someone else's
+        # would replace their entry. The caller gets a fresh id in the answer.
+        body = {**body, "prompt_id": str(uuid.uuid4())}
+        changed = True
     extra = body.get("extra_data")
     extra = dict(extra) if isinstance(extra, dict) else {}
     for provider, key in PROVIDER_EXTRA_DATA.items():
@@ -53,6 +63,22 @@ def on_prompt(mu: MultiUser, body: dict[str, Any], request: Any) -> dict[str, An
     if not changed:
         return None
     return {**body, "extra_data": extra} if extra or "extra_data" in body else body
+
+
+def prompt_owner(mu: MultiUser, prompt_id: str) -> str | None:
+    """The owner key of a queued, running or finished prompt id, if the executor knows it."""
+    executor = getattr(mu.kernel, "executor", None)
+    running = getattr(executor, "running", None)
+    if isinstance(running, dict) and prompt_id in running:
+        return str(getattr(running[prompt_id], "owner", "")) or None
+    for table in ("ck_queue", "ck_history"):
+        try:
+            row = mu.store.read_one(f"SELECT owner FROM {table} WHERE prompt_id=?", (prompt_id,))
+        except sqlite3.Error:
+            continue  # that executor table does not exist in this installation
+        if row is not None:
+            return str(row["owner"])
+    return None
 
 
 def _mark_used(mu: MultiUser, secret_id: str) -> None:

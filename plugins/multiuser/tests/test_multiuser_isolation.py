@@ -139,3 +139,20 @@ def test_uploads_to_output_belong_to_the_uploader(auth: AuthServer):
     shared = alice.post("/api/upload/image", files={"image": ("in-" + name, png, "image/png")})
     assert shared.status_code == 200
     assert bob.get("/api/view", params={"filename": shared.json()["name"], "type": "input"}).status_code == 200
+
+
+def test_another_owners_prompt_id_cannot_be_reused(auth: AuthServer):
+    nodes = auth.admin.get("/api/object_info").json()
+    if "/api/prompt" not in _paths(auth) or not {"PrimitiveInt", "PreviewAny"} <= set(nodes):
+        pytest.skip("needs the executor and the core nodes")
+    alice, bob = auth.new_user(), auth.new_user()
+    prompt_id = str(uuid.uuid4())
+    assert alice.post("/api/prompt", json={"prompt": _prompt(7), "prompt_id": prompt_id}).json()["prompt_id"] == prompt_id
+    _wait_history(alice, prompt_id)
+    taken = bob.post("/api/prompt", json={"prompt": _prompt(8), "prompt_id": prompt_id})
+    assert taken.status_code == 200 and taken.json()["prompt_id"] != prompt_id
+    _wait_history(bob, taken.json()["prompt_id"])
+    entry = _wait_history(alice, prompt_id)
+    assert entry["outputs"]["2"]["text"] == ["7"]
+    own = alice.post("/api/prompt", json={"prompt": _prompt(9), "prompt_id": prompt_id})
+    assert own.json()["prompt_id"] == prompt_id  # an owner may reuse its own id, as in ComfyUI
