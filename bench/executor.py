@@ -4,11 +4,13 @@ Client: one WebSocket ``/ws?clientId=<id>`` open, prompts POSTed with that
 client_id; completion = the ``execution_success`` message of the prompt;
 client-side ``perf_counter``; medians. Graphs: trivial image (EmptyImage 8x8
 → ImageInvert → PreviewImage), trivial primitive (PrimitiveInt →
-PreviewAny), chain EmptyImage → N × ImageInvert → PreviewImage. The five
-nodes come from ``bench/nodepack`` (core_nodes is disabled so they are used).
+PreviewAny), chain EmptyImage → N × ImageInvert → PreviewImage. By default
+the server runs the kernel with core_nodes (the counterpart of ComfyUI with its
+stock nodes); ``--setup kernel`` and ``--setup all`` use ``bench/nodepack``'s
+versions of the five nodes with no other plugin, or with every plugin.
 
-Usage: ``python bench/executor.py [--quick]``; prints each figure beside
-ComfyUI's and the ratio (>1 means comfy-kernel is faster).
+Usage: ``python bench/executor.py [--quick] [--setup core|kernel|all]``; prints
+each figure beside ComfyUI's and the ratio (>1 means comfy-kernel is faster).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import tempfile
 import time
 import uuid
 
-import httpx
+import aiohttp
 import orjson
 from websockets.asyncio.client import connect
 
@@ -63,7 +65,8 @@ class Bench:
         self.waiters: dict[str, asyncio.Future] = {}
 
     async def __aenter__(self) -> Bench:
-        self.http = httpx.AsyncClient(base_url=self.url, timeout=600)
+        # aiohttp, the client ComfyUI's reference figures were measured with.
+        self.http = aiohttp.ClientSession(self.url, timeout=aiohttp.ClientTimeout(total=600))
         self.ws = await connect(self.url.replace("http", "ws") + f"/ws?clientId={self.client_id}", max_size=None)
         self.reader = asyncio.create_task(self._read())
         return self
@@ -71,7 +74,7 @@ class Bench:
     async def __aexit__(self, *exc) -> None:
         self.reader.cancel()
         await self.ws.close()
-        await self.http.aclose()
+        await self.http.close()
 
     async def _read(self) -> None:
         async for raw in self.ws:
@@ -92,9 +95,10 @@ class Bench:
     async def post(self, prompt: dict) -> str:
         pid = uuid.uuid4().hex
         self.waiters[pid] = asyncio.get_running_loop().create_future()
-        r = await self.http.post("/prompt", content=orjson.dumps({"prompt": prompt, "client_id": self.client_id,
-                                                                  "prompt_id": pid}))
-        assert r.status_code == 200, r.text
+        body = orjson.dumps({"prompt": prompt, "client_id": self.client_id, "prompt_id": pid})
+        async with self.http.post("/prompt", data=body, headers={"Content-Type": "application/json"}) as r:
+            assert r.status == 200, await r.text()
+            await r.read()
         return pid
 
     async def run(self, prompt: dict) -> tuple[float, float]:
@@ -177,14 +181,16 @@ async def measure(url: str, quick: bool) -> dict:
     res: dict = {}
     n_trivial = 50 if quick else 200
     async with Bench(url) as b:
-        async with httpx.AsyncClient(base_url=url) as h:
-            await h.get("/object_info")
+        async with aiohttp.ClientSession(url) as h:
+            async with h.get("/object_info") as r:
+                await r.read()
             ts = []
             for _ in range(20):
                 t = time.perf_counter()
-                r = await h.get("/object_info")
+                async with h.get("/object_info") as r:
+                    await r.read()
                 ts.append((time.perf_counter() - t) * 1000)
-                assert r.status_code == 200
+                assert r.status == 200
             res["object_info_ms"] = statistics.median(ts)
         await b.run(trivial_image(9999))
         res["image_closed"], lat = await b.closed_loop(trivial_image, 10000, n_trivial)
@@ -224,12 +230,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer prompts (for CI)")
     parser.add_argument("--json", help="also write the figures to this file")
+    parser.add_argument("--setup", choices=["core", "kernel", "all"], default="core",
+                        help="core: kernel + core_nodes, like ComfyUI with its stock nodes (default); "
+                             "kernel: the kernel alone with bench/nodepack's five nodes; "
+                             "all: every installed plugin, bench/nodepack's nodes")
     args = parser.parse_args()
     with open(REFERENCE) as f:
         ref = json.load(f)
     base = tempfile.mkdtemp(prefix="ck-bench-")
-    shutil.copytree(os.path.join(HERE, "nodepack", "bench_nodes"), os.path.join(base, "custom_nodes", "bench_nodes"))
-    server = ServerProcess(base, "--disable-plugins", "core_nodes")
+    others = "userdata,manager,assets,hub,multiuser,compat"
+    if args.setup == "core":
+        flags = ["--disable-plugins", others]
+    else:
+        shutil.copytree(os.path.join(HERE, "nodepack", "bench_nodes"),
+                        os.path.join(base, "custom_nodes", "bench_nodes"))
+        flags = ["--disable-plugins", "core_nodes" + ("," + others if args.setup == "kernel" else "")]
+    print(f"setup: {args.setup}")
+    server = ServerProcess(base, *flags)
     server.start()
     try:
         res = asyncio.run(measure(server.url, args.quick))
