@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 
-from .conftest import AuthServer
+from plugins.multiuser.tests.conftest import AuthServer
 
 
 def _with_key(auth: AuthServer, key: str) -> httpx.Client:

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from websockets.sync.client import connect
 
-from .conftest import ADMIN
+from plugins.multiuser.tests.conftest import ADMIN
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 

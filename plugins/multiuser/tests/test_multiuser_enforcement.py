@@ -19,7 +19,7 @@ import pytest
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
-from .conftest import AuthServer
+from plugins.multiuser.tests.conftest import AuthServer
 
 PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(:[A-Za-z]+)?\}")
 BODY_METHODS = {"POST", "PUT", "PATCH"}

@@ -9,7 +9,7 @@ import uuid
 import pytest
 from websockets.sync.client import connect
 
-from .conftest import AuthServer
+from plugins.multiuser.tests.conftest import AuthServer
 
 
 def _paths(auth: AuthServer) -> set[str]:

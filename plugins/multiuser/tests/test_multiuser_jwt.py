@@ -12,7 +12,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from .conftest import ADMIN, AuthServer, User
+from plugins.multiuser.tests.conftest import ADMIN, AuthServer, User
 
 ISSUER = "https://issuer.test"
 AUDIENCE = "comfy-test"

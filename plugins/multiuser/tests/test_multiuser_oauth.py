@@ -10,7 +10,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import jwt
 
-from .conftest import AuthServer, User
+from plugins.multiuser.tests.conftest import AuthServer, User
 
 REDIRECT = "http://127.0.0.1:33418/callback"
 

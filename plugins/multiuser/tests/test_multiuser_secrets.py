@@ -15,8 +15,7 @@ from comfy_kernel_multiuser.context import MultiUser
 from comfy_kernel_multiuser.secrets import SecretBox
 from comfy_kernel_multiuser.store import new_id, now
 from comfy_kernel_multiuser.users import create_user
-
-from .conftest import ADMIN, AuthServer, User
+from plugins.multiuser.tests.conftest import ADMIN, AuthServer, User
 
 
 def test_secret_lifecycle(auth: AuthServer):

@@ -5,8 +5,7 @@ from __future__ import annotations
 import httpx
 
 from comfy_kernel.testing import ServerProcess
-
-from .conftest import ADMIN, AuthServer, User, cli, create_admin, setup_token
+from plugins.multiuser.tests.conftest import ADMIN, AuthServer, User, cli, create_admin, setup_token
 
 
 def test_inert_without_auth_flag(tmp_path):

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 
-from .conftest import AuthServer
+from plugins.multiuser.tests.conftest import AuthServer
 
 WS = "Comfy-Workspace"
 
