@@ -28,16 +28,6 @@ PRIVATE_TYPES = ("output", "temp")
 VIEW_PATHS = ("/view", "/api/view")
 MAX_REMEMBERED = 200_000
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS mu_files (
-    path TEXT NOT NULL,
-    owner TEXT NOT NULL,
-    created_at REAL NOT NULL,
-    PRIMARY KEY (path, owner)
-);
-"""
-
-
 def file_path(mu: MultiUser, filename: str, kind: str | None, subfolder: str | None) -> str | None:
     """The real path ``/view`` would serve for these parameters (the same rules), or None."""
     try:
@@ -74,11 +64,6 @@ class Ownership:
     def __init__(self, mu: MultiUser):
         self.mu = mu
         self.recent: dict[str, set[str]] = {}
-
-    async def open(self) -> None:
-        assert self.mu.store.db is not None
-        await self.mu.store.db.executescript(SCHEMA)
-        await self.mu.store.db.commit()
 
     def record(self, owner: str | None, output: Any) -> None:
         """Remember the files of one UI output for ``owner`` (synchronous; the write follows)."""

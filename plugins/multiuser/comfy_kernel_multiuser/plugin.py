@@ -82,7 +82,6 @@ async def ck_startup(kernel: Any) -> None:
             mu.secret_box = secrets_module.SecretBox(mu.settings.secrets_key)
         await mu.store.open()
         mu.ownership = outputs.Ownership(mu)
-        await mu.ownership.open()
         await _forget_expired(mu)
         _STATES.append(mu)
         mu.keys = tokens.SigningKeys(mu)

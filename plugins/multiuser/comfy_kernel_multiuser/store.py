@@ -1,6 +1,8 @@
 """The plugin's tables in the kernel's SQLite database (all prefixed ``mu_``).
 
-Route handlers use one aiosqlite connection. The identity hook, which the
+Route handlers read through one aiosqlite connection and write through a
+plain connection in a worker thread, each transaction whole (see
+:meth:`Store._write`). The identity hook, which the
 kernel calls synchronously for every request, uses a second, plain
 ``sqlite3`` connection for its point lookups: they hit primary keys or
 unique indexes and take microseconds, which costs less than a thread hop.
@@ -179,6 +181,12 @@ CREATE TABLE IF NOT EXISTS mu_setup_tokens (
     expires_at REAL NOT NULL,
     used_at REAL
 );
+CREATE TABLE IF NOT EXISTS mu_files (
+    path TEXT NOT NULL,
+    owner TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    PRIMARY KEY (path, owner)
+);
 CREATE TABLE IF NOT EXISTS mu_audit (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     at REAL NOT NULL,
@@ -251,7 +259,9 @@ class Store:
         self.path = path
         self.db: aiosqlite.Connection | None = None
         self.reader: sqlite3.Connection | None = None
+        self.writer: sqlite3.Connection | None = None
         self._reader_lock = threading.Lock()
+        self._writer_lock = threading.Lock()
         self.write_lock = None  # asyncio.Lock, created on the loop in open()
 
     async def open(self) -> None:
@@ -260,11 +270,13 @@ class Store:
         setup = connect_sync(self.path)
         init_schema(setup)
         setup.close()
-        self.db = await aiosqlite.connect(self.path, timeout=10.0)
+        # Autocommit: the async connection only reads; writes go through ``writer``.
+        self.db = await aiosqlite.connect(self.path, timeout=10.0, isolation_level=None)
         self.db.row_factory = aiosqlite.Row
         await self.db.execute("PRAGMA busy_timeout=10000")
         await self.db.execute("PRAGMA foreign_keys=ON")
         self.reader = connect_sync(self.path)
+        self.writer = connect_sync(self.path)
         self.write_lock = asyncio.Lock()
 
     async def close(self) -> None:
@@ -274,6 +286,9 @@ class Store:
         if self.reader is not None:
             self.reader.close()
             self.reader = None
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
 
     # --- async helpers ------------------------------------------------------
 
@@ -288,22 +303,35 @@ class Store:
             return list(await cur.fetchall())
 
     async def run(self, sql: str, args: tuple = ()) -> int:
-        """Execute one statement and commit; returns the changed row count."""
-        assert self.db is not None
-        cur = await self.db.execute(sql, args)
-        await self.db.commit()
-        return cur.rowcount
+        """Execute one write in its own transaction; returns the changed row count."""
+        return (await self._write([(sql, args)]))[0]
 
     async def run_many(self, statements: list[tuple[str, tuple]]) -> None:
-        """Several statements in one transaction."""
-        assert self.db is not None
-        try:
-            for sql, args in statements:
-                await self.db.execute(sql, args)
-            await self.db.commit()
-        except Exception:
-            await self.db.rollback()
-            raise
+        """Several writes in one transaction."""
+        await self._write(statements)
+
+    async def _write(self, statements: list[tuple[str, tuple]]) -> list[int]:
+        """Run a whole transaction in a worker thread, BEGIN to COMMIT.
+
+        A transaction must never stay open across an ``await``: other stores
+        write to this database synchronously on the event loop, and one that
+        waits there for our lock would stop the loop that is to commit it.
+        """
+        import asyncio
+
+        return await asyncio.to_thread(self._write_sync, statements)
+
+    def _write_sync(self, statements: list[tuple[str, tuple]]) -> list[int]:
+        assert self.writer is not None
+        with self._writer_lock:
+            self.writer.execute("BEGIN IMMEDIATE")
+            try:
+                counts = [self.writer.execute(sql, args).rowcount for sql, args in statements]
+            except BaseException:
+                self.writer.execute("ROLLBACK")
+                raise
+            self.writer.execute("COMMIT")
+            return counts
 
     # --- sync reader (identity hook) -------------------------------------------
 
