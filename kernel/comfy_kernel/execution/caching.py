@@ -231,11 +231,19 @@ class RamPressureCache(LRUOutputCache):
 
 
 class NoOutputCache(OutputCache):
-    """``--cache-none``: everything is dropped at the start of each prompt."""
+    """``--cache-none``: nothing is kept, so an output lives only as long as the run needs it.
+
+    ``set`` stores nothing: the engine drops each output from the run as soon as
+    every consumer has executed (``Engine._release``), and a copy here would keep
+    it alive until the next prompt.
+    """
 
     def start_prompt(self, keys: set[str], prompt: dict[str, Any]) -> None:
         self.clear()
         self.current = keys
+
+    def set(self, key: str | None, entry: CacheEntry) -> None:
+        pass
 
     def register_expansion(self, parent_id: str, root: tuple[str, str], new_keys: dict[str, str | None]) -> None:
         pass

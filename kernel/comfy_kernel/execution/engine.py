@@ -88,6 +88,12 @@ class Run:
         self.pending_subgraph: dict[str, list[Any]] = {}
         self.tasks: list[asyncio.Task] = []
         self.success = False
+        # --cache-none only (see Engine._release): who reads each node's outputs, which
+        # nodes have finished, and outputs an expanding node will read when it resumes.
+        self.consumers: dict[str, set[str]] | None = None
+        self.finished: set[str] = set()
+        self.held: dict[str, int] = {}
+        self.release_after: list[str] = []
 
     def node_def(self, node_id: str) -> NodeDef | None:
         try:
@@ -105,6 +111,7 @@ class Engine:
         self.config = kernel.config
         self.cache: OutputCache = make_cache(self.config)
         self.objects = ObjectCache(keep=not getattr(self.config, "cache_none", False))
+        self.release_early = bool(getattr(self.config, "cache_none", False))
         self.loop: asyncio.AbstractEventLoop | None = None
         self.notify_executed = notify_executed
         self.current: Run | None = None
@@ -218,6 +225,9 @@ class Engine:
                 cached.append(node_id)
         self._emit(run, "execution_cached", {"nodes": cached, "prompt_id": run.prompt_id})
 
+        if self.release_early:
+            run.consumers = {}
+            self._add_consumers(run, prompt)
         elist = ExecutionList(run.dynprompt, run.outputs.__contains__, run.node_def)
         run.elist = elist  # type: ignore[attr-defined]
         for node_id in run.outputs_to_execute:
@@ -247,6 +257,8 @@ class Engine:
                 break
             if result == SUCCESS:
                 elist.complete_node_execution()
+                if run.consumers is not None:
+                    self._release(run, node_id)
             else:
                 elist.unstage_node_execution()
             self.cache.after_node()
@@ -306,6 +318,8 @@ class Engine:
             outputs, uis, subgraphs = self._process(run, ndef, results)
         elif node_id in run.pending_subgraph:  # branch 3: expansion finished
             items = run.pending_subgraph.pop(node_id)
+            if run.consumers is not None:
+                run.release_after = [o[0] for kind, value in items if kind == "subgraph" for o in value if is_link(o)]
             resolved = []
             for kind, value in items:
                 if kind == "subgraph":
@@ -541,6 +555,13 @@ class Engine:
                 run.outputs[nid] = entry.outputs
                 if entry.ui is not None:
                     run.ui[nid] = entry.ui
+        if run.consumers is not None:
+            self._add_consumers(run, {nid: dynprompt.get_node(nid) for nid in new_ids})
+            for kind, value in stored:
+                if kind == "subgraph":
+                    for o in value:
+                        if is_link(o):
+                            run.held[o[0]] = run.held.get(o[0], 0) + 1
         real = dynprompt.get_real_node_id(node_id)
         self.cache.register_expansion(node_id, (real, dynprompt.get_node(real)["class_type"]), new_keys)
         for nid in new_ids:
@@ -553,6 +574,45 @@ class Engine:
                     if is_link(o):
                         elist.add_strong_link(o[0], o[1], node_id)
         run.pending_subgraph[node_id] = stored
+
+    # -- --cache-none: drop outputs early (spec §5.11 "None") ---------------------------------------
+
+    @staticmethod
+    def _add_consumers(run: Run, nodes: dict[str, Any]) -> None:
+        consumers = run.consumers
+        assert consumers is not None
+        for nid, node in nodes.items():
+            for value in node["inputs"].values():
+                if is_link(value):
+                    consumers.setdefault(value[0], set()).add(nid)
+
+    def _release(self, run: Run, node_id: str) -> None:
+        """Drop outputs nobody in this prompt will read again, so peak memory stays low.
+
+        Called after ``node_id`` finished. A candidate (the node itself, its sources,
+        and the results an expansion just handed back) is dropped once every node
+        that links to it has finished and no pending expansion still holds it. If a
+        later expansion links to a dropped node anyway, the node is simply executed
+        again (it is no longer "cached" for the execution list), so results stay right.
+        """
+        consumers, finished, held, outputs = run.consumers, run.finished, run.held, run.outputs
+        assert consumers is not None
+        finished.add(node_id)
+        candidates = [node_id]
+        for value in run.dynprompt.get_node(node_id)["inputs"].values():
+            if is_link(value):
+                candidates.append(value[0])
+        released = run.release_after
+        if released:
+            run.release_after = []
+            for src in released:
+                held[src] -= 1
+                if not held[src]:
+                    del held[src]
+                candidates.append(src)
+        for src in candidates:
+            if src in outputs and src not in held and consumers.get(src, set()) <= finished:
+                del outputs[src]
 
     # -- failures ------------------------------------------------------------------------------
 

@@ -7,7 +7,9 @@ Loaded into a test server by copying this folder into ``<base>/custom_nodes``
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
+import weakref
 
 from comfy_kernel.nodes import io
 from comfy_kernel.nodes.graph_utils import ExecutionBlocker, GraphBuilder
@@ -418,8 +420,62 @@ class TestUniqueId:
         return (f"{unique_id}:{value}",)
 
 
+class Tracked:
+    """A value whose lifetime the tests watch (through a weak reference)."""
+
+    def __init__(self, value):
+        self.value = value
+
+
+TRACKED: dict[str, weakref.ref] = {}
+
+
+class TestTracked:
+    """Outputs a fresh ``Tracked`` object and remembers a weak reference to it under ``tag``."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"value": ("INT", {}), "tag": ("STRING", {"default": "t"})}}
+
+    RETURN_TYPES = ("TRACKED",)
+    FUNCTION = "run"
+
+    def run(self, value, tag):
+        obj = Tracked(value)
+        TRACKED[tag] = weakref.ref(obj)
+        return (obj,)
+
+
+class TestUnwrap:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"tracked": ("TRACKED", {})}}
+
+    RETURN_TYPES = ("INT",)
+    FUNCTION = "run"
+
+    def run(self, tracked):
+        return (tracked.value,)
+
+
+class TestAlive:
+    """Runs after ``after``; says whether the object recorded under ``tag`` still exists."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"after": (ANY, {}), "tag": ("STRING", {"default": "t"})}}
+
+    RETURN_TYPES = ("STRING",)
+    FUNCTION = "run"
+
+    def run(self, after, tag):
+        gc.collect()
+        ref = TRACKED.get(tag)
+        return ("alive" if ref is not None and ref() is not None else "released",)
+
+
 NODE_CLASS_MAPPINGS = {cls.__name__: cls for cls in [
     TestValue, TestFloat, TestAdd, TestOutput, TestListOutput, TestLazyMix, TestError, TestIsChanged,
     TestCustomValidation, TestKwargsValidation, TestInputTypes, TestCombo, TestVariadic, TestSleep,
     TestSyncSleep, TestList, TestBlockOdd, TestProgress, TestExpandAdd, TestForLoop, TestExpandCycle,
-    TestMixedReturns, TestV3Add, TestV3Output, TestUniqueId]}
+    TestMixedReturns, TestV3Add, TestV3Output, TestUniqueId, TestTracked, TestUnwrap, TestAlive]}
