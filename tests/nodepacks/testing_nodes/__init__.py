@@ -11,6 +11,11 @@ import gc
 import time
 import weakref
 
+try:  # only TestOOM needs torch
+    import torch
+except ImportError:  # pragma: no cover
+    torch = None
+
 from comfy_kernel.nodes import io
 from comfy_kernel.nodes.graph_utils import ExecutionBlocker, GraphBuilder
 from comfy_kernel.progress import ProgressBar
@@ -474,8 +479,112 @@ class TestAlive:
         return ("alive" if ref is not None and ref() is not None else "released",)
 
 
+class TestAsyncError:
+    """Async: sleeps ``seconds`` then raises."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"value": ("INT", {}), "seconds": ("FLOAT", {"default": 0.1})}}
+
+    RETURN_TYPES = ("INT",)
+    FUNCTION = "run"
+
+    async def run(self, value, seconds):
+        await asyncio.sleep(seconds)
+        raise RuntimeError(f"async test error {value}")
+
+
+class TestExpandSleep:
+    """Expands into ``count`` async sleeps of ``seconds`` each, summed by a chain of adds."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"count": ("INT", {"default": 3}), "seconds": ("FLOAT", {"default": 0.5})}}
+
+    RETURN_TYPES = ("INT",)
+    FUNCTION = "run"
+
+    def run(self, count, seconds):
+        g = GraphBuilder()
+        total = g.node("TestValue", value=0)
+        for i in range(count):
+            sleep = g.node("TestSleep", value=i + 1, seconds=seconds)
+            total = g.node("TestAdd", a=total.out(0), b=sleep.out(0))
+        return {"result": (total.out(0),), "expand": g.finalize()}
+
+
+class TestBoolList:
+    """Emits the booleans of ``pattern`` ("TFT" → True, False, True) as a list."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"pattern": ("STRING", {"default": "TF"})}}
+
+    RETURN_TYPES = ("BOOLEAN",)
+    OUTPUT_IS_LIST = (True,)
+    FUNCTION = "run"
+
+    def run(self, pattern):
+        return ([c == "T" for c in pattern],)
+
+
+OOM_MODEL_KEY = "testing-nodes-oom-model"
+
+
+def _oom_model_handle():
+    from comfy_kernel import gpu
+
+    manager = gpu.model_manager()
+    return manager, manager.register(OOM_MODEL_KEY, lambda device: torch.nn.Linear(2, 2).to(device), device="cpu")
+
+
+class TestOOM:
+    """Loads a small model through the model manager, then raises an out-of-memory error.
+
+    ``kind``: "torch" raises ``torch.cuda.OutOfMemoryError``; "kernel" the manager's ``OutOfMemory``.
+    """
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"value": ("INT", {}), "kind": (["torch", "kernel"],)}}
+
+    RETURN_TYPES = ("INT",)
+    FUNCTION = "run"
+
+    def run(self, value, kind):
+        manager, handle = _oom_model_handle()
+        manager.load(handle)
+        if not handle.loaded:
+            raise AssertionError("the test model did not load")
+        if kind == "torch":
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 1 GiB")
+        from comfy_kernel.gpu.memory import OutOfMemory
+
+        raise OutOfMemory("model fits neither on its device nor in the offload tier")
+
+
+class TestOOMModelLoaded:
+    """Says whether TestOOM's model is still loaded ("loaded" / "unloaded")."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"value": ("INT", {})}}
+
+    RETURN_TYPES = ("STRING",)
+    FUNCTION = "run"
+
+    @classmethod
+    def IS_CHANGED(cls, value):
+        return float("nan")
+
+    def run(self, value):
+        _manager, handle = _oom_model_handle()
+        return ("loaded" if handle.loaded else "unloaded",)
+
+
 NODE_CLASS_MAPPINGS = {cls.__name__: cls for cls in [
     TestValue, TestFloat, TestAdd, TestOutput, TestListOutput, TestLazyMix, TestError, TestIsChanged,
     TestCustomValidation, TestKwargsValidation, TestInputTypes, TestCombo, TestVariadic, TestSleep,
     TestSyncSleep, TestList, TestBlockOdd, TestProgress, TestExpandAdd, TestForLoop, TestExpandCycle,
-    TestMixedReturns, TestV3Add, TestV3Output, TestUniqueId, TestTracked, TestUnwrap, TestAlive]}
+    TestMixedReturns, TestV3Add, TestV3Output, TestUniqueId, TestTracked, TestUnwrap, TestAlive,
+    TestAsyncError, TestExpandSleep, TestBoolList, TestOOM, TestOOMModelLoaded]}
