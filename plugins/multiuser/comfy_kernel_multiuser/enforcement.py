@@ -193,10 +193,12 @@ def resolve(mu: MultiUser, conn: HTTPConnection) -> Identity | None:
     if api_key:
         identity = verify_api_key(mu, api_key.strip())
         if identity is None:
+            _audit_failure(mu, conn, "api_key")
             raise _unauthorized(mu, conn, "Invalid, expired or revoked API key", "invalid_token")
     elif authorization[:7].lower() == "bearer " and path not in FOREIGN_BEARER:
         identity = verify_access_token(mu, authorization[7:].strip(), conn)
         if identity is None:
+            _audit_failure(mu, conn, "jwt")
             raise _unauthorized(mu, conn, "Invalid or expired access token", "invalid_token")
     else:
         cookie = conn.cookies.get("session")
@@ -222,6 +224,30 @@ def resolve(mu: MultiUser, conn: HTTPConnection) -> Identity | None:
     else:
         check_view(mu, conn, identity)
     return identity
+
+
+_AUDITED: dict[tuple[str, str], float] = {}
+
+
+def _audit_failure(mu: MultiUser, conn: HTTPConnection, method: str) -> None:
+    """Audit a refused API key or token, at most once per address, kind and 10 seconds (no flooding)."""
+    import asyncio
+    import time
+
+    address = conn.client.host if conn.client else "unknown"
+    key = (address, method)
+    t = time.monotonic()
+    if t - _AUDITED.get(key, -1e9) < 10.0:
+        return
+    if len(_AUDITED) > 10_000:
+        _AUDITED.clear()
+    _AUDITED[key] = t
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    loop.create_task(mu.audit.record("auth.refused", outcome="failure", address=address, method=method,
+                                     path=conn.scope.get("path", "")[:200]))
 
 
 def claim_client_id(mu: MultiUser, conn: HTTPConnection, identity: Identity) -> None:

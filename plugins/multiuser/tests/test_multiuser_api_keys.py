@@ -55,6 +55,10 @@ def test_bad_keys_are_refused_with_a_challenge(auth: AuthServer):
     assert r.status_code == 401
     assert 'error="invalid_token"' in r.headers["www-authenticate"]
     assert "resource_metadata=" in r.headers["www-authenticate"]
+    time.sleep(0.3)
+    events = auth.admin.get("/api/admin/audit", params={"event": "auth.refused"}).json()["events"]
+    assert any(e["detail"]["method"] == "api_key" and e["outcome"] == "failure" for e in events)
+    assert all("not-a-real-key" not in str(e) for e in events)
     client.close()
 
 

@@ -115,7 +115,11 @@ def test_frontend_signs_in_and_runs_a_workflow(auth):
             document.getElementById('form').requestSubmit();
             return true;
         }})()""")
-        page.wait_for("location.pathname === '/' && !!(window.app && window.app.graph && window.app.api)", 120)
+        try:
+            page.wait_for("location.pathname === '/' && !!(window.app && window.app.graph && window.app.api)", 240)
+        except TimeoutError:
+            state = page.evaluate("JSON.stringify({href: location.href, text: document.body.innerText.slice(0, 300)})")
+            raise AssertionError(f"the app did not boot after signing in: {state}\n{auth.log()[-2000:]}") from None
         assert page.evaluate("document.cookie.includes('session=')") is False  # HttpOnly: invisible to scripts
         me = page.evaluate("fetch('/api/user').then(r => r.json())")
         assert me["username"] == ADMIN[0] and me["auth_method"] == "session"

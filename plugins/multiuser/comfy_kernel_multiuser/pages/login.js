@@ -12,7 +12,8 @@ document.getElementById("form").addEventListener("submit", async (event) => {
   });
   if (response.ok) {
     const next = new URLSearchParams(location.search).get("next") || "/";
-    location.assign(next.startsWith("/") && !next.startsWith("//") ? next : "/");
+    // Only paths of this server: "//host" and "/\host" would leave it.
+    location.assign(/^\/(?![\/\\])/.test(next) ? next : "/");
     return;
   }
   const body = await response.json().catch(() => ({}));
