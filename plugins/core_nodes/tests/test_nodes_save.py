@@ -96,3 +96,19 @@ def test_concurrent_saves_never_share_a_name(out):
     for t in threads:
         t.join()
     assert len(names) == 12 and len(set(names)) == 12
+
+
+def test_counter_memo_sees_changes_made_by_others(tmp_path):
+    """The remembered counter is used only while nobody else touched the folder."""
+    folder = str(tmp_path)
+    names = []
+    for _ in range(3):
+        handle, name, _counter = save.reserve(folder, "memo", save.next_counter(folder, "memo"))
+        handle.close()
+        names.append(name)
+    assert names == ["memo_00001_.png", "memo_00002_.png", "memo_00003_.png"]
+    (tmp_path / "memo_00040_.png").write_bytes(b"")  # another process saved meanwhile
+    assert save.next_counter(folder, "memo") == 41
+    os.remove(tmp_path / "memo_00040_.png")
+    os.remove(tmp_path / "memo_00003_.png")
+    assert save.next_counter(folder, "memo") == 3  # a scan, as before: deletions free the numbers

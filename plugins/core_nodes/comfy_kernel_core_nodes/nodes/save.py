@@ -49,8 +49,24 @@ def split_prefix(prefix: str, base: str, width: int, height: int) -> tuple[str, 
     return folder, filename, subfolder
 
 
+#: (folder, filename) -> (the folder's mtime right after our last save there, next counter).
+#: While the folder's mtime is unchanged nobody else touched it, so the counter a scan
+#: would find is known without listing a folder that grows by a file per save (a listing
+#: of 1,500 previews costs about 1 ms, a stat a few µs). Names stay unique regardless:
+#: ``reserve`` opens exclusively.
+_counters: dict[tuple[str, str], tuple[int, int]] = {}
+
+
 def next_counter(folder: str, filename: str) -> int:
     """1 + the largest counter of entries named ``<filename>_<n>...`` in ``folder`` (1 if none)."""
+    try:
+        mtime = os.stat(folder).st_mtime_ns
+    except FileNotFoundError:
+        os.makedirs(folder, exist_ok=True)
+        return 1
+    known = _counters.get((folder, filename))
+    if known is not None and known[0] == mtime:
+        return known[1]
     try:
         entries = os.listdir(folder)
     except FileNotFoundError:
@@ -74,9 +90,15 @@ def reserve(folder: str, filename: str, counter: int, ext: str = "png") -> tuple
     while True:
         name = f"{filename}_{counter:05}_.{ext}"
         try:
-            return open(os.path.join(folder, name), "xb"), name, counter
+            handle = open(os.path.join(folder, name), "xb")
         except FileExistsError:
             counter += 1
+            continue
+        try:  # remember where a scan would land next time (see _counters)
+            _counters[(folder, filename)] = (os.stat(folder).st_mtime_ns, counter + 1)
+        except OSError:
+            _counters.pop((folder, filename), None)
+        return handle, name, counter
 
 
 def png_metadata(prompt: Any, extra_pnginfo: Any) -> Any:
