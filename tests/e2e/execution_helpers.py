@@ -95,3 +95,13 @@ class Client:
 
     def history(self, prompt_id: str) -> dict[str, Any]:
         return self.server.get(f"/history/{prompt_id}").json()[prompt_id]
+
+
+def V(value: Any) -> dict[str, Any]:
+    """A TestValue node producing ``value``."""
+    return {"class_type": "TestValue", "inputs": {"value": value}}
+
+
+def OUT(source: Any) -> dict[str, Any]:
+    """A TestOutput node showing ``source`` as UI text."""
+    return {"class_type": "TestOutput", "inputs": {"value": source}}

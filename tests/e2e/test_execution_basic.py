@@ -2,32 +2,13 @@
 
 from __future__ import annotations
 
-import pytest
-
-from .execution_helpers import Client, start_server
-
-
-@pytest.fixture(scope="module")
-def srv(tmp_path_factory):
-    server = start_server(tmp_path_factory.mktemp("exec_basic"))
-    yield server
-    server.stop()
-    server.client.close()
-
-
-@pytest.fixture
-def client(srv):
-    c = Client(srv)
-    yield c
-    c.close()
-
 
 def simple(value: int) -> dict:
     return {"1": {"class_type": "TestValue", "inputs": {"value": value}},
             "2": {"class_type": "TestOutput", "inputs": {"value": ["1", 0]}}}
 
 
-def test_normal_run_messages_and_history(client, srv):
+def test_normal_run_messages_and_history(client, exec_server):
     res = client.run(simple(5))
     types = res.types()
     assert types[0] == "execution_start"
@@ -74,6 +55,6 @@ def test_error_reports_execution_error(client):
     assert hist["status"]["status_str"] == "error" and hist["status"]["messages"][-1][0] == "execution_error"
 
 
-def test_get_prompt_and_queue(srv):
-    assert srv.get("/prompt").json() == {"exec_info": {"queue_remaining": 0}}
-    assert srv.get("/queue").json() == {"queue_running": [], "queue_pending": []}
+def test_get_prompt_and_queue(exec_server):
+    assert exec_server.get("/prompt").json() == {"exec_info": {"queue_remaining": 0}}
+    assert exec_server.get("/queue").json() == {"queue_running": [], "queue_pending": []}

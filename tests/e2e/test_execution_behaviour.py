@@ -4,32 +4,7 @@ from __future__ import annotations
 
 import time
 
-import pytest
-
-from .execution_helpers import Client, start_server
-
-
-@pytest.fixture(scope="module")
-def srv(tmp_path_factory):
-    server = start_server(tmp_path_factory.mktemp("exec_beh"))
-    yield server
-    server.stop()
-    server.client.close()
-
-
-@pytest.fixture
-def client(srv):
-    c = Client(srv)
-    yield c
-    c.close()
-
-
-def V(v):
-    return {"class_type": "TestValue", "inputs": {"value": v}}
-
-
-def OUT(src):
-    return {"class_type": "TestOutput", "inputs": {"value": src}}
+from .execution_helpers import OUT, Client, V
 
 
 def text(client, res, node):
@@ -46,17 +21,17 @@ def test_lazy_input_not_requested_never_runs(client):
     assert text(client, res, "4") == ["101"]
 
 
-def test_validation_errors_over_http(srv):
-    r = srv.post("/prompt", json={"prompt": {"1": {"class_type": "TestFloat", "inputs": {"value": 5}}, "2": OUT(["1", 0])}})
+def test_validation_errors_over_http(exec_server):
+    r = exec_server.post("/prompt", json={"prompt": {"1": {"class_type": "TestFloat", "inputs": {"value": 5}}, "2": OUT(["1", 0])}})
     assert r.status_code == 400
     body = r.json()
     assert body["error"]["type"] == "prompt_outputs_failed_validation"
     assert body["node_errors"]["1"]["errors"][0]["type"] == "value_bigger_than_max"
-    r = srv.post("/prompt", json={"foo": 1})
+    r = exec_server.post("/prompt", json={"foo": 1})
     assert r.status_code == 400 and r.json()["error"]["type"] == "no_prompt"
-    r = srv.post("/prompt", content=b"{nope")
+    r = exec_server.post("/prompt", content=b"{nope")
     assert r.status_code == 400
-    r = srv.post("/prompt", json={"prompt": {"1": V(1), "2": OUT(["1", 0])}, "partial_execution_targets": []})
+    r = exec_server.post("/prompt", json={"prompt": {"1": V(1), "2": OUT(["1", 0])}, "partial_execution_targets": []})
     assert r.status_code == 400 and r.json()["error"]["type"] == "prompt_no_outputs"
 
 
@@ -143,13 +118,13 @@ def test_partial_execution_targets(client):
     assert res.ran == ["3", "4"]
 
 
-def test_v3_nodes(client, srv):
+def test_v3_nodes(client, exec_server):
     prompt = {"1": V(4), "2": {"class_type": "TestV3Add", "inputs": {"a": ["1", 0], "b": 5}},
               "3": {"class_type": "TestV3Output", "inputs": {"value": ["2", 0]}}}
     res = client.run(prompt)
     assert res.error is None, res.error
     assert client.history(res.prompt_id)["outputs"]["3"] == {"text": ["v3:9"]}
-    info = srv.get("/object_info/TestV3Add").json()["TestV3Add"]
+    info = exec_server.get("/object_info/TestV3Add").json()["TestV3Add"]
     assert info["input"]["required"]["b"] == ["INT", {"default": 1, "min": 0, "max": 100}]
     assert info["display_name"] == "V3 add" and info["output"] == ["INT"]
 
@@ -161,8 +136,8 @@ def test_progress_messages(client):
     assert [(p["value"], p["max"], p["node"]) for p in progress] == [(1, 3, "1"), (2, 3, "1"), (3, 3, "1")]
 
 
-def test_progress_isolation_between_clients(srv):
-    a, b = Client(srv), Client(srv)
+def test_progress_isolation_between_clients(exec_server):
+    a, b = Client(exec_server), Client(exec_server)
     try:
         prompt = {"1": {"class_type": "TestProgress", "inputs": {"value": 77, "steps": 2, "delay": 0.0}}, "2": OUT(["1", 0])}
         ra = a.queue(prompt).json()["prompt_id"]
@@ -176,11 +151,11 @@ def test_progress_isolation_between_clients(srv):
         b.close()
 
 
-def test_interrupt(client, srv):
+def test_interrupt(client, exec_server):
     prompt = {"1": {"class_type": "TestProgress", "inputs": {"value": 1, "steps": 50, "delay": 0.05}}, "2": OUT(["1", 0])}
     pid = client.queue(prompt).json()["prompt_id"]
     time.sleep(0.4)
-    srv.post("/interrupt", json={"prompt_id": pid})
+    exec_server.post("/interrupt", json={"prompt_id": pid})
     res = client.wait(pid)
     inter = res.events("execution_interrupted")
     assert inter and inter[0]["node_id"] == "1"
@@ -188,41 +163,41 @@ def test_interrupt(client, srv):
     assert hist["status"]["status_str"] == "error" and hist["status"]["messages"][-1][0] == "execution_interrupted"
 
 
-def test_queue_front_delete_and_history_windows(client, srv):
-    srv.post("/history", json={"clear": True})
+def test_queue_front_delete_and_history_windows(client, exec_server):
+    exec_server.post("/history", json={"clear": True})
     slow = {"1": {"class_type": "TestSyncSleep", "inputs": {"value": 1, "seconds": 0.6}}, "2": OUT(["1", 0])}
     first = client.queue(slow).json()["prompt_id"]
     ids = [client.queue({"1": V(500 + i), "2": OUT(["1", 0])}).json()["prompt_id"] for i in range(3)]
     front = client.queue({"1": V(600), "2": OUT(["1", 0])}, front=True).json()
     assert front["number"] < 0
-    q = srv.get("/queue").json()
+    q = exec_server.get("/queue").json()
     assert len(q["queue_running"]) == 1 and len(q["queue_pending"]) == 4
-    srv.post("/queue", json={"delete": [ids[2]]})
-    assert len(srv.get("/queue").json()["queue_pending"]) == 3
-    r = srv.get(f"/history/{ids[0]}")
+    exec_server.post("/queue", json={"delete": [ids[2]]})
+    assert len(exec_server.get("/queue").json()["queue_pending"]) == 3
+    r = exec_server.get(f"/history/{ids[0]}")
     assert r.json() == {} and r.headers["x-prompt-status"] == "pending"
-    assert srv.get("/history/unknown-id").headers["x-prompt-status"] == "unknown"
+    assert exec_server.get("/history/unknown-id").headers["x-prompt-status"] == "unknown"
     for pid in [first, front["prompt_id"], ids[0], ids[1]]:
         client.wait(pid)
-    order = list(srv.get("/history").json())
+    order = list(exec_server.get("/history").json())
     assert order == [first, front["prompt_id"], ids[0], ids[1]]
-    assert list(srv.get("/history?max_items=2").json()) == order[2:]
-    assert list(srv.get("/history?max_items=2&offset=1").json()) == order[1:3]
-    assert list(srv.get("/history?offset=3").json()) == order[3:]
-    assert srv.get("/history?offset=10&max_items=2").json() == {}
-    assert list(srv.get("/history?offset=0").json()) == order
-    jobs = srv.get("/api/jobs?status=completed&sort_order=asc").json()
+    assert list(exec_server.get("/history?max_items=2").json()) == order[2:]
+    assert list(exec_server.get("/history?max_items=2&offset=1").json()) == order[1:3]
+    assert list(exec_server.get("/history?offset=3").json()) == order[3:]
+    assert exec_server.get("/history?offset=10&max_items=2").json() == {}
+    assert list(exec_server.get("/history?offset=0").json()) == order
+    jobs = exec_server.get("/api/jobs?status=completed&sort_order=asc").json()
     assert [j["id"] for j in jobs["jobs"]] == [first, ids[0], ids[1], front["prompt_id"]]  # by create_time
     assert jobs["pagination"]["total"] == 4
-    detail = srv.get(f"/api/jobs/{first}").json()
+    detail = exec_server.get(f"/api/jobs/{first}").json()
     assert detail["status"] == "completed" and detail["outputs"]["2"] == {"text": ["1"]}
-    assert srv.get("/api/jobs/nope").status_code == 404
-    assert srv.post(f"/api/jobs/{first}/cancel").json() == {"cancelled": False}
-    v2 = srv.get("/api/history_v2?max_items=1").json()
+    assert exec_server.get("/api/jobs/nope").status_code == 404
+    assert exec_server.post(f"/api/jobs/{first}/cancel").json() == {"cancelled": False}
+    v2 = exec_server.get("/api/history_v2?max_items=1").json()
     assert v2["history"][0]["prompt_id"] == ids[1]
 
 
-def test_sensitive_extra_data_stripped(client, srv):
+def test_sensitive_extra_data_stripped(client, exec_server):
     r = client.queue({"1": V(900), "2": OUT(["1", 0])}, extra_data={"auth_token_comfy_org": "secret", "keep": 1})
     pid = r.json()["prompt_id"]
     client.wait(pid)

@@ -7,30 +7,7 @@ import time
 
 import pytest
 
-from .execution_helpers import Client, start_server
-
-
-@pytest.fixture(scope="module")
-def srv(tmp_path_factory):
-    server = start_server(tmp_path_factory.mktemp("exec_beh_more"))
-    yield server
-    server.stop()
-    server.client.close()
-
-
-@pytest.fixture
-def client(srv):
-    c = Client(srv)
-    yield c
-    c.close()
-
-
-def V(v):
-    return {"class_type": "TestValue", "inputs": {"value": v}}
-
-
-def OUT(src):
-    return {"class_type": "TestOutput", "inputs": {"value": src}}
+from .execution_helpers import OUT, V
 
 
 def outputs(client, res):
