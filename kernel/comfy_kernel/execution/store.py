@@ -17,6 +17,7 @@ either in the queue or in history, never both or neither. Sensitive
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import time
 from typing import Any
@@ -25,6 +26,8 @@ import aiosqlite
 import orjson
 
 SENSITIVE = ("auth_token_comfy_org", "api_key_comfy_org")
+#: How long a write on the server loop may wait for another connection's lock.
+LOOP_BUSY_MS = 5
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS ck_queue (
@@ -72,6 +75,11 @@ class Store:
     with ``synchronous=NORMAL`` a commit is an append to the log without an
     fsync, which costs far less than the two thread hand-offs of an aiosqlite
     call, and those writes are most of a trivial prompt's fixed cost.
+
+    The loop never waits on another connection's lock, though: the writer's
+    busy timeout is a few milliseconds, and a write that finds the database
+    locked (another plugin's long transaction on the shared file) is retried
+    on a thread with the usual patience.
     """
 
     def __init__(self, path: str, history_max_items: int = 10000):
@@ -88,7 +96,8 @@ class Store:
         await self.db.executescript(SCHEMA)
         self.writer = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self.writer.execute("PRAGMA synchronous=NORMAL")
-        self.writer.execute("PRAGMA busy_timeout=5000")
+        self.writer.execute(f"PRAGMA busy_timeout={LOOP_BUSY_MS}")
+        self._write_lock = asyncio.Lock()
 
     async def close(self) -> None:
         if self.writer is not None:
@@ -100,18 +109,38 @@ class Store:
 
     # -- queue -----------------------------------------------------------------------------
 
-    async def enqueue(self, owner: str, item: list[Any]) -> None:
+    async def _write(self, fn: Any) -> None:
+        """Run ``fn(writer)`` on the loop; if the database is locked, again on a thread."""
         assert self.writer is not None
-        self.writer.execute(
+        async with self._write_lock:
+            try:
+                fn(self.writer)
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise
+            await asyncio.to_thread(self._patient, fn)
+
+    def _patient(self, fn: Any) -> None:
+        assert self.writer is not None
+        self.writer.execute("PRAGMA busy_timeout=5000")
+        try:
+            fn(self.writer)
+        finally:
+            self.writer.execute(f"PRAGMA busy_timeout={LOOP_BUSY_MS}")
+
+    async def enqueue(self, owner: str, item: list[Any]) -> None:
+        blob = orjson.dumps(public_item(item), option=orjson.OPT_NON_STR_KEYS)
+        now = time.time()
+        await self._write(lambda conn: conn.execute(
             "INSERT OR REPLACE INTO ck_queue(prompt_id, owner, number, item, state, attempts, created) "
-            "VALUES (?, ?, ?, ?, 'pending', 0, ?)",
-            (item[1], owner, float(item[0]), orjson.dumps(public_item(item), option=orjson.OPT_NON_STR_KEYS),
-             time.time()))
+            "VALUES (?, ?, ?, ?, 'pending', 0, ?)", (item[1], owner, float(item[0]), blob, now)))
 
     async def mark_running(self, prompt_id: str) -> None:
-        assert self.writer is not None
-        self.writer.execute("UPDATE ck_queue SET state='running', attempts=attempts+1, started=? "
-                              "WHERE prompt_id=?", (time.time(), prompt_id))
+        now = time.time()
+        await self._write(lambda conn: conn.execute(
+            "UPDATE ck_queue SET state='running', attempts=attempts+1, started=? WHERE prompt_id=?",
+            (now, prompt_id)))
 
     async def delete_pending(self, prompt_ids: list[str] | None, owner: str | None) -> int:
         assert self.db is not None
@@ -173,8 +202,7 @@ class Store:
                 conn.execute("ROLLBACK")
                 raise
 
-        assert self.writer is not None
-        move(self.writer)
+        await self._write(move)
 
     async def history(self, owner: str, max_items: int | None, offset: int) -> list[tuple[str, bytes]]:
         assert self.db is not None
