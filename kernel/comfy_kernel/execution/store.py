@@ -87,6 +87,7 @@ class Store:
         self.history_max_items = history_max_items
         self.db: aiosqlite.Connection | None = None
         self.writer: sqlite3.Connection | None = None
+        self._write_lock = asyncio.Lock()
 
     async def open(self) -> None:
         self.db = await aiosqlite.connect(self.path, isolation_level=None)
@@ -97,12 +98,14 @@ class Store:
         self.writer = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self.writer.execute("PRAGMA synchronous=NORMAL")
         self.writer.execute(f"PRAGMA busy_timeout={LOOP_BUSY_MS}")
-        self._write_lock = asyncio.Lock()
 
     async def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-            self.writer = None
+        # Wait for a write that may be running on a thread: closing the
+        # connection under it would crash the interpreter.
+        async with self._write_lock:
+            if self.writer is not None:
+                self.writer.close()
+                self.writer = None
         if self.db is not None:
             await self.db.close()
             self.db = None
@@ -111,8 +114,9 @@ class Store:
 
     async def _write(self, fn: Any) -> None:
         """Run ``fn(writer)`` on the loop; if the database is locked, again on a thread."""
-        assert self.writer is not None
         async with self._write_lock:
+            if self.writer is None:
+                raise RuntimeError("the queue store is closed")
             try:
                 fn(self.writer)
                 return

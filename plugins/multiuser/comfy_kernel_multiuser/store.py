@@ -283,12 +283,21 @@ class Store:
         if self.db is not None:
             await self.db.close()
             self.db = None
-        if self.reader is not None:
-            self.reader.close()
-            self.reader = None
-        if self.writer is not None:
-            self.writer.close()
-            self.writer = None
+        # A write or identity lookup may still be running in a thread; closing
+        # a connection under it crashes the interpreter, so wait for the locks.
+        import asyncio
+
+        await asyncio.to_thread(self._close_sync)
+
+    def _close_sync(self) -> None:
+        with self._reader_lock:
+            if self.reader is not None:
+                self.reader.close()
+                self.reader = None
+        with self._writer_lock:
+            if self.writer is not None:
+                self.writer.close()
+                self.writer = None
 
     # --- async helpers ------------------------------------------------------
 
@@ -322,8 +331,9 @@ class Store:
         return await asyncio.to_thread(self._write_sync, statements)
 
     def _write_sync(self, statements: list[tuple[str, tuple]]) -> list[int]:
-        assert self.writer is not None
         with self._writer_lock:
+            if self.writer is None:
+                raise RuntimeError("the multiuser store is closed")
             self.writer.execute("BEGIN IMMEDIATE")
             try:
                 counts = [self.writer.execute(sql, args).rowcount for sql, args in statements]
@@ -336,13 +346,15 @@ class Store:
     # --- sync reader (identity hook) -------------------------------------------
 
     def read_one(self, sql: str, args: tuple = ()) -> sqlite3.Row | None:
-        assert self.reader is not None
         with self._reader_lock:
+            if self.reader is None:
+                raise RuntimeError("the multiuser store is closed")
             return self.reader.execute(sql, args).fetchone()
 
     def read_all(self, sql: str, args: tuple = ()) -> list[sqlite3.Row]:
-        assert self.reader is not None
         with self._reader_lock:
+            if self.reader is None:
+                raise RuntimeError("the multiuser store is closed")
             return list(self.reader.execute(sql, args).fetchall())
 
     # --- shared queries --------------------------------------------------------
