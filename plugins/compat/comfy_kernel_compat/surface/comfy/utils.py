@@ -3,8 +3,9 @@
 ``ProgressBar`` is the kernel's own (per-prompt progress, interrupt
 checkpoint, ``progress``/``progress_state`` messages). The global hook is
 kept in :mod:`comfy_kernel.progress`, so ``set_progress_bar_global_hook``
-changes what every later ProgressBar calls, as in ComfyUI. The tensor
-helpers are written here on plain PyTorch.
+changes what every later ProgressBar calls, as in ComfyUI. Resizing is the
+kernel's (:mod:`comfy_kernel.nodes.resize`), the one core_nodes uses; the
+other tensor helpers are written here on plain PyTorch.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from comfy_kernel import progress as _progress
+from comfy_kernel.nodes.resize import bislerp, common_upscale, lanczos
 from comfy_kernel.progress import ProgressBar, set_progress_bar_enabled, set_progress_bar_global_hook
 
 log = logging.getLogger("comfy.utils")
@@ -153,62 +155,6 @@ def resize_to_batch_size(tensor: Any, batch_size: int) -> Any:
         return tensor[:batch_size]
     index = torch.linspace(0, size - 1, batch_size).round().long()
     return tensor[index]
-
-
-def lanczos(samples: Any, width: int, height: int) -> Any:
-    """Lanczos resize of an NCHW float batch through Pillow, one channel image at a time."""
-    import numpy as np
-    import torch
-    from PIL import Image
-
-    out = []
-    for image in samples:
-        array = image.movedim(0, -1).clamp(0, 1).mul(255).round().to(torch.uint8).cpu().numpy()
-        pil = Image.fromarray(array.squeeze(-1) if array.shape[-1] == 1 else array)
-        resized = np.asarray(pil.resize((width, height), resample=Image.Resampling.LANCZOS))
-        tensor = torch.from_numpy(resized.copy()).float().div(255)
-        if tensor.ndim == 2:
-            tensor = tensor.unsqueeze(-1)
-        out.append(tensor.movedim(-1, 0))
-    return torch.stack(out).to(samples.device, samples.dtype)
-
-
-def bislerp(samples: Any, width: int, height: int) -> Any:
-    """Spherical-linear resize, approximated with bilinear interpolation on normalised vectors."""
-    import torch
-
-    norm = samples.norm(dim=1, keepdim=True).clamp_min(1e-8)
-    direction = torch.nn.functional.interpolate(samples / norm, size=(height, width), mode="bilinear")
-    magnitude = torch.nn.functional.interpolate(norm, size=(height, width), mode="bilinear")
-    direction = direction / direction.norm(dim=1, keepdim=True).clamp_min(1e-8)
-    return direction * magnitude
-
-
-def common_upscale(samples: Any, width: int, height: int, upscale_method: str, crop: str) -> Any:
-    """Resize an NCHW (or NCDHW) batch, optionally centre-cropping to the target aspect first."""
-    import torch
-
-    if crop == "center":
-        old_w, old_h = samples.shape[-1], samples.shape[-2]
-        old_aspect = old_w / old_h
-        new_aspect = width / height
-        x = y = 0
-        if old_aspect > new_aspect:
-            x = round((old_w - old_w * (new_aspect / old_aspect)) / 2)
-        elif old_aspect < new_aspect:
-            y = round((old_h - old_h * (old_aspect / new_aspect)) / 2)
-        samples = samples.narrow(-2, y, old_h - y * 2).narrow(-1, x, old_w - x * 2)
-    if upscale_method == "bislerp":
-        return bislerp(samples, width, height)
-    if upscale_method == "lanczos":
-        return lanczos(samples, width, height)
-    if samples.ndim == 5:
-        return torch.nn.functional.interpolate(samples, size=(samples.shape[2], height, width),
-                                               mode="nearest" if upscale_method == "nearest-exact" else "trilinear")
-    mode = {"nearest-exact": "nearest-exact", "bilinear": "bilinear", "area": "area", "bicubic": "bicubic"}.get(
-        upscale_method, upscale_method)
-    kwargs = {"antialias": True} if mode in ("bilinear", "bicubic") else {}
-    return torch.nn.functional.interpolate(samples, size=(height, width), mode=mode, **kwargs)
 
 
 def get_tiled_scale_steps(width: int, height: int, tile_x: int, tile_y: int, overlap: int) -> int:
