@@ -10,11 +10,18 @@ code that inspects classic nodes works on V3 ones, and
 The executor calls V3 hooks itself (see ``comfy_kernel.execution.nodeclass``):
 hidden values go to ``cls.hidden`` of a per-call clone, not to keyword
 arguments.
+
+Dynamic inputs (``Autogrow``, ``DynamicCombo``) stand for inputs the prompt
+names ``<id>.<name>``: :func:`expand_inputs` lists them for one node's prompt
+inputs and :func:`group_inputs` hands them to ``execute`` as a dict under
+``<id>``, as ComfyUI does.
 """
 
 from __future__ import annotations
 
+import copy
 import inspect
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -184,6 +191,19 @@ class _ComboInput(WidgetInput):
         return _prune(opts)
 
 
+class _MultiComboInput(_ComboInput):
+    """A combo whose value is a list of selected options (``multi_select`` tells the frontend)."""
+
+    def __init__(self, id: str, options: Any = None, *args: Any, placeholder: str | None = None,
+                 chip: bool | None = None, **kw: Any):
+        super().__init__(id, options, *args, **kw)
+        self.placeholder, self.chip = placeholder, chip
+
+    def as_options(self) -> dict[str, Any]:
+        return {**super().as_options(), "multiselect": True,
+                "multi_select": _prune({"placeholder": self.placeholder, "chip": self.chip})}
+
+
 class _ComboOutput(Output):
     def __init__(self, id: str | None = None, display_name: str | None = None, options: list | None = None,
                  tooltip: str | None = None, is_output_list: bool = False):
@@ -198,6 +218,11 @@ class Combo(ComfyType):
     io_type = _IOType("COMBO")
     Input = _ComboInput
     Output = _ComboOutput
+
+
+class MultiCombo(ComfyType):
+    io_type = _IOType("COMBO")
+    Input = _MultiComboInput
 
 
 _SIMPLE = {"Image": "IMAGE", "Mask": "MASK", "Latent": "LATENT", "Conditioning": "CONDITIONING",
@@ -232,6 +257,260 @@ def comfytype(io_type: str, **kwargs: Any):
             cls.Output = made.Output
         return cls
     return deco
+
+
+def _input_dict(inputs: Iterable[Input]) -> dict[str, dict[str, tuple[Any, dict[str, Any]]]]:
+    """Inputs as classic ``INPUT_TYPES`` sections (no hidden ones)."""
+    out: dict[str, dict[str, tuple[Any, dict[str, Any]]]] = {"required": {}}
+    for inp in inputs:
+        out.setdefault("optional" if inp.optional else "required", {})[inp.id] = (inp.get_io_type(), inp.as_options())
+    return out
+
+
+# --- dynamic inputs ---------------------------------------------------------------------
+
+AUTOGROW = "COMFY_AUTOGROW_V3"
+DYNAMIC_COMBO = "COMFY_DYNAMICCOMBO_V3"
+MATCH_TYPE = "COMFY_MATCHTYPE_V3"
+
+
+class _MatchTemplate:
+    """The type variable shared by MatchType inputs and outputs; the frontend resolves it."""
+
+    def __init__(self, template_id: str, allowed_types: Any = None):
+        allowed = AnyType if allowed_types is None else allowed_types
+        self.template_id = template_id
+        self.allowed_types = list(allowed) if isinstance(allowed, (list, tuple)) else [allowed]
+        for t in self.allowed_types:
+            if not isinstance(getattr(t, "io_type", None), str):
+                raise ValueError(f"MatchType allowed types must be io types, got {t!r}")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"template_id": self.template_id, "allowed_types": ",".join(t.io_type for t in self.allowed_types)}
+
+
+class _TemplatedInput(Input):
+    """An input described by a template object (MatchType's type variable, Autogrow's repeated input)."""
+
+    def __init__(self, id: str, template: Any, *args: Any, **kw: Any):
+        super().__init__(id, *args, **kw)
+        self.template = template
+
+    def as_options(self) -> dict[str, Any]:
+        return {**super().as_options(), "template": self.template.as_dict()}
+
+
+class _MatchTypeInput(_TemplatedInput):
+    io_type = _IOType(MATCH_TYPE)
+
+
+class _MatchTypeOutput(Output):
+    io_type = _IOType(MATCH_TYPE)
+
+    def __init__(self, template: _MatchTemplate, id: str | None = None, display_name: str | None = None,
+                 tooltip: str | None = None, is_output_list: bool = False):
+        super().__init__(id, display_name or (None if id else "MATCHTYPE"), tooltip, is_output_list)
+        self.template = template
+
+
+class MatchType(ComfyType):
+    """Inputs and outputs whose type is whatever gets linked to the template (``Template("T")``)."""
+
+    io_type = _IOType(MATCH_TYPE)
+    Template = _MatchTemplate
+    Input = _MatchTypeInput
+    Output = _MatchTypeOutput
+
+
+class _AutogrowTemplate:
+    """The one input an Autogrow repeats; always a socket, never a widget."""
+
+    max_names = 100
+
+    def __init__(self, input: Input, min: int):
+        if isinstance(input, (_AutogrowInput, _DynamicComboInput)):
+            raise ValueError("an Autogrow template cannot be a dynamic input")
+        if min < 0:
+            raise ValueError("Autogrow min must be >= 0")
+        self.input = copy.copy(input)
+        if isinstance(self.input, WidgetInput):
+            self.input.force_input = True
+        self.min = min
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"input": _input_dict([self.input])}
+
+
+class _TemplatePrefix(_AutogrowTemplate):
+    """Inputs named ``<prefix>0`` .. ``<prefix><max-1>``."""
+
+    def __init__(self, input: Input, prefix: str, min: int = 1, max: int = 10):
+        super().__init__(input, min)
+        if not 1 <= max <= self.max_names:
+            raise ValueError(f"Autogrow max must be between 1 and {self.max_names}")
+        self.prefix, self.max = prefix, max
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**super().as_dict(), "prefix": self.prefix, "min": self.min, "max": self.max}
+
+
+class _TemplateNames(_AutogrowTemplate):
+    """Inputs with the given names, in order."""
+
+    def __init__(self, input: Input, names: list[str], min: int = 1):
+        super().__init__(input, min)
+        self.names = list(names)[:self.max_names]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**super().as_dict(), "names": self.names, "min": self.min}
+
+
+class _AutogrowInput(_TemplatedInput):
+    io_type = _IOType(AUTOGROW)
+
+
+class Autogrow(ComfyType):
+    """A list of inputs that grows as the user links them; ``execute`` gets them as one dict."""
+
+    io_type = _IOType(AUTOGROW)
+    TemplatePrefix = _TemplatePrefix
+    TemplateNames = _TemplateNames
+    Input = _AutogrowInput
+
+
+class _DynamicComboOption:
+    def __init__(self, key: str, inputs: list[Input]):
+        self.key, self.inputs = key, list(inputs)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"key": self.key, "inputs": _input_dict(self.inputs)}
+
+
+class _DynamicComboInput(Input):
+    io_type = _IOType(DYNAMIC_COMBO)
+
+    def __init__(self, id: str, options: list[_DynamicComboOption], display_name: str | None = None,
+                 optional: bool = False, tooltip: str | None = None, lazy: bool | None = None,
+                 extra_dict: dict | None = None):
+        super().__init__(id, display_name, optional, tooltip, lazy, extra_dict)
+        self.options = list(options)
+
+    def as_options(self) -> dict[str, Any]:
+        return {**super().as_options(), "options": [o.as_dict() for o in self.options]}
+
+
+class DynamicCombo(ComfyType):
+    """A combo whose selected option brings its own inputs; ``execute`` gets the key and them as one dict."""
+
+    io_type = _IOType(DYNAMIC_COMBO)
+    Option = _DynamicComboOption
+    Input = _DynamicComboInput
+
+
+@dataclass
+class ExpandedInputs:
+    """One node's inputs once its dynamic inputs are expanded against what the prompt gives.
+
+    ``declared`` maps every flat name (``values.value0``) to ``(section, spec)``
+    for validation; ``paths`` maps the names that reach ``execute`` nested to
+    their dotted path there; ``empty`` holds the groups that received nothing
+    and so become ``{}``.
+    """
+
+    declared: dict[str, tuple[str, Any]] = field(default_factory=dict)
+    paths: dict[str, str] = field(default_factory=dict)
+    empty: set[str] = field(default_factory=set)
+
+
+def expand_inputs(input_types: Mapping[str, Any], live: Mapping[str, Any]) -> ExpandedInputs:
+    """Expand the dynamic inputs of ``INPUT_TYPES()`` for a node whose prompt inputs are ``live``.
+
+    The expansion depends on the prompt (which Autogrow slots are filled, which
+    DynamicCombo option is selected), so it is done per node, not per class.
+    """
+    out = ExpandedInputs()
+    _expand_sections(out, live, input_types, ())
+    return out
+
+
+def _expand_sections(out: ExpandedInputs, live: Mapping[str, Any], sections: Mapping[str, Any],
+                     prefix: tuple[str, ...]) -> None:
+    for section in ("required", "optional"):
+        for name, spec in (sections.get(section) or {}).items():
+            kind = spec[0] if isinstance(spec, (list, tuple)) and spec else None
+            expander = _EXPANDERS.get(kind) if isinstance(kind, str) else None
+            if expander is not None:
+                expander(out, live, spec, section, prefix + (name,))
+                continue
+            flat = ".".join(prefix + (name,))
+            out.declared[flat] = (section, spec)
+            if prefix:
+                out.paths[flat] = flat
+
+
+def _expand_autogrow(out: ExpandedInputs, live: Mapping[str, Any], spec: Any, section: str,
+                     prefix: tuple[str, ...]) -> None:
+    template = spec[1]["template"]
+    if "names" in template:
+        names = list(template["names"])
+    else:
+        names = [f"{template['prefix']}{i}" for i in range(template["max"])]
+    template_section, template_spec = next(
+        (sec, next(iter(inputs.values()))) for sec, inputs in template["input"].items() if inputs)
+    group = ".".join(prefix)
+    received = False
+    for i, name in enumerate(names):
+        flat = f"{group}.{name}"
+        required = template_section == "required" and i < template["min"]
+        out.declared[flat] = ("required" if required else "optional", template_spec)
+        if flat in live:
+            out.paths[flat] = flat
+            received = True
+    if not received:
+        out.paths[group] = group
+        out.empty.add(group)
+
+
+def _expand_dynamic_combo(out: ExpandedInputs, live: Mapping[str, Any], spec: Any, section: str,
+                          prefix: tuple[str, ...]) -> None:
+    flat = ".".join(prefix)
+    if flat not in live:
+        return
+    selected = live[flat]
+    option = next((o for o in spec[1]["options"] if o["key"] == selected), None)
+    if option is None:
+        return
+    _expand_sections(out, live, option["inputs"], prefix)
+    out.declared[flat] = (section, spec)
+    out.paths[flat] = f"{flat}.{prefix[-1]}"
+
+
+_EXPANDERS = {AUTOGROW: _expand_autogrow, DYNAMIC_COMBO: _expand_dynamic_combo}
+
+
+def is_dynamic(spec: Any) -> bool:
+    """True for an ``INPUT_TYPES`` spec whose inputs depend on the prompt (Autogrow, DynamicCombo)."""
+    kind = spec[0] if isinstance(spec, (list, tuple)) and spec else None
+    return isinstance(kind, str) and kind in _EXPANDERS
+
+
+def group_inputs(values: dict[str, Any], expanded: ExpandedInputs) -> dict[str, Any]:
+    """Nest the flat values of expanded inputs as ``execute`` receives them (``values={"value0": ...}``)."""
+    if not expanded.paths:
+        return values
+    flat = dict(values)
+    nested: dict[str, Any] = {}
+    for key, path in expanded.paths.items():
+        value = flat.pop(key, None)
+        if value is None and key in expanded.empty:
+            value = {}
+        *parents, last = path.split(".")
+        node = nested
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = value
+    flat.update(nested)
+    return flat
 
 
 class Hidden(str, Enum):
@@ -370,10 +649,7 @@ class ComfyNode:
     @classmethod
     def INPUT_TYPES(cls, include_hidden: bool = True, return_schema: bool = False) -> Any:
         schema = cls.GET_SCHEMA()
-        out: dict[str, Any] = {"required": {}}
-        for inp in schema.inputs:
-            section = "optional" if inp.optional else "required"
-            out.setdefault(section, {})[inp.id] = (inp.get_io_type(), inp.as_options())
+        out: dict[str, Any] = _input_dict(schema.inputs)
         if include_hidden and schema.hidden:
             out["hidden"] = {h.name: (h.value,) for h in schema.hidden}
         return (out, schema) if return_schema else out
@@ -419,6 +695,9 @@ class ComfyNode:
             "experimental": schema.is_experimental,
             "api_node": schema.is_api_node,
         }
+        if any(isinstance(o, _MatchTypeOutput) for o in schema.outputs):
+            info["output_matchtypes"] = [o.template.template_id if isinstance(o, _MatchTypeOutput) else None
+                                         for o in schema.outputs]
         if schema.search_aliases:
             info["search_aliases"] = list(schema.search_aliases)
         return info

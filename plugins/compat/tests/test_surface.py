@@ -40,6 +40,8 @@ TIER1 = {
                           "UnetWrapperFunction"],
     "comfy.comfy_types.node_typing": ["IO", "ComfyNodeABC"],
     "comfy_api.latest": ["io", "ui", "ComfyExtension", "ComfyAPI", "ComfyAPISync"],
+    "comfy_api.latest.io": ["ComfyNode", "Schema", "Combo", "MultiCombo", "MatchType", "Autogrow",
+                            "DynamicCombo"],
     "comfy_api.v0_0_2": ["io", "ui", "ComfyExtension", "ComfyAPI", "ComfyAPISync"],
     "comfy.samplers": ["KSampler", "KSAMPLER", "sampler_object"],
     "comfy.sample": ["prepare_noise", "fix_empty_latent_channels"],
