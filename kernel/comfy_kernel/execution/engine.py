@@ -406,7 +406,7 @@ class Engine:
     def _resolve_inputs(self, run: Run, node_id: str, node: dict[str, Any], ndef: NodeDef) -> dict[str, list[Any]]:
         values: dict[str, list[Any]] = {}
         outputs = run.outputs
-        declared, hidden_decl, raw = ndef.declared, ndef.hidden, ndef.raw_link
+        declared, hidden_decl, raw = ndef.expand(node["inputs"]).declared, ndef.hidden, ndef.raw_link
         for name, value in node["inputs"].items():
             if is_link(value) and name not in raw:
                 src = outputs.get(value[0])

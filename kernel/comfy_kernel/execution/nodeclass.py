@@ -5,6 +5,8 @@ questions validation and execution ask for every node (declared inputs,
 lazy/rawLink options, hidden kinds, output flags, which hooks exist), and
 calls the hooks uniformly: classic ones with hidden values as keyword
 arguments on an instance, V3 ones on a per-call clone carrying ``cls.hidden``.
+A V3 node with dynamic inputs declares different inputs per prompt node:
+:meth:`NodeDef.expand` gives them, and its hooks get them grouped.
 """
 
 from __future__ import annotations
@@ -13,7 +15,15 @@ import inspect
 from typing import Any
 
 from ..nodes.graph_utils import ExecutionBlocker
-from ..nodes.io import ComfyNode, HiddenHolder, normalize_output
+from ..nodes.io import (
+    ComfyNode,
+    ExpandedInputs,
+    HiddenHolder,
+    expand_inputs,
+    group_inputs,
+    is_dynamic,
+    normalize_output,
+)
 
 HIDDEN_MEMBER = {"UNIQUE_ID": "unique_id", "PROMPT": "prompt", "EXTRA_PNGINFO": "extra_pnginfo",
                  "DYNPROMPT": "dynprompt", "AUTH_TOKEN_COMFY_ORG": "auth_token_comfy_org",
@@ -24,7 +34,7 @@ class NodeDef:
     __slots__ = ("cls", "class_type", "is_v3", "input_types", "declared", "hidden", "lazy", "raw_link",
                  "is_output", "input_is_list", "output_is_list", "is_async", "lazy_hook", "is_changed",
                  "validate", "validate_params", "validate_kwargs", "validate_input_types",
-                 "not_idempotent", "id_in_key", "function_name", "enable_expand")
+                 "not_idempotent", "id_in_key", "function_name", "enable_expand", "dynamic", "static")
 
     def __init__(self, class_type: str, cls: type):
         self.cls = cls
@@ -37,6 +47,8 @@ class NodeDef:
             for name, spec in (types.get(section) or {}).items():
                 declared[name] = (section, spec)
         self.declared = declared
+        self.static = ExpandedInputs(declared)
+        self.dynamic = self.is_v3 and any(is_dynamic(spec) for _section, spec in declared.values())
         self.hidden: dict[str, str] = {}
         for name, kind in (types.get("hidden") or {}).items():
             self.hidden[name] = kind[0] if isinstance(kind, (list, tuple)) and kind else kind
@@ -87,6 +99,17 @@ class NodeDef:
             self.validate_params = frozenset(params)
             self.validate_input_types = "input_types" in params
 
+    def expand(self, live: dict[str, Any]) -> ExpandedInputs:
+        """The inputs a node with prompt inputs ``live`` declares (the class's own unless dynamic)."""
+        return expand_inputs(self.input_types, live) if self.dynamic else self.static
+
+    def group(self, values: dict[str, Any]) -> dict[str, Any]:
+        """Keyword arguments for a V3 hook: expanded dynamic inputs nested under their group."""
+        live = values
+        if self.input_is_list:
+            live = {k: v[0] if isinstance(v, list) and len(v) == 1 else v for k, v in values.items()}
+        return group_inputs(values, expand_inputs(self.input_types, live))
+
     def new_instance(self) -> Any:
         return None if self.is_v3 else self.cls()
 
@@ -115,11 +138,12 @@ class NodeDef:
         """The callable for ``hook`` ("function", "lazy", "validate", "is_changed")."""
         if self.is_v3:
             clone = self.cls.clone_with_hidden(HiddenHolder(**(hidden or {})))
-            if hook == "function":
-                return _v3_execute(clone.execute)
-            name = {"lazy": "check_lazy_status", "validate": "validate_inputs",
+            name = {"function": "execute", "lazy": "check_lazy_status", "validate": "validate_inputs",
                     "is_changed": "fingerprint_inputs"}[hook]
-            return getattr(clone, name)
+            fn = getattr(clone, name)
+            if hook == "function" or self.dynamic:
+                return _adapt(fn, self.group if self.dynamic else None, v3_to_classic if hook == "function" else None)
+            return fn
         if hook == "function":
             return getattr(instance, self.function_name)
         if hook == "lazy":
@@ -129,15 +153,24 @@ class NodeDef:
         return self.is_changed
 
 
-def _v3_execute(execute: Any) -> Any:
-    """Adapt a V3 ``execute`` to classic return shapes (dict / tuple / ExecutionBlocker)."""
-    if inspect.iscoroutinefunction(execute):
+def _same(value: Any) -> Any:
+    return value
+
+
+def _adapt(fn: Any, prepare: Any = None, convert: Any = None) -> Any:
+    """``fn`` with its keyword arguments passed through ``prepare`` and its result through ``convert``.
+
+    Stays a coroutine function when ``fn`` is one: the executor decides from
+    that whether to await a hook.
+    """
+    prepare, convert = prepare or _same, convert or _same
+    if inspect.iscoroutinefunction(fn):
         async def run_async(**kw: Any) -> Any:
-            return v3_to_classic(await execute(**kw))
+            return convert(await fn(**prepare(kw)))
         return run_async
 
     def run(**kw: Any) -> Any:
-        return v3_to_classic(execute(**kw))
+        return convert(fn(**prepare(kw)))
     return run
 
 

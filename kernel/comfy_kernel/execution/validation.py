@@ -16,6 +16,7 @@ import traceback
 from typing import Any
 
 from ..nodes.graph_utils import ExecutionBlocker
+from ..nodes.io import MATCH_TYPE
 from .nodeclass import NodeDef, NodeDefs
 
 
@@ -25,6 +26,8 @@ def validate_node_input(received_type: Any, input_type: Any, strict: bool = Fals
         return True
     if not isinstance(received_type, str) or not isinstance(input_type, str):
         return False
+    if MATCH_TYPE in (str(received_type), str(input_type)):  # the frontend checks template types
+        return True
     received = {t.strip() for t in received_type.split(",")}
     accepted = {t.strip() for t in input_type.split(",")}
     if strict:
@@ -71,7 +74,7 @@ class Validator:
             return []
         out = []
         inputs = node.get("inputs") or {}
-        for name in ndef.declared:
+        for name in ndef.expand(inputs).declared:
             value = inputs.get(name)
             if isinstance(value, list) and len(value) == 2 and value[0] in self.prompt:
                 out.append(value[0])
@@ -122,10 +125,12 @@ class Validator:
         received_types: dict[str, Any] = {}
         hook_params = ndef.validate_params
         hook_kwargs = ndef.validate_kwargs
-        for name, (_section, spec) in ndef.declared.items():
+        expanded = ndef.expand(inputs)
+        for name, (_section, spec) in expanded.declared.items():
             if name not in inputs:
                 if _section == "required":
-                    errors.append(_error("required_input_missing", "Required input is missing", name,
+                    details = name.rsplit(".", 1)[-1] if expanded.paths else name
+                    errors.append(_error("required_input_missing", "Required input is missing", details,
                                          {"input_name": name}))
                 continue
             value = inputs[name]
@@ -199,31 +204,39 @@ class Validator:
                                      name, {"input_name": name, "input_config": _config(spec),
                                             "received_value": value}))
                 continue
-            if isinstance(input_type, list) and value not in input_type:
-                shown = f"(list of length {len(input_type)})" if len(input_type) > 20 else repr(input_type)
-                errors.append(_error("value_not_in_list", "Value not in list", f"{name}: '{value}' not in {shown}",
+            choices = input_type if isinstance(input_type, list) else _v3_combo_options(input_type, opts)
+            if choices is None:
+                continue
+            if opts.get("multiselect") and isinstance(value, list):
+                bad = ", ".join(repr(v) for v in value if v not in choices)
+            else:
+                bad = "" if value in choices else f"'{value}'"
+            if bad:
+                shown = f"(list of length {len(choices)})" if len(choices) > 20 else repr(choices)
+                errors.append(_error("value_not_in_list", "Value not in list", f"{name}: {bad} not in {shown}",
                                      {"input_name": name,
-                                      "input_config": None if len(input_type) > 20 else _config(spec),
+                                      "input_config": None if len(choices) > 20 else _config(spec),
                                       "received_value": value}))
                 continue
 
         if ndef.validate is not None:
-            errors.extend(await self._custom(node_id, ndef, inputs, received_types))
+            errors.extend(await self._custom(node_id, ndef, inputs, received_types, expanded.declared,
+                                             expanded.paths))
         ok = valid and not errors
         return ok, errors
 
-    async def _custom(self, node_id: str, ndef: NodeDef, inputs: dict[str, Any],
-                      received_types: dict[str, Any]) -> list[dict[str, Any]]:
+    async def _custom(self, node_id: str, ndef: NodeDef, inputs: dict[str, Any], received_types: dict[str, Any],
+                      declared: dict[str, Any], paths: dict[str, str]) -> list[dict[str, Any]]:
         kwargs: dict[str, Any] = {}
         for name, value in inputs.items():
-            if name in ndef.declared or name in ndef.hidden:
+            if name in declared or name in ndef.hidden:
                 kwargs[name] = None if isinstance(value, list) and len(value) == 2 and isinstance(value[0], str) \
                     else value
         hidden = ndef.hidden_values(node_id, None)
         if not ndef.is_v3:
             kwargs.update(hidden)
         if not ndef.validate_kwargs:
-            kwargs = {k: v for k, v in kwargs.items() if k in ndef.validate_params}
+            kwargs = {k: v for k, v in kwargs.items() if paths.get(k, k).split(".")[0] in ndef.validate_params}
         if ndef.validate_input_types:
             kwargs["input_types"] = received_types
         if ndef.input_is_list:
@@ -239,6 +252,14 @@ class Validator:
                 errors.append(_error("custom_validation_failed", "Custom validation failed for node", details,
                                      {"input_name": name}))
         return errors
+
+
+def _v3_combo_options(input_type: Any, opts: dict[str, Any]) -> list[Any] | None:
+    """A V3 combo's choices (its type is ``COMBO``, the list is in ``options``); None for any other input."""
+    if (isinstance(input_type, str) and str.__eq__(input_type, "COMBO") and isinstance(opts.get("options"), list)
+            and not opts.get("remote_combo")):
+        return opts["options"]
+    return None
 
 
 def _lt(a: Any, b: Any) -> bool:
