@@ -413,6 +413,83 @@ class TestV3Output(io.ComfyNode):
         return io.NodeOutput(ui=io.ui.PreviewText(f"v3:{value}"))
 
 
+class TestAutogrowSum(io.ComfyNode):
+    """Autogrow by prefix: at least two ints, ``execute`` gets them as ``values={"value0": ...}``."""
+
+    @classmethod
+    def define_schema(cls):
+        template = io.Autogrow.TemplatePrefix(io.Int.Input("value", min=0, max=100), prefix="value", min=2, max=4)
+        return io.Schema(node_id="TestAutogrowSum", category="Testing",
+                         inputs=[io.Autogrow.Input("values", template=template)],
+                         outputs=[io.String.Output()])
+
+    @classmethod
+    def execute(cls, values):
+        return io.NodeOutput(f"{sorted(values.items())} sum={sum(values.values())}")
+
+
+class TestAutogrowNames(io.ComfyNode):
+    """Autogrow by names, all optional: nothing linked gives ``words={}``."""
+
+    @classmethod
+    def define_schema(cls):
+        template = io.Autogrow.TemplateNames(io.String.Input("word"), names=["first", "second"], min=0)
+        return io.Schema(node_id="TestAutogrowNames", category="Testing",
+                         inputs=[io.Autogrow.Input("words", template=template), io.String.Input("sep", default=" ")],
+                         outputs=[io.String.Output()])
+
+    @classmethod
+    def execute(cls, words, sep):
+        return io.NodeOutput(f"{sorted(words.items())}{sep}")
+
+
+class TestDynamicCombo(io.ComfyNode):
+    """DynamicCombo: the selected option's inputs arrive with the key in ``mode``."""
+
+    @classmethod
+    def define_schema(cls):
+        options = [io.DynamicCombo.Option("add", [io.Int.Input("a"), io.Int.Input("b", default=1, max=10)]),
+                   io.DynamicCombo.Option("text", [io.String.Input("text", multiline=True)]),
+                   io.DynamicCombo.Option("none", [])]
+        return io.Schema(node_id="TestDynamicCombo", category="Testing",
+                         inputs=[io.DynamicCombo.Input("mode", options=options), io.Int.Input("scale", default=1)],
+                         outputs=[io.String.Output()])
+
+    @classmethod
+    def execute(cls, mode, scale):
+        return io.NodeOutput(f"{sorted(mode.items())} scale={scale}")
+
+
+MATCH = io.MatchType.Template("T", allowed_types=[io.Int, io.String])
+
+
+class TestMatchType(io.ComfyNode):
+    """MatchType: the output has the type of whatever is linked to the input."""
+
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(node_id="TestMatchType", category="Testing",
+                         inputs=[io.MatchType.Input("value", template=MATCH)],
+                         outputs=[io.MatchType.Output(template=MATCH)])
+
+    @classmethod
+    def execute(cls, value):
+        return io.NodeOutput(value)
+
+
+class TestMultiCombo(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(node_id="TestMultiCombo", category="Testing",
+                         inputs=[io.MultiCombo.Input("colors", options=["red", "green", "blue"], default=["red"],
+                                                     placeholder="Pick colors", chip=True)],
+                         outputs=[io.String.Output()])
+
+    @classmethod
+    def execute(cls, colors):
+        return io.NodeOutput("+".join(colors))
+
+
 class TestUniqueId:
     @classmethod
     def INPUT_TYPES(cls):
@@ -586,5 +663,6 @@ NODE_CLASS_MAPPINGS = {cls.__name__: cls for cls in [
     TestValue, TestFloat, TestAdd, TestOutput, TestListOutput, TestLazyMix, TestError, TestIsChanged,
     TestCustomValidation, TestKwargsValidation, TestInputTypes, TestCombo, TestVariadic, TestSleep,
     TestSyncSleep, TestList, TestBlockOdd, TestProgress, TestExpandAdd, TestForLoop, TestExpandCycle,
-    TestMixedReturns, TestV3Add, TestV3Output, TestUniqueId, TestTracked, TestUnwrap, TestAlive,
+    TestMixedReturns, TestV3Add, TestV3Output, TestAutogrowSum, TestAutogrowNames, TestDynamicCombo, TestMatchType,
+    TestMultiCombo, TestUniqueId, TestTracked, TestUnwrap, TestAlive,
     TestAsyncError, TestExpandSleep, TestBoolList, TestOOM, TestOOMModelLoaded]}
