@@ -108,11 +108,12 @@ def test_frontend_signs_in_and_runs_a_workflow(auth):
     try:
         page.call("Page.enable")
         page.call("Page.navigate", url=auth.url + "/")
-        page.wait_for("location.pathname === '/auth/login' && !!document.querySelector('form')", 30)
+        page.wait_for("location.pathname === '/auth/login' && document.getElementById('form')?.dataset.ready === 'true'",
+                      30)
         page.evaluate(f"""(() => {{
             document.querySelector('input[name=username]').value = {json.dumps(ADMIN[0])};
             document.querySelector('input[name=password]').value = {json.dumps(ADMIN[1])};
-            document.getElementById('form').requestSubmit();
+            document.querySelector('#form button[type=submit]').click();
             return true;
         }})()""")
         try:

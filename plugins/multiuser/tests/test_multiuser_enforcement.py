@@ -75,6 +75,8 @@ def test_static_frontend_files_stay_public(auth: AuthServer):
     assert root.status_code == 303 and root.headers["location"] == "/auth/login"
     login = anonymous.get("/auth/login")
     assert login.status_code == 200 and "<form" in login.text
+    # Without its script the form can neither submit nor put credentials in a URL.
+    assert '<form id="form" method="post">' in login.text and "submit\" disabled>" in login.text
     assert anonymous.get("/no-such-static-file.js").status_code == 404  # not a 401: it is not an API route
     anonymous.close()
 

@@ -18,3 +18,7 @@ document.getElementById("form").addEventListener("submit", async (event) => {
   const body = await response.json().catch(() => ({}));
   error.textContent = body.message || "Setup failed";
 });
+// The button stays disabled until the handler above is attached, so a click
+// while this script loads can never submit the form natively.
+document.querySelector("#form button[type=submit]").disabled = false;
+document.getElementById("form").dataset.ready = "true";
