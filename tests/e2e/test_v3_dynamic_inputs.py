@@ -137,6 +137,16 @@ def test_dynamic_combo_missing_option_input(client):
     assert [(e["type"], e["extra_info"]["input_name"]) for e in errors] == [("value_bigger_than_max", "mode.b")]
 
 
+def test_dynamic_combo_without_a_known_option(client):
+    prompt = {"4": node("TestDynamicCombo", scale=1), "9": OUT(["4", 0])}
+    errors = rejected(client, prompt, "4")
+    assert [(e["type"], e["extra_info"]["input_name"]) for e in errors] == [("required_input_missing", "mode")]
+    prompt["4"]["inputs"]["mode"] = "multiply"
+    errors = rejected(client, prompt, "4")
+    assert [(e["type"], e["extra_info"]["input_name"]) for e in errors] == [("value_not_in_list", "mode")]
+    assert errors[0]["details"] == "mode: 'multiply' not in ['add', 'text', 'none']"
+
+
 def test_match_type_links_any_type(client):
     prompt = {"1": V(5), "2": node("TestMatchType", value=["1", 0]), "3": node("TestAdd", a=["2", 0], b=["1", 0]),
               "9": OUT(["3", 0])}

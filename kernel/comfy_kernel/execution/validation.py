@@ -16,7 +16,7 @@ import traceback
 from typing import Any
 
 from ..nodes.graph_utils import ExecutionBlocker
-from ..nodes.io import MATCH_TYPE
+from ..nodes.io import DYNAMIC_COMBO, MATCH_TYPE
 from .nodeclass import NodeDef, NodeDefs
 
 
@@ -255,10 +255,16 @@ class Validator:
 
 
 def _v3_combo_options(input_type: Any, opts: dict[str, Any]) -> list[Any] | None:
-    """A V3 combo's choices (its type is ``COMBO``, the list is in ``options``); None for any other input."""
-    if (isinstance(input_type, str) and str.__eq__(input_type, "COMBO") and isinstance(opts.get("options"), list)
-            and not opts.get("remote_combo")):
+    """A V3 combo's choices (its type is ``COMBO``, the list is in ``options``); None for any other input.
+
+    A DynamicCombo's choices are its options' keys.
+    """
+    if not isinstance(input_type, str) or not isinstance(opts.get("options"), list):
+        return None
+    if str.__eq__(input_type, "COMBO") and not opts.get("remote_combo"):
         return opts["options"]
+    if str.__eq__(input_type, DYNAMIC_COMBO):
+        return [option["key"] for option in opts["options"]]
     return None
 
 

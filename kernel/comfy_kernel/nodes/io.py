@@ -474,14 +474,12 @@ def _expand_autogrow(out: ExpandedInputs, live: Mapping[str, Any], spec: Any, se
 def _expand_dynamic_combo(out: ExpandedInputs, live: Mapping[str, Any], spec: Any, section: str,
                           prefix: tuple[str, ...]) -> None:
     flat = ".".join(prefix)
-    if flat not in live:
-        return
-    selected = live[flat]
+    out.declared[flat] = (section, spec)  # validated as a combo of the option keys
+    selected = live.get(flat)
     option = next((o for o in spec[1]["options"] if o["key"] == selected), None)
     if option is None:
         return
     _expand_sections(out, live, option["inputs"], prefix)
-    out.declared[flat] = (section, spec)
     out.paths[flat] = f"{flat}.{prefix[-1]}"
 
 
