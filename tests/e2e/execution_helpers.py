@@ -64,6 +64,7 @@ class Client:
         assert first["type"] == "status"
         self.sid = first["data"]["sid"]
         self.binary: list[bytes] = []
+        self._stash: dict[str, list[tuple[str, Any]]] = {}
 
     def close(self) -> None:
         self._ctx.__exit__(None, None, None)
@@ -72,7 +73,14 @@ class Client:
         return self.server.post("/prompt", json={"prompt": prompt, "client_id": self.client_id, **body})
 
     def wait(self, prompt_id: str, timeout: float = 30) -> RunResult:
-        messages: list[tuple[str, Any]] = []
+        """Collect ``prompt_id``'s messages up to its final ``executing`` (node None).
+
+        Messages of other prompts are kept for their own ``wait``: with several
+        workers a later prompt may finish first.
+        """
+        messages = self._stash.pop(prompt_id, [])
+        if self._finished(messages, prompt_id):
+            return RunResult(prompt_id, messages)
         while True:
             raw = self.ws.recv(timeout=timeout)
             if isinstance(raw, bytes):
@@ -82,11 +90,20 @@ class Client:
             data = msg["data"]
             if msg["type"] == "status":
                 continue
-            if isinstance(data, dict) and data.get("prompt_id") not in (None, prompt_id):
+            owner = data.get("prompt_id") if isinstance(data, dict) else None
+            if owner not in (None, prompt_id):
+                self._stash.setdefault(owner, []).append((msg["type"], data))
                 continue
             messages.append((msg["type"], data))
-            if msg["type"] == "executing" and data.get("node") is None and data.get("prompt_id") == prompt_id:
+            if self._finished(messages, prompt_id):
                 return RunResult(prompt_id, messages)
+
+    @staticmethod
+    def _finished(messages: list[tuple[str, Any]], prompt_id: str) -> bool:
+        if not messages:
+            return False
+        kind, data = messages[-1]
+        return kind == "executing" and data.get("node") is None and data.get("prompt_id") == prompt_id
 
     def run(self, prompt: dict[str, Any], **body: Any) -> RunResult:
         r = self.queue(prompt, **body)

@@ -17,6 +17,9 @@ def _run_two(server, seconds: float) -> tuple[float, list[str], list[dict]]:
     client = Client(server)
     try:
         client.run(sleeper(0, 0.01))  # workers are started on the first prompt
+        deadline = time.monotonic() + 30  # ...and let its worker finish recording it
+        while server.get("/queue").json()["queue_running"] and time.monotonic() < deadline:
+            time.sleep(0.02)
         start = time.perf_counter()
         ids = [client.queue(sleeper(i + 1, seconds)).json()["prompt_id"] for i in range(2)]
         results = [client.wait(pid, timeout=60) for pid in ids]
