@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import uuid
 from importlib.metadata import entry_points
 from typing import Any
 
 from comfy_kernel.plugins import ENTRY_POINT_GROUPS
 from comfy_kernel.testing import ServerProcess
+from tests.e2e.execution_helpers import Client as E2EClient
 
 PACKS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "packs")
 
@@ -41,47 +40,20 @@ def start(base: Any, *packs: str, keep: set[str] = frozenset({"compat"}), args: 
     return ServerProcess(base, *other_plugins(set(keep)), *args, env=env).start()
 
 
-class Client:
-    """A WebSocket client that queues prompts and collects their messages."""
-
-    def __init__(self, server: ServerProcess, client_id: str | None = None):
-        self.server = server
-        self.client_id = client_id or uuid.uuid4().hex
-        self._ctx = server.ws(self.client_id)
-        self.ws = self._ctx.__enter__()
-        first = json.loads(self.ws.recv(timeout=10))
-        assert first["type"] == "status"
-        self.binary: list[bytes] = []
-        self.others: list[tuple[str, Any]] = []
+class Client(E2EClient):
+    """The e2e WebSocket client, with the shapes these tests read: message lists and a context manager."""
 
     def __enter__(self) -> Client:
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        self._ctx.__exit__(None, None, None)
+        self.close()
 
-    def queue(self, prompt: dict[str, Any], **body: Any) -> Any:
-        return self.server.post("/prompt", json={"prompt": prompt, "client_id": self.client_id, **body})
-
-    def wait(self, prompt_id: str, timeout: float = 60) -> list[tuple[str, Any]]:
+    def wait(self, prompt_id: str, timeout: float = 60) -> list[tuple[str, Any]]:  # type: ignore[override]
         """Messages of ``prompt_id`` (and any without a prompt id) until its final ``executing``."""
-        messages: list[tuple[str, Any]] = []
-        while True:
-            raw = self.ws.recv(timeout=timeout)
-            if isinstance(raw, bytes):
-                self.binary.append(raw)
-                continue
-            msg = json.loads(raw)
-            data = msg["data"]
-            if msg["type"] == "status":
-                continue
-            if isinstance(data, dict) and data.get("prompt_id") not in (None, prompt_id):
-                continue
-            messages.append((msg["type"], data))
-            if msg["type"] == "executing" and data.get("node") is None and data.get("prompt_id") == prompt_id:
-                return messages
+        return super().wait(prompt_id, timeout).messages
 
-    def run(self, prompt: dict[str, Any], **body: Any) -> tuple[str, list[tuple[str, Any]]]:
+    def run(self, prompt: dict[str, Any], **body: Any) -> tuple[str, list[tuple[str, Any]]]:  # type: ignore[override]
         r = self.queue(prompt, **body)
         assert r.status_code == 200, r.text
         prompt_id = r.json()["prompt_id"]
