@@ -129,14 +129,19 @@ class Engine:
             self.loop = asyncio.new_event_loop()
         ws = self.kernel.ws
         client_id = extra_data.get("client_id") or None
+        feed = getattr(self.kernel.executor, "jobs", None)  # every message, for events, waits and webhooks
 
         def send(event: str, data: Any, broadcast: bool) -> None:
+            if feed is not None:
+                feed.record(prompt_id, event, data)
             if client_id is not None:
                 ws.send(event, data, client_id)
             elif broadcast:
                 ws.send(event, data, None)
 
         def send_bytes(kind: int, payload: bytes) -> None:
+            if feed is not None:
+                feed.record_bytes(prompt_id, kind, payload)
             ws.send_bytes(kind, payload, client_id)
 
         state = RunState(prompt_id, client_id, send, send_bytes,
@@ -194,8 +199,7 @@ class Engine:
         run.state.send(event, data, broadcast)
 
     def _to_client(self, run: Run, event: str, data: dict[str, Any]) -> None:
-        if run.client_id is not None:
-            self.kernel.ws.send(event, data, run.client_id)
+        run.state.send(event, data, False)  # the prompt's client only (and the job feed)
 
     # -- the run -------------------------------------------------------------------------
 

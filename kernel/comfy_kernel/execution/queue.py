@@ -20,6 +20,7 @@ import time
 from typing import Any
 
 from .engine import Engine, now_ms
+from .jobs import JobFeed
 from .store import Store, public_item
 
 log = logging.getLogger(__name__)
@@ -105,6 +106,7 @@ class Executor:
         self.dispatchers: list[asyncio.Task] = []
         self.flags: dict[str, bool] = {}
         self.started = False
+        self.jobs = JobFeed()
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -113,6 +115,7 @@ class Executor:
 
         os.makedirs(os.path.dirname(self.store.path), exist_ok=True)
         await self.store.open()
+        self.jobs.start(asyncio.get_running_loop())
         self.wakeup = asyncio.Condition()
         requeue, failed = await self.store.recover()
         for owner, item in requeue:
@@ -214,6 +217,7 @@ class Executor:
     async def put(self, item: list[Any], owner: str) -> None:
         self._ensure_workers()
         await self.store.enqueue(owner, item)
+        self.jobs.queued(item[1], owner)
         heapq.heappush(self.heap, QueuedPrompt(item, owner))
         self.broadcast_status()
         assert self.wakeup is not None
@@ -222,6 +226,7 @@ class Executor:
 
     async def delete(self, prompt_ids: list[str] | None, owner: str | None) -> None:
         before = len(self.heap)
+        kept = self.heap
         if prompt_ids is None:
             self.heap = [q for q in self.heap if owner is not None and q.owner != owner]
         else:
@@ -229,6 +234,11 @@ class Executor:
             self.heap = [q for q in self.heap if not (q.prompt_id in wanted and (owner is None or q.owner == owner))]
         heapq.heapify(self.heap)
         await self.store.delete_pending(prompt_ids, owner)
+        if len(self.heap) != before:
+            remaining = {id(q) for q in self.heap}
+            for q in kept:
+                if id(q) not in remaining:
+                    self.jobs.finish(q.prompt_id, q.owner, "cancelled")
         if len(self.heap) != before:
             self.broadcast_status()
 
@@ -311,6 +321,7 @@ class Executor:
             if client_id:
                 self.kernel.ws.send("executing", {"node": None, "prompt_id": queued.prompt_id}, client_id)
             log.info("Prompt executed in %.2f seconds", time.time() - started)
+            self.jobs.finish(queued.prompt_id, queued.owner, job_status(result))
             if result is not None:
                 self.kernel.host.call_each("ck_prompt_finished", event={
                     "prompt_id": queued.prompt_id, "owner": queued.owner, "status": result["status"],
@@ -336,3 +347,14 @@ class Executor:
         if loop is None:
             return
         loop.call_soon_threadsafe(lambda: self.kernel.host.call_each("ck_node_executed", event=event))
+
+
+def job_status(result: dict[str, Any] | None) -> str:
+    """``completed``, ``failed`` or ``cancelled``, from a history result."""
+    status = (result or {}).get("status") or {}
+    if status.get("status_str") == "success":
+        return "completed"
+    for event, _data in status.get("messages") or []:
+        if event == "execution_interrupted":
+            return "cancelled"
+    return "failed"

@@ -233,6 +233,15 @@ class Store:
                                    "FROM ck_history WHERE owner=? ORDER BY seq", (owner,)) as cur:
             return list(await cur.fetchall())
 
+    async def history_record(self, owner: str, prompt_id: str) -> tuple[bytes, float | None, float | None,
+                                                                      float | None] | None:
+        """One finished prompt's entry with its created, started and ended times (Unix seconds)."""
+        assert self.db is not None
+        async with self.db.execute("SELECT entry, created, started, ended FROM ck_history WHERE owner=? AND "
+                                   "prompt_id=?", (owner, prompt_id)) as cur:
+            row = await cur.fetchone()
+        return (row[0], row[1], row[2], row[3]) if row else None
+
     async def delete_history(self, owner: str, prompt_ids: list[str] | None) -> None:
         assert self.db is not None
         if prompt_ids is None:
