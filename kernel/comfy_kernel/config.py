@@ -60,6 +60,11 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
     cache.add_argument("--cache-ram", nargs="?", type=float, const=4.0, default=0.0,
                        help="keep outputs until free RAM falls below GB")
     add("--history-max-items", type=int, default=10000, help="history entries kept per server")
+    add("--webhook-allow-private", action="store_true",
+        help="allow webhooks to loopback and private addresses (refused by default)")
+    add("--webhook-max-attempts", type=int, default=9, help="attempts per webhook delivery before giving up")
+    add("--webhook-retry-delay", type=float, default=5.0,
+        help="seconds before a webhook's first retry; each next one waits 4x longer (at most 6 h)")
     add("--disable-plugins", type=_csv, default=[], help="plugin or node-pack names to skip, comma-separated")
     add("--disable-all-custom-nodes", action="store_true")
     add("--whitelist-custom-nodes", nargs="+", default=[])

@@ -3,7 +3,7 @@
 One :class:`Kernel` exists per server process. Its public attributes are the
 kernel's API for plugins: ``config``, ``dirs``, ``folders``, ``nodes``,
 ``object_info``, ``ws``, ``host`` (the plugin host), ``logs``, and
-``executor`` once the execution engine is attached.
+``executor`` and ``webhooks`` once the execution engine is attached.
 """
 
 from __future__ import annotations
@@ -51,6 +51,7 @@ class Kernel:
         self.logs = LogCapture.instance()
         self.host = host or PluginHost(disabled=config.disable_plugins)
         self.executor: Any = None
+        self.webhooks: Any = None
         self.extension_dirs: dict[str, str] = {}
         self.loop: asyncio.AbstractEventLoop | None = None
         self.state: dict[str, Any] = {}
@@ -120,10 +121,14 @@ class Kernel:
         self.logs.attach(self)
         if self.executor is not None:
             await self.executor.start()
+        if self.webhooks is not None:
+            await self.webhooks.start()
         await self.host.call_each_async("ck_startup", kernel=self, mark_failed=True)
 
     async def shutdown(self) -> None:
         await self.host.call_each_async("ck_shutdown", kernel=self)
+        if self.webhooks is not None and self.webhooks.started:
+            await self.webhooks.stop()
         if self.executor is not None:
             await self.executor.stop()
         await self.ws.stop()

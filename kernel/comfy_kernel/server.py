@@ -36,6 +36,9 @@ def create_kernel(config: Namespace, host: PluginHost | None = None) -> Kernel:
     kernel.load()
     if attach_executor is not None:
         attach_executor(kernel)
+        from .webhooks import attach as attach_webhooks
+
+        attach_webhooks(kernel)
     return kernel
 
 

@@ -100,6 +100,7 @@ def test_several_readers_and_a_pending_job(server):
     assert sse_events(server, blocker)[-1]["data"]["data"] == {"node": None, "prompt_id": blocker}
 
 
+@pytest.mark.slow
 def test_finished_job_is_replayed_from_history_after_a_restart(tmp_path):
     srv = start_server(tmp_path / "base")
     try:

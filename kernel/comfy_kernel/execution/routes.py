@@ -23,6 +23,7 @@ from starlette.responses import Response
 
 from ..http import JSON_TYPE, HTTPError, empty, json_response
 from ..routing import RouteTable
+from .job_routes import base_url, wait_for_result, wait_seconds
 from .store import strip_sensitive
 from .validation import validate_prompt
 
@@ -68,6 +69,7 @@ def register(table: RouteTable, kernel: Any) -> None:
     @table.post("/prompt")
     async def post_prompt(request: Request) -> Response:
         ex = executor()
+        wait = wait_seconds(request)
         raw = await request.body()
         try:
             body = orjson.loads(raw) if raw.strip() else {}
@@ -105,11 +107,20 @@ def register(table: RouteTable, kernel: Any) -> None:
         if "client_id" in body:
             extra_data["client_id"] = body["client_id"]
         owner = _owner(request)
+        hooks = kernel.webhooks if getattr(kernel, "webhooks", None) is not None and kernel.webhooks.started else None
+        if hooks is not None and ("webhook" in extra_data or hooks.wants(owner)):
+            hook = hooks.parse_prompt_webhook(extra_data["webhook"]) if "webhook" in extra_data else None
+            await hooks.track(prompt_id, owner, hook, base_url(request))
         item = [number, prompt_id, prompt, extra_data, outputs]
         await ex.put(item, owner)
+        if hooks is not None:
+            hooks.queued(prompt_id, number)
         kernel.host.call_each("ck_prompt_queued", event={
             "prompt_id": prompt_id, "number": number, "owner": owner,
             "client_id": extra_data.get("client_id"), "outputs": outputs})
+        if wait is not None:
+            return await wait_for_result(request, ex, owner, prompt_id, wait,
+                                         extra={"number": number, "node_errors": node_errors})
         return json_response({"prompt_id": prompt_id, "number": number, "node_errors": node_errors})
 
     @table.get("/queue")

@@ -1,0 +1,1 @@
+"""The server's OpenAPI document, generated from the live route table."""
