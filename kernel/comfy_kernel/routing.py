@@ -3,6 +3,11 @@
 ComfyUI serves every API route at its bare path and at ``/api`` + path;
 :meth:`RouteTable.starlette_routes` produces both, with ``/api`` first so an
 API route always beats a static file of the same path.
+
+A route may describe itself for ``/openapi.json``: ``openapi={...}`` on the
+decorator is an OpenAPI operation object (request body, parameters,
+responses, and ``components`` its ``$ref`` s point to); see
+:mod:`comfy_kernel.openapi.document`.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ class RouteSpec:
     owner: str = "kernel"
     websocket: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+    openapi: dict[str, Any] | None = None
 
     def paths(self) -> list[str]:
         if self.api_only:

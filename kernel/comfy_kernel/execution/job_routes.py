@@ -235,14 +235,18 @@ def register(table: RouteTable, kernel: Any) -> None:
             raise HTTPError(503, "The executor is not running", type="executor_unavailable")
         return ex
 
-    @table.get("/jobs/{job_id}/result", api_only=True)
+    for spec in table.specs:  # /prompt is registered beside queue and history; its wait is described here
+        if spec.path == "/prompt" and "POST" in spec.methods and spec.openapi is None:
+            spec.openapi = PROMPT_WAIT_DOC
+
+    @table.get("/jobs/{job_id}/result", api_only=True, openapi=RESULT_DOC)
     async def job_result(request: Request) -> Response:
         """A job's outputs (with absolute URLs), status and timings; waits up to ``?wait=`` seconds."""
         ex = executor()
         seconds = wait_seconds(request) or 0.0
         return await wait_for_result(request, ex, owner_of(request), request.path_params["job_id"], seconds)
 
-    @table.get("/jobs/{job_id}/events", api_only=True)
+    @table.get("/jobs/{job_id}/events", api_only=True, openapi=EVENTS_DOC)
     async def job_events(request: Request) -> Response:
         """A job's WebSocket messages as server-sent events, resumable with ``Last-Event-ID``."""
         ex = executor()
@@ -264,7 +268,7 @@ def register(table: RouteTable, kernel: Any) -> None:
         return StreamingResponse(body, media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
-    @table.get("/jobs/{job_id}/previews/{number}", api_only=True)
+    @table.get("/jobs/{job_id}/previews/{number}", api_only=True, openapi=PREVIEW_DOC)
     async def job_preview(request: Request) -> Response:
         """One preview image of a job, as announced by its ``preview`` message."""
         ex = executor()
@@ -304,3 +308,72 @@ async def _replayed(prompt_id: str, entry: dict[str, Any], after: int, base: str
     for n, (event, data) in enumerate(messages, start=1):
         if n > after:
             yield _frame(n, event, data, base)
+
+
+# -- what /openapi.json says about these routes -------------------------------------------------------------
+
+_URL = {"type": "string", "format": "uri"}
+_TIME = {"type": ["number", "null"]}
+JOB_SCHEMAS: dict[str, Any] = {
+    "JobOutputs": {
+        "type": "object", "description": "History outputs by node id; every file item has an absolute `url`.",
+        "additionalProperties": {"type": "object", "additionalProperties": True}},
+    "JobTimings": {
+        "type": "object", "description": "Unix times in seconds, and durations in seconds.",
+        "properties": {"queued_at": _TIME, "started_at": _TIME, "finished_at": _TIME, "queue_seconds": _TIME,
+                       "execution_seconds": _TIME, "total_seconds": _TIME}},
+    "JobResult": {
+        "type": "object", "required": ["prompt_id", "status", "outputs", "url"],
+        "properties": {"prompt_id": {"type": "string"},
+                       "status": {"type": "string", "enum": ["completed", "failed", "cancelled"]},
+                       "outputs": {"$ref": "#/components/schemas/JobOutputs"},
+                       "execution_error": {"type": "object", "additionalProperties": True},
+                       "timings": {"$ref": "#/components/schemas/JobTimings"},
+                       "url": _URL, "result_url": _URL, "events_url": _URL,
+                       "number": {"type": "number"}, "node_errors": {"type": "object"}}},
+    "JobInProgress": {
+        "type": "object", "required": ["prompt_id", "status", "url"],
+        "properties": {"prompt_id": {"type": "string"},
+                       "status": {"type": "string", "enum": ["pending", "in_progress"]},
+                       "url": _URL, "result_url": _URL, "events_url": _URL,
+                       "number": {"type": "number"}, "node_errors": {"type": "object"}}},
+}
+
+
+def _json(ref: str, description: str) -> dict[str, Any]:
+    return {"description": description,
+            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{ref}"}}}}
+
+
+_WAIT = {"name": "wait", "in": "query", "required": False,
+         "schema": {"type": "number", "minimum": 0, "maximum": MAX_WAIT_S},
+         "description": "Seconds to wait for the job to end (the header `Prefer: wait=SECONDS` does the same)."}
+_NOT_FOUND = _json("ErrorEnvelope", "No such job for the caller")
+RESULT_DOC = {"parameters": [_WAIT], "components": {"schemas": JOB_SCHEMAS}, "responses": {
+    "200": _json("JobResult", "The job ended"),
+    "202": {**_json("JobInProgress", "Still queued or running when the wait ran out"),
+            "headers": {"Location": {"schema": {"type": "string"}}}},
+    "400": _json("ErrorEnvelope", "A malformed wait"), "404": _NOT_FOUND}}
+EVENTS_DOC = {
+    "parameters": [{"name": "Last-Event-ID", "in": "header", "required": False, "schema": {"type": "string"}},
+                   {"name": "last_event_id", "in": "query", "required": False, "schema": {"type": "integer"}}],
+    "responses": {
+        "200": {"description": "`text/event-stream`: `id` numbers the messages, `event` is the message type and "
+                               "`data` the WebSocket message `{\"type\", \"data\"}` (see `x-sse-messages`); "
+                               "`preview` messages carry the URL of a preview image.",
+                "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+        "204": {"description": "The job has ended and the client has seen every message"},
+        "400": _json("ErrorEnvelope", "A malformed Last-Event-ID"), "404": _NOT_FOUND},
+    "x-sse-messages": ["execution_start", "execution_cached", "executing", "progress", "progress_state",
+                       "progress_text", "executed", "preview", "execution_success", "execution_error",
+                       "execution_interrupted"]}
+PREVIEW_DOC = {"responses": {
+    "200": {"description": "The image", "content": {"image/jpeg": {"schema": {"type": "string", "format": "binary"}},
+                                                    "image/png": {"schema": {"type": "string", "format": "binary"}}}},
+    "404": _json("ErrorEnvelope", "No such job, or the preview is no longer kept")}}
+PROMPT_WAIT_DOC = {"parameters": [_WAIT], "components": {"schemas": JOB_SCHEMAS}, "responses": {
+    "200": {"description": "Queued (without `wait`), or the job's result (with `wait`, when it ended in time)",
+            "content": {"application/json": {"schema": {"anyOf": [
+                {"$ref": "#/components/schemas/PromptResponse"}, {"$ref": "#/components/schemas/JobResult"}]}}}},
+    "202": {**_json("JobInProgress", "With `wait`: queued, but not finished when the wait ran out"),
+            "headers": {"Location": {"schema": {"type": "string"}}}}}}

@@ -78,13 +78,13 @@ def register(table: RouteTable, kernel: Any) -> None:
             raise HTTPError(400, "enabled is true or false", type="invalid_webhook")
         return value
 
-    @table.get("/webhooks", api_only=True)
+    @table.get("/webhooks", api_only=True, openapi=DOCS["list"])
     async def list_webhooks(request: Request) -> Response:
         """The caller's registered webhooks (secrets are shown only when created or rotated)."""
         endpoints = await service().store.endpoints(_owner(request))
         return json_response({"webhooks": [public(e) for e in endpoints]})
 
-    @table.post("/webhooks", api_only=True)
+    @table.post("/webhooks", api_only=True, openapi=DOCS["create"])
     async def create_webhook(request: Request) -> Response:
         """Register a webhook for every job the caller queues from now on."""
         hooks = service()
@@ -104,25 +104,25 @@ def register(table: RouteTable, kernel: Any) -> None:
         await hooks.refresh_endpoint_owners()
         return json_response(public(record, secret=True), 201)
 
-    @table.get("/webhooks/signing-secret", api_only=True)
+    @table.get("/webhooks/signing-secret", api_only=True, openapi=DOCS["secret"])
     async def signing_secret(request: Request) -> Response:
         """The caller's secret for webhooks named in ``extra_data.webhook``."""
         secret = await service().store.owner_secret(_owner(request), signing.new_secret)
         return json_response({"secret": secret})
 
-    @table.post("/webhooks/signing-secret/rotate", api_only=True)
+    @table.post("/webhooks/signing-secret/rotate", api_only=True, openapi=DOCS["secret"])
     async def rotate_signing_secret(request: Request) -> Response:
         """Replace the caller's signing secret; later attempts are signed with the new one."""
         secret = signing.new_secret()
         await service().store.set_owner_secret(_owner(request), secret)
         return json_response({"secret": secret})
 
-    @table.get("/webhooks/{webhook_id}", api_only=True)
+    @table.get("/webhooks/{webhook_id}", api_only=True, openapi=DOCS["get"])
     async def get_webhook(request: Request) -> Response:
         """One registered webhook."""
         return json_response(public(await own(request)))
 
-    @table.patch("/webhooks/{webhook_id}", api_only=True)
+    @table.patch("/webhooks/{webhook_id}", api_only=True, openapi=DOCS["update"])
     async def update_webhook(request: Request) -> Response:
         """Change a webhook's URL, events, description or enabled flag."""
         hooks = service()
@@ -145,7 +145,7 @@ def register(table: RouteTable, kernel: Any) -> None:
             await hooks.refresh_endpoint_owners()
         return json_response(public(await hooks.store.endpoint(endpoint["id"]) or endpoint))
 
-    @table.delete("/webhooks/{webhook_id}", api_only=True)
+    @table.delete("/webhooks/{webhook_id}", api_only=True, openapi=DOCS["delete"])
     async def delete_webhook(request: Request) -> Response:
         """Delete a webhook; its deliveries still pending end unsent."""
         hooks = service()
@@ -154,7 +154,7 @@ def register(table: RouteTable, kernel: Any) -> None:
         await hooks.refresh_endpoint_owners()
         return empty(204)
 
-    @table.post("/webhooks/{webhook_id}/rotate-secret", api_only=True)
+    @table.post("/webhooks/{webhook_id}/rotate-secret", api_only=True, openapi=DOCS["rotate"])
     async def rotate_secret(request: Request) -> Response:
         """Give a webhook a new secret (shown in this answer only)."""
         hooks = service()
@@ -163,7 +163,7 @@ def register(table: RouteTable, kernel: Any) -> None:
         await hooks.store.update_endpoint(endpoint["id"], {"secret": secret})
         return json_response(public({**endpoint, "secret": secret}, secret=True))
 
-    @table.get("/jobs/{job_id}/webhooks", api_only=True)
+    @table.get("/jobs/{job_id}/webhooks", api_only=True, openapi=DOCS["deliveries"])
     async def job_deliveries(request: Request) -> Response:
         """The delivery log of one of the caller's jobs: each delivery and its attempts."""
         from ..execution.job_routes import find_job
@@ -176,3 +176,60 @@ def register(table: RouteTable, kernel: Any) -> None:
                 await find_job(kernel.executor, owner, prompt_id) is None:
             raise HTTPError(404, f"Job {prompt_id} not found", type="not_found")
         return json_response({"prompt_id": prompt_id, "deliveries": [_delivery(d) for d in deliveries]})
+
+
+# -- what /openapi.json says about these routes -------------------------------------------------------------
+
+_EVENTS = {"type": "array", "items": {"type": "string", "enum": ["queued", "started", "output", "completed"]},
+           "minItems": 1}
+_WEBHOOK = {"type": "object", "required": ["id", "url", "events", "enabled"], "properties": {
+    "id": {"type": "string"}, "url": {"type": "string", "format": "uri"}, "events": _EVENTS,
+    "description": {"type": "string"}, "enabled": {"type": "boolean"}, "created_at": {"type": "number"},
+    "updated_at": {"type": "number"}, "secret_hint": {"type": "string"},
+    "secret": {"type": "string", "description": "Only when created or rotated"}}}
+SCHEMAS = {
+    "Webhook": _WEBHOOK,
+    "WebhookList": {"type": "object", "required": ["webhooks"],
+                    "properties": {"webhooks": {"type": "array", "items": {"$ref": "#/components/schemas/Webhook"}}}},
+    "WebhookInput": {"type": "object", "additionalProperties": False, "properties": {
+        "url": {"type": "string", "format": "uri"}, "events": _EVENTS, "description": {"type": "string"},
+        "enabled": {"type": "boolean"}}},
+    "SigningSecret": {"type": "object", "required": ["secret"], "properties": {"secret": {"type": "string"}}},
+    "WebhookDeliveries": {"type": "object", "required": ["prompt_id", "deliveries"], "properties": {
+        "prompt_id": {"type": "string"},
+        "deliveries": {"type": "array", "items": {"type": "object", "properties": {
+            "id": {"type": "string"}, "event": {"type": "string"}, "url": {"type": ["string", "null"]},
+            "webhook_id": {"type": ["string", "null"]},
+            "state": {"type": "string", "enum": ["pending", "delivered", "failed"]},
+            "attempts": {"type": "integer"}, "last_status": {"type": ["integer", "null"]},
+            "last_error": {"type": ["string", "null"]}, "created_at": {"type": "number"},
+            "delivered_at": {"type": ["number", "null"]}, "next_attempt_at": {"type": ["number", "null"]},
+            "log": {"type": "array", "items": {"type": "object", "properties": {
+                "attempt": {"type": "integer"}, "at": {"type": "number"}, "status": {"type": ["integer", "null"]},
+                "error": {"type": ["string", "null"]}, "duration_ms": {"type": "integer"}}}}}}}}},
+}
+
+
+def _doc(ok: str | None, status: str = "200", body: str | None = None, *errors: str) -> dict[str, Any]:
+    responses: dict[str, Any] = {status: {"description": "OK"} if ok is None else {
+        "description": "OK", "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{ok}"}}}}}
+    for code in errors:
+        responses[code] = {"description": "Error", "content": {"application/json": {
+            "schema": {"$ref": "#/components/schemas/ErrorEnvelope"}}}}
+    doc: dict[str, Any] = {"responses": responses, "components": {"schemas": SCHEMAS}}
+    if body:
+        doc["requestBody"] = {"required": True, "content": {"application/json": {
+            "schema": {"$ref": f"#/components/schemas/{body}"}}}}
+    return doc
+
+
+DOCS = {
+    "list": _doc("WebhookList"),
+    "create": _doc("Webhook", "201", "WebhookInput", "400", "409"),
+    "secret": _doc("SigningSecret"),
+    "get": _doc("Webhook", "200", None, "404"),
+    "update": _doc("Webhook", "200", "WebhookInput", "400", "404"),
+    "delete": _doc(None, "204", None, "404"),
+    "rotate": _doc("Webhook", "200", None, "404"),
+    "deliveries": _doc("WebhookDeliveries", "200", None, "404"),
+}
