@@ -1,4 +1,4 @@
-"""``comfy-kernel``: ``serve`` starts the server, ``plugins`` lists what loaded."""
+"""``comfy-kernel``: ``serve`` starts the server, ``plugins`` lists what loaded, ``run`` runs a workflow."""
 
 from __future__ import annotations
 
@@ -26,6 +26,14 @@ def build_parser(host: PluginHost) -> argparse.ArgumentParser:
     plugins.add_argument("--json", action="store_true", help="print JSON")
     plugins.add_argument("--check", action="store_true", help="exit 1 if any plugin failed")
     plugins.set_defaults(func=cmd_plugins)
+    run = sub.add_parser("run", help="run a workflow (API or UI format) here or on a server, and write its outputs",
+                         description="Run a workflow and write its outputs; see comfy_kernel.run.")
+    from .run import add_arguments as add_run_arguments
+
+    add_run_arguments(run)
+    add_server_arguments(run)
+    host.call_each("ck_add_arguments", parser=run)
+    run.set_defaults(func=cmd_run)
     host.call_each("ck_add_commands", subparsers=sub)
     return parser
 
@@ -71,6 +79,12 @@ def cmd_plugins(args: argparse.Namespace, host: PluginHost) -> int:
     return 1 if args.check and host.failed() else 0
 
 
+def cmd_run(args: argparse.Namespace, host: PluginHost) -> int:
+    from .run import main as run_main
+
+    return run_main(args, host)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     host = PluginHost()
@@ -105,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(func(args, host) or 0) if func in (cmd_serve, cmd_plugins) else int(func(args) or 0)
+        return int(func(args, host) or 0) if func in (cmd_serve, cmd_plugins, cmd_run) else int(func(args) or 0)
     except KeyboardInterrupt:
         return 0
 
