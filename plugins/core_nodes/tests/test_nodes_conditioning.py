@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from comfy_kernel_core_nodes.nodes import conditioning as nodes
-from comfy_kernel_core_nodes.nodes import guidance
+from comfy_kernel_core_nodes.sampling import guidance
 
 
 def cond(value: float, tokens: int = 77) -> list:

@@ -15,7 +15,7 @@ from threading import Lock
 from typing import Any
 
 from . import context
-from .common import MAX_RESOLUTION
+from .common import MAX_RESOLUTION, NodeDef
 
 Conditioning = list[list[Any]]
 
@@ -265,3 +265,15 @@ class ConditioningZeroOut:
                 new_opts["pooled_output"] = torch.zeros_like(new_opts["pooled_output"])
             out.append([torch.zeros_like(tensor), new_opts])
         return (out,)
+
+
+NODES = [
+    NodeDef("CLIPTextEncode", CLIPTextEncode, "CLIP Text Encode (Prompt)", "nodes"),
+    NodeDef("CLIPSetLastLayer", CLIPSetLastLayer, "CLIP Set Last Layer", "nodes"),
+    NodeDef("ConditioningAverage", ConditioningAverage, "ConditioningAverage", "nodes"),
+    NodeDef("ConditioningCombine", ConditioningCombine, "Conditioning (Combine)", "nodes"),
+    NodeDef("ConditioningConcat", ConditioningConcat, "Conditioning (Concat)", "nodes"),
+    NodeDef("ConditioningSetArea", ConditioningSetArea, "Conditioning (Set Area)", "nodes"),
+    NodeDef("ConditioningSetMask", ConditioningSetMask, "Conditioning (Set Mask)", "nodes"),
+    NodeDef("ConditioningZeroOut", ConditioningZeroOut, "ConditioningZeroOut", "nodes"),
+]

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import context
-from .common import SAMPLER_NAMES, SCHEDULER_NAMES, SEED_MAX
+from .common import SAMPLER_NAMES, SCHEDULER_NAMES, SEED_MAX, NodeDef
 
 #: SD1.x Latent2RGB projection: a cheap linear map from the 4 latent channels to RGB, for previews.
 SD15_LATENT_RGB = (
@@ -55,8 +55,7 @@ def common_ksampler(model: Any, seed: int, steps: int, cfg: float, sampler_name:
 
     from comfy_kernel.progress import ProgressBar, throw_exception_if_processing_interrupted
 
-    from ..sampling import eps_to_denoiser, sample
-    from . import guidance
+    from ..sampling import eps_to_denoiser, guidance, sample
 
     samples = latent["samples"]
     pbar = ProgressBar(steps)
@@ -152,3 +151,9 @@ class KSamplerAdvanced:
                                latent_image, denoise, add_noise=add_noise != "disable",
                                start_step=int(start_at_step), last_step=int(end_at_step),
                                force_full_denoise=return_with_leftover_noise != "enable")
+
+
+NODES = [
+    NodeDef("KSampler", KSampler, "KSampler", "nodes"),
+    NodeDef("KSamplerAdvanced", KSamplerAdvanced, "KSampler (Advanced)", "nodes"),
+]

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import context
+from .common import NodeDef
 from .models import (
     CLIP_PREFIXES,
     UNET_PREFIX,
@@ -70,15 +71,22 @@ class VAELoader:
 
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
-        return {"required": {"vae_name": (context.list_files("vae"),)}}
+        return {"required": {"vae_name": (context.list_files("vae") + ["pixel_space"],)}}
 
     def load_vae(self, vae_name: str) -> tuple[Any]:
+        if vae_name == "pixel_space":
+            raise ValueError("VAELoader: the pixel_space VAE is not supported yet")
         path = context.full_path("vae", vae_name)
         shapes = tensor_shapes(path)
         prefix = find_prefix(shapes, ("", VAE_PREFIX), "decoder.conv_in.weight")
         if prefix is None:
             raise ValueError(f"{vae_name}: not an SD KL autoencoder (no decoder.conv_in.weight)")
         return (VAERef(path, prefix),)
+
+
+#: CLIPLoader's ``type`` choices, in ComfyUI's order.
+CLIP_TYPES = ("stable_diffusion", "stable_cascade", "sd3", "stable_audio", "mochi", "ltxv", "pixart", "cosmos",
+              "lumina2", "wan", "hidream", "chroma", "ace", "omnigen2", "qwen_image", "hunyuan_image")
 
 
 class CLIPLoader:
@@ -92,7 +100,7 @@ class CLIPLoader:
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
         return {"required": {"clip_name": (context.list_files("text_encoders"),),
-                             "type": (["stable_diffusion"],)},
+                             "type": (list(CLIP_TYPES),)},
                 "optional": {"device": (["default", "cpu"], {"advanced": True})}}
 
     def load_clip(self, clip_name: str, type: str = "stable_diffusion", device: str = "default") -> tuple[Any]:
@@ -126,3 +134,11 @@ class UNETLoader:
         if prefix is None:
             raise ValueError(f"{unet_name}: no SD UNet weights found")
         return (UNetRef(path, prefix, model_type=_unet_model_type(shapes, prefix, unet_name)),)
+
+
+NODES = [
+    NodeDef("CheckpointLoaderSimple", CheckpointLoaderSimple, "Load Checkpoint", "nodes"),
+    NodeDef("VAELoader", VAELoader, "Load VAE", "nodes"),
+    NodeDef("CLIPLoader", CLIPLoader, "Load CLIP", "nodes"),
+    NodeDef("UNETLoader", UNETLoader, "Load Diffusion Model", "nodes"),
+]

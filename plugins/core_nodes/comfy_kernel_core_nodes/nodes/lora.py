@@ -19,6 +19,7 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from . import context
+from .common import NodeDef
 
 if TYPE_CHECKING:
     import torch
@@ -172,3 +173,9 @@ class LoraLoaderModelOnly:
         if strength_model == 0:
             return (model,)
         return (model.with_patch(_lora_path(lora_name), strength_model),)
+
+
+NODES = [
+    NodeDef("LoraLoader", LoraLoader, "Load LoRA", "nodes"),
+    NodeDef("LoraLoaderModelOnly", LoraLoaderModelOnly, "LoraLoaderModelOnly", "nodes"),
+]

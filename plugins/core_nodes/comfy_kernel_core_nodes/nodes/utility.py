@@ -6,7 +6,7 @@ import json
 import sys
 from typing import Any
 
-from .common import ANY
+from .common import ANY, NodeDef
 
 
 class PrimitiveInt:
@@ -52,3 +52,9 @@ class PreviewAny:
 
     def main(self, source: Any = None) -> dict[str, Any]:
         return {"ui": {"text": (preview_text(source),)}}
+
+
+NODES = [
+    NodeDef("PrimitiveInt", PrimitiveInt, "Int", "comfy_extras.nodes_primitive"),
+    NodeDef("PreviewAny", PreviewAny, "Preview Any", "comfy_extras.nodes_preview_any"),
+]

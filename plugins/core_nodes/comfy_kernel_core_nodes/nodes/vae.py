@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from .common import NodeDef
+
 # Images decoded per VAE call: bounds the activation memory of big batches.
 DECODE_BATCH = 4
 
@@ -144,3 +146,12 @@ class VAEEncodeForInpaint:
         with vae.use() as model:
             latent = encode(model, pixels)
         return ({"samples": latent.cpu().float(), "noise_mask": grown[:, :, :h, :w].round()},)
+
+
+NODES = [
+    NodeDef("VAEDecode", VAEDecode, "VAE Decode", "nodes"),
+    NodeDef("VAEEncode", VAEEncode, "VAE Encode", "nodes"),
+    NodeDef("VAEEncodeForInpaint", VAEEncodeForInpaint, "VAE Encode (for Inpainting)", "nodes"),
+    NodeDef("VAEDecodeTiled", VAEDecodeTiled, "VAE Decode (Tiled)", "nodes"),
+    NodeDef("VAEEncodeTiled", VAEEncodeTiled, "VAE Encode (Tiled)", "nodes"),
+]
