@@ -14,6 +14,9 @@ from pathlib import Path
 
 import pytest
 
+sys.path.insert(0, str(Path(__file__).parent))
+from _graph import graph_server  # noqa: E402,F401  (a fixture for every test module here)
+
 REPO_ROOT = Path(__file__).resolve().parents[3]
 SHARED_DIR = REPO_ROOT.parent / "shared"
 REFERENCE_DIR = SHARED_DIR / "reference"

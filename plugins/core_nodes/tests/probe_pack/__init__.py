@@ -1,0 +1,89 @@
+"""A test-only node pack: ``TestProbe`` records any value it receives so a test can read it back.
+
+Tensors are written as ``.npy`` files (dicts of tensors, such as LATENT, as
+``.npz``) under ``<output>/probes/<name>``; everything else goes into the UI
+result as JSON-friendly text. Tests run graphs through a real server and
+compare what the probes recorded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+
+class AnyType(str):
+    def __ne__(self, other: object) -> bool:
+        return False
+
+    __hash__ = str.__hash__
+
+
+def _output_dir() -> str:
+    from comfy_kernel_core_nodes.nodes import context
+
+    return context.output_dir()
+
+
+def _describe(value: Any, path: str) -> Any:
+    import numpy as np
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        np.save(path + ".npy", value.detach().cpu().float().numpy())
+        return {"tensor": os.path.basename(path) + ".npy", "shape": list(value.shape), "dtype": str(value.dtype)}
+    if isinstance(value, dict) and any(isinstance(v, torch.Tensor) for v in value.values()):
+        arrays = {k: v.detach().cpu().float().numpy() for k, v in value.items() if isinstance(v, torch.Tensor)}
+        np.savez(path + ".npz", **arrays)
+        rest = {k: _plain(v) for k, v in value.items() if not isinstance(v, torch.Tensor)}
+        return {"tensors": os.path.basename(path) + ".npz", "keys": sorted(arrays), "other": rest}
+    return {"value": _plain(value), "type": type(value).__name__}
+
+
+def _plain(value: Any) -> Any:
+    try:
+        json.dumps(value)
+        return value
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+class TestProbe:
+    CATEGORY = "testing"
+    RETURN_TYPES = ()
+    FUNCTION = "probe"
+    OUTPUT_NODE = True
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {"required": {"value": (AnyType("*"), {}), "name": ("STRING", {"default": "probe"})}}
+
+    def probe(self, value: Any, name: str) -> dict[str, Any]:
+        folder = os.path.join(_output_dir(), "probes")
+        os.makedirs(folder, exist_ok=True)
+        return {"ui": {"probe": [{"name": name, **_describe(value, os.path.join(folder, name))}]}}
+
+
+class TestProbeList:
+    """Like TestProbe, but receives a whole list (``INPUT_IS_LIST``) and records each item."""
+
+    CATEGORY = "testing"
+    RETURN_TYPES = ()
+    FUNCTION = "probe"
+    OUTPUT_NODE = True
+    INPUT_IS_LIST = True
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {"required": {"value": (AnyType("*"), {}), "name": ("STRING", {"default": "probe"})}}
+
+    def probe(self, value: list[Any], name: list[str]) -> dict[str, Any]:
+        folder = os.path.join(_output_dir(), "probes")
+        os.makedirs(folder, exist_ok=True)
+        items = [{"name": f"{name[0]}_{i}", **_describe(v, os.path.join(folder, f"{name[0]}_{i}"))}
+                 for i, v in enumerate(value)]
+        return {"ui": {"probe": items}}
+
+
+NODE_CLASS_MAPPINGS = {"TestProbe": TestProbe, "TestProbeList": TestProbeList}
