@@ -110,7 +110,7 @@ class _Walker:
 
     def _Compare(self, node: ast.Compare) -> bool:
         left = self.visit(node.left)
-        for op, comparator in zip(node.ops, node.comparators):
+        for op, comparator in zip(node.ops, node.comparators, strict=True):
             right = self.visit(comparator)
             if not _COMPARE[type(op)](left, right):
                 return False

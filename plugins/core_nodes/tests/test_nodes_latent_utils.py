@@ -95,7 +95,7 @@ def rebatch_inputs() -> list[dict]:
 def test_rebatch_matches_comfyui():
     (items,) = run(lb.RebatchLatents, latents=rebatch_inputs(), batch_size=[2])
     assert len(items) == len(EXPECTED["rebatch"])
-    for i, (item, want) in enumerate(zip(items, EXPECTED["rebatch"])):
+    for i, (item, want) in enumerate(zip(items, EXPECTED["rebatch"], strict=True)):
         close(item["samples"], f"rebatch_{i}")
         assert item["batch_index"] == want["batch_index"]
         assert ("noise_mask" in item) == want["has_mask"]
