@@ -59,6 +59,9 @@ def test_string_nodes_match_comfyui():
 
 def test_newer_text_nodes():
     assert one(strings.StringFormat, values={"a": 3, "b": "x"}, f_string="{a:03d}-{b}") == "003-x"
+    assert one(strings.StringFormat, values={"a": 1.5}, f_string="{a.real} {a!r:>5}") == "1.5   1.5"
+    with pytest.raises(ValueError, match="private"):
+        one(strings.StringFormat, values={"a": 1}, f_string="{a.__class__.__init__.__globals__}")
     fenced = 'Reply:\n```json\n{"name": "cat", "n": 2, "none": null}\n```'
     assert one(strings.JsonExtractString, json_string=fenced, key="n") == "2"
     assert one(strings.JsonExtractString, json_string=fenced, key="none") == ""

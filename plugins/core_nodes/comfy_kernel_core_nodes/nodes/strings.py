@@ -234,8 +234,25 @@ class RegexReplace(io.ComfyNode):
 # -- newer than ComfyUI 0.3.64 -------------------------------------------------------------------
 
 
+class _SafeFormatter(_string.Formatter):
+    """``str.format`` without private attributes: ``{a.__class__...}`` could walk into module globals."""
+
+    def get_field(self, field_name: str, args: Any, kwargs: Any) -> Any:
+        import _string as parser
+
+        _first, rest = parser.formatter_field_name_split(field_name)
+        for is_attr, key in rest:
+            if is_attr and str(key).startswith("_"):
+                raise ValueError(f"Format field '{field_name}' uses a private attribute")
+        return super().get_field(field_name, args, kwargs)
+
+
+def format_text(template: str, values: dict[str, Any]) -> str:
+    return _SafeFormatter().vformat(template, (), values)
+
+
 class StringFormat(io.ComfyNode):
-    """``str.format`` over up to 26 linked values named ``a`` .. ``z``."""
+    """``str.format`` over up to 26 linked values named ``a`` .. ``z`` (private attributes refused)."""
 
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -250,7 +267,7 @@ class StringFormat(io.ComfyNode):
 
     @classmethod
     def execute(cls, values: dict[str, Any], f_string: str) -> io.NodeOutput:
-        return io.NodeOutput(f_string.format(**values))
+        return io.NodeOutput(format_text(f_string, values))
 
 
 def json_extract(text: str, key: str) -> str:
