@@ -129,7 +129,7 @@ class Engine:
             self.loop = asyncio.new_event_loop()
         ws = self.kernel.ws
         client_id = extra_data.get("client_id") or None
-        feed = getattr(self.kernel.executor, "jobs", None)  # every message, for events, waits and webhooks
+        feed = getattr(getattr(self.kernel, "executor", None), "jobs", None)  # for events, waits and webhooks
 
         def send(event: str, data: Any, broadcast: bool) -> None:
             if feed is not None:
