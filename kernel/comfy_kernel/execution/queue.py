@@ -237,9 +237,8 @@ class Executor:
         if len(self.heap) != before:
             remaining = {id(q) for q in self.heap}
             for q in kept:
-                if id(q) not in remaining:
+                if id(q) not in remaining:  # a removed job ends its event stream and its waits
                     self.jobs.finish(q.prompt_id, q.owner, "cancelled")
-        if len(self.heap) != before:
             self.broadcast_status()
 
     def queue_remaining(self) -> int:
