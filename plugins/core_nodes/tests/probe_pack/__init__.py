@@ -86,4 +86,21 @@ class TestProbeList:
         return {"ui": {"probe": items}}
 
 
-NODE_CLASS_MAPPINGS = {"TestProbe": TestProbe, "TestProbeList": TestProbeList}
+class TestConditioning:
+    """A small CONDITIONING (``[[zeros [1, tokens, width], {"pooled_output": ...}]]``) without a text encoder."""
+
+    CATEGORY = "testing"
+    RETURN_TYPES = ("CONDITIONING",)
+    FUNCTION = "make"
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {"required": {"tokens": ("INT", {"default": 77, "min": 1}), "width": ("INT", {"default": 8, "min": 1})}}
+
+    def make(self, tokens: int, width: int) -> tuple[Any]:
+        import torch
+
+        return ([[torch.zeros(1, tokens, width), {"pooled_output": torch.zeros(1, width)}]],)
+
+
+NODE_CLASS_MAPPINGS = {"TestProbe": TestProbe, "TestProbeList": TestProbeList, "TestConditioning": TestConditioning}
