@@ -103,4 +103,28 @@ class TestConditioning:
         return ([[torch.zeros(1, tokens, width), {"pooled_output": torch.zeros(1, width)}]],)
 
 
-NODE_CLASS_MAPPINGS = {"TestProbe": TestProbe, "TestProbeList": TestProbeList, "TestConditioning": TestConditioning}
+class TestModelStates:
+    """Output node: every model the kernel's model manager holds, as ``key=state:loads`` UI text."""
+
+    CATEGORY = "testing"
+    RETURN_TYPES = ()
+    FUNCTION = "states"
+    OUTPUT_NODE = True
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {"required": {}, "optional": {"after": (AnyType("*"), {})}}
+
+    @classmethod
+    def IS_CHANGED(cls, **kwargs: Any) -> float:
+        return float("nan")
+
+    def states(self, after: Any = None) -> dict[str, Any]:
+        from comfy_kernel import gpu
+
+        models = gpu.model_manager().stats()["models"]
+        return {"ui": {"states": [f"{m['key']}={m['state']}:{m['loads']}" for m in models]}}
+
+
+NODE_CLASS_MAPPINGS = {"TestProbe": TestProbe, "TestProbeList": TestProbeList, "TestConditioning": TestConditioning,
+                       "TestModelStates": TestModelStates}
