@@ -12,7 +12,8 @@ node packs that take or make videos work with these objects unchanged.
   AAC (or Opus) audio.
 
 Frames decode as 8-bit RGB divided by 255; audio decodes to float32 planar
-samples ``[1, C, T]``.
+samples ``[1, C, T]``. Importing this module imports neither torch nor PyAV
+(node packs import these names at load time); the methods do.
 """
 
 from __future__ import annotations
@@ -25,13 +26,10 @@ import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
-import av
-import numpy as np
-import torch
-
-from .audio import opus_rate, resample
+if TYPE_CHECKING:
+    import torch
 
 
 class VideoContainer(str, enum.Enum):
@@ -116,6 +114,8 @@ class VideoInput(ABC):
         return "auto"
 
     def get_container_format(self) -> str:
+        import av
+
         with av.open(self.get_stream_source(), mode="r") as container:
             return container.format.name
 
@@ -197,6 +197,8 @@ def _resolve_output(path: Any, format: Any, codec: Any) -> tuple[VideoContainer,
 
 
 def _open_output(path: Any, fmt: VideoContainer) -> Any:
+    import av
+
     options = {"movflags": "use_metadata_tags"} if fmt == VideoContainer.MP4 else {}
     return av.open(path, mode="w", format=_FORMAT_NAMES[fmt], options=options)
 
@@ -218,6 +220,11 @@ class VideoFromComponents(VideoInput):
     def save_to(self, path: str | IO[bytes], format: VideoContainer | str = VideoContainer.AUTO,
                 codec: VideoCodec | str = VideoCodec.AUTO, metadata: dict | None = None,
                 crf: float | None = None, **_: Any) -> None:
+        import av
+        import torch
+
+        from .audio import opus_rate, resample
+
         fmt, cod = _resolve_output(path, format, codec)
         images = self._components.images
         count, height, width = int(images.shape[0]), int(images.shape[1]), int(images.shape[2])
@@ -266,6 +273,8 @@ class VideoFromFile(VideoInput):
         self._duration = float(duration)
 
     def _open(self) -> Any:
+        import av
+
         if isinstance(self._file, io.BytesIO):
             self._file.seek(0)
         return av.open(self._file, mode="r")
@@ -287,6 +296,8 @@ class VideoFromFile(VideoInput):
             return int(stream.width), int(stream.height)
 
     def _raw_duration(self) -> float:
+        import av
+
         with self._open() as container:
             if container.duration is not None:
                 return float(container.duration / av.time_base)
@@ -347,6 +358,10 @@ class VideoFromFile(VideoInput):
                 yield frame
 
     def _audio(self, container: Any) -> dict[str, Any] | None:
+        import av
+        import numpy as np
+        import torch
+
         if not container.streams.audio:
             return None
         stream = container.streams.audio[0]
@@ -371,6 +386,8 @@ class VideoFromFile(VideoInput):
         return {"waveform": torch.from_numpy(np.ascontiguousarray(samples)).unsqueeze(0), "sample_rate": rate}
 
     def get_components(self) -> VideoComponents:
+        import torch
+
         frames = [torch.from_numpy(f.to_ndarray(format="rgb24")) for f in self._frames()]
         with self._open() as container:
             stream = self._video_stream(container)
