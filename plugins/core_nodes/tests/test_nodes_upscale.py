@@ -173,3 +173,19 @@ def test_spandrel_imports_without_torchvision():
             "        print('stand-in removed')\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_tiled_upscale_on_cuda_matches_comfyui():
+    from comfy_kernel_core_nodes.upscale.model import load_descriptor, upscale_image
+
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        descriptor = load_descriptor(str(DATA / "compact-1x.safetensors"), "cuda")
+        image = torch.from_numpy(tiled_input().astype(np.float32) / 255.0)[None]
+        out = upscale_image(descriptor, image)[0].numpy()
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+    assert np.abs(out[448:544, 448:544] - np.load(DATA / "comfyui-tiled-seams.npy")).max() < 1e-4
