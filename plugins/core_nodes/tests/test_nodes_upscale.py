@@ -14,7 +14,8 @@ import torch
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _upscale_models import write_all  # noqa: E402
+from _media import Decoded, gradient_frames, tones, write_video  # noqa: E402
+from _upscale_models import real_esrgan, write_all  # noqa: E402
 
 DATA = Path(__file__).parent / "data" / "upscale"
 
@@ -189,3 +190,37 @@ def test_tiled_upscale_on_cuda_matches_comfyui():
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
     assert np.abs(out[448:544, 448:544] - np.load(DATA / "comfyui-tiled-seams.npy")).max() < 1e-4
+
+
+def test_gan_upscaler_template_runs(graph_server, models):
+    """The frontend's "GAN upscaler" video template, converted from its UI format and run end to end."""
+    import glob
+    import json
+    import os
+
+    from safetensors.torch import save_file
+
+    spec = importlib.util.find_spec("comfyui_workflow_templates_core")
+    if spec is None:
+        pytest.skip("comfyui-workflow-templates is not installed")
+    found = glob.glob(os.path.join(os.path.dirname(os.path.dirname(spec.origin)), "comfyui_workflow_templates_*",
+                                   "**", "utility-gan_upscaler.json"), recursive=True)
+    if not found:
+        pytest.skip("the GAN upscaler template is not in this comfyui-workflow-templates")
+    template = json.loads(Path(found[0]).read_text())
+    save_file(real_esrgan(), str(graph_server.models_dir("upscale_models") / "RealESRGAN_x4plus.safetensors"))
+    frames = gradient_frames(4, 24, 32)
+    write_video(graph_server.input_dir / "gan_input.mp4", frames, 30, (tones(16000, 4 / 30), 16000))
+
+    converted = graph_server.server.post("/api/workflows/convert", json={"workflow": template}).json()
+    assert converted["missing_nodes"] == []
+    outputs = graph_server.outputs(converted["prompt"])
+    (saved,) = [o for o in outputs.values() if "animated" in o]
+    item = saved["images"][0]
+    result = Decoded(graph_server.output_dir / item["subfolder"] / item["filename"])
+    assert item["subfolder"] == "video" and result.fps == 30
+    assert result.frames.shape == (4, 96, 128, 3) and result.audio is not None
+    source = Decoded(graph_server.input_dir / "gan_input.mp4").frames
+    path = graph_server.models_dir("upscale_models") / "RealESRGAN_x4plus.safetensors"
+    expected = np.stack([_spandrel(path, frame) for frame in source])
+    assert np.abs(result.frames / 255.0 - expected).mean() < 0.02
