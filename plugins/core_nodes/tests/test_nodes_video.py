@@ -184,3 +184,20 @@ def test_video_values_have_comfyuis_interface(tmp_path):
     assert made.as_trimmed(start_time=10.0) is None
     with pytest.raises(ValueError, match="even width"):
         VideoFromComponents(VideoComponents(torch.zeros(1, 5, 5, 3), Fraction(1))).save_to(str(tmp_path / "o.mp4"))
+
+
+def test_streams_mp4_cannot_hold_are_encoded_instead(tmp_path):
+    import av
+
+    from comfy_kernel_core_nodes.media.video import VideoFromFile
+
+    with av.open(str(tmp_path / "in.mov"), mode="w") as out:  # ProRes: fine in .mov, refused by the MP4 muxer
+        stream = out.add_stream("prores_ks", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv422p10le"
+        for pixels in FRAMES[:3]:
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")))
+        out.mux(stream.encode(None))
+    VideoFromFile(str(tmp_path / "in.mov")).save_to(str(tmp_path / "out.mp4"))
+    result = Decoded(tmp_path / "out.mp4")
+    assert result.video_codec == "h264" and result.frames.shape == (3, 48, 64, 3)
+    assert np.abs(result.frames.astype(float) - FRAMES[:3]).mean() < 3.0

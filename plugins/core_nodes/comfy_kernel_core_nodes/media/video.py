@@ -431,8 +431,13 @@ class VideoFromFile(VideoInput):
                 elif fmt == VideoContainer.AUTO:
                     fmt = next((f for f, n in _FORMAT_NAMES.items() if n in names), VideoContainer.MP4)
                 if _FORMAT_NAMES[fmt] in names:
-                    self._remux(container, path, fmt, metadata)
-                    return
+                    try:
+                        self._remux(container, path, fmt, metadata)
+                        return
+                    except Exception:  # a stream the container cannot hold as is: encode it instead
+                        if isinstance(path, io.BytesIO):
+                            path.seek(0)
+                            path.truncate()
         VideoFromComponents(self.get_components()).save_to(path, format=format, codec=codec, metadata=metadata,
                                                            crf=crf, **options)
 
