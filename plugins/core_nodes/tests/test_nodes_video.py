@@ -68,7 +68,8 @@ def test_create_trim_and_encode_a_video(graph_server, clip):
     probes, outputs = graph_server.run_with_outputs({
         "1": {"class_type": "LoadVideo", "inputs": {"file": clip}},
         "2": {"class_type": "GetVideoComponents", "inputs": {"video": ["1", 0]}},
-        "3": {"class_type": "CreateVideo", "inputs": {"images": ["2", 0], "fps": 4.0, "audio": ["2", 1]}},
+        "3": {"class_type": "CreateVideo", "inputs": {"images": ["2", 0], "fps": 4.0, "audio": ["2", 1],
+                                                      "bit_depth": "auto"}},  # newer ComfyUI input: ignored
         "4": {"class_type": "SaveVideo", "inputs": {"video": ["3", 0], "filename_prefix": "made",
                                                     "format": "mp4", "codec": "h264"}},
         "5": {"class_type": "Video Slice", "inputs": {"video": ["1", 0], "start_time": 0.25, "duration": 0.5,
