@@ -181,15 +181,17 @@ def test_executed_message_carries_the_audio_player(graph_server, tone):
 
 def test_conditioning_stable_audio(graph_server):
     probes = graph_server.run({
-        "1": {"class_type": "TestConditioning", "inputs": {"tokens": 4, "width": 8}},
+        "1": {"class_type": "TestConditioning", "inputs": {"value": 0.5, "tokens": 4}},
         "2": {"class_type": "ConditioningStableAudio", "inputs": {"positive": ["1", 0], "negative": ["1", 0],
                                                                   "seconds_start": 1.5, "seconds_total": 30.0}},
         "3": {"class_type": "TestProbe", "inputs": {"value": ["2", 0], "name": "positive"}},
         "4": {"class_type": "TestProbe", "inputs": {"value": ["2", 1], "name": "negative"}},
     })
     for side in ("positive", "negative"):
-        assert "'seconds_start': 1.5" in probes[side] and "'seconds_total': 30.0" in probes[side]
-        assert "pooled_output" in probes[side]
+        (entry,) = probes[side]
+        assert entry["shape"] == [1, 4, 768]
+        assert entry["options"]["seconds_start"] == 1.5 and entry["options"]["seconds_total"] == 30.0
+        assert entry["options"]["pooled_output"]["mean"] == 0.5
 
 
 def test_resample_keeps_tones_and_lengths():
