@@ -280,6 +280,19 @@ class TaskQueue:
                 "installed_nodes": installed}
 
     async def _run(self) -> None:
+        """Run batches until the queue is empty.
+
+        The last check for pending tasks is the last ``await``: a task queued
+        while a batch finishes is either seen by it or finds the worker gone
+        (and ``queue/start`` starts a new one), never stranded.
+        """
+        assert self.db is not None
+        while True:
+            await self._run_batch()
+            if not await self._count("pending"):
+                return
+
+    async def _run_batch(self) -> None:
         assert self.db is not None
         await self._set_meta("processing", "1")
         nodepack_result: dict[str, str] = {}
@@ -297,7 +310,7 @@ class TaskQueue:
             started = time.time()
             st = await self.status()
             self.send_queue_status({"status": "in_progress", "target": item.get("ui_id"), "ui_target": kind,
-                           **{k: st[k] for k in ("total_count", "done_count", "in_progress_count")}})
+                                    **{k: st[k] for k in ("total_count", "done_count", "in_progress_count")}})
             await self._send_v2("cm-task-started", view["client_id"],
                                 {"ui_id": view["ui_id"], "kind": view["kind"], "timestamp": iso(started)})
             try:
@@ -324,12 +337,12 @@ class TaskQueue:
                                "client_id": view["client_id"] or None})
             await self._send_v2("cm-task-completed", view["client_id"],
                                 {k: done[k] for k in ("ui_id", "result", "kind", "status", "timestamp")})
-        await self._set_meta("processing", "0")
         if operations:
             await self._save_batch(batch_id, batch_start, state_before, operations)
         st = await self.status()
+        await self._set_meta("processing", "0")
         self.send_queue_status({"status": "done", "nodepack_result": nodepack_result, "model_result": model_result,
-                       "total_count": st["total_count"], "done_count": st["done_count"]})
+                                "total_count": st["total_count"], "done_count": st["done_count"]})
         self.send_queue_status({"status": "all-done"})
 
     async def _save_batch(self, batch_id: str, started: float, state_before: dict[str, Any],
