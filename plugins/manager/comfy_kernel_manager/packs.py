@@ -591,8 +591,14 @@ class Packs:
             self.behind.pop(pack.name, None)
             if pack.kind == "git" and pack.path:
                 old = pack.commit
+                if _detached(pack.path):  # checked out at a version's tag: updating means its branch again
+                    remote_head = _git(["symbolic-ref", "--short", "refs/remotes/origin/HEAD"], cwd=pack.path)
+                    _git(["checkout", "--quiet", remote_head.split("/", 1)[1]], cwd=pack.path)
                 _git(["pull", "--ff-only", "--quiet"], cwd=pack.path)
                 new = _git(["rev-parse", "HEAD"], cwd=pack.path)
+                known = self.pack_ids().get(pack.name)
+                if known and known.get("cnr_id") and new != known.get("commit"):
+                    self.remember_id(pack.name, known["cnr_id"], None, new)
                 if new == old:
                     return {"ok": True, "msg": f"{pack.name} is up to date", "restart_needed": False}
                 changed = _git(["diff", "--name-only", old or "HEAD@{1}", new], cwd=pack.path).split()
@@ -652,6 +658,14 @@ def wheel_plugin_groups(path: str) -> set[str]:
     except (OSError, zipfile.BadZipFile):
         return set()
     return groups
+
+
+def _detached(path: str) -> bool:
+    try:
+        with open(os.path.join(path, ".git", "HEAD"), encoding="utf-8") as f:
+            return not f.read().startswith("ref:")
+    except OSError:
+        return False
 
 
 def head_commit(path: str) -> str | None:

@@ -4,19 +4,23 @@ The frontend reads the registry (search, versions) in the browser and asks the
 server for ``{id, selected_version, repository}``; the server never asks the
 registry itself. It finds a source it can trust, in this order:
 
-1. **pip-native**: the configured package index (pip's own configuration,
+1. **the catalog**: the channel lists the id (or the request's repository);
+   the catalog's own git URL, pip requirement or files are used, never the
+   request's. Git packs are checked out at the tag of the version
+   (``v1.2.0`` or ``1.2.0``) when the repository has one.
+2. **pip-native**: the configured package index (pip's own configuration,
    ``PIP_INDEX_URL`` and friends) has a *wheel* of a distribution named like
    the id at that version, and the wheel publishes a node-pack entry point
    (``comfy_kernel.plugins`` or ``comfyui.custom_nodes``). A wheel that is not
-   a node pack is never installed, so an id cannot pull in an arbitrary library.
-2. **the catalog**: the channel lists the id (its own git URL, pip requirement
-   or files are used, never the request's).
+   a node pack is never installed, so an id cannot pull in an arbitrary
+   library; the catalog comes first so that a curated pack is never replaced
+   by a same-named upload to the index.
 3. **git**: the ``repository`` the request names, cloned and checked out at
-   the tag of that version when the repository has one. A URL that is not in
-   the catalog is a ``high`` risk operation, allowed only at the security
-   levels that allow installing from arbitrary URLs.
+   the version's tag. A URL nobody vouches for is a ``high`` risk operation,
+   allowed only at the security levels that allow installing from arbitrary
+   URLs.
 
-``nightly`` always means git (the catalog's URL, else the request's). What a
+``nightly`` skips the index (it means a repository's default branch). What a
 pack was installed as is remembered (``pack_ids.json``) so the Manager 4
 listings report it under the registry id the frontend knows.
 """
@@ -74,15 +78,14 @@ def install(mgr: Any, params: dict[str, Any], allow_untrusted_git: bool) -> dict
         existing = packs.find({"id": pack_id, **({"reference": repository} if repository else {})})
         if existing is not None:
             return _installed_already(packs, existing, pack_id, version)
-        if version != "nightly":
+        if entry is not None and catalog_git_url(entry) is None:
+            result = packs.install({**entry, "id": pack_id})
+            _remember_new(packs, pack_id, version)
+            return result
+        if entry is None and version != "nightly":
             result = _install_wheel(packs, pack_id, None if version == "latest" else version)
             if result is not None:
                 return result
-        if entry is not None and catalog_git_url(entry) is None:
-            item = {**entry, "id": pack_id}
-            result = packs.install(item)
-            _remember_new(packs, pack_id, version)
-            return result
         url = catalog_git_url(entry)
         if url is None and repository:
             if not allow_untrusted_git:

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import time
+from pathlib import Path
 
 import pytest
 from mgr_helpers import PackServer, build_wheels, pack_source, serve, simple_index
@@ -88,6 +90,14 @@ def test_nodes_manager_installs_and_restarts(tmp_path, pack_python, index_url):
         registry_pack("ck-demo-pack", "1.0.0", "https://github.com/tests/ck-demo-pack", ["CkDemoNode"]),
         registry_pack("ck-missing-pack", "1.0.0", "https://github.com/tests/ck-missing-pack", ["CkMissingNode"])])
     env = {"PIP_INDEX_URL": index_url, "PIP_CONFIG_FILE": os.devnull}
+    try:
+        run_flows(base, registry, pack_python, env)
+    finally:  # the test virtualenv is shared by the session: leave it as it was
+        subprocess.run([pack_python, "-m", "pip", "uninstall", "-y", "-q", "ck-demo-pack", "ck-missing-pack"],
+                       capture_output=True)
+
+
+def run_flows(base: Path, registry: FakeRegistry, pack_python: str, env: dict[str, str]) -> None:
     with PackServer(base, "--enable-manager", python=pack_python, env=env) as srv, RegistryBrowser(registry) as browser:
         browser.navigate(srv.url + "/")
         browser.wait_for(READY, 60)

@@ -61,8 +61,19 @@ class Tab:
         return self.wait("cm-task-completed", ui_id)
 
 
+def srv_base(srv: Any) -> Path:
+    return Path(srv.base_dir)
+
+
 def installed(srv: Any, mode: str = "default") -> dict[str, Any]:
     return srv.get(f"/api/v2/customnode/installed?mode={mode}").json()
+
+
+def wait_idle(srv: Any, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while srv.get("/api/v2/manager/queue/status").json()["is_processing"]:
+        assert time.monotonic() < deadline, "the queue did not go idle"
+        time.sleep(0.1)
 
 
 def wait_restart(srv: Any, starts: int, timeout: float = 90) -> None:
@@ -94,7 +105,8 @@ def index_url(tmp_path_factory) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def git_url(tmp_path_factory) -> Iterator[str]:
-    """Bare repositories over HTTP on loopback: GitRegPack (tags v1.0.0, v1.1.0) and GitUrlPack."""
+    """Bare repositories over HTTP on loopback: GitRegPack (tags v1.0.0, v1.1.0, then one more
+    commit) and GitUrlPack."""
     work = tmp_path_factory.mktemp("repos")
     served = tmp_path_factory.mktemp("git-http")
     repo = make_git_pack(work / "GitRegPack", ["GitRegNodeA"])
@@ -103,6 +115,9 @@ def git_url(tmp_path_factory) -> Iterator[str]:
     (repo / "__init__.py").write_text(init)
     git(repo, "commit", "-qam", "node B")
     git(repo, "tag", "v1.1.0")
+    (repo / "NOTES.txt").write_text("after the last release\n")
+    git(repo, "add", "NOTES.txt")
+    git(repo, "commit", "-qm", "unreleased")
     bare_repo(repo, served / "GitRegPack.git")
     bare_repo(make_git_pack(work / "GitUrlPack", ["GitUrlNode"]), served / "GitUrlPack.git")
     with serve(served) as url:
@@ -173,13 +188,16 @@ def test_pip_pack_by_registry_id(start_server, pack_python, index_url, tmp_path)
         done = tab.done("disable", {"node_name": "never-installed"}, "p7")
         assert done["status"]["status_str"] == "error" and "not installed" in done["result"]
 
+    wait_idle(srv)  # the last batch is recorded after its last task's event
     history = srv.get("/api/v2/manager/queue/history?client_id=tab1").json()["history"]
-    assert list(history) == ["p1", "p2", "p3", "p4", "all_reg-pip-pack", "p5", "p6", "p7"]
+    # (update_all also updated packs other tests left in the shared test virtualenv)
+    assert [k for k in history if not k.startswith("all_")] == ["p1", "p2", "p3", "p4", "p5", "p6", "p7"]
+    assert "all_reg-pip-pack" in history
     assert list(srv.get("/api/v2/manager/queue/history?max_items=2").json()["history"]) == ["p6", "p7"]
     assert list(srv.get("/api/v2/manager/queue/history?max_items=2&offset=1").json()["history"]) == ["p2", "p3"]
     ids = srv.get("/api/v2/manager/queue/history_list").json()["ids"]
     records = [srv.get(f"/api/v2/manager/queue/history?id={i}").json() for i in ids]
-    assert sum(r["total_operations"] for r in records) == 8
+    assert sum(r["total_operations"] for r in records) == len(history)
     first = next(r for r in records if any(op["operation_id"] == "p1" for op in r["operations"]))
     assert "reg-pip-pack" not in first["state_before"]["installed_nodes"]
     assert first["state_after"]["installed_nodes"]["reg-pip-pack"]["ver"] == "1.0.0"
@@ -204,6 +222,12 @@ def test_git_pack_by_registry_id_and_restart(start_server, pack_python, index_ur
         assert installed(srv)["git-cat-pack"]["ver"] == "1.1.0"
         done = tab.done("install", {"id": "git-cat-pack", "selected_version": "9.9.9"}, "g3")
         assert done["status"]["status_str"] == "error" and "no tag" in done["result"]
+        # "update" leaves the release for the branch's newest commit (what the UI calls nightly)
+        done = tab.done("update", {"node_name": "git-cat-pack", "node_ver": "1.1.0"}, "g3b")
+        assert done["status"]["status_str"] == "success" and "->" in done["status"]["messages"][0]
+        head = git(base / "custom_nodes" / "GitRegPack", "rev-parse", "HEAD")
+        assert installed(srv)["git-cat-pack"]["ver"] == head
+        assert (base / "custom_nodes" / "GitRegPack" / "NOTES.txt").is_file()
 
         # a repository nobody vouches for is a high-risk install: refused at the default level
         foreign = {"id": "git-url-pack", "repository": f"{git_url}/GitUrlPack.git"}
@@ -215,14 +239,15 @@ def test_git_pack_by_registry_id_and_restart(start_server, pack_python, index_ur
         assert not (base / "custom_nodes" / "GitUrlPack").exists()
 
     # the restart the UI asks for: same process, re-executed; the new version's code is loaded
+    wait_idle(srv)
     pid = srv.proc.pid
     assert srv.post("/api/v2/manager/reboot").status_code == 200
     wait_restart(srv, 2)
     assert srv.proc.pid == pid and srv.proc.poll() is None
     assert "GitRegNodeB" in srv.get("/api/object_info").json()
-    assert installed(srv, "imported")["git-cat-pack"]["ver"] == "1.1.0"
+    assert installed(srv, "imported")["git-cat-pack"]["ver"] == head
     assert srv.get("/api/v2/manager/queue/history").json() == {"history": {}}  # history is per server run
-    assert len(srv.get("/api/v2/manager/queue/history_list").json()["ids"]) == 4  # batches are kept
+    assert len(srv.get("/api/v2/manager/queue/history_list").json()["ids"]) == 5  # batches are kept
 
 
 def test_git_pack_from_a_repository_url(start_server, pack_python, index_url, git_url):
@@ -237,5 +262,6 @@ def test_git_pack_from_a_repository_url(start_server, pack_python, index_url, gi
         done = tab.done("update", {"node_name": "git-url-pack", "node_ver": pack["ver"]}, "u2")
         assert done["status"]["status_str"] == "success" and "up to date" in done["status"]["messages"][0]
         assert tab.done("uninstall", {"node_name": "git-url-pack"}, "u3")["result"] == "success"
-        assert installed(srv) == {}
+        assert "git-url-pack" not in installed(srv)
+        assert not (srv_base(srv) / "custom_nodes" / "GitUrlPack").exists()
         assert "GitUrlNode" not in srv.get("/api/object_info").json()
