@@ -2,8 +2,8 @@
 
 ``data/comfyui-0.3.64-object_info.local.json`` is ComfyUI 0.3.64's
 ``/object_info`` without its paid API nodes. Nodes newer than that release
-(the frontend's templates use them) have their contract in
-``data/object_info_newer.json``, written from current ComfyUI's node
+(the frontend's templates use them) have their contracts in ``data/newer/``
+(one file per ComfyUI module), written from current ComfyUI's node
 definitions. A node we register must appear in one of the two and match it
 in everything a client relies on; descriptions and tooltips are our own.
 """
@@ -22,7 +22,8 @@ from comfy_kernel_core_nodes import plugin
 
 DATA = Path(__file__).parent / "data"
 REFERENCE = json.loads((DATA / "comfyui-0.3.64-object_info.local.json").read_text())
-NEWER = json.loads((DATA / "object_info_newer.json").read_text())
+NEWER = {name: entry for path in sorted((DATA / "newer").glob("*.json"))
+         for name, entry in json.loads(path.read_text()).items()}
 CONTRACTS = {**REFERENCE, **NEWER}
 
 FIELDS = ("name", "display_name", "category", "output", "output_name", "output_is_list", "output_node",
