@@ -21,6 +21,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -179,3 +180,25 @@ def bare_repo(source: Path, target: Path) -> Path:
     subprocess.run(["git", "clone", "-q", "--bare", str(source), str(target)], check=True, capture_output=True)
     git(target, "update-server-info")
     return target
+
+
+def wait_idle(srv: Any, timeout: float = 30) -> None:
+    """Wait until the manager's worker has finished (and recorded) its batch."""
+    deadline = time.monotonic() + timeout
+    while srv.get("/api/v2/manager/queue/status").json()["is_processing"]:
+        assert time.monotonic() < deadline, "the queue did not go idle"
+        time.sleep(0.1)
+
+
+def wait_restart(srv: Any, starts: int, timeout: float = 90) -> None:
+    """Wait for the ``starts``-th start-up of the same process, then for it to answer."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if srv.log().count("To see the GUI") >= starts and \
+                    srv.get("/api/v2/manager/queue/status", timeout=2).status_code == 200:
+                return
+        except Exception:
+            pass
+        time.sleep(0.2)
+    raise TimeoutError(srv.log()[-3000:])

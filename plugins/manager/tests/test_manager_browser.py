@@ -17,10 +17,9 @@ import time
 from pathlib import Path
 
 import pytest
-from mgr_helpers import PackServer, build_wheels, pack_source, serve, simple_index
+from mgr_helpers import PackServer, build_wheels, pack_source, serve, simple_index, wait_restart
 from registry_browser import FakeRegistry, RegistryBrowser, chromium_available, registry_pack
 from test_packs import pip_show
-from test_v2_installs import wait_restart
 
 from comfy_kernel_userdata.frontend import package_dir
 

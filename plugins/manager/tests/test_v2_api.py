@@ -181,6 +181,7 @@ def test_writes_and_bad_input(start_server):
     # snapshots: save, list, remove by query target; unknown targets are 400
     name = post("/api/v2/snapshot/save").json()["name"]
     assert srv.get("/api/v2/snapshot/getlist").json() == {"items": [name]}
+    assert post(f"/api/v2/snapshot/restore?target={name}").json() == {"target": name, "ok": True, "steps": []}
     assert post("/api/v2/snapshot/restore?target=nope").status_code == 400
     assert post("/api/v2/snapshot/remove").status_code == 400
     assert post("/api/v2/snapshot/remove?target=../../user").status_code == 400
@@ -214,6 +215,11 @@ def test_csrf_rule(start_server):
     assert srv.get("/api/v2/manager/queue/status").json()["total_count"] == 0
     assert srv.get("/api/v2/snapshot/getlist").json() == {"items": []}
     assert srv.get("/api/v2/manager/db_mode").text == "cache"
+    # (the JSON forms pass: comfy-kernel "switches" only to the version it is)
+    switch = {"ver": f"comfy-kernel {kernel_version}", "client_id": "c", "ui_id": "s"}
+    assert srv.post("/api/v2/comfyui_manager/comfyui_switch_version", json=switch).status_code == 200
+    r = srv.post("/api/v2/comfyui_manager/comfyui_switch_version", json={**switch, "ver": "v0.3.0"})
+    assert r.status_code == 400 and "pip" in r.json()["message"]
     assert srv.proc is not None and srv.proc.poll() is None  # the reboot was refused too
     # the v2 writes have no GET form (an <img src> cannot trigger them)
     assert srv.get("/api/v2/manager/queue/start").status_code in (404, 405)

@@ -17,7 +17,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from mgr_helpers import bare_repo, build_wheels, git, make_git_pack, pack_source, serve, simple_index
+from mgr_helpers import (
+    bare_repo,
+    build_wheels,
+    git,
+    make_git_pack,
+    pack_source,
+    serve,
+    simple_index,
+    wait_idle,
+    wait_restart,
+)
 from test_packs import pip_show
 
 pytestmark = pytest.mark.slow
@@ -67,27 +77,6 @@ def srv_base(srv: Any) -> Path:
 
 def installed(srv: Any, mode: str = "default") -> dict[str, Any]:
     return srv.get(f"/api/v2/customnode/installed?mode={mode}").json()
-
-
-def wait_idle(srv: Any, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while srv.get("/api/v2/manager/queue/status").json()["is_processing"]:
-        assert time.monotonic() < deadline, "the queue did not go idle"
-        time.sleep(0.1)
-
-
-def wait_restart(srv: Any, starts: int, timeout: float = 90) -> None:
-    """Wait for the ``starts``-th start-up of the same process, then for it to answer."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if srv.log().count("To see the GUI") >= starts and \
-                    srv.get("/api/v2/manager/queue/status", timeout=2).status_code == 200:
-                return
-        except Exception:
-            pass
-        time.sleep(0.2)
-    raise TimeoutError(srv.log()[-3000:])
 
 
 @pytest.fixture(scope="module")
