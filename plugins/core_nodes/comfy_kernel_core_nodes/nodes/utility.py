@@ -1,26 +1,11 @@
-"""Small utility nodes used by ComfyUI's front end and benchmarks: PrimitiveInt and PreviewAny."""
+"""PreviewAny: shows any value as text in the front end."""
 
 from __future__ import annotations
 
 import json
-import sys
 from typing import Any
 
 from .common import ANY, NodeDef
-
-
-class PrimitiveInt:
-    CATEGORY = "utils/primitive"
-    RETURN_TYPES = ("INT",)
-    FUNCTION = "execute"
-
-    @classmethod
-    def INPUT_TYPES(cls) -> dict[str, Any]:
-        return {"required": {"value": ("INT", {"min": -sys.maxsize, "max": sys.maxsize,
-                                               "control_after_generate": True})}}
-
-    def execute(self, value: int) -> tuple[int]:
-        return (value,)
 
 
 def preview_text(source: Any) -> str:
@@ -55,6 +40,5 @@ class PreviewAny:
 
 
 NODES = [
-    NodeDef("PrimitiveInt", PrimitiveInt, "Int", "comfy_extras.nodes_primitive"),
     NodeDef("PreviewAny", PreviewAny, "Preview Any", "comfy_extras.nodes_preview_any"),
 ]

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import CastEmbedding, CastLayerNorm, CastLinear
+from ...model.ops import CastEmbedding, CastLayerNorm, CastLinear
 from .prompt import CHUNK_LENGTH, WeightedToken, tokenize_prompt
 from .tokenizer import END_TOKEN, START_TOKEN
 

@@ -1,13 +1,12 @@
-"""The SD KL autoencoder (VAE) in the LDM key layout, with plain and tiled encode/decode.
+"""The KL autoencoder of Stable Diffusion (LDM key layout): 8x spatial compression, 4 latent channels.
 
-Images are ComfyUI IMAGE tensors [B, H, W, 3] in [0, 1]; latents are raw VAE
-latents [B, 4, H/8, W/8] (not multiplied by the 0.18215 scale factor, which is
-the sampler's business). Encoding returns the posterior's mean, no sampling.
+``encode_raw`` takes images in [-1, 1] (channels first) and returns the
+posterior's mean, no sampling; ``decode_raw`` maps raw latents (not multiplied
+by the sampler's scale factor) back to images in about [-1, 1]. The VAE object
+(model/vae.py) adds IMAGE conversion, batching and tiling.
 """
 
 from __future__ import annotations
-
-from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -179,101 +178,3 @@ class AutoencoderKL(nn.Module):
     def decode_raw(self, z: torch.Tensor) -> torch.Tensor:
         """Images in about [-1, 1], channels first, of raw latents."""
         return self.decoder(self.post_quant_conv(z.to(device=self.device, dtype=self.dtype))).float()
-
-
-def crop_to_multiple(pixels: torch.Tensor, multiple: int = DOWNSCALE) -> torch.Tensor:
-    """Centre-crop IMAGE [B, H, W, C] so H and W are multiples of `multiple`."""
-    h, w = pixels.shape[1], pixels.shape[2]
-    nh, nw = (h // multiple) * multiple, (w // multiple) * multiple
-    if (nh, nw) == (h, w):
-        return pixels
-    top, left = (h % multiple) // 2, (w % multiple) // 2
-    return pixels[:, top : top + nh, left : left + nw, :]
-
-
-def _pixels_to_model(pixels: torch.Tensor) -> torch.Tensor:
-    return crop_to_multiple(pixels)[..., :3].movedim(-1, 1) * 2.0 - 1.0
-
-
-def _model_to_pixels(x: torch.Tensor) -> torch.Tensor:
-    return ((x + 1.0) / 2.0).clamp(0.0, 1.0).movedim(1, -1)
-
-
-@torch.no_grad()
-def encode(vae: AutoencoderKL, pixels: torch.Tensor) -> torch.Tensor:
-    """VAEEncode: IMAGE [B, H, W, C] in [0, 1] -> raw latent [B, 4, H/8, W/8] (float32, on the image's device)."""
-    return vae.encode_raw(_pixels_to_model(pixels)).to(pixels.device)
-
-
-@torch.no_grad()
-def decode(vae: AutoencoderKL, latent: torch.Tensor) -> torch.Tensor:
-    """VAEDecode: raw latent [B, 4, h, w] -> IMAGE [B, 8h, 8w, 3] in [0, 1] (float32, on the latent's device)."""
-    return _model_to_pixels(vae.decode_raw(latent)).to(latent.device)
-
-
-def _tile_starts(size: int, tile: int, overlap: int) -> list[int]:
-    if size <= tile:
-        return [0]
-    starts = list(range(0, size - overlap, max(tile - overlap, 1)))
-    return [max(0, min(size - overlap, s)) for s in starts]
-
-
-def tiled_map(
-    x: torch.Tensor,
-    fn: Callable[[torch.Tensor], torch.Tensor],
-    tile: tuple[int, int],
-    overlap: int,
-    scale: float,
-    out_channels: int,
-) -> torch.Tensor:
-    """Apply a resolution-changing `fn` tile by tile and blend the tiles with linear feathering.
-
-    `x` is [B, C, H, W]; tiles are (tile_h, tile_w) input pixels overlapping by
-    `overlap`; each output tile is `scale` times larger and is weighted by a mask
-    that ramps up over the (scaled) overlap at every edge.
-    """
-    b, _, h, w = x.shape
-    th, tw = tile
-    out = torch.zeros(b, out_channels, round(h * scale), round(w * scale), device=x.device)
-    weight = torch.zeros(b, 1, out.shape[2], out.shape[3], device=x.device)
-    feather = round(overlap * scale)
-    for y in _tile_starts(h, th, overlap):
-        for xs in _tile_starts(w, tw, overlap):
-            piece = x[:, :, y : y + th, xs : xs + tw]
-            result = fn(piece).to(out.device).float()
-            mask = torch.ones(1, 1, result.shape[2], result.shape[3], device=x.device)
-            for dim in (2, 3):
-                if feather >= mask.shape[dim]:
-                    continue
-                for t in range(feather):
-                    a = (t + 1) / feather
-                    mask.narrow(dim, t, 1).mul_(a)
-                    mask.narrow(dim, mask.shape[dim] - 1 - t, 1).mul_(a)
-            oy, ox = round(y * scale), round(xs * scale)
-            out[:, :, oy : oy + result.shape[2], ox : ox + result.shape[3]] += result * mask
-            weight[:, :, oy : oy + result.shape[2], ox : ox + result.shape[3]] += mask
-    return out / weight
-
-
-@torch.no_grad()
-def decode_tiled(vae: AutoencoderKL, latent: torch.Tensor, tile_size: int = 512, overlap: int = 64) -> torch.Tensor:
-    """VAEDecodeTiled: like `decode`, in tiles of `tile_size` output pixels overlapping by `overlap` pixels.
-
-    As in ComfyUI, three tilings (square, wide, tall) are averaged so the seams of
-    one are hidden by the others; the overlap is limited to a quarter of the tile.
-    """
-    overlap = min(overlap, tile_size // 4)
-    t, o = max(tile_size // DOWNSCALE, 1), overlap // DOWNSCALE
-    passes = [(t * 2, t // 2), (t // 2, t * 2), (t, t)]
-    total = sum(tiled_map(latent, vae.decode_raw, (th, tw), o, DOWNSCALE, 3) for th, tw in passes)
-    return _model_to_pixels(total / len(passes)).to(latent.device)
-
-
-@torch.no_grad()
-def encode_tiled(vae: AutoencoderKL, pixels: torch.Tensor, tile_size: int = 512, overlap: int = 64) -> torch.Tensor:
-    """VAEEncodeTiled: like `encode`, in tiles of `tile_size` pixels overlapping by `overlap`; three tilings averaged."""
-    x = _pixels_to_model(pixels)
-    t, overlap = tile_size, min(overlap, tile_size // 4)
-    passes = [(t, t), (t // 2, t * 2), (t * 2, t // 2)]
-    total = sum(tiled_map(x, vae.encode_raw, (th, tw), overlap, 1 / DOWNSCALE, LATENT_CHANNELS) for th, tw in passes)
-    return (total / len(passes)).to(pixels.device)
