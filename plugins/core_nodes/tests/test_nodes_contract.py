@@ -43,10 +43,17 @@ def _ours() -> dict[str, dict[str, Any]]:
 OURS = _ours()
 
 
+def _without_tooltips(value: Any) -> Any:
+    """``value`` with every ``tooltip`` key removed, also inside nested inputs (dynamic combo options)."""
+    if isinstance(value, dict):
+        return {k: _without_tooltips(v) for k, v in value.items() if k != "tooltip"}
+    if isinstance(value, list):
+        return [_without_tooltips(v) for v in value]
+    return value
+
+
 def _options(spec: list[Any]) -> dict[str, Any]:
-    options = dict(spec[1]) if len(spec) > 1 and isinstance(spec[1], dict) else {}
-    options.pop("tooltip", None)
-    return options
+    return _without_tooltips(dict(spec[1])) if len(spec) > 1 and isinstance(spec[1], dict) else {}
 
 
 def _combo(spec: list[Any]) -> list[Any] | None:
