@@ -59,6 +59,27 @@ def sd15_tiny_checkpoint() -> Path:
     return target
 
 
+SDXL_CHECKPOINT_NAME = "sdxl-seed0.safetensors"
+SDXL_CHECKPOINT_BYTES = 6_938_041_144
+
+
+@pytest.fixture(scope="session")
+def sdxl_checkpoint() -> Path:
+    """The random-weight SDXL base checkpoint of the SDXL references (6.9 GB, about 3 minutes to write once)."""
+    reference = _require_reference()
+    target = CHECKPOINT_CACHE / SDXL_CHECKPOINT_NAME
+    if target.is_file() and target.stat().st_size == SDXL_CHECKPOINT_BYTES:
+        return target
+    CHECKPOINT_CACHE.mkdir(parents=True, exist_ok=True)
+    partial = CHECKPOINT_CACHE / f"{SDXL_CHECKPOINT_NAME}.{os.getpid()}.partial"
+    cmd = [sys.executable, str(reference / "make_checkpoint.py"), "--preset", "sdxl", "--seed", "0",
+           "--out", str(partial)]
+    subprocess.run(cmd, check=True, capture_output=True)
+    os.replace(partial, target)
+    assert target.stat().st_size == SDXL_CHECKPOINT_BYTES
+    return target
+
+
 @pytest.fixture(scope="session")
 def sd15_tiny_parts(sd15_tiny_checkpoint: Path):
     """(unet, vae, clip) state dicts of the tiny checkpoint, read once per session."""

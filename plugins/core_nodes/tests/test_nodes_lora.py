@@ -26,7 +26,7 @@ def sd15_keys() -> set[str]:
     from comfy_kernel_core_nodes.families.sd.unet import UNetModel
 
     config = {"in_channels": 4, "out_channels": 4, "model_channels": 320, "transformer_depth": (1, 1, 1, 1, 1, 1, 0, 0),
-              "transformer_depth_output": (0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1), "transformer_depth_middle": 1,
+              "transformer_depth_output": (1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0), "transformer_depth_middle": 1,
               "context_dim": 768, "use_linear_in_transformer": False, "adm_in_channels": None, **SD15_LAYOUT}
     with torch.device("meta"):
         return set(UNetModel(unet_layout(SD15(config).unet_config)).state_dict())

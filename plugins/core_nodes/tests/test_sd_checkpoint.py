@@ -77,3 +77,24 @@ def test_pickled_checkpoints_are_read_with_weights_only(tmp_path, zip_format):
     tensors = {"model.diffusion_model.out.2.bias": torch.arange(4.0)}
     torch.save({"state_dict": tensors, "global_step": 1}, str(path), _use_new_zipfile_serialization=zip_format)
     assert torch.equal(read_state_dict(path)["model.diffusion_model.out.2.bias"], torch.arange(4.0))
+
+
+@pytest.mark.parametrize("fp8", ["float8_e4m3fn", "float8_e5m2"])
+def test_fp8_weights_are_stored_in_fp8_and_computed_in_fp32(sd15_tiny_checkpoint, fp8):
+    """UNETLoader's fp8 choices: a quarter of the fp32 memory, layers cast to the compute dtype as they run."""
+    dtype = getattr(torch, fp8)
+    base = load_diffusion_model(str(sd15_tiny_checkpoint))
+    small = load_diffusion_model(str(sd15_tiny_checkpoint), {"dtype": dtype})
+    assert small.weights_key() != base.weights_key()
+    x = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    sigma = torch.tensor([3.0, 3.0])
+    context = torch.randn(2, 77, 768, generator=torch.Generator().manual_seed(1))
+    with base.use() as m:
+        ref = m.apply_model(x, sigma, c_crossattn=context)
+    with small.use() as m:
+        weight = m.diffusion_model.input_blocks[1][0].in_layers[2].weight
+        assert weight.dtype == dtype and m.computation_dtype() == torch.float32
+        out = m.apply_model(x, sigma, c_crossattn=context)
+    assert out.dtype == torch.float32 and torch.isfinite(out).all()
+    # e4m3 keeps 3 mantissa bits, e5m2 only 2: the error follows the format's precision
+    assert float((out - ref).abs().max() / ref.abs().max()) < (0.15 if fp8 == "float8_e4m3fn" else 0.35)

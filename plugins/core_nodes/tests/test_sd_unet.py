@@ -49,7 +49,7 @@ def test_derived_config(sd15_tiny_parts):
 
     cfg = unet_config({k: tuple(v.shape) for k, v in sd15_tiny_parts[0].items()})
     assert cfg["channel_mult"] == (1, 2) and cfg["num_res_blocks"] == (1, 1)
-    assert cfg["transformer_depth"] == (1, 0) and cfg["transformer_depth_output"] == (0, 0, 1, 1)
+    assert cfg["transformer_depth"] == (1, 0) and cfg["transformer_depth_output"] == (1, 1, 0, 0)
     assert cfg["transformer_depth_middle"] == 1 and cfg["context_dim"] == 768
     assert SD15.matches(cfg) and SD15(cfg).unet_config["num_heads"] == 8
 

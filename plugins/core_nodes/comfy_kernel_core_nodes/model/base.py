@@ -34,9 +34,10 @@ class WeightsSource:
     """Where a network's weights are and how to build it.
 
     ``read(device)`` returns the state dict (keys as the network names them,
-    floats in the storage dtype); ``build(state_dict)`` returns the network,
-    assigning rather than copying the tensors. ``keys`` are the state dict's
-    keys, known from the file header before anything loads.
+    floats in the storage dtype ``dtype()``); ``build(state_dict)`` returns the
+    network, assigning rather than copying the tensors. ``keys`` are the state
+    dict's keys, known from the file header before anything loads. ``compute()``
+    is the dtype the network computes in when it differs from storage (fp8).
     """
 
     key: str
@@ -45,6 +46,7 @@ class WeightsSource:
     keys: frozenset[str]
     size: int | None = None
     dtype: Callable[[], torch.dtype] = field(default=lambda: torch.float32)
+    compute: Callable[[], torch.dtype] | None = None
 
 
 class ModelType(enum.Enum):
@@ -183,7 +185,11 @@ class BaseModel(WeightsHolder):
         self._module = module
 
     def computation_dtype(self) -> torch.dtype:
-        return self.manual_cast_dtype or self.get_dtype()
+        if self.manual_cast_dtype is not None:
+            return self.manual_cast_dtype
+        if self.weights is not None and self.weights.compute is not None:
+            return self.weights.compute()
+        return self.get_dtype()
 
     # -- latents --------------------------------------------------------------------------------
 

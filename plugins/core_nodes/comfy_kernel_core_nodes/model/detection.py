@@ -108,14 +108,18 @@ _loaded = False
 
 
 def load_families() -> None:
-    """Import every family package once, so their detectors are registered."""
+    """Let every family package register its detectors and CLIP types, once."""
     global _loaded
     if _loaded:
         return
+    import sys
+
     from .. import families
+    from .loading import CLIP_TYPES
 
     for info in sorted(pkgutil.iter_modules(families.__path__), key=lambda m: m.name):
-        importlib.import_module(f"{families.__name__}.{info.name}")
+        module = importlib.import_module(f"{families.__name__}.{info.name}")
+        module.register(sys.modules[__name__], CLIP_TYPES)
     _loaded = True
 
 

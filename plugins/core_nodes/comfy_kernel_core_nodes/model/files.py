@@ -63,10 +63,13 @@ def file_identity(path: str | os.PathLike[str]) -> str:
 
 
 def part_reader(path: str, prefix: str, dtype: Callable[[], torch.dtype | None],
-                rename: Callable[[str], str | None] | None = None) -> Callable[[str], dict[str, torch.Tensor]]:
+                rename: Callable[[str], str | None] | None = None,
+                convert: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]] | None = None,
+                ) -> Callable[[str], dict[str, torch.Tensor]]:
     """``read(device)`` for the tensors under ``prefix`` (prefix removed, floats in ``dtype()``).
 
-    ``rename`` maps each stripped key to the network's name (None drops it).
+    ``rename`` maps each stripped key to the network's name (None drops it);
+    ``convert`` rewrites the whole dict (for layouts that split or transpose tensors).
     """
 
     def read(device: str) -> dict[str, torch.Tensor]:
@@ -89,6 +92,8 @@ def part_reader(path: str, prefix: str, dtype: Callable[[], torch.dtype | None],
                 if new is not None:
                     renamed[new] = tensor
             sd = renamed
+        if convert is not None:
+            sd = convert(sd)
         return sd
 
     return read
@@ -109,3 +114,16 @@ def load_module(module: torch.nn.Module, sd: dict[str, torch.Tensor], what: str)
     if missing:
         raise ValueError(f"{what}: {len(missing)} weights missing from the file, e.g. {missing[:3]}")
     return module.eval().requires_grad_(False)
+
+
+def combined_reader(parts: list[tuple[Callable[[str], dict[str, torch.Tensor]], str]]
+                    ) -> Callable[[str], dict[str, torch.Tensor]]:
+    """``read(device)`` merging several part readers, each one's keys under its own prefix."""
+
+    def read(device: str) -> dict[str, torch.Tensor]:
+        out: dict[str, torch.Tensor] = {}
+        for reader, prefix in parts:
+            out.update({prefix + k: v for k, v in reader(device).items()})
+        return out
+
+    return read

@@ -10,8 +10,6 @@ from __future__ import annotations
 import os
 from typing import Any
 
-import torch
-
 from . import detection
 from .clip import CLIP
 from .files import tensor_shapes
@@ -51,14 +49,13 @@ def model_config(path: str, prefix: str | None = None) -> tuple[detection.ModelC
 
 
 def load_diffusion_model(path: str, model_options: dict[str, Any] | None = None) -> ModelPatcher:
-    """UNETLoader: a bare diffusion model file (or a checkpoint's diffusion model)."""
+    """UNETLoader: a bare diffusion model file (or a checkpoint's diffusion model).
+
+    ``model_options["dtype"]`` stores the weights in that dtype (fp8: computed in the
+    device's compute dtype, layer by layer).
+    """
     config, prefix = model_config(path)
-    model = config.load(path, tensor_shapes(path), prefix)
-    dtype = (model_options or {}).get("dtype")
-    patcher = ModelPatcher(model)
-    if dtype is not None and dtype != torch.float32:
-        patcher.add_object_patch("weight_dtype", dtype)
-    return patcher
+    return ModelPatcher(config.load(path, tensor_shapes(path), prefix, (model_options or {}).get("dtype")))
 
 
 def load_checkpoint(path: str, output_vae: bool = True, output_clip: bool = True,
@@ -83,6 +80,7 @@ def load_checkpoint(path: str, output_vae: bool = True, output_clip: bool = True
 
 def load_clip(paths: list[str], clip_type: str = "stable_diffusion", embedding_directory: Any = None) -> CLIP:
     """CLIPLoader and friends: text encoder files combined as ``clip_type`` expects."""
+    detection.load_families()
     loader = CLIP_TYPES.get(clip_type)
     if loader is None:
         raise UnsupportedModel(f"CLIP type '{clip_type}' is not supported yet")
@@ -99,17 +97,5 @@ def load_vae(path: str) -> VAE:
     raise UnsupportedModel(f"{_name(path)}: no supported VAE recognised in this file")
 
 
-def _sd1_clip(paths: list[str], embedding_directory: Any) -> CLIP:
-    from ..families.sd.text import clip_l_prefix, sd1_clip
-
-    if len(paths) != 1:
-        raise UnsupportedModel("CLIP type 'stable_diffusion' takes one text encoder file")
-    shapes = tensor_shapes(paths[0])
-    prefix = clip_l_prefix(shapes)
-    if prefix is None:
-        raise UnsupportedModel(f"{_name(paths[0])}: no CLIP-L text encoder recognised in this file")
-    return sd1_clip(paths[0], prefix, shapes, embedding_directory)
-
-
-#: clip_type -> loader(paths, embedding_directory); families add theirs.
-CLIP_TYPES: dict[str, Any] = {"stable_diffusion": _sd1_clip}
+#: clip_type -> loader(paths, embedding_directory); the families register theirs.
+CLIP_TYPES: dict[str, Any] = {}

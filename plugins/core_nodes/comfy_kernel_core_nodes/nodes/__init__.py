@@ -13,6 +13,7 @@ the model code inside its function, so the server's start-up and
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import pkgutil
 
 from .common import NodeDef
@@ -26,5 +27,16 @@ def _collect(package: str, path: list[str]) -> list[NodeDef]:
     return found
 
 
-#: Every core node, by category module name.
-NODES: list[NodeDef] = _collect(__name__, __path__)
+def _family_nodes() -> list[NodeDef]:
+    from .. import families
+
+    found: list[NodeDef] = []
+    for info in sorted(pkgutil.iter_modules(families.__path__), key=lambda m: m.name):
+        if info.ispkg and importlib.util.find_spec(f"{families.__name__}.{info.name}.nodes") is not None:
+            module = importlib.import_module(f"{families.__name__}.{info.name}.nodes")
+            found.extend(getattr(module, "NODES", ()))
+    return found
+
+
+#: Every core node: the category modules' here, then the model families'.
+NODES: list[NodeDef] = _collect(__name__, __path__) + _family_nodes()

@@ -79,6 +79,32 @@ class CLIPLoader:
         return (load_clip([path], type, embedding_directory=context.embedding_directory),)
 
 
+#: DualCLIPLoader's ``type`` choices, in ComfyUI's order.
+DUAL_CLIP_TYPES = ("sdxl", "sd3", "flux", "hunyuan_video", "hidream", "hunyuan_image")
+
+
+class DualCLIPLoader:
+    """Two text encoder files combined as one model family's CLIP."""
+
+    DESCRIPTION = ("Which files each type takes:\n\nsdxl: clip-l, clip-g\nsd3: clip-l, clip-g / clip-l, t5 / "
+                   "clip-g, t5\nflux: clip-l, t5\nhidream: t5 and/or llama\nhunyuan_image: qwen2.5vl 7b, byt5 small")
+    CATEGORY = "advanced/loaders"
+    RETURN_TYPES = ("CLIP",)
+    FUNCTION = "load_clip"
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        files = context.list_files("text_encoders")
+        return {"required": {"clip_name1": (files,), "clip_name2": (files,), "type": (list(DUAL_CLIP_TYPES),)},
+                "optional": {"device": (["default", "cpu"], {"advanced": True})}}
+
+    def load_clip(self, clip_name1: str, clip_name2: str, type: str, device: str = "default") -> tuple[Any]:
+        from ..model.loading import load_clip
+
+        paths = [context.full_path("text_encoders", name) for name in (clip_name1, clip_name2)]
+        return (load_clip(paths, type, embedding_directory=context.embedding_directory),)
+
+
 class UNETLoader:
     CATEGORY = "advanced/loaders"
     RETURN_TYPES = ("MODEL",)
@@ -90,10 +116,18 @@ class UNETLoader:
                              "weight_dtype": (["default", "fp8_e4m3fn", "fp8_e4m3fn_fast", "fp8_e5m2"],)}}
 
     def load_unet(self, unet_name: str, weight_dtype: str = "default") -> tuple[Any]:
-        """fp8 storage is not implemented yet: every choice loads in the device's default dtype."""
+        """``fp8_*`` store the weights in that fp8 format (half the memory of fp16) and compute in the
+        device's usual dtype, casting each layer's weights as it runs."""
+        import torch
+
         from ..model.loading import load_diffusion_model
 
-        return (load_diffusion_model(context.full_path("diffusion_models", unet_name)),)
+        options = {}
+        if weight_dtype in ("fp8_e4m3fn", "fp8_e4m3fn_fast"):
+            options["dtype"] = torch.float8_e4m3fn
+        elif weight_dtype == "fp8_e5m2":
+            options["dtype"] = torch.float8_e5m2
+        return (load_diffusion_model(context.full_path("diffusion_models", unet_name), options),)
 
 
 NODES = [
@@ -101,4 +135,5 @@ NODES = [
     NodeDef("VAELoader", VAELoader, "Load VAE", "nodes"),
     NodeDef("CLIPLoader", CLIPLoader, "Load CLIP", "nodes"),
     NodeDef("UNETLoader", UNETLoader, "Load Diffusion Model", "nodes"),
+    NodeDef("DualCLIPLoader", DualCLIPLoader, "DualCLIPLoader", "nodes"),
 ]

@@ -128,8 +128,8 @@ def load_embedding(name: str, directory: Path | str, width: int = 768) -> torch.
 def _embedding_vectors(data: object, width: int) -> torch.Tensor | None:
     if isinstance(data, dict) and "string_to_param" in data:
         tensor = next(iter(data["string_to_param"].values()))
-    elif isinstance(data, dict) and "clip_l" in data:
-        tensor = data["clip_l"]
+    elif isinstance(data, dict) and ("clip_l" in data or "clip_g" in data):
+        tensor = next((data[k] for k in ("clip_l", "clip_g") if k in data and data[k].shape[-1] == width), None)
     elif isinstance(data, dict):
         tensors = [v for v in data.values() if isinstance(v, torch.Tensor) and v.shape[-1] == width]
         tensor = tensors[0] if tensors else None
@@ -183,11 +183,13 @@ def tokenize_prompt(
     tokenizer: CLIPTokenizer | None = None,
     embedding_dir: Path | str | None = None,
     width: int = 768,
+    pad_token: int = END_TOKEN,
 ) -> list[list[WeightedToken]]:
-    """Chunks of 77 (token, weight) pairs: start token, up to 75 tokens, end token, end-token padding.
+    """Chunks of 77 (token, weight) pairs: start token, up to 75 tokens, end token, padding.
 
     A piece of fewer than 8 tokens that does not fit into the current chunk moves
-    whole to the next one; a longer piece is cut at the chunk boundary.
+    whole to the next one; a longer piece is cut at the chunk boundary. CLIP-L
+    pads with the end token, OpenCLIP-G with 0.
     """
     tokenizer = tokenizer or default_tokenizer()
     groups: list[list[WeightedToken]] = []
@@ -211,9 +213,9 @@ def tokenize_prompt(
                 chunk.append((END_TOKEN, 1.0))
             else:
                 chunk.append((END_TOKEN, 1.0))
-                chunk.extend([(END_TOKEN, 1.0)] * free)
+                chunk.extend([(pad_token, 1.0)] * free)
             chunk = [(START_TOKEN, 1.0)]
             chunks.append(chunk)
     chunk.append((END_TOKEN, 1.0))
-    chunk.extend([(END_TOKEN, 1.0)] * (CHUNK_LENGTH - len(chunk)))
+    chunk.extend([(pad_token, 1.0)] * (CHUNK_LENGTH - len(chunk)))
     return chunks

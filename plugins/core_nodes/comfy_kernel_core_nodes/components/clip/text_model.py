@@ -30,6 +30,14 @@ class CLIPTextConfig:
     mlp_width: int = 3072
     eps: float = 1e-5
     end_token: int = END_TOKEN
+    activation: str = "quick_gelu"
+    projection: bool = False
+
+
+#: OpenCLIP ViT-bigG/14's text tower (SDXL's second encoder).
+CLIP_G = CLIPTextConfig(width=1280, layers=32, heads=20, mlp_width=5120, activation="gelu", projection=True)
+#: OpenCLIP ViT-H/14's text tower (SD2.x's encoder; its pooled output is not used).
+CLIP_H = CLIPTextConfig(width=1024, layers=24, heads=16, mlp_width=4096, activation="gelu")
 
 
 def quick_gelu(x: torch.Tensor) -> torch.Tensor:
@@ -58,8 +66,10 @@ class CLIPMLP(nn.Module):
         self.fc1 = CastLinear(cfg.width, cfg.mlp_width)
         self.fc2 = CastLinear(cfg.mlp_width, cfg.width)
 
+        self.act = quick_gelu if cfg.activation == "quick_gelu" else F.gelu
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(quick_gelu(self.fc1(x)))
+        return self.fc2(self.act(self.fc1(x)))
 
 
 class CLIPLayer(nn.Module):
@@ -97,6 +107,8 @@ class CLIPTextModel(nn.Module):
         self.embeddings = CLIPEmbeddings(self.cfg)
         self.encoder = CLIPEncoder(self.cfg)
         self.final_layer_norm = CastLayerNorm(self.cfg.width, eps=self.cfg.eps)
+        if self.cfg.projection:
+            self.text_projection = CastLinear(self.cfg.width, self.cfg.width, bias=False)
 
     @property
     def device(self) -> torch.device:
@@ -114,13 +126,16 @@ class CLIPTextModel(nn.Module):
         return x + self.embeddings.position_embedding(positions, dtype), ids
 
     def forward(
-        self, x: torch.Tensor, ids: torch.Tensor, layer_idx: int | None = None
+        self, x: torch.Tensor, ids: torch.Tensor, layer_idx: int | None = None, layer_norm_hidden: bool = True,
+        projected_pooled: bool = True,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Hidden states [B, n, width] of the chosen layer and the pooled output [B, width].
 
         `layer_idx` None or -1 is the last layer; -2 the penultimate (CLIPSetLastLayer);
-        the chosen layer's output also goes through the final LayerNorm. The pooled
-        output is the last layer's state at the first end token.
+        an intermediate layer's output goes through the final LayerNorm when
+        `layer_norm_hidden` (SD1.x) and not otherwise (SDXL). The pooled output is
+        the last layer's normed state at the first end token, projected when the
+        encoder has a text projection.
         """
         n_layers = len(self.encoder.layers)
         pick = n_layers - 1
@@ -132,20 +147,26 @@ class CLIPTextModel(nn.Module):
             if i == pick:
                 hidden = x
         x = self.final_layer_norm(x)
-        hidden = x if pick == n_layers - 1 else self.final_layer_norm(hidden)
+        if pick == n_layers - 1 and layer_idx is None:
+            hidden = x
+        elif layer_norm_hidden:
+            hidden = self.final_layer_norm(hidden)
         end_pos = (ids == self.cfg.end_token).int().argmax(dim=-1).to(x.device)
         pooled = x[torch.arange(x.shape[0], device=x.device), end_pos]
+        if projected_pooled and hasattr(self, "text_projection"):
+            pooled = self.text_projection(pooled)
         return hidden, pooled
 
 
-def empty_chunk(length: int = CHUNK_LENGTH) -> list[WeightedToken]:
+def empty_chunk(length: int = CHUNK_LENGTH, pad_token: int = END_TOKEN) -> list[WeightedToken]:
     """The "empty prompt" sequence that weighted tokens are interpolated against."""
-    return [(START_TOKEN, 1.0)] + [(END_TOKEN, 1.0)] * (length - 1)
+    return [(START_TOKEN, 1.0), (END_TOKEN, 1.0)] + [(pad_token, 1.0)] * (length - 2)
 
 
 @torch.no_grad()
 def encode_chunks(
-    model: CLIPTextModel, chunks: list[list[WeightedToken]], layer_idx: int | None = None
+    model: CLIPTextModel, chunks: list[list[WeightedToken]], layer_idx: int | None = None,
+    layer_norm_hidden: bool = True, pad_token: int = END_TOKEN, projected_pooled: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """CONDITIONING tensor [1, 77k, width] (float32) and pooled output [1, width] of tokenized chunks.
 
@@ -155,9 +176,9 @@ def encode_chunks(
     weighted = any(w != 1.0 for chunk in chunks for _, w in chunk)
     batch = list(chunks)
     if weighted or not batch:
-        batch.append(empty_chunk(max((len(c) for c in chunks), default=CHUNK_LENGTH)))
+        batch.append(empty_chunk(max((len(c) for c in chunks), default=CHUNK_LENGTH), pad_token))
     x, ids = model.embed(batch)
-    hidden, pooled = model(x, ids, layer_idx)
+    hidden, pooled = model(x, ids, layer_idx, layer_norm_hidden, projected_pooled)
     hidden = hidden.float()
     outputs = []
     for k, chunk in enumerate(chunks):

@@ -53,7 +53,8 @@ def unet_config(shapes: Shapes, prefix: str = "") -> dict[str, Any] | None:
             context_dim = shape(p + "1.transformer_blocks.0.attn2.to_k.weight")[1]
             use_linear = len(shape(p + "1.proj_in.weight")) == 2
     num_res_blocks.append(level_blocks)
-    depth_out = [_depth(keys, f"output_blocks.{i}.1.") for i in _indices(keys, r"output_blocks\.(\d+)\.")]
+    # ComfyUI lists the output side's depths from the shallowest level up (reversed block order)
+    depth_out = [_depth(keys, f"output_blocks.{i}.1.") for i in _indices(keys, r"output_blocks\.(\d+)\.")][::-1]
     if "middle_block.0.in_layers.0.weight" not in keys:
         depth_middle = None
     elif "middle_block.1.proj_in.weight" in keys:

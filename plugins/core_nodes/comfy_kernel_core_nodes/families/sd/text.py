@@ -98,3 +98,17 @@ def encode_sd1(module: CLIPTextModel, tokens: dict[str, Any], options: dict[str,
 def sd1_clip(path: str, prefix: str, shapes: Shapes, embedding_directory: EmbeddingDirectory = None) -> CLIP:
     encoder = TextEncoderModel(clip_l_weights(path, prefix, shapes), MODEL_KEY_PREFIX, encode_sd1, "sd1_clip")
     return CLIP(tokenizer=SD1Tokenizer(embedding_directory), cond_stage_model=encoder)
+
+
+def load_sd1_clip(paths: list[str], embedding_directory: EmbeddingDirectory = None) -> CLIP:
+    """CLIPLoader type ``stable_diffusion``: one CLIP-L file."""
+    from ...model.files import tensor_shapes
+    from ...model.loading import UnsupportedModel
+
+    if len(paths) != 1:
+        raise UnsupportedModel("CLIP type 'stable_diffusion' takes one text encoder file")
+    shapes = tensor_shapes(paths[0])
+    prefix = clip_l_prefix(shapes)
+    if prefix is None:
+        raise UnsupportedModel(f"{os.path.basename(paths[0])}: no CLIP-L text encoder recognised in this file")
+    return sd1_clip(paths[0], prefix, shapes, embedding_directory)

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...model import extension
+from ...model import ops as _ops
 from ...model.attention import optimized_attention
 
 log = logging.getLogger(__name__)
@@ -71,8 +72,8 @@ def timestep_embedding(timesteps: torch.Tensor, dim: int, max_period: float = 10
     return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
 
 
-def _group_norm(channels: int, eps: float = 1e-5) -> nn.GroupNorm:
-    return nn.GroupNorm(32, channels, eps=eps)
+def _group_norm(channels: int, eps: float = 1e-5, ops: Any = _ops.plain) -> nn.Module:
+    return ops.GroupNorm(32, channels, eps=eps)
 
 
 def apply_control(h: torch.Tensor, control: dict[str, list] | None, name: str) -> torch.Tensor:
@@ -88,14 +89,14 @@ def apply_control(h: torch.Tensor, control: dict[str, list] | None, name: str) -
 
 
 class ResBlock(nn.Module):
-    def __init__(self, channels: int, out_channels: int, emb_dim: int) -> None:
+    def __init__(self, channels: int, out_channels: int, emb_dim: int, ops: Any = _ops.plain) -> None:
         super().__init__()
-        self.in_layers = nn.Sequential(_group_norm(channels), nn.SiLU(), nn.Conv2d(channels, out_channels, 3, padding=1))
-        self.emb_layers = nn.Sequential(nn.SiLU(), nn.Linear(emb_dim, out_channels))
-        self.out_layers = nn.Sequential(
-            _group_norm(out_channels), nn.SiLU(), nn.Dropout(0.0), nn.Conv2d(out_channels, out_channels, 3, padding=1)
-        )
-        self.skip_connection = nn.Identity() if channels == out_channels else nn.Conv2d(channels, out_channels, 1)
+        self.in_layers = nn.Sequential(_group_norm(channels, ops=ops), nn.SiLU(),
+                                       ops.Conv2d(channels, out_channels, 3, padding=1))
+        self.emb_layers = nn.Sequential(nn.SiLU(), ops.Linear(emb_dim, out_channels))
+        self.out_layers = nn.Sequential(_group_norm(out_channels, ops=ops), nn.SiLU(), nn.Dropout(0.0),
+                                        ops.Conv2d(out_channels, out_channels, 3, padding=1))
+        self.skip_connection = nn.Identity() if channels == out_channels else ops.Conv2d(channels, out_channels, 1)
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         h = self.in_layers(x)
@@ -104,9 +105,9 @@ class ResBlock(nn.Module):
 
 
 class Downsample(nn.Module):
-    def __init__(self, channels: int) -> None:
+    def __init__(self, channels: int, ops: Any = _ops.plain) -> None:
         super().__init__()
-        self.op = nn.Conv2d(channels, channels, 3, stride=2, padding=1)
+        self.op = ops.Conv2d(channels, channels, 3, stride=2, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.op(x)
@@ -115,9 +116,9 @@ class Downsample(nn.Module):
 class Upsample(nn.Module):
     """Nearest-neighbour x2 (or to the size of the matching skip tensor), then a 3x3 conv."""
 
-    def __init__(self, channels: int) -> None:
+    def __init__(self, channels: int, ops: Any = _ops.plain) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+        self.conv = ops.Conv2d(channels, channels, 3, padding=1)
 
     def forward(self, x: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
         if size is None:
@@ -130,14 +131,14 @@ class Upsample(nn.Module):
 class CrossAttention(nn.Module):
     """Multi-head attention; self-attention when no context is given. ``value`` may differ from ``context``."""
 
-    def __init__(self, dim: int, heads: int, context_dim: int | None = None, dim_head: int | None = None) -> None:
+    def __init__(self, dim: int, heads: int, context_dim: int | None = None, ops: Any = _ops.plain) -> None:
         super().__init__()
         self.heads = heads
         context_dim = context_dim or dim
-        self.to_q = nn.Linear(dim, dim, bias=False)
-        self.to_k = nn.Linear(context_dim, dim, bias=False)
-        self.to_v = nn.Linear(context_dim, dim, bias=False)
-        self.to_out = nn.Sequential(nn.Linear(dim, dim), nn.Dropout(0.0))
+        self.to_q = ops.Linear(dim, dim, bias=False)
+        self.to_k = ops.Linear(context_dim, dim, bias=False)
+        self.to_v = ops.Linear(context_dim, dim, bias=False)
+        self.to_out = nn.Sequential(ops.Linear(dim, dim), nn.Dropout(0.0))
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None, value: torch.Tensor | None = None,
                 mask: torch.Tensor | None = None, transformer_options: dict[str, Any] | None = None) -> torch.Tensor:
@@ -150,9 +151,9 @@ class CrossAttention(nn.Module):
 class GEGLU(nn.Module):
     """Linear projection to value and gate halves; value * GELU(gate) with the exact (erf) GELU."""
 
-    def __init__(self, dim: int, inner: int) -> None:
+    def __init__(self, dim: int, inner: int, ops: Any = _ops.plain) -> None:
         super().__init__()
-        self.proj = nn.Linear(dim, inner * 2)
+        self.proj = ops.Linear(dim, inner * 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         value, gate = self.proj(x).chunk(2, dim=-1)
@@ -160,25 +161,25 @@ class GEGLU(nn.Module):
 
 
 class FeedForward(nn.Module):
-    def __init__(self, dim: int, mult: int = 4) -> None:
+    def __init__(self, dim: int, mult: int = 4, ops: Any = _ops.plain) -> None:
         super().__init__()
-        self.net = nn.Sequential(GEGLU(dim, dim * mult), nn.Dropout(0.0), nn.Linear(dim * mult, dim))
+        self.net = nn.Sequential(GEGLU(dim, dim * mult, ops), nn.Dropout(0.0), ops.Linear(dim * mult, dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
 
 class BasicTransformerBlock(nn.Module):
-    def __init__(self, dim: int, heads: int, context_dim: int) -> None:
+    def __init__(self, dim: int, heads: int, context_dim: int, ops: Any = _ops.plain) -> None:
         super().__init__()
         self.n_heads = heads
         self.d_head = dim // heads
-        self.attn1 = CrossAttention(dim, heads)
-        self.ff = FeedForward(dim)
-        self.attn2 = CrossAttention(dim, heads, context_dim)
-        self.norm1 = nn.LayerNorm(dim)
-        self.norm2 = nn.LayerNorm(dim)
-        self.norm3 = nn.LayerNorm(dim)
+        self.attn1 = CrossAttention(dim, heads, ops=ops)
+        self.ff = FeedForward(dim, ops=ops)
+        self.attn2 = CrossAttention(dim, heads, context_dim, ops=ops)
+        self.norm1 = ops.LayerNorm(dim)
+        self.norm2 = ops.LayerNorm(dim)
+        self.norm3 = ops.LayerNorm(dim)
 
     def _replaced(self, attn: CrossAttention, fn: Any, n: torch.Tensor, context: torch.Tensor,
                   value: torch.Tensor, extra: dict[str, Any]) -> torch.Tensor:
@@ -240,13 +241,15 @@ class BasicTransformerBlock(nn.Module):
 class SpatialTransformer(nn.Module):
     """Image features as a token sequence: self-attention, cross-attention to the text, feed-forward."""
 
-    def __init__(self, channels: int, heads: int, depth: int, context_dim: int, use_linear: bool = False) -> None:
+    def __init__(self, channels: int, heads: int, depth: int, context_dim: int, use_linear: bool = False,
+                 ops: Any = _ops.plain) -> None:
         super().__init__()
         self.use_linear = use_linear
-        self.norm = _group_norm(channels, eps=1e-6)
-        self.proj_in = nn.Linear(channels, channels) if use_linear else nn.Conv2d(channels, channels, 1)
-        self.transformer_blocks = nn.ModuleList(BasicTransformerBlock(channels, heads, context_dim) for _ in range(depth))
-        self.proj_out = nn.Linear(channels, channels) if use_linear else nn.Conv2d(channels, channels, 1)
+        self.norm = _group_norm(channels, eps=1e-6, ops=ops)
+        self.proj_in = ops.Linear(channels, channels) if use_linear else ops.Conv2d(channels, channels, 1)
+        self.transformer_blocks = nn.ModuleList(BasicTransformerBlock(channels, heads, context_dim, ops)
+                                                for _ in range(depth))
+        self.proj_out = ops.Linear(channels, channels) if use_linear else ops.Conv2d(channels, channels, 1)
 
     def forward(self, x: torch.Tensor, context: Any, transformer_options: dict[str, Any] | None = None) -> torch.Tensor:
         options = transformer_options if transformer_options is not None else {}
@@ -298,26 +301,29 @@ class TimestepBlock(nn.Sequential):
 
 
 class UNetModel(nn.Module):
-    def __init__(self, config: UNetConfig) -> None:
+    """The UNet; ``ops`` is the layer namespace (model/ops.py): casting layers for fp8 / mixed precision."""
+
+    def __init__(self, config: UNetConfig, ops: Any = _ops.plain, compute_dtype: torch.dtype | None = None) -> None:
         super().__init__()
         self.config = c = config
         self.model_channels = mc = c.model_channels
+        self.compute_dtype = compute_dtype
         emb_dim = c.time_embed_dim
 
         def transformer(ch: int, depth: int) -> SpatialTransformer:
-            return SpatialTransformer(ch, c.heads(ch), depth, c.context_dim, c.use_linear_in_transformer)
+            return SpatialTransformer(ch, c.heads(ch), depth, c.context_dim, c.use_linear_in_transformer, ops)
 
-        self.time_embed = nn.Sequential(nn.Linear(mc, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+        self.time_embed = nn.Sequential(ops.Linear(mc, emb_dim), nn.SiLU(), ops.Linear(emb_dim, emb_dim))
         if c.adm_in_channels:
             self.label_emb = nn.Sequential(nn.Sequential(
-                nn.Linear(c.adm_in_channels, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim)))
-        self.input_blocks = nn.ModuleList([TimestepBlock(nn.Conv2d(c.in_channels, mc, 3, padding=1))])
+                ops.Linear(c.adm_in_channels, emb_dim), nn.SiLU(), ops.Linear(emb_dim, emb_dim)))
+        self.input_blocks = nn.ModuleList([TimestepBlock(ops.Conv2d(c.in_channels, mc, 3, padding=1))])
         skip_channels = [mc]
         ch = mc
         block = 0
         for level, mult in enumerate(c.channel_mult):
             for _ in range(c.num_res_blocks[level]):
-                layers: list[nn.Module] = [ResBlock(ch, mult * mc, emb_dim)]
+                layers: list[nn.Module] = [ResBlock(ch, mult * mc, emb_dim, ops)]
                 ch = mult * mc
                 if c.transformer_depth[block] > 0:
                     layers.append(transformer(ch, c.transformer_depth[block]))
@@ -325,14 +331,14 @@ class UNetModel(nn.Module):
                 self.input_blocks.append(TimestepBlock(*layers))
                 skip_channels.append(ch)
             if level != len(c.channel_mult) - 1:
-                self.input_blocks.append(TimestepBlock(Downsample(ch)))
+                self.input_blocks.append(TimestepBlock(Downsample(ch, ops)))
                 skip_channels.append(ch)
 
         self.middle_block: TimestepBlock | None = None
         if c.transformer_depth_middle is not None:
-            middle: list[nn.Module] = [ResBlock(ch, ch, emb_dim)]
+            middle: list[nn.Module] = [ResBlock(ch, ch, emb_dim, ops)]
             if c.transformer_depth_middle >= 0:
-                middle += [transformer(ch, c.transformer_depth_middle), ResBlock(ch, ch, emb_dim)]
+                middle += [transformer(ch, c.transformer_depth_middle), ResBlock(ch, ch, emb_dim, ops)]
             self.middle_block = TimestepBlock(*middle)
 
         self.output_blocks = nn.ModuleList()
@@ -340,20 +346,21 @@ class UNetModel(nn.Module):
         for level in reversed(range(len(c.channel_mult))):
             mult = c.channel_mult[level]
             for i in range(c.num_res_blocks[level] + 1):
-                layers = [ResBlock(ch + skip_channels.pop(), mult * mc, emb_dim)]
+                layers = [ResBlock(ch + skip_channels.pop(), mult * mc, emb_dim, ops)]
                 ch = mult * mc
                 if c.transformer_depth_output[block] > 0:
                     layers.append(transformer(ch, c.transformer_depth_output[block]))
                 block += 1
                 if level and i == c.num_res_blocks[level]:
-                    layers.append(Upsample(ch))
+                    layers.append(Upsample(ch, ops))
                 self.output_blocks.append(TimestepBlock(*layers))
 
-        self.out = nn.Sequential(_group_norm(ch), nn.SiLU(), nn.Conv2d(mc, c.out_channels, 3, padding=1))
+        self.out = nn.Sequential(_group_norm(ch, ops=ops), nn.SiLU(), ops.Conv2d(mc, c.out_channels, 3, padding=1))
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.out[2].weight.dtype
+        """The dtype the network computes in (its weights' unless they are cast, e.g. fp8)."""
+        return self.compute_dtype or self.out[2].weight.dtype
 
     def forward(self, x: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor | None = None,
                 y: torch.Tensor | None = None, control: dict[str, list] | None = None,
