@@ -256,7 +256,7 @@ def ck_prompt_finished(event: dict[str, Any]) -> None:
     """A prompt finished (success, error or interrupt) and its history exists.
 
     ``event`` has ``prompt_id``, ``owner``, ``status`` (the history status
-    object) and ``outputs``, and for metering: ``extra_data`` (as queued),
+    object) and ``outputs``, and for metering: ``prompt`` and ``extra_data`` (as queued),
     ``created``, ``started`` and ``ended`` (epoch seconds), ``worker`` (``id``,
     ``type``, ``name``, ``index`` and ``device`` of the worker that ran it) and
     ``nodes``: ``{node_id: {"class_type", "wall_s", "busy_s", "cached"}}`` for

@@ -331,7 +331,8 @@ class Executor:
             if result is not None:
                 self.kernel.host.call_each("ck_prompt_finished", event={
                     "prompt_id": queued.prompt_id, "owner": queued.owner, "status": result["status"],
-                    "outputs": result["outputs"], "extra_data": queued.item[3], "created": queued.created,
+                    "outputs": result["outputs"], "prompt": queued.item[2], "extra_data": queued.item[3],
+                    "created": queued.created,
                     "started": started, "ended": ended, "worker": self.worker_info[index],
                     "nodes": result.get("nodes") or {}})
             if self.flags and not self.running:
