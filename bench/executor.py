@@ -11,6 +11,8 @@ versions of the five nodes with no other plugin, or with every plugin.
 
 Usage: ``python bench/executor.py [--quick] [--setup core|kernel|all]``; prints
 each figure beside ComfyUI's and the ratio (>1 means comfy-kernel is faster).
+``--compare-billing`` instead measures what metering costs: trivial prompts
+with and without the billing plugin, interleaved.
 """
 
 from __future__ import annotations
@@ -226,15 +228,96 @@ async def measure(url: str, quick: bool) -> dict:
     return res
 
 
+BENCH_PLANS = """
+currency = "usd"
+default_plan = "bench"
+[plans.bench]
+monthly_credits = 1000000000.0
+max_concurrent = 4
+price_per_second = { cpu = 0.0001, cuda = 0.001, default = 0.001 }
+"""
+
+
+async def billing_round(url: str, make, start: int, n: int) -> tuple[float, float]:
+    async with Bench(url) as b:
+        await b.run(make(start - 1))
+        closed, _lat = await b.closed_loop(make, start, n)
+        burst = await b.burst(make, start + n, n)
+    return closed, burst
+
+
+def compare_billing(args: argparse.Namespace) -> None:
+    """Trivial-prompt throughput with and without metering, interleaved round by round.
+
+    Two servers with the same setup (kernel + core_nodes): one with the billing
+    plugin disabled, one with ``--billing`` (a plan that never runs out). Each
+    round runs the same closed loop and burst on both, in alternating order, so
+    that the machine's background load falls on both alike.
+    """
+    others = "userdata,manager,assets,hub,multiuser,compat"
+    rounds, n = (3, 100) if args.quick else (8, 200)
+    servers = {}
+    bases = []
+    try:
+        for name in ("without", "with"):
+            base = tempfile.mkdtemp(prefix=f"ck-bench-billing-{name}-")
+            bases.append(base)
+            flags = ["--disable-plugins", others + (",billing" if name == "without" else "")]
+            if name == "with":
+                plans = os.path.join(base, "plans.toml")
+                with open(plans, "w") as f:
+                    f.write(BENCH_PLANS)
+                flags += ["--billing", "--billing-config", plans]
+            servers[name] = ServerProcess(base, *flags).start()
+        figures: dict[str, dict[str, list[float]]] = {name: {"image": [], "image_burst": [], "prim": [],
+                                                             "prim_burst": []} for name in servers}
+        for r in range(rounds):
+            order = ["without", "with"] if r % 2 == 0 else ["with", "without"]
+            for name in order:
+                url = servers[name].url
+                closed, burst = asyncio.run(billing_round(url, trivial_image, 100_000 * (r + 1), n))
+                figures[name]["image"].append(closed)
+                figures[name]["image_burst"].append(burst)
+                closed, burst = asyncio.run(billing_round(url, trivial_primitive, 100_000 * (r + 1) + 50_000, n))
+                figures[name]["prim"].append(closed)
+                figures[name]["prim_burst"].append(burst)
+        metered = servers["with"].get("/api/billing/usage", params={"bucket": "all", "group_by": "none"}).json()
+        prompts = sum(row["prompts"] for row in metered["rows"])
+    finally:
+        for server in servers.values():
+            server.stop()
+            server.client.close()
+        for base in bases:
+            shutil.rmtree(base, ignore_errors=True)
+    print(f"billing overhead: {rounds} interleaved rounds of {n} prompts per figure; {prompts} prompts metered")
+    print(f"{'figure (prompts/s, median)':<36} {'without':>10} {'with':>10} {'change':>8}")
+    result = {}
+    for key, label in (("image", "trivial image, closed loop"), ("image_burst", "trivial image, burst"),
+                       ("prim", "trivial primitive, closed loop"), ("prim_burst", "trivial primitive, burst")):
+        a, b = statistics.median(figures["without"][key]), statistics.median(figures["with"][key])
+        result[key] = {"without": a, "with": b, "change_pct": (b - a) / a * 100,
+                       "rounds": {"without": figures["without"][key], "with": figures["with"][key]}}
+        print(f"{label:<36} {a:>10.1f} {b:>10.1f} {result[key]['change_pct']:>+7.2f}%")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=1)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer prompts (for CI)")
+    parser.add_argument("--compare-billing", action="store_true",
+                        help="only compare trivial-prompt throughput with and without the billing plugin's "
+                             "metering (interleaved rounds; needs comfy-kernel-billing installed)")
     parser.add_argument("--json", help="also write the figures to this file")
     parser.add_argument("--setup", choices=["core", "kernel", "all"], default="core",
                         help="core: kernel + core_nodes, like ComfyUI with its stock nodes (default); "
                              "kernel: the kernel alone with bench/nodepack's five nodes; "
                              "all: every installed plugin, bench/nodepack's nodes")
     args = parser.parse_args()
+    if args.compare_billing:
+        compare_billing(args)
+        return
     with open(REFERENCE) as f:
         ref = json.load(f)
     base = tempfile.mkdtemp(prefix="ck-bench-")

@@ -345,16 +345,19 @@ class Executor:
         heap = self.heap
         if not heap:
             return None
-        if not may_start.get_hookimpls():
+        if not may_start.get_hookimpls() or self._may_start(heap[0]):
             return heapq.heappop(heap)
-        for queued in sorted(heap):
-            event = {"prompt_id": queued.prompt_id, "owner": queued.owner, "extra_data": queued.item[3]}
-            answers = self.kernel.host.call_each("ck_prompt_may_start", event=event, kernel=self.kernel)
-            if all(answer is not False for answer in answers):
+        for queued in sorted(heap)[1:]:  # the first in line is held back: the next allowed one
+            if self._may_start(queued):
                 heap.remove(queued)
                 heapq.heapify(heap)
                 return queued
         return None
+
+    def _may_start(self, queued: QueuedPrompt) -> bool:
+        event = {"prompt_id": queued.prompt_id, "owner": queued.owner, "extra_data": queued.item[3]}
+        answers = self.kernel.host.call_each("ck_prompt_may_start", event=event, kernel=self.kernel)
+        return all(answer is not False for answer in answers)
 
     async def wake(self) -> None:
         """Let idle workers look at the queue again (a limit that held prompts back changed)."""

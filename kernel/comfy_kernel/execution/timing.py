@@ -111,6 +111,12 @@ class NodeReport(Mapping):
                           for node_id, wall in self._wall.items()}
         return self._data
 
+    def busy_total(self) -> float:
+        """The sum of every node's ``busy_s``, without building the per-node figures."""
+        if self._device is not None:
+            return sum(self._device.values())
+        return sum(self._wall.values())
+
     def __getitem__(self, key: str) -> dict[str, Any]:
         return self._built()[key]
 

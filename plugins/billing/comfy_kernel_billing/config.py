@@ -86,12 +86,18 @@ class Plan:
         return round(self.monthly_credits * 100)
 
     def price_per_second(self, device: dict[str, Any] | None) -> float:
-        """Price of a device-second on ``device`` (a worker description): by name, then type, then default."""
+        """Price of a device-second on ``device`` (a worker description): by name, then type, then default.
+
+        Without a device (a run recovered after a crash, whose worker is not
+        known) the ``default`` price applies, else the plan's lowest price.
+        """
         prices = self.prices
         if device:
             for key in (str(device.get("name") or "").lower(), str(device.get("type") or "").lower()):
                 if key and key in prices:
                     return prices[key]
+        elif "default" not in prices and prices:
+            return min(prices.values())
         return prices.get("default", 0.0)
 
     def cost_micros(self, busy_s: float, device: dict[str, Any] | None) -> int:

@@ -28,6 +28,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
+
 from .config import Plan, Settings
 
 SeatsOf = Callable[[str], int]
@@ -193,16 +195,19 @@ def credit(conn: sqlite3.Connection, settings: Settings, *, account: str, amount
 USAGE_COLUMNS = ("run_id", "prompt_id", "account", "user_id", "workspace_id", "plan", "worker", "device_type",
                  "device_name", "status", "created", "started", "ended", "wall_s", "busy_s", "nodes", "models",
                  "outputs_count", "outputs_bytes", "cost_micros", "recovered")
+_NODES, _MODELS, _RECOVERED = (USAGE_COLUMNS.index(c) for c in ("nodes", "models", "recovered"))
+_INSERT_USAGE = (f"INSERT OR IGNORE INTO bl_usage({','.join(USAGE_COLUMNS)}) "
+                 f"VALUES ({','.join('?' * len(USAGE_COLUMNS))})")
 
 
 def record_usage(conn: sqlite3.Connection, settings: Settings, usage: dict[str, Any]) -> bool:
     """Store one prompt run and charge it, once per ``run_id`` (False when it was recorded before)."""
-    values = [usage.get(c) for c in USAGE_COLUMNS]
-    values[USAGE_COLUMNS.index("nodes")] = json.dumps(usage.get("nodes") or {}, separators=(",", ":"))
-    values[USAGE_COLUMNS.index("models")] = json.dumps(usage.get("models") or [], separators=(",", ":"))
-    values[USAGE_COLUMNS.index("recovered")] = int(bool(usage.get("recovered")))
-    marks = ",".join("?" * len(USAGE_COLUMNS))
-    cur = conn.execute(f"INSERT OR IGNORE INTO bl_usage({','.join(USAGE_COLUMNS)}) VALUES ({marks})", values)
+    get = usage.get
+    values = [get(c) for c in USAGE_COLUMNS]
+    values[_NODES] = orjson.dumps(get("nodes") or {}).decode()
+    values[_MODELS] = orjson.dumps(get("models") or []).decode()
+    values[_RECOVERED] = int(bool(get("recovered")))
+    cur = conn.execute(_INSERT_USAGE, values)
     if cur.rowcount == 0:
         return False
     cost = int(usage.get("cost_micros") or 0)

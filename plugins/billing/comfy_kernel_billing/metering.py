@@ -13,9 +13,10 @@ What counts:
   the worker's device class. Queue waits and the executor's own overhead
   between nodes are not charged.
 * ``wall_s``: from the moment a worker took the prompt until it finished.
-* models: every input value of a visited node that names a file in a model
-  folder (``checkpoints/x.safetensors``); cached loader nodes count, since
-  their model served the run.
+* models: every input value that names a file in a model folder
+  (``checkpoints/x.safetensors``), of the nodes that executed and of every
+  node they read from: a cached loader that fed an executed sampler served
+  the run; a fully cached run used no model.
 * outputs: every item of the prompt's UI outputs; ``outputs_bytes`` sums the
   sizes of those that are files in the output, temp or input directory.
 """
@@ -23,9 +24,8 @@ What counts:
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from typing import Any
-
-from comfy_kernel.files.paths import is_within
 
 MODEL_EXTENSIONS = (".safetensors", ".sft", ".ckpt", ".pt", ".pt2", ".pth", ".bin", ".pkl", ".gguf")
 NOT_MODEL_FOLDERS = frozenset({"custom_nodes", "configs", "classifiers", "diffusers"})
@@ -57,24 +57,40 @@ def busy_seconds(nodes: Any) -> float:
 
 def node_figures(nodes: Any) -> dict[str, list[Any]]:
     """``{node_id: [class_type, wall_s, busy_s, cached]}`` (compact, as stored)."""
-    return {node_id: [n.get("class_type"), round(n.get("wall_s", 0.0), 6), round(n.get("busy_s", 0.0), 6),
-                      bool(n.get("cached"))] for node_id, n in (nodes or {}).items()}
+    return {node_id: [n["class_type"], n["wall_s"], n["busy_s"], n["cached"]] for node_id, n in (nodes or {}).items()}
 
 
-def models_used(folders: Any, prompt: dict[str, Any] | None, node_ids: Any) -> list[str]:
-    """``folder/file`` of every model file a visited node names in its inputs (sorted, unique)."""
+def models_used(folders: Any, prompt: dict[str, Any] | None, nodes: Any) -> list[str]:
+    """``folder/file`` of every model file that the run's executed nodes depended on (sorted, unique).
+
+    ``nodes`` is the event's per-node mapping: the nodes that executed (not
+    cached) and everything they read from, transitively, count; a cached
+    loader that fed an executed sampler did serve the run.
+    """
     if not isinstance(prompt, dict):
         return []
-    names = [n for n in folders.names() if n not in NOT_MODEL_FOLDERS]
+    todo = [node_id for node_id, n in (nodes or {}).items() if not n.get("cached")] \
+        if isinstance(nodes, Mapping) else list(nodes or [])
+    seen: set[str] = set()
+    names: list[str] | None = None
     found: set[str] = set()
-    for node_id in node_ids:
+    while todo:
+        node_id = todo.pop()
+        if node_id in seen:
+            continue
+        seen.add(node_id)
         node = prompt.get(node_id)
         inputs = node.get("inputs") if isinstance(node, dict) else None
         if not isinstance(inputs, dict):
             continue
         for value in inputs.values():
+            if isinstance(value, list) and len(value) == 2 and isinstance(value[0], str):
+                todo.append(value[0])
+                continue
             if not isinstance(value, str) or not value.lower().endswith(MODEL_EXTENSIONS):
                 continue
+            if names is None:
+                names = [n for n in folders.names() if n not in NOT_MODEL_FOLDERS]
             for folder in names:
                 if folders.full_path(folder, value) is not None:
                     found.add(f"{folder}/{value}")
@@ -102,10 +118,11 @@ def _file_size(dirs: Any, item: dict[str, Any]) -> int:
     base = dirs.by_type(str(item.get("type") or "output"))
     if base is None:
         return 0
-    path = os.path.join(base, str(item.get("subfolder") or ""), item["filename"])
+    subfolder, filename = str(item.get("subfolder") or ""), item["filename"]
+    parts = subfolder.replace("\\", "/").split("/") + [filename]
+    if any(p in ("..", ".") or "\x00" in p for p in parts) or subfolder.startswith("/") or "/" in filename:
+        return 0  # only plain names under the directory (outputs are named by their nodes)
     try:
-        if not is_within(path, base):
-            return 0
-        return os.path.getsize(path)
-    except (OSError, ValueError):
+        return os.path.getsize(os.path.join(base, subfolder, filename))
+    except OSError:
         return 0

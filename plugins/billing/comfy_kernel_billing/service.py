@@ -18,6 +18,7 @@ and the payment provider. The kernel's hooks call in here:
 from __future__ import annotations
 
 import inspect
+import itertools
 import logging
 import sqlite3
 import time
@@ -114,6 +115,9 @@ class Billing:
         self.provider: PaymentProvider | None = None
         self.started = False
         self.broken = False
+        # Run ids: unique across restarts (a random prefix per process) and cheap to make.
+        self._run_prefix = uuid.uuid4().hex[:16] + "-"
+        self._runs = itertools.count(1)
 
     @property
     def enabled(self) -> bool:
@@ -190,7 +194,9 @@ class Billing:
             raise refuse(503, "billing_unavailable", "Billing is not available",
                          "The billing plugin could not start; prompts are refused until it does. "
                          "See the server log.")
-        row = await self.account(owner)
+        row = self.accounts.get(owner)
+        if row is None or row["period_end"] <= time.time():
+            row = await self.account(owner)
         plan = self.active_plan(row)
         if plan is None:
             raise refuse(402, "subscription_required", "No active plan",
@@ -218,7 +224,8 @@ class Billing:
                              f"The {plan.slug} plan allows at most {limits.describe(plan)}.",
                              {"plan_slug": plan.slug}, node_errors)
         identity = getattr(request.state, "identity", None)
-        extra_data[STAMP] = {"run": uuid.uuid4().hex, "user": getattr(identity, "user_id", None),
+        extra_data[STAMP] = {"run": f"{self._run_prefix}{next(self._runs):x}",
+                             "user": getattr(identity, "user_id", None),
                              "workspace": getattr(identity, "workspace_id", None)}
 
     def queued_count(self, owner: str) -> int:
@@ -242,43 +249,54 @@ class Billing:
     # -- metering -------------------------------------------------------------------------------
 
     def finished(self, event: dict[str, Any]) -> None:
+        """Charge a finished prompt in memory now; write its usage record on the database thread.
+
+        Only what the next ``/prompt`` needs (the cost, the balance) is done on
+        the server loop; building the record (per-node figures, models, output
+        sizes) happens with the write.
+        """
         if not self.started or self.db is None:
             return
+        owner = event["owner"]
+        status = event.get("status") or {}
+        nodes = event.get("nodes") or {}
+        total = getattr(nodes, "busy_total", None)
+        busy = total() if total is not None else busy_seconds(nodes)
+        if status.get("status_str") != "success" and crashed(status):
+            busy = 0.0  # the server died under it twice: not the user's bill
+        worker = event.get("worker") or {}
+        row = self.accounts.get(owner)
+        plan = self.settings.plan(row["plan"] if row is not None else self.plan_of.get(owner))
+        cost = plan.cost_micros(busy, worker) if plan is not None else 0
+        if row is not None and cost:
+            from_monthly, from_prepaid = ledger.split_charge(row["monthly_micros"], row["prepaid_micros"], cost)
+            row["monthly_micros"] -= from_monthly
+            row["prepaid_micros"] -= from_prepaid
+        self.db.submit(lambda conn: self._write_usage(conn, event, busy, plan, cost))
+
+    def _write_usage(self, conn: sqlite3.Connection, event: dict[str, Any], busy: float, plan: Any,
+                     cost: int) -> None:
         owner = event["owner"]
         extra = event.get("extra_data") or {}
         stamp = extra.get(STAMP) if isinstance(extra.get(STAMP), dict) else {}
         status = event.get("status") or {}
         nodes = event.get("nodes") or {}
         worker = event.get("worker") or {}
-        row = self.accounts.get(owner)
-        plan = self.settings.plan(row["plan"] if row is not None else self.plan_of.get(owner))
-        busy = 0.0 if crashed(status) else busy_seconds(nodes)
-        cost = plan.cost_micros(busy, worker) if plan is not None else 0
         started, ended = event.get("started"), event.get("ended") or time.time()
-        usage = {"run_id": str(stamp.get("run") or f"prompt:{event['prompt_id']}"), "prompt_id": event["prompt_id"],
-                 "account": owner, "user_id": stamp.get("user") or (None if owner.startswith("ws:") else owner),
-                 "workspace_id": stamp.get("workspace"), "plan": plan.slug if plan else None,
-                 "worker": worker.get("id"), "device_type": worker.get("type"), "device_name": worker.get("name"),
-                 "status": "crashed" if crashed(status) else status_of(status), "created": event.get("created"),
-                 "started": started, "ended": ended, "wall_s": max(0.0, ended - started) if started else 0.0,
-                 "busy_s": busy, "nodes": node_figures(nodes), "cost_micros": cost}
-        if row is not None and cost:
-            from_monthly, from_prepaid = ledger.split_charge(row["monthly_micros"], row["prepaid_micros"], cost)
-            row["monthly_micros"] -= from_monthly
-            row["prepaid_micros"] -= from_prepaid
-        prompt, outputs = event.get("prompt"), event.get("outputs") or {}
-        node_ids = list(nodes)
-
-        def write(conn: sqlite3.Connection) -> None:
-            if plan is None:  # not cached here (a prompt queued before a restart): the stored plan decides
-                stored = self.active_plan(ledger.ensure_account(conn, self.settings, owner, ended, self.tables.seats))
-                usage["plan"] = stored.slug if stored else None
-                usage["cost_micros"] = stored.cost_micros(busy, worker) if stored else 0
-            usage["models"] = models_used(self.kernel.folders, prompt, node_ids)
-            usage["outputs_count"], usage["outputs_bytes"] = output_figures(self.kernel.dirs, outputs)
-            ledger.record_usage(conn, self.settings, usage)
-
-        self.db.submit(write)
+        if plan is None:  # not cached on the loop (a prompt queued before a restart): the stored plan decides
+            plan = self.active_plan(ledger.ensure_account(conn, self.settings, owner, ended, self.tables.seats))
+            cost = plan.cost_micros(busy, worker) if plan is not None else 0
+        outputs_count, outputs_bytes = output_figures(self.kernel.dirs, event.get("outputs") or {})
+        ledger.record_usage(conn, self.settings, {
+            "run_id": str(stamp.get("run") or f"prompt:{event['prompt_id']}"), "prompt_id": event["prompt_id"],
+            "account": owner, "user_id": stamp.get("user") or (None if owner.startswith("ws:") else owner),
+            "workspace_id": stamp.get("workspace"), "plan": plan.slug if plan is not None else None,
+            "worker": worker.get("id"), "device_type": worker.get("type"), "device_name": worker.get("name"),
+            "status": "crashed" if crashed(status) else status_of(status), "created": event.get("created"),
+            "started": started, "ended": ended, "wall_s": max(0.0, ended - started) if started else 0.0,
+            "busy_s": busy, "nodes": node_figures(nodes), "cost_micros": cost,
+            "models": models_used(self.kernel.folders, event.get("prompt"), nodes),
+            "outputs_count": outputs_count, "outputs_bytes": outputs_bytes})
 
     def _reconcile(self, conn: sqlite3.Connection) -> int:
         """Charge prompts whose history was written but whose usage was not (a crash in between).
@@ -317,7 +335,7 @@ class Billing:
                      "plan": plan.slug if plan else None, "status": "crashed" if died else status_of(status),
                      "started": row["started"], "ended": row["ended"], "wall_s": wall, "busy_s": busy,
                      "nodes": {}, "models": models_used(self.kernel.folders, entry["prompt"][2],
-                                                        list(entry["prompt"][2] or {})),
+                                                        list(entry["prompt"][4] or [])),
                      "cost_micros": plan.cost_micros(busy, None) if plan else 0, "recovered": True}
             usage["outputs_count"], usage["outputs_bytes"] = output_figures(self.kernel.dirs, entry.get("outputs"))
             if ledger.record_usage(conn, self.settings, usage):

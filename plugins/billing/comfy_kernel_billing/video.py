@@ -35,6 +35,7 @@ def _probe_image(path: str) -> dict[str, Any]:
             total_ms = 0.0
             for index in range(frames):
                 im.seek(index)
+                im.load()  # WebP reports a frame's duration once it is decoded
                 total_ms += float(im.info.get("duration") or 0)
             size = [im.width, im.height]
             alpha = im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info

@@ -91,6 +91,27 @@ def test_two_users_two_plans_quota_topup_and_crash(tmp_path):
         assert [p["user_id"] for p in bob.get("/api/billing/usage", params={"view": "prompts"}).json()["prompts"]] \
             == [bob.id]
 
+        # -- administrators see usage per user, workspace and model over time, as JSON and CSV -------
+        by_user = admin.get("/api/admin/billing/usage", params={"group_by": "user", "bucket": "day"}).json()
+        totals = {r["key"]: r for r in by_user["rows"]}
+        assert totals[ann.id]["prompts"] == 2 and totals[bob.id]["prompts"] == 1
+        assert totals[ann.id]["busy_s"] >= 1.2 and totals[bob.id]["cost_micros"] == run_b["cost_micros"]
+        by_ws = admin.get("/api/admin/billing/usage", params={"group_by": "workspace", "bucket": "month"}).json()
+        assert {r["key"] for r in by_ws["rows"]} == {ann.workspace_id, bob.workspace_id}
+        by_model = admin.get("/api/admin/billing/usage", params={"group_by": "model", "bucket": "hour"}).json()
+        assert [r["key"] for r in by_model["rows"]] == ["checkpoints/tiny.safetensors"]
+        assert by_model["rows"][0]["prompts"] == 3
+        csv_text = admin.get("/api/admin/billing/usage", params={"group_by": "user", "format": "csv"})
+        assert csv_text.headers["content-type"].startswith("text/csv")
+        lines = csv_text.text.splitlines()
+        assert lines[0] == "period,key,prompts,wall_s,busy_s,cost_micros,outputs_count,outputs_bytes"
+        assert len(lines) == 3
+        later = admin.get("/api/admin/billing/usage", params={"from": "2999-01-01T00:00:00Z"}).json()
+        assert later["rows"] == []
+        ann_prompts = admin.get("/api/admin/billing/prompts", params={"user": ann.id}).json()
+        assert ann_prompts["total"] == 2 and {p["user_id"] for p in ann_prompts["prompts"]} == {ann.id}
+        assert admin.get("/api/admin/billing/usage", params={"group_by": "colour"}).status_code == 400
+
         # -- kill -9 mid-prompt: the prompt runs again after the restart and is charged once ----------
         before = balance(bob)["amount_micros"]
         crash = bob.queue(h.workflow(6, 3.0)).json()["prompt_id"]
