@@ -246,13 +246,23 @@ async def billing_round(url: str, make, start: int, n: int) -> tuple[float, floa
     return closed, burst
 
 
+def server_cpu(server: ServerProcess) -> float:
+    """CPU seconds (user + system, every thread) the server process has used so far."""
+    import psutil
+
+    times = psutil.Process(server.proc.pid).cpu_times()
+    return times.user + times.system
+
+
 def compare_billing(args: argparse.Namespace) -> None:
     """Trivial-prompt throughput with and without metering, interleaved round by round.
 
     Two servers with the same setup (kernel + core_nodes): one with the billing
     plugin disabled, one with ``--billing`` (a plan that never runs out). Each
     round runs the same closed loop and burst on both, in alternating order, so
-    that the machine's background load falls on both alike.
+    that the machine's background load falls on both alike. Besides throughput
+    it reports the server's own CPU time per prompt (every thread), which a busy
+    machine disturbs far less than wall-clock rates.
     """
     others = "userdata,manager,assets,hub,multiuser,compat"
     rounds, n = (3, 100) if args.quick else (8, 200)
@@ -270,15 +280,20 @@ def compare_billing(args: argparse.Namespace) -> None:
                 flags += ["--billing", "--billing-config", plans]
             servers[name] = ServerProcess(base, *flags).start()
         figures: dict[str, dict[str, list[float]]] = {name: {"image": [], "image_burst": [], "prim": [],
-                                                             "prim_burst": []} for name in servers}
+                                                             "prim_burst": [], "image_cpu": [], "prim_cpu": []}
+                                                      for name in servers}
         for r in range(rounds):
             order = ["without", "with"] if r % 2 == 0 else ["with", "without"]
             for name in order:
                 url = servers[name].url
+                cpu = server_cpu(servers[name])
                 closed, burst = asyncio.run(billing_round(url, trivial_image, 100_000 * (r + 1), n))
+                figures[name]["image_cpu"].append((server_cpu(servers[name]) - cpu) / (2 * n + 1) * 1e6)
                 figures[name]["image"].append(closed)
                 figures[name]["image_burst"].append(burst)
+                cpu = server_cpu(servers[name])
                 closed, burst = asyncio.run(billing_round(url, trivial_primitive, 100_000 * (r + 1) + 50_000, n))
+                figures[name]["prim_cpu"].append((server_cpu(servers[name]) - cpu) / (2 * n + 1) * 1e6)
                 figures[name]["prim"].append(closed)
                 figures[name]["prim_burst"].append(burst)
         metered = servers["with"].get("/api/billing/usage", params={"bucket": "all", "group_by": "none"}).json()
@@ -290,14 +305,18 @@ def compare_billing(args: argparse.Namespace) -> None:
         for base in bases:
             shutil.rmtree(base, ignore_errors=True)
     print(f"billing overhead: {rounds} interleaved rounds of {n} prompts per figure; {prompts} prompts metered")
-    print(f"{'figure (prompts/s, median)':<36} {'without':>10} {'with':>10} {'change':>8}")
+    print(f"{'figure (median of the rounds)':<44} {'without':>10} {'with':>10} {'change':>8}")
     result = {}
-    for key, label in (("image", "trivial image, closed loop"), ("image_burst", "trivial image, burst"),
-                       ("prim", "trivial primitive, closed loop"), ("prim_burst", "trivial primitive, burst")):
+    for key, label in (("image", "trivial image, closed loop (prompts/s)"),
+                       ("image_burst", "trivial image, burst (prompts/s)"),
+                       ("prim", "trivial primitive, closed loop (prompts/s)"),
+                       ("prim_burst", "trivial primitive, burst (prompts/s)"),
+                       ("image_cpu", "trivial image, server CPU per prompt (us)"),
+                       ("prim_cpu", "trivial primitive, server CPU per prompt (us)")):
         a, b = statistics.median(figures["without"][key]), statistics.median(figures["with"][key])
         result[key] = {"without": a, "with": b, "change_pct": (b - a) / a * 100,
                        "rounds": {"without": figures["without"][key], "with": figures["with"][key]}}
-        print(f"{label:<36} {a:>10.1f} {b:>10.1f} {result[key]['change_pct']:>+7.2f}%")
+        print(f"{label:<44} {a:>10.1f} {b:>10.1f} {result[key]['change_pct']:>+7.2f}%")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=1)

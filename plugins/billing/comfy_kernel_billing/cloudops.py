@@ -47,7 +47,7 @@ LAYER_KEYS = {"mask": "mask", "paint": "paint", "painted": "painted", "painted-m
 def register(routes: Any, kernel: Any) -> None:
     probes = ProbeCache()
 
-    @routes.get("/job/{job_id}/status", api_only=True)
+    @routes.get("/job/{job_id}/status")
     async def job_status(request: Request) -> Response:
         identity = getattr(request.state, "identity", None)
         owner = identity.key if identity is not None else "default"
@@ -57,7 +57,7 @@ def register(routes: Any, kernel: Any) -> None:
             raise fail(404, "not_found", "Job not found")
         return json_response(status)
 
-    @routes.get("/files/mask-layers", api_only=True)
+    @routes.get("/files/mask-layers")
     async def mask_layers(request: Request) -> Response:
         raw = request.query_params.get("filename") or ""
         bare, kind = split_annotation(raw.strip())

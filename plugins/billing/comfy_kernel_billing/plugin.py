@@ -17,6 +17,7 @@ from comfy_kernel import hookimpl
 from . import admin, cli, cloudops, config
 from . import routes as billing_routes
 from .service import Billing
+from .subroutes import SubRoutes
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +71,10 @@ def ck_register_routes(routes: Any, kernel: Any) -> None:
     cloudops.register(routes, kernel)
     billing = state(kernel)
     if billing.enabled:
-        billing_routes.register(routes, billing)
-        admin.register(routes, billing)
+        for prefix, module in (("/billing", billing_routes), ("/admin/billing", admin)):
+            area = SubRoutes(prefix)
+            module.register(area, billing)
+            area.mount(routes)
 
 
 @hookimpl

@@ -6,14 +6,17 @@ transactions per prompt on the server loop with a 5 ms lock timeout, and a
 second writer in the same file would push those onto their slow path. A
 separate file keeps the queue's writes uncontended, and lets the ledger be
 backed up and kept on its own schedule (history is pruned; the ledger is
-never). Both files live in the same directory, and the kernel's history is
-read (attached read-only) only to reconcile after a crash.
+never). Both files live in the same directory; the kernel's database is only
+read (through a read-only connection): workspace members for per-seat plans,
+and history to reconcile after a crash.
 
 All access goes through :class:`Database`: one thread, one connection.
-Writes queued with :meth:`Database.submit` (a finished prompt's charge) are
-batched into one transaction (waiting up to :attr:`Database.LINGER` for company), each in a savepoint so one failing job spares
-the rest; :meth:`Database.call` runs a job and hands back its result. When
-idle the thread watches ``PRAGMA data_version`` so that changes made by the
+Writes queued with :meth:`Database.submit` (a finished prompt's charge) cost
+the server loop one append: the thread writes them every
+:attr:`Database.FLUSH` seconds in one transaction, each in a savepoint so one
+failing job spares the rest. :meth:`Database.write` and :meth:`Database.read`
+run a job (after every charge queued before it) and hand back its result. The
+thread also watches ``PRAGMA data_version`` so that changes made by the
 ``comfy-kernel billing`` command (another process) reach the server's cache
 within about a second.
 """
@@ -21,6 +24,7 @@ within about a second.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import queue
 import sqlite3
@@ -147,15 +151,18 @@ def transaction(conn: sqlite3.Connection, job: Job) -> Any:
 class Database:
     """The billing database's own thread (see the module docstring)."""
 
-    BATCH = 256
-    #: How long queued charges wait for company before they commit (seconds). A crash
-    #: loses at most this much; the next start charges those prompts from history.
-    LINGER = 0.05
+    #: How often queued charges are written (seconds). Submitting one wakes no
+    #: thread; a crash loses at most this much, and the next start charges
+    #: those prompts from the kernel's history.
+    FLUSH = 0.05
+    #: How often, when idle, to look for changes made by another process (seconds).
+    WATCH = 1.0
 
     def __init__(self, path: str, on_external_change: Callable[[], None] | None = None):
         self.path = path
         self.on_external_change = on_external_change
-        self._jobs: queue.Queue[Any] = queue.Queue()
+        self._calls: queue.Queue[Any] = queue.Queue()
+        self._pending: collections.deque[Job] = collections.deque()
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ready = threading.Event()
@@ -173,15 +180,15 @@ class Database:
     async def close(self) -> None:
         thread, self._thread = self._thread, None
         if thread is not None:
-            self._jobs.put(None)
+            self._calls.put(None)
             await asyncio.to_thread(thread.join, 30)
 
     def submit(self, job: Job) -> None:
-        """Queue a write; it commits with the next batch (errors are logged)."""
-        self._jobs.put((job, True, None))
+        """Queue a write for the next flush (errors are logged); costs the caller one append."""
+        self._pending.append(job)
 
     async def write(self, job: Job) -> Any:
-        """Run a write job in its own savepoint and return its result."""
+        """Run a write job in its own savepoint, after every write queued before it, and return its result."""
         return await self._call(job, True)
 
     async def read(self, job: Job) -> Any:
@@ -192,7 +199,7 @@ class Database:
         if self._thread is None:
             raise RuntimeError("the billing database is closed")
         future = asyncio.get_running_loop().create_future()
-        self._jobs.put((job, write, future))
+        self._calls.put((job, write, future))
         return await future
 
     # -- the thread ------------------------------------------------------------------
@@ -206,40 +213,48 @@ class Database:
             self._ready.set()
             return
         self._ready.set()
+        watched = time.monotonic()
         try:
             while True:
                 try:
-                    first = self._jobs.get(timeout=1.0)
+                    call = self._calls.get(timeout=self.FLUSH)
                 except queue.Empty:
-                    now = conn.execute("PRAGMA data_version").fetchone()[0]
-                    if now != version:
-                        version = now
-                        self._notify_change()
-                    continue
-                if first is None:
+                    call = ()
+                batch = self._take_pending()
+                stop = call is None
+                if call:
+                    batch.append(call)
+                    while True:  # calls that arrived meanwhile join this transaction
+                        try:
+                            more = self._calls.get_nowait()
+                        except queue.Empty:
+                            break
+                        if more is None:
+                            stop = True
+                            break
+                        batch.append(more)
+                if batch:
+                    self._run_batch(conn, batch)
+                if stop:
+                    if self._pending:
+                        self._run_batch(conn, self._take_pending())
                     return
-                batch = [first]
-                # Charges (no one waits on them) linger a moment to share one commit.
-                deadline = time.monotonic() + (self.LINGER if first[2] is None else 0.0)
-                while len(batch) < self.BATCH:
-                    wait = deadline - time.monotonic()
-                    try:
-                        nxt = self._jobs.get(timeout=wait) if wait > 0 else self._jobs.get_nowait()
-                    except queue.Empty:
-                        break
-                    if nxt is None:
-                        self._jobs.put(None)
-                        break
-                    batch.append(nxt)
-                    if nxt[2] is not None:  # someone waits for this one: commit now
-                        deadline = 0.0
-                self._run_batch(conn, batch)
-                now = conn.execute("PRAGMA data_version").fetchone()[0]
-                if now != version:
-                    version = now
-                    self._notify_change()
+                now = time.monotonic()
+                if batch or now - watched >= self.WATCH:
+                    watched = now
+                    current = conn.execute("PRAGMA data_version").fetchone()[0]
+                    if current != version:
+                        version = current
+                        self._notify_change()
         finally:
             conn.close()
+
+    def _take_pending(self) -> list[Any]:
+        pending = self._pending
+        batch = []
+        while pending:
+            batch.append((pending.popleft(), True, None))
+        return batch
 
     def _run_batch(self, conn: sqlite3.Connection, batch: list[Any]) -> None:
         outcomes: list[tuple[Any, Any, BaseException | None]] = []

@@ -151,6 +151,15 @@ def test_subscription_lifecycle_with_manual_approval(server):
     assert op["status"] == "failed" and op["error_message"] == "no invoice"
 
 
+def test_unknown_operations_and_methods(server):
+    anyone = Caller(server, "lim")
+    assert anyone.get("/api/billing/nothing-here").json() == {"code": "not_found", "message": "Not found"}
+    wrong = server.request("DELETE", "/api/billing/balance", headers=anyone.headers)
+    assert wrong.status_code == 405 and wrong.headers["allow"] == "GET"
+    assert server.request("HEAD", "/api/billing/balance", headers=anyone.headers).status_code == 200
+    assert anyone.post("/api/billing/topup", content=b"{not json").json()["code"] == "invalid_request"
+
+
 def test_no_admin_without_auth_and_the_cli_reports_usage(server):
     anyone = Caller(server, "lim")
     assert anyone.get("/api/admin/billing/usage").status_code == 403
