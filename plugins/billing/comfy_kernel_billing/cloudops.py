@@ -16,8 +16,9 @@ Served whenever the plugin is installed, with or without ``--billing``:
   VideoHelperSuite's loaders show (``source``: size, fps, frames, duration;
   ``loaded``: what remains after ``force_rate``, ``skip_first_frames``,
   ``select_every_nth`` and ``start_time``), read from the file (see
-  :mod:`.video`). When the VideoHelperSuite pack itself is installed, its own
-  handler answers instead.
+  :mod:`.video`). With the multiuser plugin, output and temp files answer
+  only their owners, as ``/view`` does. When the VideoHelperSuite pack itself
+  is installed, its own handler answers instead.
 """
 
 from __future__ import annotations
@@ -99,7 +100,7 @@ def register(routes: Any, kernel: Any) -> None:
             path = safe_join(base, params.get("subfolder") or "", os.path.basename(bare.replace("\\", "/")))
         except UnsafePath:
             raise fail(400, "invalid_request", "invalid subfolder or file name") from None
-        if not os.path.isfile(path):
+        if not os.path.isfile(path) or not _may_read(kernel, request, kind, path):
             raise fail(404, "not_found", "File not found")
         try:
             source = await asyncio.to_thread(probes.get, path)
@@ -128,6 +129,18 @@ def _loaded(source: dict[str, Any], params: Any) -> dict[str, Any]:
     every = int(number("select_every_nth", 1)) or 1
     fps /= every
     return {"duration": duration, "fps": fps, "frames": duration * fps}
+
+
+def _may_read(kernel: Any, request: Request, kind: str, path: str) -> bool:
+    """With the multiuser plugin, output and temp files are their owners' (as for ``/view``)."""
+    mu = kernel.state.get("multiuser")
+    if mu is None or not getattr(mu, "enabled", False) or kind not in ("output", "temp"):
+        return True
+    identity = getattr(request.state, "identity", None)
+    if identity is not None and identity.is_admin:
+        return True
+    ownership = getattr(mu, "ownership", None)
+    return identity is not None and ownership is not None and ownership.owns(identity, os.path.realpath(path))
 
 
 def _pack_handler(kernel: Any) -> Any:

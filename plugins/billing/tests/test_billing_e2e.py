@@ -37,7 +37,9 @@ def test_two_users_two_plans_quota_topup_and_crash(tmp_path):
 
         # -- usage is recorded to the second --------------------------------------------------
         pid = ann.queue(h.workflow(1, 1.2)).json()["prompt_id"]
-        assert ann.wait(pid)["status"]["status_str"] == "success"
+        entry = ann.wait(pid)
+        assert entry["status"]["status_str"] == "success"
+        ann_image = entry["outputs"]["3"]["images"][0]["filename"]
         [run] = ann.usage_of(pid)
         assert run["user_id"] == ann.id and run["workspace_id"] == ann.workspace_id and run["plan"] == "basic"
         assert 1.2 <= run["busy_s"] < 1.7, run
@@ -90,6 +92,11 @@ def test_two_users_two_plans_quota_topup_and_crash(tmp_path):
         assert bob.get("/api/admin/billing/usage").status_code == 403
         assert [p["user_id"] for p in bob.get("/api/billing/usage", params={"view": "prompts"}).json()["prompts"]] \
             == [bob.id]
+        # the cloud operations keep outputs and jobs private too
+        assert ann.get("/api/vhs/queryvideo", params={"filename": ann_image}).json()["source"]["size"] == [8, 8]
+        assert bob.get("/api/vhs/queryvideo", params={"filename": ann_image}).status_code == 404
+        assert ann.get(f"/api/job/{pid}/status").json()["status"] == "completed"
+        assert bob.get(f"/api/job/{pid}/status").status_code == 404
 
         # -- administrators see usage per user, workspace and model over time, as JSON and CSV -------
         by_user = admin.get("/api/admin/billing/usage", params={"group_by": "user", "bucket": "day"}).json()
