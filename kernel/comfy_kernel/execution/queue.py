@@ -114,6 +114,7 @@ class Executor:
         self.engines: list[Engine] = []
         self.dispatchers: list[asyncio.Task] = []
         self.flags: dict[str, bool] = {}
+        self.held = False  # a queued prompt was held back by ck_prompt_may_start
         self.started = False
 
     # -- lifecycle ------------------------------------------------------------------
@@ -337,7 +338,7 @@ class Executor:
                     "nodes": result.get("nodes") or {}})
             if self.flags and not self.running:
                 self._apply_free()
-            if may_start.get_hookimpls():
+            if self.held:
                 await self.wake()
 
     def _take(self, may_start: Any) -> QueuedPrompt | None:
@@ -345,22 +346,31 @@ class Executor:
         heap = self.heap
         if not heap:
             return None
-        if not may_start.get_hookimpls() or self._may_start(heap[0]):
+        impls = may_start.get_hookimpls()
+        if not impls or self._may_start(impls, heap[0]):
             return heapq.heappop(heap)
+        self.held = True
         for queued in sorted(heap)[1:]:  # the first in line is held back: the next allowed one
-            if self._may_start(queued):
+            if self._may_start(impls, queued):
                 heap.remove(queued)
                 heapq.heapify(heap)
                 return queued
         return None
 
-    def _may_start(self, queued: QueuedPrompt) -> bool:
-        event = {"prompt_id": queued.prompt_id, "owner": queued.owner, "extra_data": queued.item[3]}
-        answers = self.kernel.host.call_each("ck_prompt_may_start", event=event, kernel=self.kernel)
-        return all(answer is not False for answer in answers)
+    def _may_start(self, impls: list[Any], queued: QueuedPrompt) -> bool:
+        args = {"event": {"prompt_id": queued.prompt_id, "owner": queued.owner, "extra_data": queued.item[3]},
+                "kernel": self.kernel}
+        for impl in impls:
+            try:
+                if impl.function(**{name: args[name] for name in impl.argnames}) is False:
+                    return False
+            except Exception:
+                log.exception("plugin %s failed in ck_prompt_may_start", self.kernel.host.pm.get_name(impl.plugin))
+        return True
 
     async def wake(self) -> None:
         """Let idle workers look at the queue again (a limit that held prompts back changed)."""
+        self.held = False
         if self.wakeup is not None:
             async with self.wakeup:
                 self.wakeup.notify_all()

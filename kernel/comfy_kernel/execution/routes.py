@@ -327,7 +327,7 @@ async def _admit(kernel: Any, impls: list[Any], request: Request, prompt_id: str
             "extra_data": extra_data, "outputs": outputs, "owner": owner}
     for impl in reversed(impls):
         try:
-            value = impl.function(**{k: v for k, v in args.items() if k in impl.argnames})
+            value = impl.function(**{name: args[name] for name in impl.argnames})
             if inspect.isawaitable(value):
                 await value
         except HTTPError:

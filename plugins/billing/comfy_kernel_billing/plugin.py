@@ -39,9 +39,9 @@ class ExecutionHooks:
         self.billing = billing
 
     @hookimpl
-    async def ck_admit_prompt(self, request: Any, prompt: dict[str, Any], extra_data: dict[str, Any],
-                              owner: str) -> None:
-        await self.billing.admit(request, prompt, extra_data, owner)
+    def ck_admit_prompt(self, request: Any, prompt: dict[str, Any], extra_data: dict[str, Any],
+                        owner: str) -> Any:
+        return self.billing.admit(request, prompt, extra_data, owner)
 
     @hookimpl
     def ck_prompt_may_start(self, event: dict[str, Any]) -> bool | None:

@@ -189,14 +189,24 @@ class Billing:
 
     # -- /prompt ------------------------------------------------------------------------------
 
-    async def admit(self, request: Any, prompt: dict[str, Any], extra_data: dict[str, Any], owner: str) -> None:
+    def admit(self, request: Any, prompt: dict[str, Any], extra_data: dict[str, Any], owner: str) -> Any:
+        """Decide on a prompt; answers at once when the account is cached, else an awaitable."""
         if not self.started:
             raise refuse(503, "billing_unavailable", "Billing is not available",
                          "The billing plugin could not start; prompts are refused until it does. "
                          "See the server log.")
         row = self.accounts.get(owner)
         if row is None or row["period_end"] <= time.time():
-            row = await self.account(owner)
+            return self._admit_loaded(request, prompt, extra_data, owner)
+        self._decide(row, request, prompt, extra_data, owner)
+        return None
+
+    async def _admit_loaded(self, request: Any, prompt: dict[str, Any], extra_data: dict[str, Any],
+                            owner: str) -> None:
+        self._decide(await self.account(owner), request, prompt, extra_data, owner)
+
+    def _decide(self, row: dict[str, Any], request: Any, prompt: dict[str, Any], extra_data: dict[str, Any],
+                owner: str) -> None:
         plan = self.active_plan(row)
         if plan is None:
             raise refuse(402, "subscription_required", "No active plan",
