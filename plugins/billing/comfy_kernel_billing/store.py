@@ -13,8 +13,8 @@ and history to reconcile after a crash.
 All access goes through :class:`Database`: one thread, one connection.
 Writes queued with :meth:`Database.submit` (a finished prompt's charge) cost
 the server loop one append: the thread writes them every
-:attr:`Database.FLUSH` seconds in one transaction, each in a savepoint so one
-failing job spares the rest. :meth:`Database.write` and :meth:`Database.read`
+:attr:`Database.FLUSH` seconds in one transaction (a failing job is
+replayed alone, in a savepoint, so it spares the rest). :meth:`Database.write` and :meth:`Database.read`
 run a job (after every charge queued before it) and hand back its result. The
 thread also watches ``PRAGMA data_version`` so that changes made by the
 ``comfy-kernel billing`` command (another process) reach the server's cache
@@ -154,7 +154,7 @@ class Database:
     #: How often queued charges are written (seconds). Submitting one wakes no
     #: thread; a crash loses at most this much, and the next start charges
     #: those prompts from the kernel's history.
-    FLUSH = 0.05
+    FLUSH = 0.25
     #: How often, when idle, to look for changes made by another process (seconds).
     WATCH = 1.0
 
@@ -240,7 +240,7 @@ class Database:
                         self._run_batch(conn, self._take_pending())
                     return
                 now = time.monotonic()
-                if batch or now - watched >= self.WATCH:
+                if now - watched >= self.WATCH:
                     watched = now
                     current = conn.execute("PRAGMA data_version").fetchone()[0]
                     if current != version:
@@ -257,40 +257,58 @@ class Database:
         return batch
 
     def _run_batch(self, conn: sqlite3.Connection, batch: list[Any]) -> None:
-        outcomes: list[tuple[Any, Any, BaseException | None]] = []
-        writes = [entry for entry in batch if entry[1]]
-        if writes:
-            conn.execute("BEGIN IMMEDIATE")
-        try:
-            for job, write, future in batch:
-                if write:
-                    conn.execute("SAVEPOINT job")
-                try:
-                    result = job(conn)
-                except Exception as exc:  # noqa: BLE001 - one job's failure spares the batch
-                    if write:
-                        conn.execute("ROLLBACK TO job")
-                        conn.execute("RELEASE job")
-                        self.failed_writes += 1
-                    if future is None:
-                        log.exception("billing: a queued write failed")
-                    outcomes.append((future, None, exc))
-                    continue
-                if write:
-                    conn.execute("RELEASE job")
-                outcomes.append((future, result, None))
-            if writes:
+        """Run a batch in one transaction; if a job fails, run it again job by job in savepoints.
+
+        Jobs almost never fail, so the common path pays one BEGIN and one
+        COMMIT for the whole batch; on a failure the transaction is rolled back
+        and replayed with a savepoint per job, so only the failing job is lost.
+        """
+        if not any(write for _job, write, _future in batch):
+            outcomes = [self._run_job(conn, job, future) for job, _write, future in batch]
+        else:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                outcomes = [(future, job(conn), None) for job, _write, future in batch]
                 conn.execute("COMMIT")
-        except BaseException as exc:  # noqa: BLE001 - the whole batch failed (disk full, ...)
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            log.exception("billing: a batch of %d jobs could not be written", len(batch))
-            self.failed_writes += len(writes)
-            outcomes = [(future, None, exc) for _job, _write, future in batch]
+            except Exception:  # noqa: BLE001 - replayed one by one below
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                outcomes = self._run_isolated(conn, batch)
         loop = self._loop
         for future, result, exc in outcomes:
             if future is not None and loop is not None:
                 loop.call_soon_threadsafe(_settle, future, result, exc)
+
+    def _run_job(self, conn: sqlite3.Connection, job: Job, future: Any) -> tuple[Any, Any, BaseException | None]:
+        try:
+            return future, job(conn), None
+        except Exception as exc:  # noqa: BLE001 - handed to whoever waits
+            if future is None:
+                log.exception("billing: a queued write failed")
+            return future, None, exc
+
+    def _run_isolated(self, conn: sqlite3.Connection, batch: list[Any]) -> list[tuple[Any, Any, Any]]:
+        outcomes: list[tuple[Any, Any, Any]] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for job, write, future in batch:
+                if write:
+                    conn.execute("SAVEPOINT job")
+                future, result, exc = self._run_job(conn, job, future)
+                if write:
+                    if exc is not None:
+                        conn.execute("ROLLBACK TO job")
+                        self.failed_writes += 1
+                    conn.execute("RELEASE job")
+                outcomes.append((future, result, exc))
+            conn.execute("COMMIT")
+        except BaseException as exc:  # noqa: BLE001 - the whole batch failed (disk full, ...)
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            log.exception("billing: a batch of %d jobs could not be written", len(batch))
+            self.failed_writes += sum(1 for _job, write, _future in batch if write)
+            outcomes = [(future, None, exc) for _job, _write, future in batch]
+        return outcomes
 
     def _notify_change(self) -> None:
         if self.on_external_change is not None and self._loop is not None:

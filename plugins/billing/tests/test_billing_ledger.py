@@ -215,3 +215,23 @@ def test_reconcile_charges_a_prompt_finished_before_the_crash_once(tmp_path, set
     assert rows[0]["wall_s"] == pytest.approx(2.0) and rows[0]["cost_micros"] == 20_000  # 2 s x 0.01
     assert rows[0]["models"] == '["checkpoints/tiny.safetensors"]'
     assert rows[1]["cost_micros"] == 0  # the server's crash is not the user's bill
+
+
+def test_a_failing_write_spares_the_rest_of_its_batch(tmp_path):
+    from comfy_kernel_billing.store import Database
+
+    async def scenario() -> list[str]:
+        db = Database(str(tmp_path / "b.db"))
+        await db.open()
+        for key in ("a", "b"):
+            db.submit(lambda conn, key=key: conn.execute("INSERT INTO bl_meta(key, value) VALUES (?, 'v')", (key,)))
+        db.submit(lambda conn: conn.execute("INSERT INTO bl_meta(key, value) VALUES ('a', 'duplicate')"))
+        db.submit(lambda conn: conn.execute("INSERT INTO bl_meta(key, value) VALUES ('c', 'v')"))
+        with pytest.raises(sqlite3.IntegrityError):
+            await db.write(lambda conn: conn.execute("INSERT INTO bl_meta(key, value) VALUES ('b', 'again')"))
+        keys = await db.read(lambda conn: [r[0] for r in conn.execute("SELECT key FROM bl_meta ORDER BY key")])
+        assert db.failed_writes == 2
+        await db.close()
+        return keys
+
+    assert asyncio.run(scenario()) == ["a", "b", "c"]
