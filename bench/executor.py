@@ -322,6 +322,107 @@ def compare_billing(args: argparse.Namespace) -> None:
             json.dump(result, f, indent=1)
 
 
+def billing_in_process(args: argparse.Namespace) -> dict:
+    """Metering's own cost, measured in one server process with the billing hooks on and off.
+
+    Two servers on one busy machine differ by several percent even when they
+    are identical, which hides a 1 % effect. Here one kernel (core_nodes,
+    ``--billing``) runs in this process, requests go through the ASGI app
+    without sockets, and the billing plugin's execution hooks are
+    unregistered and registered again between rounds (its database thread
+    stays up), so both sides share the process, its memory and the machine's
+    load of the moment. Figures: prompts per second and process CPU time per
+    prompt, closed loop, medians of the rounds.
+    """
+    import gc
+
+    import httpx
+
+    from comfy_kernel import hookimpl
+    from comfy_kernel.app import build_app
+    from comfy_kernel.cli import build_parser
+    from comfy_kernel.plugins import PluginHost
+    from comfy_kernel.server import create_kernel
+
+    rounds, n = (10, 50) if args.quick else (40, 100)
+    base = tempfile.mkdtemp(prefix="ck-bench-billing-")
+    plans = os.path.join(base, "plans.toml")
+    with open(plans, "w") as f:
+        f.write(BENCH_PLANS)
+    host = PluginHost(disabled=["userdata", "manager", "assets", "hub", "multiuser", "compat"])
+    host.discover()
+    config = build_parser(host).parse_args(["serve", "--base-directory", base, "--billing", "--billing-config",
+                                            plans, "--disable-plugins", ",".join(sorted(host.disabled))])
+
+    done: dict[str, asyncio.Future] = {}
+
+    class Watcher:
+        @hookimpl
+        def ck_prompt_finished(self, event: dict) -> None:
+            fut = done.pop(event["prompt_id"], None)
+            if fut is not None and not fut.done():
+                fut.set_result(event["status"]["status_str"])
+
+    async def run() -> dict:
+        kernel = create_kernel(config, host)
+        app = build_app(kernel)
+        await kernel.startup()
+        host.pm.register(Watcher(), name="bench-watcher")
+        hooks = {name: host.pm.get_plugin(name) for name in ("billing-execution", "billing-concurrency")}
+        assert hooks["billing-execution"] is not None and kernel.state["billing"].started, "billing did not start"
+        hooks = {name: obj for name, obj in hooks.items() if obj is not None}
+
+        def switch(on: bool) -> None:
+            for name, obj in hooks.items():
+                if on and not host.pm.is_registered(obj):
+                    host.pm.register(obj, name=name)
+                elif not on and host.pm.is_registered(obj):
+                    host.pm.unregister(obj)
+
+        client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1")
+        loop = asyncio.get_running_loop()
+
+        async def one(value: int) -> None:
+            pid = uuid.uuid4().hex
+            done[pid] = fut = loop.create_future()
+            r = await client.post("/prompt", json={"prompt": trivial_primitive(value), "prompt_id": pid})
+            assert r.status_code == 200, r.text
+            assert await fut == "success"
+
+        for i in range(20):  # warm up: workers, caches
+            await one(-1 - i)
+        gc.collect()
+        figures: dict[str, dict[str, list[float]]] = {k: {"rate": [], "cpu_us": []} for k in ("off", "on")}
+        value = 0
+        for r in range(rounds):
+            for state in (("on", "off") if r % 2 else ("off", "on")):
+                switch(state == "on")
+                cpu, t = time.process_time(), time.perf_counter()
+                for _ in range(n):
+                    value += 1
+                    await one(value)
+                wall = time.perf_counter() - t
+                figures[state]["rate"].append(n / wall)
+                figures[state]["cpu_us"].append((time.process_time() - cpu) / n * 1e6)
+        switch(True)
+        await client.aclose()
+        await kernel.shutdown()
+        return figures
+
+    try:
+        figures = asyncio.run(run())
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    out = {}
+    print(f"in one process, billing hooks off/on in alternate rounds ({rounds} rounds of {n} trivial primitive "
+          "prompts, no sockets):")
+    for key, label in (("rate", "prompts/s"), ("cpu_us", "process CPU per prompt (us)")):
+        a, b = statistics.median(figures["off"][key]), statistics.median(figures["on"][key])
+        out[key] = {"off": a, "on": b, "change_pct": (b - a) / a * 100, "rounds": figures}
+        print(f"  {label:<32} off {a:>9.1f}   on {b:>9.1f}   change {(b - a) / a * 100:>+6.2f}%")
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer prompts (for CI)")
@@ -335,7 +436,13 @@ def main() -> None:
                              "all: every installed plugin, bench/nodepack's nodes")
     args = parser.parse_args()
     if args.compare_billing:
+        precise = billing_in_process(args)
         compare_billing(args)
+        if args.json:
+            with open(args.json) as f:
+                both = json.load(f)
+            with open(args.json, "w") as f:
+                json.dump({"two_servers": both, "in_process": precise}, f, indent=1)
         return
     with open(REFERENCE) as f:
         ref = json.load(f)

@@ -664,14 +664,22 @@ class Engine:
         return {"outputs": outputs, "meta": meta,
                 "status": {"status_str": "error" if failed else "success", "completed": not failed,
                            "messages": run.messages},
-                "nodes": run.times.report(lambda n: _class_of(run, n), run.cached)}
+                "nodes": run.times.report(_ClassOf(run.dynprompt), run.cached)}
 
 
-def _class_of(run: Run, node_id: str) -> str | None:
-    try:
-        return run.dynprompt.get_node(node_id)["class_type"]
-    except Exception:
-        return None
+class _ClassOf:
+    """Node id -> class type, holding only the run's graph (not its outputs) while a report lives."""
+
+    __slots__ = ("dynprompt",)
+
+    def __init__(self, dynprompt: DynamicPrompt):
+        self.dynprompt = dynprompt
+
+    def __call__(self, node_id: str) -> str | None:
+        try:
+            return self.dynprompt.get_node(node_id)["class_type"]
+        except Exception:
+            return None
 
 
 # --- list mapping helpers (spec §5.6) ---------------------------------------------------------------

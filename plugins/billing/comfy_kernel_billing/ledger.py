@@ -196,7 +196,7 @@ USAGE_COLUMNS = ("run_id", "prompt_id", "account", "user_id", "workspace_id", "p
                  "device_name", "status", "created", "started", "ended", "wall_s", "busy_s", "nodes", "models",
                  "outputs_count", "outputs_bytes", "cost_micros", "recovered")
 _NODES, _MODELS, _RECOVERED = (USAGE_COLUMNS.index(c) for c in ("nodes", "models", "recovered"))
-_INSERT_USAGE = (f"INSERT OR IGNORE INTO bl_usage({','.join(USAGE_COLUMNS)}) "
+INSERT_USAGE = (f"INSERT OR IGNORE INTO bl_usage({','.join(USAGE_COLUMNS)}) "
                  f"VALUES ({','.join('?' * len(USAGE_COLUMNS))})")
 
 
@@ -204,10 +204,11 @@ def record_usage(conn: sqlite3.Connection, settings: Settings, usage: dict[str, 
     """Store one prompt run and charge it, once per ``run_id`` (False when it was recorded before)."""
     get = usage.get
     values = [get(c) for c in USAGE_COLUMNS]
-    values[_NODES] = orjson.dumps(get("nodes") or {}).decode()
-    values[_MODELS] = orjson.dumps(get("models") or []).decode()
+    for index, empty in ((_NODES, {}), (_MODELS, [])):
+        if not isinstance(values[index], str):
+            values[index] = orjson.dumps(values[index] or empty).decode()
     values[_RECOVERED] = int(bool(get("recovered")))
-    cur = conn.execute(_INSERT_USAGE, values)
+    cur = conn.execute(INSERT_USAGE, values)
     if cur.rowcount == 0:
         return False
     cost = int(usage.get("cost_micros") or 0)

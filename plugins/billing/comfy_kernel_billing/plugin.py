@@ -1,10 +1,11 @@
 """Entry point of the ``billing`` plugin: wires its modules into the kernel's hooks.
 
 Without ``--billing`` only the three cloud operations of :mod:`.cloudops` are
-served. The execution hooks (admission at ``/prompt``, the start filter,
-metering) live on :class:`ExecutionHooks`, which is registered with the
-plugin host only when billing is on: a server without ``--billing`` runs its
-prompts exactly as if the plugin were not installed.
+served. The execution hooks (admission at ``/prompt`` and metering on
+:class:`ExecutionHooks`, the start filter on :class:`ConcurrencyHooks`) are
+registered with the plugin host only when billing is on, the start filter
+only when a plan sets ``max_concurrent``: a server without ``--billing`` runs
+its prompts exactly as if the plugin were not installed.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from .subroutes import SubRoutes
 log = logging.getLogger(__name__)
 
 HOOKS_NAME = "billing-execution"
+CONCURRENCY_NAME = "billing-concurrency"
 
 
 def state(kernel: Any) -> Billing:
@@ -44,16 +46,23 @@ class ExecutionHooks:
         return self.billing.admit(request, prompt, extra_data, owner)
 
     @hookimpl
-    def ck_prompt_may_start(self, event: dict[str, Any]) -> bool | None:
-        return self.billing.may_start(event)
-
-    @hookimpl
     def ck_prompt_finished(self, event: dict[str, Any]) -> None:
         try:
             self.billing.finished(event)
         except Exception:
             # Never raise from an observer hook: the kernel would drop the plugin.
             log.exception("billing: could not meter prompt %s", event.get("prompt_id"))
+
+
+class ConcurrencyHooks:
+    """``max_concurrent``: registered only when a plan sets it, so the queue asks nobody otherwise."""
+
+    def __init__(self, billing: Billing):
+        self.billing = billing
+
+    @hookimpl
+    def ck_prompt_may_start(self, event: dict[str, Any]) -> bool | None:
+        return self.billing.may_start(event)
 
 
 @hookimpl
@@ -90,6 +99,8 @@ async def ck_startup(kernel: Any) -> None:
         log.exception("billing: start-up failed; prompts are refused until it is fixed")
         billing.broken = True
     kernel.host.pm.register(ExecutionHooks(billing), name=HOOKS_NAME)
+    if any(plan.max_concurrent for plan in billing.settings.plans.values()):
+        kernel.host.pm.register(ConcurrencyHooks(billing), name=CONCURRENCY_NAME)
 
 
 @hookimpl
@@ -97,7 +108,8 @@ async def ck_shutdown(kernel: Any) -> None:
     billing = kernel.state.get("billing")
     if billing is None or not billing.enabled:
         return
-    hooks = kernel.host.pm.get_plugin(HOOKS_NAME)
-    if hooks is not None:
-        kernel.host.pm.unregister(hooks)
+    for name in (HOOKS_NAME, CONCURRENCY_NAME):
+        hooks = kernel.host.pm.get_plugin(name)
+        if hooks is not None:
+            kernel.host.pm.unregister(hooks)
     await billing.stop()

@@ -21,6 +21,7 @@ import inspect
 import itertools
 import logging
 import sqlite3
+import threading
 import time
 import uuid
 from typing import Any
@@ -118,6 +119,8 @@ class Billing:
         # Run ids: unique across restarts (a random prefix per process) and cheap to make.
         self._run_prefix = uuid.uuid4().hex[:16] + "-"
         self._runs = itertools.count(1)
+        self._unwritten: list[tuple[Any, ...]] = []
+        self._unwritten_lock = threading.Lock()
 
     @property
     def enabled(self) -> bool:
@@ -282,31 +285,46 @@ class Billing:
             from_monthly, from_prepaid = ledger.split_charge(row["monthly_micros"], row["prepaid_micros"], cost)
             row["monthly_micros"] -= from_monthly
             row["prepaid_micros"] -= from_prepaid
-        self.db.submit(lambda conn: self._write_usage(conn, event, busy, plan, cost))
+        # Keep only what the record needs until it is written (not the whole event); records
+        # queued together are written by one job.
+        kept = (event["prompt_id"], owner, event.get("extra_data"), status, nodes, worker, event.get("started"),
+                event.get("ended"), event.get("created"), event.get("outputs"), event.get("prompt"), busy, plan,
+                cost)
+        with self._unwritten_lock:
+            self._unwritten.append(kept)
+            first = len(self._unwritten) == 1
+        if first:
+            self.db.submit(self._write_usages)
 
-    def _write_usage(self, conn: sqlite3.Connection, event: dict[str, Any], busy: float, plan: Any,
-                     cost: int) -> None:
-        owner = event["owner"]
-        extra = event.get("extra_data") or {}
-        stamp = extra.get(STAMP) if isinstance(extra.get(STAMP), dict) else {}
-        status = event.get("status") or {}
-        nodes = event.get("nodes") or {}
-        worker = event.get("worker") or {}
-        started, ended = event.get("started"), event.get("ended") or time.time()
-        if plan is None:  # not cached on the loop (a prompt queued before a restart): the stored plan decides
-            plan = self.active_plan(ledger.ensure_account(conn, self.settings, owner, ended, self.tables.seats))
-            cost = plan.cost_micros(busy, worker) if plan is not None else 0
-        outputs_count, outputs_bytes = output_figures(self.kernel.dirs, event.get("outputs") or {})
-        ledger.record_usage(conn, self.settings, {
-            "run_id": str(stamp.get("run") or f"prompt:{event['prompt_id']}"), "prompt_id": event["prompt_id"],
-            "account": owner, "user_id": stamp.get("user") or (None if owner.startswith("ws:") else owner),
-            "workspace_id": stamp.get("workspace"), "plan": plan.slug if plan is not None else None,
-            "worker": worker.get("id"), "device_type": worker.get("type"), "device_name": worker.get("name"),
-            "status": "crashed" if crashed(status) else status_of(status), "created": event.get("created"),
-            "started": started, "ended": ended, "wall_s": max(0.0, ended - started) if started else 0.0,
-            "busy_s": busy, "nodes": node_figures(nodes), "cost_micros": cost,
-            "models": models_used(self.kernel.folders, event.get("prompt"), nodes),
-            "outputs_count": outputs_count, "outputs_bytes": outputs_bytes})
+    def _write_usages(self, conn: sqlite3.Connection) -> None:
+        """Write the usage records queued since the last call: free runs in one statement."""
+        with self._unwritten_lock:
+            batch, self._unwritten = self._unwritten, []
+        free: list[tuple[Any, ...]] = []
+        dirs, folders = self.kernel.dirs, self.kernel.folders
+        for (prompt_id, owner, extra, status, nodes, worker, started, ended, created, outputs, prompt, busy, plan,
+             cost) in batch:
+            stamp = extra.get(STAMP) if isinstance(extra, dict) else None
+            if not isinstance(stamp, dict):
+                stamp = {}
+            ended = ended or time.time()
+            if plan is None:  # not cached on the loop (queued before a restart): the stored plan decides
+                plan = self.active_plan(ledger.ensure_account(conn, self.settings, owner, ended, self.tables.seats))
+                cost = plan.cost_micros(busy, worker) if plan is not None else 0
+            outputs_count, outputs_bytes = output_figures(dirs, outputs or {})
+            row = (str(stamp.get("run") or f"prompt:{prompt_id}"), prompt_id, owner,
+                   stamp.get("user") or (None if owner.startswith("ws:") else owner), stamp.get("workspace"),
+                   plan.slug if plan is not None else None, worker.get("id"), worker.get("type"), worker.get("name"),
+                   "crashed" if busy == 0.0 and crashed(status) else status_of(status), created, started, ended,
+                   max(0.0, ended - started) if started else 0.0, busy,
+                   orjson.dumps(node_figures(nodes)).decode(), orjson.dumps(models_used(folders, prompt, nodes)).decode(),
+                   outputs_count, outputs_bytes, cost, 0)
+            if cost:
+                ledger.record_usage(conn, self.settings, dict(zip(ledger.USAGE_COLUMNS, row, strict=True)))
+            else:
+                free.append(row)
+        if free:
+            conn.executemany(ledger.INSERT_USAGE, free)
 
     def _reconcile(self, conn: sqlite3.Connection) -> int:
         """Charge prompts whose history was written but whose usage was not (a crash in between).

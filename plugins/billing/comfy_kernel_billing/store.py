@@ -94,7 +94,6 @@ CREATE TABLE IF NOT EXISTS bl_usage (
     recovered INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS bl_usage_account ON bl_usage(account, ended);
-CREATE INDEX IF NOT EXISTS bl_usage_user ON bl_usage(user_id, ended);
 CREATE INDEX IF NOT EXISTS bl_usage_ended ON bl_usage(ended);
 CREATE TABLE IF NOT EXISTS bl_ops (
     id TEXT PRIMARY KEY,
