@@ -421,7 +421,7 @@ class Engine:
                 src = outputs.get(value[0])
                 slot = value[1]
                 values[name] = src[slot] if src is not None and slot < len(src) else [None]
-            elif name in declared or name in hidden_decl:
+            elif name in declared or name in hidden_decl or ndef.accept_all:
                 values[name] = [value]
         return values
 

@@ -34,7 +34,8 @@ class NodeDef:
     __slots__ = ("cls", "class_type", "is_v3", "input_types", "declared", "hidden", "lazy", "raw_link",
                  "is_output", "input_is_list", "output_is_list", "is_async", "lazy_hook", "is_changed",
                  "validate", "validate_params", "validate_kwargs", "validate_input_types",
-                 "not_idempotent", "id_in_key", "function_name", "enable_expand", "dynamic", "static")
+                 "not_idempotent", "id_in_key", "function_name", "enable_expand", "dynamic", "static",
+                 "accept_all")
 
     def __init__(self, class_type: str, cls: type):
         self.cls = cls
@@ -75,7 +76,9 @@ class NodeDef:
             self.lazy_hook = cls.has_hook("check_lazy_status")
             self.is_changed = cls.fingerprint_inputs if cls.has_hook("fingerprint_inputs") else None
             self.validate = cls.validate_inputs if cls.has_hook("validate_inputs") else None
-            self.enable_expand = cls.GET_SCHEMA().enable_expand
+            schema = cls.GET_SCHEMA()
+            self.enable_expand = schema.enable_expand
+            self.accept_all = bool(getattr(schema, "accept_all_inputs", False))
         else:
             self.function_name = cls.FUNCTION
             fn = getattr(cls, cls.FUNCTION, None)
@@ -84,6 +87,7 @@ class NodeDef:
             self.is_changed = getattr(cls, "IS_CHANGED", None)
             self.validate = getattr(cls, "VALIDATE_INPUTS", None)
             self.enable_expand = True
+            self.accept_all = False
         self.validate_params: frozenset[str] = frozenset()
         self.validate_kwargs = False
         self.validate_input_types = False

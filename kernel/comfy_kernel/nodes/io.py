@@ -85,7 +85,7 @@ class Output:
     def __init__(self, id: str | None = None, display_name: str | None = None, tooltip: str | None = None,
                  is_output_list: bool = False):
         self.id = id
-        self.display_name = display_name
+        self.display_name = display_name or id  # an output named only by its id shows the id
         self.tooltip = tooltip
         self.is_output_list = is_output_list
 
@@ -236,9 +236,30 @@ _SIMPLE = {"Image": "IMAGE", "Mask": "MASK", "Latent": "LATENT", "Conditioning":
            "Accumulation": "ACCUMULATION", "Photomaker": "PHOTOMAKER", "Point": "POINT",
            "FaceAnalysis": "FACE_ANALYSIS", "BBOX": "BBOX", "SEGS": "SEGS", "Webcam": "WEBCAM",
            "MODEL_PATCH": "MODEL_PATCH", "AudioEncoder": "AUDIO_ENCODER",
-           "AudioEncoderOutput": "AUDIO_ENCODER_OUTPUT"}
+           "AudioEncoderOutput": "AUDIO_ENCODER_OUTPUT", "Dict": "DICT", "Array": "ARRAY"}
 for _name, _type in _SIMPLE.items():
     globals()[_name] = _make_type(_name, _type)
+
+
+class _MultiTypeInput(Input):
+    """A socket accepting several types; its type is their names joined by commas (``FLOAT,INT``)."""
+
+    def __init__(self, id: str, types: list[Any], display_name: str | None = None, optional: bool = False,
+                 tooltip: str | None = None, lazy: bool | None = None, extra_dict: dict | None = None,
+                 raw_link: bool | None = None, **extra: Any):
+        super().__init__(id, display_name, optional, tooltip, lazy, extra_dict, raw_link, **extra)
+        self.types = list(types)
+
+    def get_io_type(self) -> Any:
+        names = [t.io_type for t in self.types]
+        return _IOType(",".join(dict.fromkeys(names)))
+
+
+class MultiType(ComfyType):
+    """An input that takes any of the listed types: ``io.MultiType.Input("v", [io.Int, io.Float])``."""
+
+    io_type = _IOType("COMFY_MULTITYPED_V3")
+    Input = _MultiTypeInput
 
 
 def Custom(io_type: str) -> type[ComfyType]:
@@ -550,6 +571,7 @@ class Schema:
     is_api_node: bool = False
     not_idempotent: bool = False
     enable_expand: bool = False
+    accept_all_inputs: bool = False
 
     def finalize(self) -> Schema:
         self.inputs = list(self.inputs or [])

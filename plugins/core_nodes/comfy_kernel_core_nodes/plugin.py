@@ -29,8 +29,9 @@ def ck_register_model_folders(folders: Any) -> None:
 
 @hookimpl
 def ck_register_nodes(registry: Any) -> None:
-    for name, cls, display_name in NODES:
-        registry.register(name, cls, display_name, python_module="nodes", source="core_nodes", reserved=True)
+    for node in NODES:
+        registry.register(node.name, node.cls, node.display_name, python_module=node.python_module,
+                          source="core_nodes", reserved=True)
 
 
 @hookimpl

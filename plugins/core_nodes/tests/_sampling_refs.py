@@ -53,8 +53,8 @@ def ksampler_runs() -> list[KSamplerRun]:
         nodes = sorted((k for k, v in graph.items() if v["class_type"] == "KSampler"), key=int)
         for k, node_id in enumerate(nodes):
             meta_file = OUTPUTS / name / f"ksampler{k}_meta.json"
-            if not meta_file.exists():
-                continue
+            if not meta_file.exists() or not (OUTPUTS / name / f"ksampler{k}_step_cfg_denoised.npy").exists():
+                continue  # captures without the guided predictions (the SDXL runs) are not replayed here
             params = graph[node_id]["inputs"]
             src = params["latent_image"][0]
             latent = np.load(OUTPUTS / name / f"latent_{graph[src]['class_type']}_node{src}.npy")

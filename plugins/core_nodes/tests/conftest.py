@@ -11,8 +11,12 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _graph import graph_server  # noqa: E402,F401  (a fixture for every test module here)
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 SHARED_DIR = REPO_ROOT.parent / "shared"
@@ -55,36 +59,78 @@ def sd15_tiny_checkpoint() -> Path:
     return target
 
 
+SDXL_CHECKPOINT_NAME = "sdxl-seed0.safetensors"
+SDXL_CHECKPOINT_BYTES = 6_938_041_144
+
+
+@pytest.fixture(scope="session")
+def sdxl_checkpoint() -> Path:
+    """The random-weight SDXL base checkpoint of the SDXL references (6.9 GB, about 3 minutes to write once)."""
+    reference = _require_reference()
+    target = CHECKPOINT_CACHE / SDXL_CHECKPOINT_NAME
+    if target.is_file() and target.stat().st_size == SDXL_CHECKPOINT_BYTES:
+        return target
+    CHECKPOINT_CACHE.mkdir(parents=True, exist_ok=True)
+    partial = CHECKPOINT_CACHE / f"{SDXL_CHECKPOINT_NAME}.{os.getpid()}.partial"
+    cmd = [sys.executable, str(reference / "make_checkpoint.py"), "--preset", "sdxl", "--seed", "0",
+           "--out", str(partial)]
+    subprocess.run(cmd, check=True, capture_output=True)
+    os.replace(partial, target)
+    assert target.stat().st_size == SDXL_CHECKPOINT_BYTES
+    return target
+
+
 @pytest.fixture(scope="session")
 def sd15_tiny_parts(sd15_tiny_checkpoint: Path):
     """(unet, vae, clip) state dicts of the tiny checkpoint, read once per session."""
-    from comfy_kernel_core_nodes.sd.checkpoint import read_state_dict, split_state_dict
+    from _sd import split
 
-    return split_state_dict(read_state_dict(sd15_tiny_checkpoint))
+    return split(sd15_tiny_checkpoint)
+
+
+def _build(module: Any, sd: dict, dtype: Any) -> Any:
+    from comfy_kernel_core_nodes.model.files import load_module
+
+    return load_module(module, {k: v.to(dtype) if v.is_floating_point() else v for k, v in sd.items()}, "test")
 
 
 @pytest.fixture(scope="session")
 def sd15_tiny_clip(sd15_tiny_parts):
     """The tiny checkpoint's text encoder (fp16 weights, fp32 maths)."""
-    from comfy_kernel_core_nodes.sd.checkpoint import build_clip
+    import torch
 
-    return build_clip(sd15_tiny_parts[2])
+    from comfy_kernel_core_nodes.components.clip.text_model import CLIPTextModel
+
+    with torch.device("meta"):
+        model = CLIPTextModel()
+    return _build(model, sd15_tiny_parts[2], torch.float16)
 
 
 @pytest.fixture(scope="session")
 def sd15_tiny_unet(sd15_tiny_parts):
-    """The tiny checkpoint's UNet in fp32."""
-    from comfy_kernel_core_nodes.sd.checkpoint import build_unet
+    """The tiny checkpoint's UNet in fp32, its layout read from the keys."""
+    import torch
 
-    return build_unet(sd15_tiny_parts[0])
+    from comfy_kernel_core_nodes.families.sd.detect import unet_config
+    from comfy_kernel_core_nodes.families.sd.models import SD15, unet_layout
+    from comfy_kernel_core_nodes.families.sd.unet import UNetModel
+
+    shapes = {k: tuple(v.shape) for k, v in sd15_tiny_parts[0].items()}
+    with torch.device("meta"):
+        model = UNetModel(unet_layout(SD15(unet_config(shapes)).unet_config))
+    return _build(model, sd15_tiny_parts[0], torch.float32)
 
 
 @pytest.fixture(scope="session")
 def sd15_tiny_vae(sd15_tiny_parts):
     """The tiny checkpoint's VAE in fp32."""
-    from comfy_kernel_core_nodes.sd.checkpoint import build_vae
+    import torch
 
-    return build_vae(sd15_tiny_parts[1])
+    from comfy_kernel_core_nodes.components.kl_vae import AutoencoderKL
+
+    with torch.device("meta"):
+        model = AutoencoderKL()
+    return _build(model, sd15_tiny_parts[1], torch.float32)
 
 
 @pytest.fixture(scope="module")

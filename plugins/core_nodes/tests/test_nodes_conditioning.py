@@ -1,11 +1,10 @@
-"""Conditioning nodes and the composite guidance path, with stand-in tensors and a stand-in model."""
+"""Conditioning nodes and the guidance maths (areas, masks, strengths, step ranges) with a stand-in network."""
 
 from __future__ import annotations
 
 import torch
 
 from comfy_kernel_core_nodes.nodes import conditioning as nodes
-from comfy_kernel_core_nodes.nodes import guidance
 
 
 def cond(value: float, tokens: int = 77) -> list:
@@ -35,32 +34,68 @@ def test_area_and_mask_options():
     assert opts["mask"].shape == (1, 8, 8) and opts["mask_strength"] == 2.0 and opts["set_area_to_bounds"]
 
 
-def fake_model(x: torch.Tensor, sigma: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
-    """Denoised = a per-row constant taken from the context, so blends are easy to predict."""
-    return torch.ones_like(x) * context[:, :1, :1].reshape(-1, 1, 1, 1)
+class ConstantNet:
+    """A stand-in network for the guidance maths: denoised = the first value of the entry's context."""
+
+    def __init__(self) -> None:
+        from comfy_kernel_core_nodes.model.base import ModelType, model_sampling
+
+        self.model_sampling = model_sampling(None, ModelType.EPS)
+        self.calls = []
+
+    def extra_conds(self, cross_attn=None, **kwargs):
+        from comfy_kernel_core_nodes.model.conds import CONDCrossAttn
+
+        return {"c_crossattn": CONDCrossAttn(cross_attn)}
+
+    def memory_required(self, input_shape, cond_shapes=None):
+        return 0
+
+    def apply_model(self, x, t, c_crossattn=None, transformer_options=None, **kwargs):
+        self.calls.append((x.shape[0], list(transformer_options["cond_or_uncond"])))
+        return torch.ones_like(x) * c_crossattn[:, :1, :1].reshape(-1, 1, 1, 1)
 
 
-def test_plain_conditioning_passes_tensors_through():
-    pos, neg = cond(2.0), cond(-1.0)
-    fn, p, n = guidance.prepare(fake_model, pos, neg, torch.Size((1, 4, 8, 8)))
-    assert fn is fake_model and p is pos[0][0] and n is neg[0][0]
+def guided(positive, negative, shape, sigma=1.0):
+    """Positive and negative predictions of one evaluation at ``sigma``, through the real guidance code."""
+    from comfy_kernel_core_nodes.sampling import guider
+
+    net = ConstantNet()
+    x = torch.zeros(shape)
+    conds = guider.process_conds(net, x, {"positive": guider.convert_cond(positive),
+                                          "negative": guider.convert_cond(negative)}, "cpu")
+    out = guider.calc_cond_batch(net, [conds["positive"], conds["negative"]], x,
+                                 torch.full((shape[0],), sigma), {})
+    return out, net.calls
+
+
+def test_plain_conditioning_runs_negative_and_positive_as_one_batch():
+    (pos, neg), calls = guided(cond(2.0), cond(-1.0), (1, 4, 8, 8))
+    assert calls == [(2, [1, 0])]
+    assert torch.allclose(pos, torch.full_like(pos, 2.0)) and torch.allclose(neg, torch.full_like(neg, -1.0))
 
 
 def test_composite_blends_entries_by_area_and_strength():
     left = nodes.ConditioningSetArea().append(cond(4.0), 64, 64, 0, 0, 1.0)[0]
-    positive = cond(2.0) + left
-    fn, p, n = guidance.prepare(fake_model, positive, cond(-1.0), torch.Size((1, 4, 16, 16)))
-    x = torch.zeros(2, 4, 16, 16)
-    out = fn(x, torch.ones(2), torch.cat([n, p]))
-    assert torch.allclose(out[0], torch.full((4, 16, 16), -1.0))
+    (pos, neg), _ = guided(cond(2.0) + left, cond(-1.0), (1, 4, 16, 16))
+    assert torch.allclose(neg, torch.full_like(neg, -1.0))
     # top-left 8x8 area: full weight in its interior away from the feathered edges -> (2 + 4) / 2
-    assert torch.isclose(out[1, 0, 0, 0], torch.tensor(3.0))
-    assert torch.isclose(out[1, 0, 15, 15], torch.tensor(2.0))
-    assert 2.0 < out[1, 0, 7, 0] < 3.0
+    assert torch.isclose(pos[0, 0, 0, 0], torch.tensor(3.0))
+    assert torch.isclose(pos[0, 0, 15, 15], torch.tensor(2.0))
+    assert 2.0 < pos[0, 0, 7, 0] < 3.0
 
 
-def test_composite_with_one_entry_equals_plain():
+def test_a_mask_over_everything_equals_plain():
     masked = nodes.ConditioningSetMask().append(cond(5.0), torch.ones(16, 16), 1.0, "default")[0]
-    fn, p, n = guidance.prepare(fake_model, masked, cond(1.0), torch.Size((1, 4, 16, 16)))
-    out = fn(torch.zeros(2, 4, 16, 16), torch.ones(2), torch.cat([n, p]))
-    assert torch.allclose(out[1], torch.full((4, 16, 16), 5.0)) and torch.allclose(out[0], torch.ones(4, 16, 16))
+    (pos, neg), _ = guided(masked, cond(1.0), (1, 4, 16, 16))
+    assert torch.allclose(pos, torch.full_like(pos, 5.0)) and torch.allclose(neg, torch.ones_like(neg))
+
+
+def test_a_step_range_switches_an_entry_off():
+    late = [[t, {**o, "start_percent": 0.5, "end_percent": 1.0}] for t, o in cond(9.0)]
+    # sigma 1 is late in SD1's schedule (past 50 %): both entries run and average
+    (pos, _), _ = guided(cond(2.0) + late, cond(0.0), (1, 4, 8, 8), sigma=1.0)
+    assert torch.allclose(pos, torch.full_like(pos, 5.5))
+    # sigma 10 is early: the late entry is off
+    (pos, _), _ = guided(cond(2.0) + late, cond(0.0), (1, 4, 8, 8), sigma=10.0)
+    assert torch.allclose(pos, torch.full_like(pos, 2.0))

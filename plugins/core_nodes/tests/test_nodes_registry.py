@@ -24,7 +24,7 @@ REQUIRED = {
 
 def test_plugin_import_does_not_import_torch():
     code = ("import sys, comfy_kernel_core_nodes.plugin as p; from comfy_kernel_core_nodes.nodes import NODES; "
-            "[c.INPUT_TYPES() for _, c, _ in NODES]; print('torch' in sys.modules)")
+            "[n.cls.INPUT_TYPES() for n in NODES]; print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
@@ -32,9 +32,11 @@ def test_plugin_import_does_not_import_torch():
 def test_every_node_is_registered_as_a_reserved_core_node():
     registry = NodeRegistry()
     plugin.ck_register_nodes(registry)
-    assert set(registry.names()) == REQUIRED
+    assert REQUIRED <= set(registry.names())  # the contract test checks every registered node
     for entry in registry.entries():
-        assert entry.python_module == "nodes" and entry.reserved and entry.source == "core_nodes"
+        assert entry.reserved and entry.source == "core_nodes"
+    assert registry.entry("KSampler").python_module == "nodes"
+    assert registry.entry("PrimitiveInt").python_module == "comfy_extras.nodes_primitive"
     assert registry.entry("CheckpointLoaderSimple").display_name == "Load Checkpoint"
     assert registry.entry("KSamplerAdvanced").display_name == "KSampler (Advanced)"
 
@@ -47,7 +49,7 @@ def test_sampler_and_scheduler_lists_match_the_sampling_package():
 
 
 def test_object_info_facts_of_the_main_nodes():
-    nodes = {name: cls for name, cls, _ in NODES}
+    nodes = {n.name: n.cls for n in NODES}
     ks = nodes["KSampler"].INPUT_TYPES()["required"]
     assert list(ks) == ["model", "seed", "steps", "cfg", "sampler_name", "scheduler", "positive", "negative",
                         "latent_image", "denoise"]
@@ -67,7 +69,7 @@ def test_object_info_facts_of_the_main_nodes():
     assert nodes["CheckpointLoaderSimple"].RETURN_TYPES == ("MODEL", "CLIP", "VAE")
     assert nodes["LoadImage"].RETURN_TYPES == ("IMAGE", "MASK")
     assert nodes["CLIPSetLastLayer"].INPUT_TYPES()["required"]["stop_at_clip_layer"][1]["min"] == -24
-    categories = {name: cls.CATEGORY for name, cls, _ in NODES}
+    categories = {n.name: n.cls.CATEGORY for n in NODES}
     assert categories["VAEDecodeTiled"] == "_for_testing" and categories["UNETLoader"] == "advanced/loaders"
     assert categories["ConditioningZeroOut"] == "advanced/conditioning" and categories["LoadImageMask"] == "mask"
 

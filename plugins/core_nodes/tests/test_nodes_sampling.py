@@ -154,21 +154,25 @@ def test_standalone_loaders_find_the_parts_of_a_checkpoint_file(models, sd15_tin
     (v,) = loaders.VAELoader().load_vae("parts.safetensors")
     (c,) = loaders.CLIPLoader().load_clip("parts.safetensors", "stable_diffusion")
     (u,) = loaders.UNETLoader().load_unet("parts.safetensors", "default")
-    assert (v.prefix, c.prefix, u.prefix) == (vae_ref.prefix, clip.prefix, model.prefix)
-    with pytest.raises(ValueError, match="only stable_diffusion"):
+    # the same weights, so the same model manager entries as the checkpoint's parts
+    assert v.first_stage_model.weights.keys == vae_ref.first_stage_model.weights.keys
+    assert c.cond_stage_model.weights.keys == clip.cond_stage_model.weights.keys
+    assert u.model.weights.keys == model.model.weights.keys
+    assert u.model.model_config.family == "sd15"
+    with pytest.raises(ValueError, match="'sd3' is not supported yet"):
         loaders.CLIPLoader().load_clip("parts.safetensors", "sd3")
 
 
 def test_textual_inversion_embedding_from_the_embeddings_folder(models):
     from safetensors.torch import save_file
 
+    from comfy_kernel_core_nodes.components.clip.tokenizer import default_tokenizer
     from comfy_kernel_core_nodes.nodes import context
-    from comfy_kernel_core_nodes.sd.tokenizer import default_tokenizer
 
     _, clip, _ = models
     (cat_id,) = default_tokenizer().encode("cat")
-    with clip.use() as text_model:
-        vector = text_model.embeddings.token_embedding.weight[cat_id].float().clone()
+    with clip.patcher.use() as encoder:
+        vector = encoder.loaded_module.embeddings.token_embedding.weight[cat_id].float().clone()
     folder = Path(context.folders().paths("embeddings")[0])
     folder.mkdir(parents=True, exist_ok=True)
     save_file({"emb_params": vector[None]}, str(folder / "catvec.safetensors"))

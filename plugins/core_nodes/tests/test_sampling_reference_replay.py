@@ -17,9 +17,14 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))  # shared helpers, whatever pytest's import mode
 from _sampling_refs import KSamplerRun, ksampler_runs, max_rel, needs_reference  # noqa: E402
 
-from comfy_kernel_core_nodes.sampling import DiscreteEpsSampling, combine_cfg, run_sampler, sample
+from comfy_kernel_core_nodes.families.sd.models import SD15  # noqa: E402
+from comfy_kernel_core_nodes.model.base import BaseModel, ModelType, WeightsSource, model_sampling  # noqa: E402
+from comfy_kernel_core_nodes.model.patcher import ModelPatcher  # noqa: E402
+from comfy_kernel_core_nodes.sampling import combine_cfg  # noqa: E402
+from comfy_kernel_core_nodes.sampling import sample as comfy_sample  # noqa: E402
+from comfy_kernel_core_nodes.sampling.ksampler import sampler_object  # noqa: E402
 
-MS = DiscreteEpsSampling()
+MS = model_sampling(None, ModelType.EPS)
 RUNS = ksampler_runs()
 TOL = 1e-4
 
@@ -50,14 +55,24 @@ class CapturedModel:
         return self.denoised[self.check(x, sigma)].clone()
 
 
+class Guided:
+    """What a SAMPLER drives: a guider answering with the captured guided predictions."""
+
+    def __init__(self, captured: CapturedModel) -> None:
+        self.captured = captured
+        self.inner_model = BaseModel(SD15({}), ModelType.EPS)
+
+    def __call__(self, x: torch.Tensor, sigma: torch.Tensor, model_options=None, seed=None) -> torch.Tensor:
+        return self.captured(x, sigma)
+
+
 @needs_reference
 @pytest.mark.parametrize("run", RUNS, ids=lambda r: r.id)
 def test_sampler_replay(run: KSamplerRun):
     model = CapturedModel(run)
-    sigmas = run.npy("sigmas")
-    out = run_sampler(
-        model, run.params["sampler_name"], run.npy("noise"), run.npy("latent_in_scaled"), sigmas, run.seed, MS
-    )
+    out = sampler_object(run.params["sampler_name"]).sample(
+        Guided(model), run.npy("sigmas"), {"seed": run.seed, "model_options": {}}, None, run.npy("noise"),
+        run.npy("latent_in_scaled"))
     assert model.calls == run.evals
     assert max_rel(out, run.npy("samples_scaled")) <= TOL
 
@@ -70,27 +85,40 @@ def test_cfg_combination(run: KSamplerRun):
     assert max_rel(got, run.npy("step_cfg_denoised")) <= 1e-6
 
 
+class ReplayNet(BaseModel):
+    """An SD1.5 model whose network answers with the captured cond/uncond predictions, checking its batch."""
+
+    def __init__(self, captured: CapturedModel, run: KSamplerRun) -> None:
+        weights = WeightsSource(key=f"replay-{id(self)}", read=lambda device: {},
+                                build=lambda sd: torch.nn.Identity(), keys=frozenset(), size=0)
+        super().__init__(SD15({}), ModelType.EPS, weights)
+        self.captured = captured
+        self.cond, self.uncond = run.npy("step_cond_denoised"), run.npy("step_uncond_denoised")
+
+    def _apply_model(self, x, t, c_concat=None, c_crossattn=None, control=None, transformer_options=None, **kw):
+        b = x.shape[0] // 2
+        assert torch.equal(x[:b], x[b:]) and torch.equal(t[:b], t[b:])
+        assert (c_crossattn[:b] == -1).all() and (c_crossattn[b:] == 1).all()
+        assert transformer_options["cond_or_uncond"] == [1, 0]
+        i = self.captured.check(x[:b], t[:b])
+        return torch.cat([self.uncond[i], self.cond[i]])
+
+
 @needs_reference
 @pytest.mark.parametrize("run", RUNS, ids=lambda r: r.id)
 def test_full_ksampler_path(run: KSamplerRun):
-    """sample() end to end: noise, schedule, latent scaling, batched CFG (negative first), output scaling."""
+    """comfy.sample.sample end to end: noise, schedule, latent scaling, batched CFG (negative first), output."""
     captured = CapturedModel(run)
-    cond, uncond = run.npy("step_cond_denoised"), run.npy("step_uncond_denoised")
-    pos, neg = torch.full((1, 77, 8), 1.0), torch.full((1, 77, 8), -1.0)
+    model = ModelPatcher(ReplayNet(captured, run))
+    positive = [[torch.full((1, 77, 8), 1.0), {}]]
+    negative = [[torch.full((1, 77, 8), -1.0), {}]]
     steps_seen = []
-
-    def model_fn(x: torch.Tensor, sigma: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
-        b = x.shape[0] // 2
-        assert torch.equal(x[:b], x[b:]) and torch.equal(sigma[:b], sigma[b:])
-        assert (context[:b] == -1).all() and (context[b:] == 1).all()
-        i = captured.check(x[:b], sigma[:b])
-        return torch.cat([uncond[i], cond[i]])
-
     p = run.params
-    out = sample(
-        model_fn, pos, neg, run.latent_raw, p["seed"], p["steps"], p["cfg"], p["sampler_name"], p["scheduler"], p["denoise"],
-        callback=lambda step, x0, x, total: steps_seen.append((step, total)),
-    )  # fmt: skip
+    noise = comfy_sample.prepare_noise(run.latent_raw, p["seed"])
+    out = comfy_sample.sample(
+        model, noise, p["steps"], p["cfg"], p["sampler_name"], p["scheduler"], positive, negative, run.latent_raw,
+        denoise=p["denoise"], callback=lambda step, x0, x, total: steps_seen.append((step, total)), seed=p["seed"],
+    )
     assert captured.calls == run.evals
     assert max_rel(out, run.npy("samples_scaled") / 0.18215) <= TOL
     assert [s for s, _ in steps_seen] == list(range(p["steps"]))

@@ -11,17 +11,17 @@ from __future__ import annotations
 import pytest
 import torch
 
-from comfy_kernel_core_nodes.sampling import (
-    SAMPLER_NAMES,
-    CFGDenoiser,
-    DiscreteEpsSampling,
-    get_sampler,
-    ksampler_sigmas,
-    sample,
-)
+from comfy_kernel_core_nodes.families.sd.models import SD15
+from comfy_kernel_core_nodes.model.base import BaseModel, ModelType, WeightsSource, model_sampling
+from comfy_kernel_core_nodes.model.conds import CONDCrossAttn
+from comfy_kernel_core_nodes.model.patcher import ModelPatcher
+from comfy_kernel_core_nodes.sampling import SAMPLER_NAMES, get_sampler
+from comfy_kernel_core_nodes.sampling import sample as comfy_sample
+from comfy_kernel_core_nodes.sampling.guider import convert_cond, process_conds, sampling_function
+from comfy_kernel_core_nodes.sampling.ksampler import KSampler
 
 MU, S = 0.5, 1.0
-MS = DiscreteEpsSampling()
+MS = model_sampling(None, ModelType.EPS)
 STOCHASTIC = {
     "euler_ancestral", "euler_ancestral_cfg_pp", "dpm_2_ancestral", "dpmpp_2s_ancestral", "dpmpp_2s_ancestral_cfg_pp",
     "dpmpp_sde", "dpmpp_sde_gpu", "dpmpp_2m_sde", "dpmpp_2m_sde_gpu", "dpmpp_2m_sde_heun", "dpmpp_2m_sde_heun_gpu",
@@ -35,14 +35,50 @@ def ideal_denoiser(x: torch.Tensor, sigma: torch.Tensor, context: torch.Tensor |
     return MU + S**2 / (S**2 + s2) * (x - MU)
 
 
+class AnalyticModel(BaseModel):
+    """An SD1.5-shaped model whose "network" is the ideal denoiser; it records its batch sizes."""
+
+    def __init__(self) -> None:
+        weights = WeightsSource(key=f"analytic-{id(self)}", read=lambda device: {},
+                                build=lambda sd: torch.nn.Identity(), keys=frozenset(), size=0)
+        super().__init__(SD15({}), ModelType.EPS, weights)
+        self.batches: list[int] = []
+
+    def extra_conds(self, cross_attn=None, **kwargs):
+        return {"c_crossattn": CONDCrossAttn(cross_attn)}
+
+    def _apply_model(self, x, t, c_concat=None, c_crossattn=None, control=None, transformer_options=None, **kw):
+        self.batches.append(x.shape[0])
+        return ideal_denoiser(x, t)
+
+
+def cond(value: float = 1.0) -> list:
+    return [[torch.full((1, 2, 3), value), {}]]
+
+
+def guided_model(net: BaseModel, x: torch.Tensor, cfg: float):
+    """A sampler's ``model``: ComfyUI's guidance (sampling_function) over ``net``."""
+    conds = process_conds(net, x, {"positive": convert_cond(cond(1.0)), "negative": convert_cond(cond(0.0))}, "cpu")
+
+    def model(x, sigma, model_options=None, seed=None, **kwargs):
+        return sampling_function(net, x, sigma, conds["negative"], conds["positive"], cfg, model_options or {}, seed)
+
+    return model
+
+
+def sigmas_for(name: str, steps: int) -> torch.Tensor:
+    return KSampler(ModelPatcher(AnalyticModel()), steps, "cpu", name, "karras").sigmas
+
+
 def run(name: str, steps: int) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
     z = torch.randn((2, 4, 16, 16), generator=torch.Generator().manual_seed(0))
-    sigmas = ksampler_sigmas(MS, "karras", name, steps)
+    sigmas = sigmas_for(name, steps)
     x = MU + torch.sqrt(S**2 + sigmas[0] ** 2) * z
     # Guidance with identical cond/uncond predictions exercises the CFG path (incl. CFG++) exactly.
-    model = CFGDenoiser(ideal_denoiser, torch.ones(1, 3, 2), torch.zeros(1, 3, 2), cfg=3.0)
+    model = guided_model(AnalyticModel(), x, cfg=3.0)
     seen: list[int] = []
-    out = get_sampler(name)(model, x, sigmas, extra_args={"seed": 1}, callback=lambda d: seen.append(d["i"]))
+    out = get_sampler(name)(model, x, sigmas, extra_args={"seed": 1, "model_options": {}},
+                            callback=lambda d: seen.append(d["i"]))
     return out, MU + S * z, seen
 
 
@@ -71,55 +107,58 @@ def test_sampler_converges_on_gaussian_data(name):
         assert err < float((coarse - exact).abs().max()) / 2
 
 
+def ksample(model, latent, steps, cfg, sampler, scheduler="karras", denoise=1.0, seed=5, **kw):
+    """What common_ksampler does: seeded noise (zeros with disable_noise), then comfy.sample.sample."""
+    noise = torch.zeros_like(latent) if kw.get("disable_noise") else comfy_sample.prepare_noise(latent, seed)
+    return comfy_sample.sample(model, noise, steps, cfg, sampler, scheduler, cond(), cond(), latent,
+                               denoise=denoise, seed=seed, **kw)
+
+
 def test_split_advanced_run_equals_single_run():
     """KSamplerAdvanced: steps 0-3 with leftover noise, then 3-8 without new noise, equals one 8-step run."""
+    model = ModelPatcher(AnalyticModel())
     latent = torch.zeros(1, 4, 4, 4)
-    cond = torch.ones(1, 2, 3)
-    args = (ideal_denoiser, cond, cond, latent, 5, 8, 4.0, "euler", "karras")
-    full = sample(*args)
-    first = sample(*args, last_step=3, force_full_denoise=False)
-    second = sample(
-        ideal_denoiser, cond, cond, first, 5, 8, 4.0, "euler", "karras", start_step=3, add_noise=False
-    )
+    full = ksample(model, latent, 8, 4.0, "euler")
+    first = ksample(model, latent, 8, 4.0, "euler", last_step=3, force_full_denoise=False)
+    second = ksample(model, first, 8, 4.0, "euler", start_step=3, disable_noise=True)
     assert torch.allclose(full, second, atol=1e-5)
-    assert torch.equal(sample(*args, start_step=8), latent)
+    assert torch.equal(ksample(model, latent, 8, 4.0, "euler", start_step=8), latent)
 
 
-def test_cfg_one_skips_the_negative_and_hook_sees_every_call():
-    batches, results = [], []
-
-    def model_fn(x, sigma, context):
-        batches.append(x.shape[0])
-        return ideal_denoiser(x, sigma)
-
+def test_cfg_one_skips_the_negative():
+    net = AnalyticModel()
+    model = ModelPatcher(net)
     latent = torch.zeros(2, 4, 4, 4)
-    cond = torch.ones(1, 2, 3)
-    sample(model_fn, cond, -cond, latent, 0, 3, 1.0, "euler", "normal", on_model_result=results.append)
-    assert batches == [2, 2, 2] and len(results) == 3
-    batches.clear()
-    sample(model_fn, cond, -cond, latent, 0, 3, 1.0, "euler_cfg_pp", "normal")
-    assert batches == [4, 4, 4]  # CFG++ needs the unconditional prediction even at cfg 1
+    ksample(model, latent, 3, 1.0, "euler", "normal")
+    assert net.batches == [2, 2, 2]
+    net.batches.clear()
+    ksample(model, latent, 3, 1.0, "euler_cfg_pp", "normal")
+    assert net.batches == [4, 4, 4]  # CFG++ needs the unconditional prediction even at cfg 1
 
 
 def test_negative_first_and_guidance_scale():
     seen = []
 
-    def model_fn(x, sigma, context):
-        seen.append(context[:, 0, 0].tolist())
-        return torch.cat([torch.zeros_like(x[:1]), torch.ones_like(x[1:])])
+    class TwoValued(AnalyticModel):
+        def _apply_model(self, x, t, c_concat=None, c_crossattn=None, control=None, transformer_options=None,
+                         **kw):
+            seen.append(c_crossattn[:, 0, 0].tolist())
+            return torch.cat([torch.zeros_like(x[:1]), torch.ones_like(x[1:])])
 
-    den = CFGDenoiser(model_fn, torch.full((1, 2, 3), 1.0), torch.full((1, 3, 3), -1.0), cfg=7.0)
-    out = den(torch.zeros(1, 4, 2, 2), torch.tensor([1.0]))
+    net = TwoValued()
+    x = torch.zeros(1, 4, 2, 2)
+    conds = process_conds(net, x, {"positive": convert_cond(cond(1.0)), "negative": convert_cond(cond(-1.0))}, "cpu")
+    out = sampling_function(net, x, torch.tensor([1.0]), conds["negative"], conds["positive"], 7.0, {})
     assert seen == [[-1.0, 1.0]]
     assert torch.all(out == 7.0)  # 0 + (1 - 0) * 7
 
 
 def test_denoise_zero_returns_latent_and_mask_keeps_unmasked_region():
+    model = ModelPatcher(AnalyticModel())
     latent = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(3))
-    cond = torch.ones(1, 2, 3)
-    assert torch.equal(sample(ideal_denoiser, cond, cond, latent, 0, 4, 2.0, "euler", "normal", 0.0), latent)
+    assert torch.equal(ksample(model, latent, 4, 2.0, "euler", "normal", denoise=0.0), latent)
     mask = torch.zeros(8, 8)
     mask[:, 4:] = 1.0
-    out = sample(ideal_denoiser, cond, cond, latent, 0, 4, 2.0, "euler", "normal", 0.5, noise_mask=mask)
+    out = ksample(model, latent, 4, 2.0, "euler", "normal", denoise=0.5, noise_mask=mask)
     assert torch.allclose(out[..., :4], latent[..., :4], atol=1e-5)
     assert not torch.allclose(out[..., 4:], latent[..., 4:], atol=1e-3)

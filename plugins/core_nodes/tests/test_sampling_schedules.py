@@ -11,18 +11,24 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))  # shared helpers, whatever pytest's import mode
 from _sampling_refs import KSamplerRun, ksampler_runs, max_rel, needs_reference  # noqa: E402
 
-from comfy_kernel_core_nodes.sampling import (
+from comfy_kernel_core_nodes.families.sd.models import SD15  # noqa: E402
+from comfy_kernel_core_nodes.model.base import BaseModel, ModelType, model_sampling  # noqa: E402
+from comfy_kernel_core_nodes.model.patcher import ModelPatcher  # noqa: E402
+from comfy_kernel_core_nodes.sampling import (  # noqa: E402
     SAMPLER_NAMES,
     SCHEDULER_NAMES,
-    DiscreteEpsSampling,
     calculate_sigmas,
-    eps_to_denoiser,
-    ksampler_sigmas,
     prepare_noise,
 )
+from comfy_kernel_core_nodes.sampling.ksampler import KSAMPLER, KSampler  # noqa: E402
 
 RUNS = ksampler_runs()
-MS = DiscreteEpsSampling()
+MS = model_sampling(None, ModelType.EPS)
+
+
+def ksampler_sigmas(scheduler: str, sampler: str, steps: int, denoise: float) -> torch.Tensor:
+    """The sigmas KSampler runs for these settings on an SD1.5 model."""
+    return KSampler(ModelPatcher(BaseModel(SD15({}))), steps, "cpu", sampler, scheduler, denoise).sigmas
 
 
 def test_name_lists_match_ksampler_order():
@@ -70,7 +76,7 @@ def test_documented_schedules():
         ("normal", "euler", 0.5): [1.276832, 0.79126, 0.439666, 0.029167, 0],
     }
     for (scheduler, sampler, denoise), values in expected.items():
-        got = ksampler_sigmas(MS, scheduler, sampler, 4, denoise)
+        got = ksampler_sigmas(scheduler, sampler, 4, denoise)
         assert torch.allclose(got, torch.tensor(values), rtol=2e-6, atol=1e-6), (
             scheduler,
             sampler,
@@ -83,7 +89,7 @@ def test_documented_schedules():
 @pytest.mark.parametrize("run", RUNS, ids=lambda r: r.id)
 def test_sigmas_match_reference(run: KSamplerRun):
     p = run.params
-    got = ksampler_sigmas(MS, p["scheduler"], p["sampler_name"], p["steps"], p["denoise"])
+    got = ksampler_sigmas(p["scheduler"], p["sampler_name"], p["steps"], p["denoise"])
     ref = run.npy("sigmas")
     assert got.shape == ref.shape
     assert max_rel(got, ref) <= 1e-6
@@ -115,24 +121,25 @@ def test_start_noise_rule(run: KSamplerRun):
         if torch.count_nonzero(latent_in)
         else torch.equal(expected_in, latent_in)
     )
-    x = MS.noise_scaling(sigmas[0], noise, latent_in, MS.is_max_denoise(sigmas))
+    max_denoise = KSAMPLER(None).max_denoise(type("Wrap", (), {"inner_model": BaseModel(SD15({}))})(), sigmas)
+    x = MS.noise_scaling(sigmas[0], noise, latent_in, max_denoise)
     assert max_rel(x, run.npy("step_x")[0]) <= 1e-6
     partial = run.workflow in ("img2img", "hires_fix") and run.params["denoise"] < 1
-    assert MS.is_max_denoise(sigmas) == (not partial and run.params["scheduler"] != "ddim_uniform")
+    assert max_denoise == (not partial and run.params["scheduler"] != "ddim_uniform")
 
 
-def test_eps_to_denoiser_feeds_the_unet_as_documented():
-    """UNet input x / sqrt(sigma^2 + 1), nearest integer timestep, denoised = x - sigma * eps."""
+def test_apply_model_feeds_the_network_as_documented():
+    """Network input x / sqrt(sigma^2 + 1), nearest integer timestep, denoised = x - sigma * eps."""
     seen = {}
 
-    def unet(x_in, t, context):
+    def unet(x_in, t, context=None, **kwargs):
         seen.update(x_in=x_in, t=t, context=context)
         return torch.ones_like(x_in)
 
-    model_fn = eps_to_denoiser(unet, MS)
+    model = BaseModel(SD15({})).bind(unet)
     x = torch.full((2, 4, 2, 2), 2.0)
     sigma = torch.tensor([3.168605, 14.614643])
-    out = model_fn(x, sigma, torch.zeros(2, 77, 8))
+    out = model.apply_model(x, sigma, c_crossattn=torch.zeros(2, 77, 8))
     assert seen["t"].tolist() == [687.0, 999.0] and seen["t"].dtype == torch.float32
     assert torch.allclose(seen["x_in"][0], 2.0 / torch.sqrt(sigma[0] ** 2 + 1))
     assert torch.allclose(out[1], 2.0 - sigma[1] * torch.ones(4, 2, 2))

@@ -11,10 +11,11 @@ import importlib.util
 import pytest
 import torch
 
-from comfy_kernel_core_nodes.sd.checkpoint import derive_unet_config, detect_model_type, split_state_dict
-from comfy_kernel_core_nodes.sd.clip_text import CLIPTextModel
-from comfy_kernel_core_nodes.sd.unet import UNetModel
-from comfy_kernel_core_nodes.sd.vae import AutoencoderKL
+from comfy_kernel_core_nodes.components.clip.text_model import CLIPTextModel
+from comfy_kernel_core_nodes.components.kl_vae import AutoencoderKL
+from comfy_kernel_core_nodes.families.sd.models import unet_layout
+from comfy_kernel_core_nodes.families.sd.unet import UNetModel
+from comfy_kernel_core_nodes.model import detection
 
 EXPECTED = {
     "min": ((1,), (1,), (1,), None),
@@ -38,19 +39,22 @@ def _shapes(module: torch.nn.Module) -> dict[str, tuple[int, ...]]:
 
 @pytest.mark.parametrize("preset", sorted(EXPECTED))
 def test_layout_round_trip(generator, preset):
-    items = generator.build_spec(preset).items
-    sd = {key: torch.empty(shape, device="meta") for key, shape, _ in items}
-    unet_sd, vae_sd, clip_sd = split_state_dict(sd)
+    shapes = {key: tuple(shape) for key, shape, _ in generator.build_spec(preset).items}
+    part = lambda p: {k[len(p):]: v for k, v in shapes.items() if k.startswith(p)}  # noqa: E731
+    unet_sd, vae_sd = part("model.diffusion_model."), part("first_stage_model.")
+    clip_sd = {k: v for k, v in part("cond_stage_model.transformer.text_model.").items()
+               if not k.endswith("position_ids")}
 
-    cfg = derive_unet_config(unet_sd)
+    config = detection.model_config_from(shapes, "model.diffusion_model.")
+    assert config.family == "sd15"
+    cfg = unet_layout(config.unet_config)
     mult, res, depth, middle = EXPECTED[preset]
     assert cfg.channel_mult == mult and cfg.num_res_blocks == res
     per_block = tuple(d for d, n in zip(depth, res, strict=True) for _ in range(n))
     assert cfg.transformer_depth == per_block
     assert cfg.transformer_depth_middle == middle
-    assert detect_model_type(cfg) == "sd15"
 
     with torch.device("meta"):
         models = (UNetModel(cfg), AutoencoderKL(), CLIPTextModel())
-    for model, part in zip(models, (unet_sd, vae_sd, clip_sd), strict=True):
-        assert _shapes(model) == {k: tuple(v.shape) for k, v in part.items()}
+    for model, expected in zip(models, (unet_sd, vae_sd, clip_sd), strict=True):
+        assert _shapes(model) == expected

@@ -5,11 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from _sd import denoise, sd15_sampling, vae_of
 
-from comfy_kernel_core_nodes.sd.clip_text import encode_prompt
-from comfy_kernel_core_nodes.sd.model_sampling import timestep_to_sigma
-from comfy_kernel_core_nodes.sd.unet import denoise
-from comfy_kernel_core_nodes.sd.vae import decode
+from comfy_kernel_core_nodes.components.clip.text_model import encode_prompt
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
@@ -24,7 +22,7 @@ def test_txt2img_end_to_end(reference_outputs, sd15_tiny_clip, sd15_tiny_unet, s
 
     noise = torch.randn((1, 4, 8, 8), generator=torch.Generator().manual_seed(42))
     assert torch.equal(noise, torch.from_numpy(np.load(folder / "ksampler0_noise.npy")))
-    sigmas = torch.cat([timestep_to_sigma(torch.linspace(999, 0, 4)), torch.zeros(1)])
+    sigmas = torch.cat([sd15_sampling().sigma(torch.linspace(999, 0, 4)), torch.zeros(1)])
 
     x = noise * (1 + sigmas[0] ** 2) ** 0.5
     for sigma, sigma_next in zip(sigmas[:-1], sigmas[1:], strict=True):
@@ -35,5 +33,5 @@ def test_txt2img_end_to_end(reference_outputs, sd15_tiny_clip, sd15_tiny_unet, s
 
     latent_ref = torch.from_numpy(np.load(folder / "latent_KSampler_node5.npy"))
     assert (latent - latent_ref).abs().max() / latent_ref.abs().max() <= 1e-4
-    image = decode(sd15_tiny_vae, latent)
+    image = vae_of(sd15_tiny_vae).decode(latent)
     assert (image - torch.from_numpy(np.load(folder / "image.npy"))).abs().max() <= 1e-4

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from comfy_kernel_core_nodes.sd.clip_text import encode_chunks
-from comfy_kernel_core_nodes.sd.prompt import parse_weights, tokenize_prompt
-from comfy_kernel_core_nodes.sd.tokenizer import END_TOKEN, START_TOKEN, default_tokenizer
+from comfy_kernel_core_nodes.components.clip.prompt import parse_weights, tokenize_prompt
+from comfy_kernel_core_nodes.components.clip.text_model import encode_chunks
+from comfy_kernel_core_nodes.components.clip.tokenizer import END_TOKEN, START_TOKEN, default_tokenizer
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
@@ -90,7 +90,7 @@ def test_textual_inversion_embedding(tmp_path, sd15_tiny_clip):
 
 
 def test_encode_prompt_with_clip_skip(reference_outputs, sd15_tiny_clip):
-    from comfy_kernel_core_nodes.sd.clip_text import encode_prompt
+    from comfy_kernel_core_nodes.components.clip.text_model import encode_prompt
 
     cond, pooled = encode_prompt(sd15_tiny_clip, "a photo of a cat", layer_idx=-2)
     ref = np.load(reference_outputs / "clip_skip2" / "cond_positive.npy")

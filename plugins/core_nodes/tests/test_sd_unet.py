@@ -5,15 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from _sd import predict_noise, sd15_sampling
 
-from comfy_kernel_core_nodes.sd.model_sampling import (
-    sigma_max,
-    sigma_min,
-    sigma_table,
-    sigma_to_timestep,
-    timestep_to_sigma,
-)
-from comfy_kernel_core_nodes.sd.unet import predict_noise, timestep_embedding
+from comfy_kernel_core_nodes.families.sd.unet import timestep_embedding
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
@@ -23,20 +17,21 @@ def _load(folder, name):
 
 
 def test_sigma_table():
-    table = sigma_table()
+    ms = sd15_sampling()
+    table = ms.sigmas
     assert table.dtype == torch.float32 and table.shape == (1000,)
-    assert sigma_min() == pytest.approx(0.029167, rel=1e-5)
-    assert sigma_max() == pytest.approx(14.614642, rel=1e-6)
-    assert torch.equal(sigma_to_timestep(table), torch.arange(1000).float())
-    assert sigma_to_timestep(torch.tensor([3.168605])).item() == 687.0
-    assert timestep_to_sigma(torch.tensor([999.0])).item() == pytest.approx(14.614642, rel=1e-6)
-    mid = timestep_to_sigma(torch.tensor([500.5])).item()
+    assert float(ms.sigma_min) == pytest.approx(0.029167, rel=1e-5)
+    assert float(ms.sigma_max) == pytest.approx(14.614642, rel=1e-6)
+    assert torch.equal(ms.timestep(table).float(), torch.arange(1000).float())
+    assert ms.timestep(torch.tensor([3.168605])).item() == 687
+    assert ms.sigma(torch.tensor([999.0])).item() == pytest.approx(14.614642, rel=1e-6)
+    mid = ms.sigma(torch.tensor([500.5])).item()
     assert table[500].item() < mid < table[501].item()
 
 
 def test_normal_schedule_matches_captured_sigmas(reference_outputs):
     t = torch.linspace(999, 0, 4)
-    sigmas = torch.cat([timestep_to_sigma(t), torch.zeros(1)])
+    sigmas = torch.cat([sd15_sampling().sigma(t), torch.zeros(1)])
     ref = _load(reference_outputs / "txt2img", "ksampler0_sigmas.npy")
     assert torch.allclose(sigmas, ref, rtol=1e-6, atol=0)
 
@@ -49,13 +44,14 @@ def test_timestep_embedding_is_cosines_first():
 
 
 def test_derived_config(sd15_tiny_parts):
-    from comfy_kernel_core_nodes.sd.checkpoint import derive_unet_config, detect_model_type
+    from comfy_kernel_core_nodes.families.sd.detect import unet_config
+    from comfy_kernel_core_nodes.families.sd.models import SD15
 
-    cfg = derive_unet_config(sd15_tiny_parts[0])
-    assert cfg.channel_mult == (1, 2) and cfg.num_res_blocks == (1, 1)
-    assert cfg.transformer_depth == (1, 0) and cfg.transformer_depth_output == (0, 0, 1, 1)
-    assert cfg.transformer_depth_middle == 1 and cfg.context_dim == 768 and cfg.num_heads == 8
-    assert detect_model_type(cfg) == "sd15"
+    cfg = unet_config({k: tuple(v.shape) for k, v in sd15_tiny_parts[0].items()})
+    assert cfg["channel_mult"] == (1, 2) and cfg["num_res_blocks"] == (1, 1)
+    assert cfg["transformer_depth"] == (1, 0) and cfg["transformer_depth_output"] == (1, 1, 0, 0)
+    assert cfg["transformer_depth_middle"] == 1 and cfg["context_dim"] == 768
+    assert SD15.matches(cfg) and SD15(cfg).unet_config["num_heads"] == 8
 
 
 @pytest.mark.parametrize(

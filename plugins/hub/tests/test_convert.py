@@ -10,6 +10,7 @@ import time
 import pytest
 from hub_helpers import disable_all_but, headers
 
+from comfy_kernel.nodes.io import MATCH_TYPE, expand_inputs
 from comfy_kernel.testing import ServerProcess
 
 USER = headers("converter")
@@ -252,9 +253,11 @@ def structural_problems(prompt: dict, object_info: dict, mismatches: list[str]) 
         info = object_info.get(entry["class_type"])
         if info is None:
             continue
-        specs = {**info["input"].get("required", {}), **info["input"].get("optional", {})}
-        for name in info["input"].get("required", {}):
-            if name not in entry["inputs"]:
+        # V3 dynamic inputs (Autogrow ``values.a``, DynamicCombo options) expand per node, as the server does
+        declared = expand_inputs(info["input"], entry["inputs"]).declared
+        specs = {name: spec for name, (_section, spec) in declared.items()}
+        for name, (section, _spec) in declared.items():
+            if section == "required" and name not in entry["inputs"]:
                 problems.append(f"{node_id} {entry['class_type']}: required input {name} missing")
         for name, value in entry["inputs"].items():
             spec = specs.get(name)
@@ -274,7 +277,8 @@ def structural_problems(prompt: dict, object_info: dict, mismatches: list[str]) 
                         # definition difference, not a conversion error.
                         mismatches.append(f"{node_id}: {name} links to output {value[1]} of {source['class_type']}")
                     elif not isinstance(spec[0], list) and "*" not in (spec[0], outputs[value[1]]) and \
-                            spec[0] not in str(outputs[value[1]]).split(",") and not isinstance(outputs[value[1]],
+                            MATCH_TYPE not in (spec[0], outputs[value[1]]) and \
+                            not set(str(spec[0]).split(",")) & set(str(outputs[value[1]]).split(",")) and not isinstance(outputs[value[1]],
                                                                                                 list):
                         problems.append(f"{node_id}: {name} wants {spec[0]}, gets {outputs[value[1]]}")
             elif not widget_value_ok(spec[0], value):

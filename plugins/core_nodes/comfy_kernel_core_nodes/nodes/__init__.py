@@ -1,54 +1,42 @@
-"""ComfyUI's core nodes, grouped by what they work on.
+"""ComfyUI's core nodes, one module per category.
 
-Importing this package (and its node modules) does not import torch: every
-node imports torch and the model code inside its function, so the server's
-start-up and ``/object_info`` stay light.
+Every module of this package that defines ``NODES`` (a list of
+:class:`~.common.NodeDef`) contributes its nodes; adding a category means
+adding a module, nothing else. Model families contribute theirs from
+``families/<family>/nodes.py`` the same way.
+
+Importing these modules must not import torch: every node imports torch and
+the model code inside its function, so the server's start-up and
+``/object_info`` stay light (a test enforces it).
 """
 
 from __future__ import annotations
 
-from . import conditioning, image, ksampler, latent, loaders, lora, save, utility, vae
+import importlib
+import importlib.util
+import pkgutil
 
-#: (name, class, display name) in the order ComfyUI lists its core nodes.
-NODES: list[tuple[str, type, str]] = [
-    ("KSampler", ksampler.KSampler, "KSampler"),
-    ("CheckpointLoaderSimple", loaders.CheckpointLoaderSimple, "Load Checkpoint"),
-    ("CLIPTextEncode", conditioning.CLIPTextEncode, "CLIP Text Encode (Prompt)"),
-    ("CLIPSetLastLayer", conditioning.CLIPSetLastLayer, "CLIP Set Last Layer"),
-    ("VAEDecode", vae.VAEDecode, "VAE Decode"),
-    ("VAEEncode", vae.VAEEncode, "VAE Encode"),
-    ("VAEEncodeForInpaint", vae.VAEEncodeForInpaint, "VAE Encode (for Inpainting)"),
-    ("VAELoader", loaders.VAELoader, "Load VAE"),
-    ("EmptyLatentImage", latent.EmptyLatentImage, "Empty Latent Image"),
-    ("LatentUpscale", latent.LatentUpscale, "Upscale Latent"),
-    ("LatentUpscaleBy", latent.LatentUpscaleBy, "Upscale Latent By"),
-    ("LatentFromBatch", latent.LatentFromBatch, "Latent From Batch"),
-    ("RepeatLatentBatch", latent.RepeatLatentBatch, "Repeat Latent Batch"),
-    ("SaveImage", save.SaveImage, "Save Image"),
-    ("PreviewImage", save.PreviewImage, "Preview Image"),
-    ("LoadImage", image.LoadImage, "Load Image"),
-    ("LoadImageMask", image.LoadImageMask, "Load Image (as Mask)"),
-    ("ImageScale", image.ImageScale, "Upscale Image"),
-    ("ImageScaleBy", image.ImageScaleBy, "Upscale Image By"),
-    ("ImageInvert", image.ImageInvert, "Invert Image"),
-    ("ImageBatch", image.ImageBatch, "Batch Images"),
-    ("ImagePadForOutpaint", image.ImagePadForOutpaint, "Pad Image for Outpainting"),
-    ("EmptyImage", image.EmptyImage, "EmptyImage"),
-    ("ConditioningAverage", conditioning.ConditioningAverage, "Conditioning (Average)"),
-    ("ConditioningCombine", conditioning.ConditioningCombine, "Conditioning (Combine)"),
-    ("ConditioningConcat", conditioning.ConditioningConcat, "Conditioning (Concat)"),
-    ("ConditioningSetArea", conditioning.ConditioningSetArea, "Conditioning (Set Area)"),
-    ("ConditioningSetMask", conditioning.ConditioningSetMask, "Conditioning (Set Mask)"),
-    ("KSamplerAdvanced", ksampler.KSamplerAdvanced, "KSampler (Advanced)"),
-    ("SetLatentNoiseMask", latent.SetLatentNoiseMask, "Set Latent Noise Mask"),
-    ("LatentComposite", latent.LatentComposite, "Latent Composite"),
-    ("LoraLoader", lora.LoraLoader, "Load LoRA"),
-    ("CLIPLoader", loaders.CLIPLoader, "Load CLIP"),
-    ("UNETLoader", loaders.UNETLoader, "Load Diffusion Model"),
-    ("LoraLoaderModelOnly", lora.LoraLoaderModelOnly, "LoraLoaderModelOnly"),
-    ("ConditioningZeroOut", conditioning.ConditioningZeroOut, "ConditioningZeroOut"),
-    ("VAEDecodeTiled", vae.VAEDecodeTiled, "VAE Decode (Tiled)"),
-    ("VAEEncodeTiled", vae.VAEEncodeTiled, "VAE Encode (Tiled)"),
-    ("PrimitiveInt", utility.PrimitiveInt, "Int"),
-    ("PreviewAny", utility.PreviewAny, "Preview Any"),
-]
+from .common import NodeDef
+
+
+def _collect(package: str, path: list[str]) -> list[NodeDef]:
+    found: list[NodeDef] = []
+    for info in sorted(pkgutil.iter_modules(path), key=lambda m: m.name):
+        module = importlib.import_module(f"{package}.{info.name}")
+        found.extend(getattr(module, "NODES", ()))
+    return found
+
+
+def _family_nodes() -> list[NodeDef]:
+    from .. import families
+
+    found: list[NodeDef] = []
+    for info in sorted(pkgutil.iter_modules(families.__path__), key=lambda m: m.name):
+        if info.ispkg and importlib.util.find_spec(f"{families.__name__}.{info.name}.nodes") is not None:
+            module = importlib.import_module(f"{families.__name__}.{info.name}.nodes")
+            found.extend(getattr(module, "NODES", ()))
+    return found
+
+
+#: Every core node: the category modules' here, then the model families'.
+NODES: list[NodeDef] = _collect(__name__, __path__) + _family_nodes()

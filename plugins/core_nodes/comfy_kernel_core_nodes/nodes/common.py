@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 MAX_RESOLUTION = 16384
 SEED_MAX = 0xFFFFFFFFFFFFFFFF
 
@@ -32,3 +34,17 @@ class AnyType(str):
 
 
 ANY = AnyType("*")
+
+
+class NodeDef(NamedTuple):
+    """One core node as a category module lists it in its ``NODES``.
+
+    ``python_module`` is the ComfyUI module the node lives in (``"nodes"`` or
+    ``"comfy_extras.nodes_<area>"``): /object_info reports it and the frontend
+    groups core nodes by it.
+    """
+
+    name: str
+    cls: type
+    display_name: str
+    python_module: str = "nodes"

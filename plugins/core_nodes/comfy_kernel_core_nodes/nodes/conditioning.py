@@ -1,88 +1,20 @@
 """Text encoding and CONDITIONING manipulation nodes.
 
-A CONDITIONING value is ComfyUI's list of ``[tensor [B, tokens, 768], options]``
+A CONDITIONING value is ComfyUI's list of ``[tensor [B, tokens, width], options]``
 pairs; ``options`` always carries ``pooled_output`` and may add ``area``,
-``mask``, ``strength``, ``mask_strength`` and ``set_area_to_bounds``, which the
-samplers read (see guidance.py). Nodes never modify their inputs in place:
+``mask``, ``strength``, ``mask_strength``, ``set_area_to_bounds``,
+``start_percent`` / ``end_percent`` and ``control``, which the sampler's
+guidance reads (sampling/guider.py). Nodes never modify their inputs in place:
 they return new lists with copied option dicts.
 """
 
 from __future__ import annotations
 
-import os
-from collections import OrderedDict
-from threading import Lock
 from typing import Any
 
-from . import context
-from .common import MAX_RESOLUTION
+from .common import MAX_RESOLUTION, NodeDef
 
 Conditioning = list[list[Any]]
-
-#: Recent encodings keyed by (text encoder, layer, prompt, embeddings state): re-queuing a
-#: prompt after its node outputs were evicted does not run the text encoder again.
-_ENCODE_CACHE: OrderedDict[tuple, tuple[Any, Any]] = OrderedDict()
-_ENCODE_CACHE_SIZE = 32
-_ENCODE_LOCK = Lock()
-
-
-def _embedding_dir() -> str | None:
-    """First existing embeddings directory (textual inversion files named by ``embedding:name``)."""
-    try:
-        paths = context.folders().paths("embeddings")
-    except RuntimeError:
-        return None
-    for path in paths:
-        if os.path.isdir(path):
-            return path
-    return None
-
-
-def _embeddings_stamp(directory: str | None) -> float | None:
-    if directory is None:
-        return None
-    try:
-        return os.stat(directory).st_mtime
-    except OSError:
-        return None
-
-
-def _file_stamp(path: str) -> tuple[int, int] | None:
-    """(mtime, size) of the weights file, so a replaced file never serves stale encodings."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return (st.st_mtime_ns, st.st_size)
-
-
-def encode_text(clip: Any, text: str) -> Conditioning:
-    """CONDITIONING of one prompt, reusing a cached encoding of the same text by the same encoder."""
-    from ..sd.clip_text import encode_chunks
-    from ..sd.prompt import EMBEDDING_PREFIX, tokenize_prompt
-
-    embedding_dir = _embedding_dir()
-    stamp = _embeddings_stamp(embedding_dir) if EMBEDDING_PREFIX in text else None
-    key = (clip._key(), _file_stamp(clip.path), clip.layer_idx, text, embedding_dir, stamp)
-    with _ENCODE_LOCK:
-        hit = _ENCODE_CACHE.get(key)
-        if hit is not None:
-            _ENCODE_CACHE.move_to_end(key)
-    if hit is None:
-        chunks = tokenize_prompt(text, embedding_dir=embedding_dir)
-        with clip.use() as model:
-            hit = encode_chunks(model, chunks, clip.layer_idx)
-        with _ENCODE_LOCK:
-            _ENCODE_CACHE[key] = hit
-            while len(_ENCODE_CACHE) > _ENCODE_CACHE_SIZE:
-                _ENCODE_CACHE.popitem(last=False)
-    cond, pooled = hit
-    return [[cond.clone(), {"pooled_output": pooled.clone()}]]
-
-
-def clear_encode_cache() -> None:
-    with _ENCODE_LOCK:
-        _ENCODE_CACHE.clear()
 
 
 class CLIPTextEncode:
@@ -106,7 +38,7 @@ class CLIPTextEncode:
         if clip is None:
             raise RuntimeError("ERROR: clip input is invalid: None\n\nIf the clip is from a checkpoint loader "
                                "node your checkpoint does not contain a valid clip or text encoder model.")
-        return (encode_text(clip, text),)
+        return (clip.encode_from_tokens_scheduled(clip.tokenize(text)),)
 
 
 class CLIPSetLastLayer:
@@ -120,7 +52,9 @@ class CLIPSetLastLayer:
                              "stop_at_clip_layer": ("INT", {"default": -1, "min": -24, "max": -1, "step": 1})}}
 
     def set_last_layer(self, clip: Any, stop_at_clip_layer: int) -> tuple[Any]:
-        return (clip.with_layer(int(stop_at_clip_layer)),)
+        clip = clip.clone()
+        clip.clip_layer(int(stop_at_clip_layer))
+        return (clip,)
 
 
 def _copy(conditioning: Conditioning) -> Conditioning:
@@ -265,3 +199,15 @@ class ConditioningZeroOut:
                 new_opts["pooled_output"] = torch.zeros_like(new_opts["pooled_output"])
             out.append([torch.zeros_like(tensor), new_opts])
         return (out,)
+
+
+NODES = [
+    NodeDef("CLIPTextEncode", CLIPTextEncode, "CLIP Text Encode (Prompt)", "nodes"),
+    NodeDef("CLIPSetLastLayer", CLIPSetLastLayer, "CLIP Set Last Layer", "nodes"),
+    NodeDef("ConditioningAverage", ConditioningAverage, "ConditioningAverage", "nodes"),
+    NodeDef("ConditioningCombine", ConditioningCombine, "Conditioning (Combine)", "nodes"),
+    NodeDef("ConditioningConcat", ConditioningConcat, "Conditioning (Concat)", "nodes"),
+    NodeDef("ConditioningSetArea", ConditioningSetArea, "Conditioning (Set Area)", "nodes"),
+    NodeDef("ConditioningSetMask", ConditioningSetMask, "Conditioning (Set Mask)", "nodes"),
+    NodeDef("ConditioningZeroOut", ConditioningZeroOut, "ConditioningZeroOut", "nodes"),
+]

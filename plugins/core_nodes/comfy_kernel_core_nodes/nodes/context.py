@@ -52,6 +52,16 @@ def temp_dir() -> str:
     return folders().dirs.temp
 
 
+def embedding_directory() -> str | None:
+    """The first existing ``embeddings`` folder (textual-inversion files named by ``embedding:name``)."""
+    if _folders is None:
+        return None
+    for path in _folders.paths("embeddings"):
+        if os.path.isdir(path):
+            return path
+    return None
+
+
 def annotated_input_path(name: str) -> str:
     """``name``, ``sub/name`` or ``name [output]`` resolved and confined to its base directory."""
     return folders().annotated_path(name)

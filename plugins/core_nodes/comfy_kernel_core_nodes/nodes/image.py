@@ -11,7 +11,7 @@ import os
 from typing import Any
 
 from . import context
-from .common import MAX_RESOLUTION
+from .common import MAX_RESOLUTION, NodeDef
 from .latent import CROP_METHODS, common_upscale
 
 IMAGE_UPSCALE_METHODS = ["nearest-exact", "bilinear", "area", "bicubic", "lanczos"]
@@ -265,3 +265,15 @@ class EmptyImage:
         rgb = torch.tensor([((color >> 16) & 0xFF) / 0xFF, ((color >> 8) & 0xFF) / 0xFF, (color & 0xFF) / 0xFF],
                            dtype=torch.float32)
         return (rgb.expand(batch_size, height, width, 3).contiguous(),)
+
+
+NODES = [
+    NodeDef("LoadImage", LoadImage, "Load Image", "nodes"),
+    NodeDef("LoadImageMask", LoadImageMask, "Load Image (as Mask)", "nodes"),
+    NodeDef("ImageScale", ImageScale, "Upscale Image", "nodes"),
+    NodeDef("ImageScaleBy", ImageScaleBy, "Upscale Image By", "nodes"),
+    NodeDef("ImageInvert", ImageInvert, "Invert Image", "nodes"),
+    NodeDef("ImageBatch", ImageBatch, "Batch Images", "nodes"),
+    NodeDef("ImagePadForOutpaint", ImagePadForOutpaint, "Pad Image for Outpainting", "nodes"),
+    NodeDef("EmptyImage", EmptyImage, "EmptyImage", "nodes"),
+]

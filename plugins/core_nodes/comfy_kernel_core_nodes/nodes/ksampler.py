@@ -1,6 +1,6 @@
 """KSampler and KSamplerAdvanced: the nodes around ``sampling.sample``.
 
-The UNet is pinned on its device for the whole sampling run. Every model
+The model is pinned on its device for the whole sampling run. Every model
 evaluation is an interrupt checkpoint, and every step reports progress through
 the kernel's ProgressBar (itself a checkpoint) with a latent preview when the
 server runs with ``--preview-method`` other than ``none``.
@@ -11,80 +11,72 @@ from __future__ import annotations
 from typing import Any
 
 from . import context
-from .common import SAMPLER_NAMES, SCHEDULER_NAMES, SEED_MAX
-
-#: SD1.x Latent2RGB projection: a cheap linear map from the 4 latent channels to RGB, for previews.
-SD15_LATENT_RGB = (
-    (0.3512, 0.2297, 0.3227),
-    (0.3250, 0.4974, 0.2350),
-    (-0.2829, 0.1762, 0.2721),
-    (-0.2120, -0.2616, -0.7177),
-)
-
-_model_sampling: Any = None
+from .common import SAMPLER_NAMES, SCHEDULER_NAMES, SEED_MAX, NodeDef
 
 
-def _discrete_sampling() -> Any:
-    global _model_sampling
-    if _model_sampling is None:
-        from ..sampling import DiscreteEpsSampling
+def latent_preview(x0: Any, latent_format: Any) -> Any:
+    """``("JPEG", PIL image, max size)`` of the first item of a latent, or None when previews are off.
 
-        _model_sampling = DiscreteEpsSampling()
-    return _model_sampling
-
-
-def latent_preview(x0: Any) -> Any:
-    """``("JPEG", PIL image, max size)`` of the first item of a latent, or None when previews are off."""
+    The image is the latent format's Latent2RGB projection (a cheap linear map
+    from the latent channels to RGB).
+    """
     method = context.option("preview_method", "none")
-    if method in (None, "none"):
+    if method in (None, "none") or latent_format is None or latent_format.latent_rgb_factors is None:
         return None
     import torch
     from PIL import Image
 
-    factors = torch.tensor(SD15_LATENT_RGB, dtype=torch.float32, device=x0.device)
-    rgb = x0[0].float().movedim(0, -1) @ factors
+    factors = torch.tensor(latent_format.latent_rgb_factors, dtype=torch.float32, device=x0.device)
+    sample = x0[0].float()
+    if sample.ndim == 4:  # video latents: the first frame
+        sample = sample[:, 0]
+    rgb = sample.movedim(0, -1) @ factors
+    if latent_format.latent_rgb_factors_bias is not None:
+        rgb = rgb + torch.tensor(latent_format.latent_rgb_factors_bias, dtype=torch.float32, device=x0.device)
     pixels = ((rgb + 1.0) / 2.0).clamp(0, 1).mul(255).to(torch.uint8).cpu().numpy()
     return ("JPEG", Image.fromarray(pixels), int(context.option("preview_size", 512) or 512))
 
 
+def prepare_callback(model: Any, steps: int, x0_output_dict: dict[str, Any] | None = None) -> Any:
+    """The per-step callback samplers call: progress, previews, and the last x0 for ``x0_output_dict``.
+
+    Every call is also an interrupt checkpoint (through the kernel's ProgressBar).
+    """
+    from comfy_kernel.progress import ProgressBar
+
+    pbar = ProgressBar(steps)
+    latent_format = model.get_model_object("latent_format") if model is not None else None
+
+    def callback(step: int, x0: Any, x: Any, total_steps: int) -> None:
+        if x0_output_dict is not None:
+            x0_output_dict["x0"] = x0
+        pbar.update_absolute(step + 1, total_steps, latent_preview(x0, latent_format))
+
+    return callback
+
+
 def common_ksampler(model: Any, seed: int, steps: int, cfg: float, sampler_name: str, scheduler: str,
-                    positive: list, negative: list, latent: dict[str, Any], denoise: float = 1.0, *,
-                    add_noise: bool = True, start_step: int | None = None, last_step: int | None = None,
+                    positive: list, negative: list, latent: dict[str, Any], denoise: float = 1.0,
+                    disable_noise: bool = False, start_step: int | None = None, last_step: int | None = None,
                     force_full_denoise: bool = False) -> tuple[dict[str, Any]]:
+    """What KSampler and KSamplerAdvanced run (ComfyUI's ``nodes.common_ksampler``)."""
     import torch
 
-    from comfy_kernel.progress import ProgressBar, throw_exception_if_processing_interrupted
+    from ..sampling import sample as comfy_sample
 
-    from ..sampling import eps_to_denoiser, sample
-    from . import guidance
-
-    samples = latent["samples"]
-    pbar = ProgressBar(steps)
-
-    def on_step(step: int, x0: torch.Tensor, x: torch.Tensor, total: int) -> None:
-        pbar.update_absolute(step + 1, total, latent_preview(x0))
-
-    with model.use() as unet:
-        device = next(unet.parameters()).device
-
-        def unet_fn(x_in: torch.Tensor, t: torch.Tensor, ctx: torch.Tensor) -> torch.Tensor:
-            throw_exception_if_processing_interrupted()
-            return unet(x_in, t, ctx)
-
-        ms = _discrete_sampling()
-        model_fn = eps_to_denoiser(unet_fn, ms)
-        model_fn, pos, neg = guidance.prepare(model_fn, positive, negative, samples.shape)
-        noise_mask = latent.get("noise_mask")
-        out = sample(
-            model_fn, pos, neg, samples.to(device), int(seed), int(steps), float(cfg), sampler_name, scheduler,
-            float(denoise), start_step=start_step, last_step=last_step, force_full_denoise=force_full_denoise,
-            add_noise=add_noise, batch_index=latent.get("batch_index"),
-            noise_mask=noise_mask.to(device) if noise_mask is not None else None,
-            callback=on_step, model_sampling=ms,
-        )
-    result = dict(latent)
-    result["samples"] = out.to("cpu", torch.float32)
-    return (result,)
+    latent_image = comfy_sample.fix_empty_latent_channels(model, latent["samples"])
+    if disable_noise:
+        noise = torch.zeros(latent_image.size(), dtype=latent_image.dtype, layout=latent_image.layout, device="cpu")
+    else:
+        noise = comfy_sample.prepare_noise(latent_image, seed, latent.get("batch_index"))
+    samples = comfy_sample.sample(model, noise, steps, cfg, sampler_name, scheduler, positive, negative,
+                                  latent_image, denoise=denoise, disable_noise=disable_noise, start_step=start_step,
+                                  last_step=last_step, force_full_denoise=force_full_denoise,
+                                  noise_mask=latent.get("noise_mask"), callback=prepare_callback(model, steps),
+                                  seed=seed)
+    out = dict(latent)
+    out["samples"] = samples
+    return (out,)
 
 
 def _sampler_inputs() -> dict[str, Any]:
@@ -149,6 +141,12 @@ class KSamplerAdvanced:
                scheduler: str, positive: list, negative: list, latent_image: dict[str, Any], start_at_step: int,
                end_at_step: int, return_with_leftover_noise: str, denoise: float = 1.0):
         return common_ksampler(model, noise_seed, steps, cfg, sampler_name, scheduler, positive, negative,
-                               latent_image, denoise, add_noise=add_noise != "disable",
+                               latent_image, denoise, disable_noise=add_noise == "disable",
                                start_step=int(start_at_step), last_step=int(end_at_step),
                                force_full_denoise=return_with_leftover_noise != "enable")
+
+
+NODES = [
+    NodeDef("KSampler", KSampler, "KSampler", "nodes"),
+    NodeDef("KSamplerAdvanced", KSamplerAdvanced, "KSampler (Advanced)", "nodes"),
+]

@@ -12,7 +12,7 @@ from typing import Any
 
 from comfy_kernel.nodes.resize import common_upscale
 
-from .common import MAX_RESOLUTION
+from .common import MAX_RESOLUTION, NodeDef
 
 LATENT_UPSCALE_METHODS = ["nearest-exact", "bilinear", "area", "bicubic", "bislerp"]
 CROP_METHODS = ["disabled", "center"]
@@ -198,3 +198,14 @@ class SetLatentNoiseMask:
         out = dict(samples)
         out["noise_mask"] = mask.reshape((-1, 1, mask.shape[-2], mask.shape[-1]))
         return (out,)
+
+
+NODES = [
+    NodeDef("EmptyLatentImage", EmptyLatentImage, "Empty Latent Image", "nodes"),
+    NodeDef("LatentUpscale", LatentUpscale, "Upscale Latent", "nodes"),
+    NodeDef("LatentUpscaleBy", LatentUpscaleBy, "Upscale Latent By", "nodes"),
+    NodeDef("LatentFromBatch", LatentFromBatch, "Latent From Batch", "nodes"),
+    NodeDef("RepeatLatentBatch", RepeatLatentBatch, "Repeat Latent Batch", "nodes"),
+    NodeDef("SetLatentNoiseMask", SetLatentNoiseMask, "Set Latent Noise Mask", "nodes"),
+    NodeDef("LatentComposite", LatentComposite, "Latent Composite", "nodes"),
+]

@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 from . import context
+from .common import NodeDef
 
 PREVIEW_ALPHABET = "abcdefghijklmnopqrstupvxyz"  # as ComfyUI: 'p' twice, no 'w'
 
@@ -187,3 +188,9 @@ class PreviewImage:
         prefix = filename_prefix + self.prefix_append
         results = save_images(images, prefix, context.temp_dir(), "temp", 1, prompt, extra_pnginfo)
         return {"ui": {"images": results}}
+
+
+NODES = [
+    NodeDef("SaveImage", SaveImage, "Save Image", "nodes"),
+    NodeDef("PreviewImage", PreviewImage, "Preview Image", "nodes"),
+]

@@ -1,26 +1,11 @@
-"""Small utility nodes used by ComfyUI's front end and benchmarks: PrimitiveInt and PreviewAny."""
+"""PreviewAny: shows any value as text in the front end."""
 
 from __future__ import annotations
 
 import json
-import sys
 from typing import Any
 
-from .common import ANY
-
-
-class PrimitiveInt:
-    CATEGORY = "utils/primitive"
-    RETURN_TYPES = ("INT",)
-    FUNCTION = "execute"
-
-    @classmethod
-    def INPUT_TYPES(cls) -> dict[str, Any]:
-        return {"required": {"value": ("INT", {"min": -sys.maxsize, "max": sys.maxsize,
-                                               "control_after_generate": True})}}
-
-    def execute(self, value: int) -> tuple[int]:
-        return (value,)
+from .common import ANY, NodeDef
 
 
 def preview_text(source: Any) -> str:
@@ -52,3 +37,8 @@ class PreviewAny:
 
     def main(self, source: Any = None) -> dict[str, Any]:
         return {"ui": {"text": (preview_text(source),)}}
+
+
+NODES = [
+    NodeDef("PreviewAny", PreviewAny, "Preview Any", "comfy_extras.nodes_preview_any"),
+]

@@ -1,7 +1,8 @@
 """VAE nodes: decode, encode, their tiled variants and the inpainting encoder.
 
-Each node pins the VAE on its device while it runs; the IMAGE / LATENT values
-that leave the node live on the CPU in float32, as ComfyUI's do.
+The VAE object (model/vae.py) pins its network on the worker's device while
+it runs; the IMAGE / LATENT values that leave the node live on the CPU in
+float32, as ComfyUI's do.
 """
 
 from __future__ import annotations
@@ -9,8 +10,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-# Images decoded per VAE call: bounds the activation memory of big batches.
-DECODE_BATCH = 4
+from .common import NodeDef
 
 
 class VAEDecode:
@@ -26,14 +26,10 @@ class VAEDecode:
                              "vae": ("VAE", {"tooltip": "The VAE to decode with."})}}
 
     def decode(self, vae: Any, samples: dict[str, Any]) -> tuple[Any]:
-        import torch
-
-        from ..sd.vae import decode
-
-        latent = samples["samples"]
-        with vae.use() as model:
-            parts = [decode(model, latent[i:i + DECODE_BATCH]) for i in range(0, latent.shape[0], DECODE_BATCH)]
-        return (torch.cat(parts).to("cpu", torch.float32),)
+        images = vae.decode(samples["samples"])
+        if images.ndim == 5:  # video VAEs: frames become batch items
+            images = images.reshape(-1, *images.shape[-3:])
+        return (images,)
 
 
 class VAEDecodeTiled:
@@ -55,11 +51,15 @@ class VAEDecodeTiled:
 
     def decode(self, vae: Any, samples: dict[str, Any], tile_size: int, overlap: int = 64,
                temporal_size: int = 64, temporal_overlap: int = 8) -> tuple[Any]:
-        from ..sd.vae import decode_tiled
-
-        with vae.use() as model:
-            image = decode_tiled(model, samples["samples"], int(tile_size), int(overlap))
-        return (image.cpu().float(),)
+        if tile_size < overlap * 4:
+            overlap = tile_size // 4
+        compression = vae.spacial_compression_decode()
+        images = vae.decode_tiled(samples["samples"], tile_x=tile_size // compression,
+                                  tile_y=tile_size // compression, overlap=overlap // compression,
+                                  tile_t=temporal_size, overlap_t=temporal_overlap)
+        if images.ndim == 5:
+            images = images.reshape(-1, *images.shape[-3:])
+        return (images,)
 
 
 class VAEEncode:
@@ -73,11 +73,7 @@ class VAEEncode:
         return {"required": {"pixels": ("IMAGE",), "vae": ("VAE",)}}
 
     def encode(self, vae: Any, pixels: Any) -> tuple[dict[str, Any]]:
-        from ..sd.vae import encode
-
-        with vae.use() as model:
-            latent = encode(model, pixels)
-        return ({"samples": latent.cpu().float()},)
+        return ({"samples": vae.encode(pixels[:, :, :, :3])},)
 
 
 class VAEEncodeTiled:
@@ -99,11 +95,10 @@ class VAEEncodeTiled:
 
     def encode(self, vae: Any, pixels: Any, tile_size: int, overlap: int = 64, temporal_size: int = 64,
                temporal_overlap: int = 8) -> tuple[dict[str, Any]]:
-        from ..sd.vae import encode_tiled
-
-        with vae.use() as model:
-            latent = encode_tiled(model, pixels, int(tile_size), int(overlap))
-        return ({"samples": latent.cpu().float()},)
+        overlap = min(overlap, tile_size // 4)
+        latent = vae.encode_tiled(pixels[:, :, :, :3], tile_x=tile_size, tile_y=tile_size, overlap=overlap,
+                                  tile_t=temporal_size, overlap_t=temporal_overlap)
+        return ({"samples": latent},)
 
 
 class VAEEncodeForInpaint:
@@ -122,9 +117,7 @@ class VAEEncodeForInpaint:
         import torch
         import torch.nn.functional as F
 
-        from ..sd.vae import encode
-
-        down = vae.downscale
+        down = vae.spacial_compression_encode()
         h, w = (pixels.shape[1] // down) * down, (pixels.shape[2] // down) * down
         mask = F.interpolate(mask.reshape(-1, 1, mask.shape[-2], mask.shape[-1]).float(),
                              size=(pixels.shape[1], pixels.shape[2]), mode="bilinear")
@@ -141,6 +134,14 @@ class VAEEncodeForInpaint:
             grown = torch.clamp(F.conv2d(mask.round(), kernel, padding=padding), 0, 1)
         keep = (1.0 - mask.round()).squeeze(1)
         pixels[..., :3] = (pixels[..., :3] - 0.5) * keep.unsqueeze(-1) + 0.5
-        with vae.use() as model:
-            latent = encode(model, pixels)
-        return ({"samples": latent.cpu().float(), "noise_mask": grown[:, :, :h, :w].round()},)
+        latent = vae.encode(pixels)
+        return ({"samples": latent, "noise_mask": grown[:, :, :h, :w].round()},)
+
+
+NODES = [
+    NodeDef("VAEDecode", VAEDecode, "VAE Decode", "nodes"),
+    NodeDef("VAEEncode", VAEEncode, "VAE Encode", "nodes"),
+    NodeDef("VAEEncodeForInpaint", VAEEncodeForInpaint, "VAE Encode (for Inpainting)", "nodes"),
+    NodeDef("VAEDecodeTiled", VAEDecodeTiled, "VAE Decode (Tiled)", "nodes"),
+    NodeDef("VAEEncodeTiled", VAEEncodeTiled, "VAE Encode (Tiled)", "nodes"),
+]

@@ -225,10 +225,14 @@ def _tau_interval(start_sigma: float, end_sigma: float, eta: float = 1.0):
     return tau
 
 
-def _percent_to_sigma(percent: float) -> float:
-    from .model_sampling import DiscreteEpsSampling
+def _percent_to_sigma(model, percent: float) -> float:
+    """The model's sigma at a fraction of the schedule (SD1's table when the model does not say)."""
+    patcher = getattr(getattr(model, "inner_model", None), "model_patcher", None)
+    if patcher is not None:
+        return patcher.get_model_object("model_sampling").percent_to_sigma(percent)
+    from ..model.model_sampling import EPS, ModelSamplingDiscrete, combine
 
-    return DiscreteEpsSampling().percent_to_sigma(percent)
+    return combine(ModelSamplingDiscrete, EPS).percent_to_sigma(percent)
 
 
 @torch.no_grad()
@@ -253,7 +257,7 @@ def sample_sa_solver(
     noise_sampler = noise_sampler or default_noise_sampler(x, seed=seed_of(extra_args))
     lambdas = lam(sigmas)
     if tau_func is None:
-        tau_func = _tau_interval(_percent_to_sigma(0.2), _percent_to_sigma(0.8))
+        tau_func = _tau_interval(_percent_to_sigma(model, 0.2), _percent_to_sigma(model, 0.8))
     max_order = max(predictor_order, corrector_order)
     x_pred = x
     h, tau_t, noise = 0.0, 0.0, 0.0

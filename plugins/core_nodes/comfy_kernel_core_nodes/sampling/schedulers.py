@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
-
-from .model_sampling import DiscreteEpsSampling
 
 SCHEDULER_NAMES = [
     "simple",
@@ -25,6 +24,9 @@ SCHEDULER_NAMES = [
     "linear_quadratic",
     "kl_optimal",
 ]
+
+#: Any model sampling object (see model/model_sampling.py): sigmas, sigma_min/max, timestep() and sigma().
+ModelSampling = Any
 
 # Samplers whose last step is wasteful at sigma_min: the schedule is built one
 # step longer and its penultimate value dropped.
@@ -55,7 +57,7 @@ def kl_optimal(steps: int, sigma_min: float, sigma_max: float) -> torch.Tensor:
     return sigmas
 
 
-def normal(ms: DiscreteEpsSampling, steps: int, sgm: bool = False) -> torch.Tensor:
+def normal(ms: ModelSampling, steps: int, sgm: bool = False) -> torch.Tensor:
     """Uniform in timestep between the largest and smallest trained sigma."""
     start, end = ms.timestep(ms.sigma_max), ms.timestep(ms.sigma_min)
     append_zero = True
@@ -72,21 +74,21 @@ def normal(ms: DiscreteEpsSampling, steps: int, sgm: bool = False) -> torch.Tens
     return torch.FloatTensor(sigs)
 
 
-def simple(ms: DiscreteEpsSampling, steps: int) -> torch.Tensor:
+def simple(ms: ModelSampling, steps: int) -> torch.Tensor:
     """Evenly strided entries of the sigma table, from the top."""
     stride = len(ms.sigmas) / steps
     sigs = [float(ms.sigmas[-(1 + int(i * stride))]) for i in range(steps)]
     return torch.FloatTensor(sigs + [0.0])
 
 
-def ddim_uniform(ms: DiscreteEpsSampling, steps: int) -> torch.Tensor:
+def ddim_uniform(ms: ModelSampling, steps: int) -> torch.Tensor:
     """The DDIM paper's uniform timestep skipping (starts at index 1, below sigma_max)."""
     stride = max(len(ms.sigmas) // steps, 1)
     sigs = [float(ms.sigmas[i]) for i in range(1, len(ms.sigmas), stride)]
     return torch.FloatTensor(sigs[::-1] + [0.0])
 
 
-def beta(ms: DiscreteEpsSampling, steps: int, alpha: float = 0.6, beta_: float = 0.6) -> torch.Tensor:
+def beta(ms: ModelSampling, steps: int, alpha: float = 0.6, beta_: float = 0.6) -> torch.Tensor:
     """Timesteps at quantiles of a Beta distribution (Lee et al. 2024), duplicates removed."""
     from scipy import stats
 
@@ -103,7 +105,7 @@ def beta(ms: DiscreteEpsSampling, steps: int, alpha: float = 0.6, beta_: float =
 
 
 def linear_quadratic(
-    ms: DiscreteEpsSampling, steps: int, threshold_noise: float = 0.025, linear_steps: int | None = None
+    ms: ModelSampling, steps: int, threshold_noise: float = 0.025, linear_steps: int | None = None
 ) -> torch.Tensor:
     """Linear then quadratic in 'noise fraction' (from Movie Gen), scaled by sigma_max."""
     if steps == 1:
@@ -122,7 +124,7 @@ def linear_quadratic(
     return torch.FloatTensor(schedule) * ms.sigma_max.cpu()
 
 
-_HANDLERS: dict[str, Callable[[DiscreteEpsSampling, int], torch.Tensor]] = {
+_HANDLERS: dict[str, Callable[[ModelSampling, int], torch.Tensor]] = {
     "simple": simple,
     "sgm_uniform": lambda ms, n: normal(ms, n, sgm=True),
     "karras": lambda ms, n: karras(n, float(ms.sigma_min), float(ms.sigma_max)),
@@ -135,36 +137,10 @@ _HANDLERS: dict[str, Callable[[DiscreteEpsSampling, int], torch.Tensor]] = {
 }
 
 
-def calculate_sigmas(model_sampling: DiscreteEpsSampling, scheduler_name: str, steps: int) -> torch.Tensor:
+def calculate_sigmas(model_sampling: ModelSampling, scheduler_name: str, steps: int) -> torch.Tensor:
     """The raw schedule of ``steps`` steps for a scheduler name."""
     try:
         handler = _HANDLERS[scheduler_name]
     except KeyError:
         raise ValueError(f"unknown scheduler: {scheduler_name!r}") from None
     return handler(model_sampling, steps)
-
-
-def ksampler_sigmas(
-    model_sampling: DiscreteEpsSampling,
-    scheduler_name: str,
-    sampler_name: str,
-    steps: int,
-    denoise: float = 1.0,
-) -> torch.Tensor:
-    """The schedule KSampler runs: penultimate-sigma rule and partial-denoise truncation applied.
-
-    With denoise d < 1 the schedule is built for int(steps / d) steps and only
-    its last steps + 1 values are kept, so img2img starts part-way down.
-    """
-
-    def build(n: int) -> torch.Tensor:
-        if sampler_name in DISCARD_PENULTIMATE_SIGMA_SAMPLERS:
-            sigmas = calculate_sigmas(model_sampling, scheduler_name, n + 1)
-            return torch.cat([sigmas[:-2], sigmas[-1:]])
-        return calculate_sigmas(model_sampling, scheduler_name, n)
-
-    if denoise is None or denoise > 0.9999:
-        return build(steps)
-    if denoise <= 0.0:
-        return torch.FloatTensor([])
-    return build(int(steps / denoise))[-(steps + 1) :]

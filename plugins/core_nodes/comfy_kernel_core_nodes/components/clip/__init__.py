@@ -1,0 +1,1 @@
+"""The CLIP text transformer (CLIP-L, OpenCLIP-G), its BPE tokenizer and ComfyUI's prompt syntax."""

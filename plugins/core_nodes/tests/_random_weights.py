@@ -1,0 +1,54 @@
+"""Random-weight model files in real key layouts, for tests of families that have no reference files.
+
+Weights are N(0, 1/fan_in) (unit gain per layer, so activations stay O(1)),
+biases N(0, 0.01^2), norm scales 1 + N(0, 0.02^2): a network built from them
+produces varied, finite outputs, which is what detection, loading and
+end-to-end tests need. Shapes come from the network itself (built on the meta
+device) or from a key -> shape table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+
+def _norm_scale(key: str, shape: tuple[int, ...]) -> bool:
+    name = key.lower()
+    return len(shape) == 1 and name.endswith("weight") and any(
+        tag in name for tag in ("norm", "ln_", "ln_final", "layer_norm", "scale"))
+
+
+def random_state_dict(shapes: Mapping[str, tuple[int, ...]], seed: int = 0,
+                      dtype: torch.dtype = torch.float16) -> dict[str, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    out: dict[str, torch.Tensor] = {}
+    for key in sorted(shapes):
+        shape = tuple(shapes[key])
+        if _norm_scale(key, shape):
+            t = 1 + 0.02 * torch.randn(shape, generator=generator)
+        elif len(shape) >= 2:
+            fan_in = 1
+            for d in shape[1:]:
+                fan_in *= d
+            if "embedding" in key or "positional" in key or "token" in key:
+                fan_in = 2500  # embeddings: small rows
+            t = torch.randn(shape, generator=generator) / fan_in**0.5
+        else:
+            t = 0.01 * torch.randn(shape, generator=generator)
+        out[key] = t.to(dtype)
+    return out
+
+
+def module_shapes(module: torch.nn.Module, prefix: str = "") -> dict[str, tuple[int, ...]]:
+    """Key -> shape of a module's parameters and persistent buffers (build it on the meta device)."""
+    return {prefix + k: tuple(v.shape) for k, v in module.state_dict().items()}
+
+
+def write(path: Path, tensors: dict[str, torch.Tensor]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(path))
+    return path

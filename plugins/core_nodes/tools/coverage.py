@@ -1,0 +1,131 @@
+"""How much of ComfyUI's node set and of the frontend's workflow templates the core nodes cover.
+
+``python plugins/core_nodes/tools/coverage.py`` prints the figures and rewrites
+the generated node table in plugins/core_nodes/README.md (between its
+``<!-- node table -->`` markers); ``--check`` exits 1 when the README is out of
+date (the tests run it). Templates come from the installed
+``comfyui-workflow-templates-json`` package (the frontend's dependency); the
+"local" templates are those of its index that are not paid API workflows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+PLUGIN = Path(__file__).resolve().parents[1]
+DATA = PLUGIN / "tests" / "data"
+README = PLUGIN / "README.md"
+BEGIN, END = "<!-- node table -->", "<!-- end of node table -->"
+
+#: Types the frontend handles itself; they never reach the server.
+FRONTEND_ONLY = {"Note", "MarkdownNote", "Reroute", "PrimitiveNode", "Label", "GroupNode"}
+
+#: Why a ComfyUI module's nodes are not here (yet). Anything not listed and not done is "not yet".
+WHY = {
+    "comfy_extras.nodes_train": ("never", "training LoRAs is outside an inference server's job"),
+    "comfy_extras.nodes_load_3d": ("not yet", "3D viewer nodes: the frontend's 3D widgets and the 3D families"),
+    "comfy_extras.nodes_hunyuan3d": ("not yet", "Hunyuan3D family (3D generation)"),
+    "comfy_extras.nodes_stable3d": ("not yet", "Stable Zero123 / SV3D families"),
+    "comfy_extras.nodes_stable_cascade": ("not yet", "Stable Cascade family"),
+    "comfy_extras.nodes_cosmos": ("not yet", "Cosmos family"),
+    "comfy_extras.nodes_mochi": ("not yet", "Mochi family"),
+    "comfy_extras.nodes_pixart": ("not yet", "PixArt family"),
+    "comfy_extras.nodes_photomaker": ("not yet", "PhotoMaker"),
+    "comfy_extras.nodes_wan": ("not yet", "Wan family (video)"),
+    "comfy_extras.nodes_camera_trajectory": ("not yet", "Wan family (video)"),
+    "comfy_extras.nodes_lt": ("not yet", "LTX-Video family"),
+    "comfy_extras.nodes_hunyuan": ("not yet", "HunyuanVideo / Hunyuan image families"),
+    "comfy_extras.nodes_ace": ("not yet", "ACE-Step family (audio)"),
+    "comfy_extras.nodes_lotus": ("not yet", "Lotus family"),
+}
+
+
+def reference() -> dict:
+    return json.loads((DATA / "comfyui-0.3.64-object_info.local.json").read_text())
+
+
+def newer() -> dict:
+    out: dict = {}
+    for path in sorted((DATA / "newer").glob("*.json")):
+        out.update(json.loads(path.read_text()))
+    return out
+
+
+def registered() -> set[str]:
+    from comfy_kernel_core_nodes.nodes import NODES
+
+    return {n.name for n in NODES}
+
+
+def template_types(workflow: dict) -> set[str]:
+    """Node types a UI-format workflow uses, subgraph contents included, subgraph instances and notes excluded."""
+    definitions = workflow.get("definitions") or {}
+    subgraphs = {s["id"]: s for s in (definitions.get("subgraphs") or [])} if isinstance(definitions, dict) else {}
+    found: set[str] = set()
+    for nodes in [workflow.get("nodes", [])] + [s.get("nodes", []) for s in subgraphs.values()]:
+        found |= {n.get("type") for n in nodes if n.get("type") not in subgraphs}
+    return found - FRONTEND_ONLY - {None}
+
+
+def local_templates() -> dict[str, set[str]]:
+    """Each local template's node types."""
+    import comfyui_workflow_templates_json as package
+
+    folder = Path(package.__file__).parent / "templates"
+    index = json.loads((folder / "index.json").read_text())
+    names = sorted({t["name"] for category in index for t in category.get("templates", [])
+                    if not t["name"].startswith("api_")})
+    return {name: template_types(json.loads((folder / f"{name}.json").read_text())) for name in names
+            if (folder / f"{name}.json").is_file()}
+
+
+def figures() -> dict:
+    ours, ref = registered(), reference()
+    templates = local_templates()
+    runnable = [name for name, types in templates.items() if types <= ours]
+    return {"reference_nodes": len(ref), "reference_done": len(ours & set(ref)), "registered": len(ours),
+            "templates": len(templates), "templates_runnable": len(runnable)}
+
+
+def table() -> str:
+    ours, ref, new = registered(), reference(), newer()
+    rows = ["| node | ComfyUI module | status |", "| --- | --- | --- |"]
+    for name in sorted(set(ref) | set(new) | ours, key=str.lower):
+        module = (ref.get(name) or new.get(name) or {}).get("python_module", "")
+        if name in ours:
+            status = "done"
+        else:
+            kind, why = WHY.get(module, ("not yet", ""))
+            status = f"{kind}: {why}" if why else kind
+        rows.append(f"| {name} | {module} | {status} |")
+    f = figures()
+    head = (f"{f['reference_done']} of ComfyUI 0.3.64's {f['reference_nodes']} local nodes are here with its "
+            f"exact contract ({f['registered']} core nodes in all, newer ones included); "
+            f"{f['templates_runnable']} of the {f['templates']} local workflow templates use only nodes that are here.")
+    return "\n".join([head, "", *rows])
+
+
+def rewrite(check: bool) -> int:
+    text = README.read_text()
+    start, end = text.index(BEGIN) + len(BEGIN), text.index(END)
+    updated = text[:start] + "\n" + table() + "\n" + text[end:]
+    if check:
+        return 0 if updated == text else 1
+    README.write_text(updated)
+    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="exit 1 when the README's node table is out of date")
+    args = parser.parse_args()
+    if not args.check:
+        print(json.dumps(figures(), indent=1))
+    return rewrite(args.check)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,37 @@
+"""V3 io pieces ComfyUI's newer core nodes rely on: MultiType, DICT/ARRAY, outputs named by id,
+and ``accept_all_inputs`` reaching the executor."""
+
+from __future__ import annotations
+
+from comfy_kernel.execution.nodeclass import NodeDef
+from comfy_kernel.nodes import io
+
+
+class Node(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(node_id="Node", accept_all_inputs=True,
+                         inputs=[io.MultiType.Input("value", [io.Int, io.Float, io.Int], display_name="v"),
+                                 io.Dict.Input("d"), io.Array.Input("a", optional=True)],
+                         outputs=[io.Boolean.Output("is_none"), io.Int.Output(), io.Float.Output(display_name="F")])
+
+    @classmethod
+    def execute(cls, **kw):
+        return io.NodeOutput(True, 1, 2.0)
+
+
+def test_multitype_joins_its_types_and_keeps_options():
+    info = Node.GET_NODE_INFO_V1()
+    assert info["input"]["required"]["value"] == ["INT,FLOAT", {"display_name": "v"}]
+    assert info["input"]["required"]["d"][0] == "DICT" and info["input"]["optional"]["a"][0] == "ARRAY"
+
+
+def test_an_output_named_only_by_id_shows_the_id():
+    assert Node.GET_NODE_INFO_V1()["output_name"] == ["is_none", "INT", "F"]
+    assert Node.RETURN_NAMES == ("is_none", "INT", "F")
+
+
+def test_accept_all_inputs_is_known_to_the_executor():
+    assert NodeDef("Node", Node).accept_all
+    assert not NodeDef("Other", type("Other", (Node,), {"define_schema": classmethod(
+        lambda cls: io.Schema(node_id="Other"))})).accept_all
