@@ -297,34 +297,56 @@ class Billing:
             self.db.submit(self._write_usages)
 
     def _write_usages(self, conn: sqlite3.Connection) -> None:
-        """Write the usage records queued since the last call: free runs in one statement."""
+        """Write the usage records queued since the last call: free runs in one statement.
+
+        Never raises: a record that cannot be built or written is logged and
+        skipped (the next start's reconciliation charges its prompt from
+        history), so one bad record cannot cost the others.
+        """
         with self._unwritten_lock:
             batch, self._unwritten = self._unwritten, []
         free: list[tuple[Any, ...]] = []
-        dirs, folders = self.kernel.dirs, self.kernel.folders
-        for (prompt_id, owner, extra, status, nodes, worker, started, ended, created, outputs, prompt, busy, plan,
-             cost) in batch:
-            stamp = extra.get(STAMP) if isinstance(extra, dict) else None
-            if not isinstance(stamp, dict):
-                stamp = {}
-            ended = ended or time.time()
-            if plan is None:  # not cached on the loop (queued before a restart): the stored plan decides
-                plan = self.active_plan(ledger.ensure_account(conn, self.settings, owner, ended, self.tables.seats))
-                cost = plan.cost_micros(busy, worker) if plan is not None else 0
-            outputs_count, outputs_bytes = output_figures(dirs, outputs or {})
-            row = (str(stamp.get("run") or f"prompt:{prompt_id}"), prompt_id, owner,
-                   stamp.get("user") or (None if owner.startswith("ws:") else owner), stamp.get("workspace"),
-                   plan.slug if plan is not None else None, worker.get("id"), worker.get("type"), worker.get("name"),
-                   "crashed" if busy == 0.0 and crashed(status) else status_of(status), created, started, ended,
-                   max(0.0, ended - started) if started else 0.0, busy,
-                   orjson.dumps(node_figures(nodes)).decode(), orjson.dumps(models_used(folders, prompt, nodes)).decode(),
-                   outputs_count, outputs_bytes, cost, 0)
-            if cost:
-                ledger.record_usage(conn, self.settings, dict(zip(ledger.USAGE_COLUMNS, row, strict=True)))
-            else:
+        for kept in batch:
+            try:
+                row, cost = self._usage_row(conn, kept)
+            except Exception:
+                log.exception("billing: could not build the usage record of prompt %s", kept[0])
+                continue
+            if not cost:
                 free.append(row)
+                continue
+            conn.execute("SAVEPOINT usage")
+            try:
+                ledger.record_usage(conn, self.settings, dict(zip(ledger.USAGE_COLUMNS, row, strict=True)))
+            except Exception:
+                conn.execute("ROLLBACK TO usage")
+                log.exception("billing: could not charge prompt %s", kept[0])
+            conn.execute("RELEASE usage")
         if free:
-            conn.executemany(ledger.INSERT_USAGE, free)
+            try:
+                conn.executemany(ledger.INSERT_USAGE, free)
+            except sqlite3.Error:
+                log.exception("billing: could not write %d usage records", len(free))
+
+    def _usage_row(self, conn: sqlite3.Connection, kept: tuple[Any, ...]) -> tuple[tuple[Any, ...], int]:
+        prompt_id, owner, extra, status, nodes, worker, started, ended, created, outputs, prompt, busy, plan, cost = kept
+        stamp = extra.get(STAMP) if isinstance(extra, dict) else None
+        if not isinstance(stamp, dict):
+            stamp = {}
+        ended = ended or time.time()
+        if plan is None:  # not cached on the loop (queued before a restart): the stored plan decides
+            plan = self.active_plan(ledger.ensure_account(conn, self.settings, owner, ended, self.tables.seats))
+            cost = plan.cost_micros(busy, worker) if plan is not None else 0
+        outputs_count, outputs_bytes = output_figures(self.kernel.dirs, outputs or {})
+        row = (str(stamp.get("run") or f"prompt:{prompt_id}"), prompt_id, owner,
+               stamp.get("user") or (None if owner.startswith("ws:") else owner), stamp.get("workspace"),
+               plan.slug if plan is not None else None, worker.get("id"), worker.get("type"), worker.get("name"),
+               "crashed" if busy == 0.0 and crashed(status) else status_of(status), created, started, ended,
+               max(0.0, ended - started) if started else 0.0, busy,
+               orjson.dumps(node_figures(nodes)).decode(),
+               orjson.dumps(models_used(self.kernel.folders, prompt, nodes)).decode(),
+               outputs_count, outputs_bytes, cost, 0)
+        return row, cost
 
     def _reconcile(self, conn: sqlite3.Connection) -> int:
         """Charge prompts whose history was written but whose usage was not (a crash in between).

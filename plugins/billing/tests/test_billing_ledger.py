@@ -235,3 +235,25 @@ def test_a_failing_write_spares_the_rest_of_its_batch(tmp_path):
         return keys
 
     assert asyncio.run(scenario()) == ["a", "b", "c"]
+
+
+def test_a_record_that_cannot_be_built_is_skipped_alone(tmp_path, settings, caplog):
+    base = h.prepare_base(tmp_path / "base")
+    kernel = Kernel(default_config(base_directory=base))
+    billing = Billing(kernel)
+    billing.settings = settings
+    conn = connect(str(tmp_path / "billing.db"))
+    plan = settings.plan("free")
+    good = ("p1", "alice", {"billing": {"run": "r1", "user": "alice"}}, {"status_str": "success"},
+            {"1": {"class_type": "X", "wall_s": 2.0, "busy_s": 2.0, "cached": False}}, {"id": "w", "type": "cpu"},
+            JUNE - 2, JUNE, JUNE - 3, {}, {}, 2.0, plan, plan.cost_micros(2.0, {"type": "cpu"}))
+    free = ("p2", "alice", {}, {"status_str": "success"}, {}, {"id": "w", "type": "cpu"}, JUNE, JUNE, JUNE,
+            {}, {}, 0.0, plan, 0)
+    broken = ("p3", "alice", {}, {"status_str": "success"}, {}, None, JUNE, JUNE, JUNE, {}, {}, 0.0, plan, 0)
+    billing._unwritten = [good, broken, free]
+    transaction(conn, billing._write_usages)
+    rows = {r["prompt_id"]: dict(r) for r in conn.execute("SELECT * FROM bl_usage")}
+    assert set(rows) == {"p1", "p2"} and rows["p1"]["cost_micros"] == 20_000 and rows["p2"]["run_id"] == "prompt:p2"
+    assert "could not build the usage record of prompt p3" in caplog.text
+    assert ledger.account_row(conn, "alice")["monthly_micros"] == 1_000_000 - 20_000
+    conn.close()
