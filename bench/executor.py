@@ -11,8 +11,9 @@ versions of the five nodes with no other plugin, or with every plugin.
 
 Usage: ``python bench/executor.py [--quick] [--setup core|kernel|all]``; prints
 each figure beside ComfyUI's and the ratio (>1 means comfy-kernel is faster).
-``--compare-billing`` instead measures what metering costs: trivial prompts
-with and without the billing plugin, interleaved.
+``--compare-billing`` instead measures what metering costs: the CPU time of
+each of its pieces per prompt, then trivial prompts with and without the
+billing plugin, interleaved (in one process, and on two servers).
 """
 
 from __future__ import annotations
@@ -322,6 +323,90 @@ def compare_billing(args: argparse.Namespace) -> None:
             json.dump(result, f, indent=1)
 
 
+def billing_components() -> dict:
+    """CPU time of each piece of metering per prompt, called directly (medians of 5 x 3,000 calls).
+
+    The pieces on the server loop (admission, the concurrency check, charging
+    a finished prompt) and on the billing thread (building and writing the
+    usage records, a commit per 25 prompts), timed with the CPU clock of the
+    calling thread, so a busy machine disturbs them far less than throughput.
+    """
+    import gc
+    import sqlite3
+    import tomllib
+    import types
+
+    from comfy_kernel.config import default_config
+    from comfy_kernel.kernel import Kernel
+    from comfy_kernel_billing.config import apply_plan_file
+    from comfy_kernel_billing.service import Billing
+
+    base = tempfile.mkdtemp(prefix="ck-bench-billing-parts-")
+    kernel = Kernel(default_config(base_directory=base))
+    kernel.prepare_directories()
+    kernel.executor = types.SimpleNamespace(heap=[], running={}, starting={})
+    prompt = trivial_primitive(1)
+    nodes = {"1": {"class_type": "PrimitiveInt", "wall_s": 1e-5, "busy_s": 1e-5, "cached": False},
+             "2": {"class_type": "PreviewAny", "wall_s": 1e-4, "busy_s": 1e-4, "cached": False}}
+
+    def event(i: int) -> dict:
+        now = time.time()
+        return {"prompt_id": f"p{i}", "owner": "default", "status": {"status_str": "success", "messages": []},
+                "outputs": {"2": {"text": ["1"]}}, "prompt": prompt, "nodes": nodes,
+                "extra_data": {"billing": {"run": f"r{i}", "user": "default"}}, "created": now, "started": now,
+                "ended": now, "worker": {"id": "worker-0", "type": "cpu", "name": "cpu"}}
+
+    async def run() -> dict[str, list[float]]:
+        billing = Billing(kernel)
+        billing.settings.enabled = True
+        apply_plan_file(billing.settings, tomllib.loads(BENCH_PLANS))
+        await billing.start()
+        request = types.SimpleNamespace(state=types.SimpleNamespace(identity=None))
+        await billing.admit(request, prompt, {}, "default")
+        billing.db.submit = lambda job: None  # written below, timed on this thread
+        gc.collect()
+        times: dict[str, list[float]] = {}
+        n = 3000
+        for rep in range(5):
+            t = time.thread_time()
+            for _ in range(n):
+                billing.admit(request, prompt, {}, "default")
+            times.setdefault("admission at /prompt (loop)", []).append(time.thread_time() - t)
+            start = {"prompt_id": "p", "owner": "default", "extra_data": {}}
+            t = time.thread_time()
+            for _ in range(n):
+                billing.may_start(start)
+            times.setdefault("max_concurrent check (loop)", []).append(time.thread_time() - t)
+            events = [event(rep * n + i) for i in range(n)]
+            t = time.thread_time()
+            for e in events:
+                billing.finished(e)
+            times.setdefault("charging a finished prompt (loop)", []).append(time.thread_time() - t)
+            queued, billing._unwritten = billing._unwritten, []
+            conn = sqlite3.connect(billing.settings.database, isolation_level=None)
+            t = time.thread_time()
+            for j in range(0, n, 25):
+                billing._unwritten = queued[j:j + 25]
+                conn.execute("BEGIN IMMEDIATE")
+                billing._write_usages(conn)
+                conn.execute("COMMIT")
+            times.setdefault("writing the usage record (thread)", []).append(time.thread_time() - t)
+            conn.close()
+        await billing.stop()
+        return {k: [v / n * 1e6 for v in vs] for k, vs in times.items()}
+
+    try:
+        parts = asyncio.run(run())
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    print("metering, CPU per prompt of each piece (median of 5 x 3000 calls):")
+    out = {}
+    for label, values in parts.items():
+        out[label] = statistics.median(values)
+        print(f"  {label:<40} {out[label]:>6.1f} us")
+    return out
+
+
 def billing_in_process(args: argparse.Namespace) -> dict:
     """Metering's own cost, measured in one server process with the billing hooks on and off.
 
@@ -436,13 +521,14 @@ def main() -> None:
                              "all: every installed plugin, bench/nodepack's nodes")
     args = parser.parse_args()
     if args.compare_billing:
+        parts = billing_components()
         precise = billing_in_process(args)
         compare_billing(args)
         if args.json:
             with open(args.json) as f:
                 both = json.load(f)
             with open(args.json, "w") as f:
-                json.dump({"two_servers": both, "in_process": precise}, f, indent=1)
+                json.dump({"components_us": parts, "in_process": precise, "two_servers": both}, f, indent=1)
         return
     with open(REFERENCE) as f:
         ref = json.load(f)
