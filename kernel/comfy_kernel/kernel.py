@@ -108,10 +108,9 @@ class Kernel:
     def feature_flags(self) -> dict[str, Any]:
         flags: dict[str, Any] = {"supports_preview_metadata": True, "max_upload_size": self.max_upload_size}
         for extra in self.host.call_each("ck_feature_flags", kernel=self):
-            if extra:
-                for key, value in extra.items():
-                    if key not in ("supports_preview_metadata", "max_upload_size"):
-                        flags[key] = value
+            for key, value in (extra or {}).items():
+                if key not in ("supports_preview_metadata", "max_upload_size"):
+                    flags[key] = _merged(flags.get(key), value)
         return flags
 
     async def startup(self) -> None:
@@ -129,3 +128,10 @@ class Kernel:
         await self.ws.stop()
         self.logs.detach(self)
         shutil.rmtree(self.dirs.temp, ignore_errors=True)
+
+
+def _merged(old: Any, new: Any) -> Any:
+    """Two plugins' flags under one key: nested objects are merged, anything else is replaced."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        return {**old, **{k: _merged(old.get(k), v) for k, v in new.items()}}
+    return new

@@ -153,6 +153,14 @@ def test_match_type_links_any_type(client):
     assert shown(client, prompt) == "10"
 
 
+def test_a_wrapped_list_of_objects_is_not_taken_for_a_link(client):
+    # Validating the first output unwraps the constant in place; walking the second output's
+    # dependencies must not read [{...}, {...}] as a link (it used to fail with a 500).
+    prompt = {"4": node("TestMultiCombo", colors={"__value__": [{"x": 1}, {"y": 2}]}), "9": OUT(["4", 0]),
+              "10": OUT(["4", 0])}
+    assert [e["type"] for e in rejected(client, prompt, "4")] == ["value_not_in_list"]
+
+
 def test_multi_combo_values(client):
     prompt = {"4": node("TestMultiCombo", colors={"__value__": ["blue", "red"]}), "9": OUT(["4", 0])}
     assert shown(client, prompt) == repr("blue+red")

@@ -40,3 +40,13 @@ def test_cache_control_table(path, status, value):
 
 def test_dumps_handles_huge_integers():
     assert dumps({"max": 2**64 - 1, "min": -(2**64 - 1)}) == b'{"max":18446744073709551615,"min":-18446744073709551615}'
+
+
+def test_feature_flags_of_two_plugins_merge_under_one_key():
+    from comfy_kernel.kernel import _merged
+
+    manager = {"manager": {"supports_v4": True, "supports_csrf_post": True}}
+    other = {"assets": {"enabled": True}, "manager": {"supports_v4": False}}
+    assert _merged(manager, other) == {"manager": {"supports_v4": False, "supports_csrf_post": True},
+                                       "assets": {"enabled": True}}
+    assert _merged({"a": 1}, 2) == 2

@@ -15,7 +15,7 @@ import inspect
 import traceback
 from typing import Any
 
-from ..nodes.graph_utils import ExecutionBlocker
+from ..nodes.graph_utils import ExecutionBlocker, is_link
 from ..nodes.io import DYNAMIC_COMBO, MATCH_TYPE
 from .nodeclass import NodeDef, NodeDefs
 
@@ -76,7 +76,7 @@ class Validator:
         inputs = node.get("inputs") or {}
         for name in ndef.expand(inputs).declared:
             value = inputs.get(name)
-            if isinstance(value, list) and len(value) == 2 and value[0] in self.prompt:
+            if is_link(value) and value[0] in self.prompt:  # an unwrapped ``__value__`` list is not a link
                 out.append(value[0])
         return out
 

@@ -9,6 +9,7 @@ and active content types are served as attachments.
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import hashlib
 import io
 import mimetypes
@@ -30,6 +31,14 @@ FORCED_BINARY = {"text/html", "text/html-sandboxed", "application/xhtml+xml", "t
                  "application/javascript", "image/svg+xml", "text/xml", "application/xml"}
 MAX_PREVIEW_PIXELS = 100_000_000
 mimetypes.add_type("image/webp", ".webp")
+#: Video and audio types the browser players need, fixed here because hosts without a system
+#: mime.types table would otherwise serve some of them as attachments.
+MEDIA_TYPES = {".mp4": "video/mp4", ".m4v": "video/mp4", ".webm": "video/webm", ".mkv": "video/x-matroska",
+               ".mov": "video/quicktime", ".avi": "video/x-msvideo", ".flac": "audio/flac", ".mp3": "audio/mpeg",
+               ".opus": "audio/ogg", ".ogg": "audio/ogg", ".oga": "audio/ogg", ".wav": "audio/wav",
+               ".m4a": "audio/mp4", ".aac": "audio/aac"}
+for _ext, _type in MEDIA_TYPES.items():
+    mimetypes.add_type(_type, _ext)
 
 
 def content_disposition(filename: str, attachment: bool) -> str:
@@ -47,6 +56,21 @@ def file_headers(filename: str, media_type: str) -> tuple[str, dict[str, str]]:
         attachment = True
     return media_type, {"Content-Disposition": content_disposition(filename, attachment),
                         "X-Content-Type-Options": "nosniff"}
+
+
+def not_modified(request: Request, etag: str, last_modified: str) -> bool:
+    """True when the client's cached copy is current (If-None-Match, else If-Modified-Since)."""
+    match = request.headers.get("if-none-match")
+    if match is not None:
+        tags = {tag.strip().removeprefix("W/") for tag in match.split(",")}
+        return "*" in tags or etag.removeprefix("W/") in tags
+    since = request.headers.get("if-modified-since")
+    if since:
+        try:
+            return email.utils.parsedate_to_datetime(last_modified) <= email.utils.parsedate_to_datetime(since)
+        except (TypeError, ValueError):
+            return False
+    return False
 
 
 def resolve_view_path(kernel: Kernel, filename: str, kind: str, subfolder: str | None) -> str:
@@ -216,8 +240,13 @@ def register(routes: RouteTable, kernel: Kernel) -> None:
                                      "X-Content-Type-Options": "nosniff"})
         guessed = mimetypes.guess_type(name)[0] or "application/octet-stream"
         media, headers = file_headers(name, guessed)
-        return FileResponse(path, media_type=media, headers=headers, content_disposition_type="inline",
-                            filename=None)
+        # Starlette answers Range (206, multipart for several, 416 past the end) and If-Range itself.
+        response = FileResponse(path, media_type=media, headers=headers, content_disposition_type="inline",
+                                filename=None, stat_result=os.stat(path))
+        if not_modified(request, response.headers["etag"], response.headers["last-modified"]):
+            kept = {k: v for k, v in response.headers.items() if k in ("etag", "last-modified", "x-content-type-options")}
+            return Response(status_code=304, headers=kept)
+        return response
 
     @routes.post("/upload/image")
     async def upload_image(request: Request) -> Response:

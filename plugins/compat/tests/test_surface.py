@@ -204,3 +204,24 @@ def test_validate_node_input(surface):
     assert validate_node_input("IMAGE", "IMAGE") and validate_node_input("INT", "*")
     assert validate_node_input("INT", "INT,FLOAT") and not validate_node_input("INT", "STRING")
     assert not validate_node_input("INT", "*", strict=True)
+
+
+def test_video_types_are_core_nodes(surface, tmp_path):
+    """Packs building videos with comfy_api get core_nodes' VIDEO values, which SaveVideo and friends take."""
+    from fractions import Fraction
+
+    import torch
+    from comfy_api.input import VideoInput
+    from comfy_api.input_impl import VideoFromFile
+    from comfy_api.latest import Input, InputImpl, Types
+    from comfy_api.util import VideoContainer
+
+    from comfy_kernel_core_nodes.media import video
+
+    assert VideoInput is video.VideoInput and Input.Video is video.VideoInput
+    assert VideoFromFile is video.VideoFromFile and InputImpl.VideoFromComponents is video.VideoFromComponents
+    assert Types.VideoComponents is video.VideoComponents and VideoContainer.as_input()[:2] == ["auto", "mp4"]
+    made = InputImpl.VideoFromComponents(Types.VideoComponents(images=torch.rand(3, 16, 16, 3), frame_rate=Fraction(6)))
+    made.save_to(str(tmp_path / "v.mp4"), format=Types.VideoContainer.MP4, codec=Types.VideoCodec.H264)
+    loaded = InputImpl.VideoFromFile(str(tmp_path / "v.mp4"))
+    assert isinstance(loaded, Input.Video) and loaded.get_frame_count() == 3 and loaded.get_dimensions() == (16, 16)

@@ -81,6 +81,13 @@ class GraphServer:
                 recorded[item["name"]] = self._read(item)
         return recorded
 
+    def run_with_outputs(self, prompt: dict[str, Any], timeout: float = 300.0,
+                         **extra: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Like ``run``, plus the history ``outputs`` (node id -> UI result) of the same prompt."""
+        outputs = self.wait(self.queue(prompt, **extra), timeout)["outputs"]
+        recorded = {item["name"]: self._read(item) for output in outputs.values() for item in output.get("probe", [])}
+        return recorded, outputs
+
     def outputs(self, prompt: dict[str, Any], timeout: float = 300.0) -> dict[str, Any]:
         """Queue ``prompt`` and return its history ``outputs`` (node id -> UI result)."""
         return self.wait(self.queue(prompt), timeout)["outputs"]

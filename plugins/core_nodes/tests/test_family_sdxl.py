@@ -15,7 +15,9 @@ import torch
 
 from comfy_kernel_core_nodes.model.loading import load_checkpoint
 
-pytestmark = [pytest.mark.slow, pytest.mark.sdxl, pytest.mark.usefixtures("single_torch_thread")]
+# Writing the 6.9 GB checkpoint the first time takes minutes on two busy cores: beyond the default timeout.
+pytestmark = [pytest.mark.slow, pytest.mark.sdxl, pytest.mark.timeout(3600),
+              pytest.mark.usefixtures("single_torch_thread")]
 
 
 def _load(folder, name):

@@ -1,7 +1,9 @@
 """Every core node's /object_info entry against ComfyUI's contract.
 
 ``data/comfyui-0.3.64-object_info.local.json`` is ComfyUI 0.3.64's
-``/object_info`` without its paid API nodes. Nodes newer than that release
+``/object_info`` without its paid API nodes; ``data/comfyui-0.3.64-nodes_*.json``
+add the 0.3.64 modules that release could not list (they failed to import
+there for lack of an optional package). Nodes newer than that release
 (the frontend's templates use them) have their contracts in ``data/newer/``
 (one file per ComfyUI module), written from current ComfyUI's node
 definitions. A node we register must appear in one of the two and match it
@@ -21,7 +23,9 @@ from comfy_kernel.nodes.registry import NodeRegistry
 from comfy_kernel_core_nodes import plugin
 
 DATA = Path(__file__).parent / "data"
-REFERENCE = json.loads((DATA / "comfyui-0.3.64-object_info.local.json").read_text())
+REFERENCE = {name: entry for path in [DATA / "comfyui-0.3.64-object_info.local.json",
+                                       *sorted(DATA.glob("comfyui-0.3.64-nodes_*.json"))]
+             for name, entry in json.loads(path.read_text()).items()}
 NEWER = {name: entry for path in sorted((DATA / "newer").glob("*.json"))
          for name, entry in json.loads(path.read_text()).items()}
 CONTRACTS = {**REFERENCE, **NEWER}
@@ -39,10 +43,17 @@ def _ours() -> dict[str, dict[str, Any]]:
 OURS = _ours()
 
 
+def _without_tooltips(value: Any) -> Any:
+    """``value`` with every ``tooltip`` key removed, also inside nested inputs (dynamic combo options)."""
+    if isinstance(value, dict):
+        return {k: _without_tooltips(v) for k, v in value.items() if k != "tooltip"}
+    if isinstance(value, list):
+        return [_without_tooltips(v) for v in value]
+    return value
+
+
 def _options(spec: list[Any]) -> dict[str, Any]:
-    options = dict(spec[1]) if len(spec) > 1 and isinstance(spec[1], dict) else {}
-    options.pop("tooltip", None)
-    return options
+    return _without_tooltips(dict(spec[1])) if len(spec) > 1 and isinstance(spec[1], dict) else {}
 
 
 def _combo(spec: list[Any]) -> list[Any] | None:

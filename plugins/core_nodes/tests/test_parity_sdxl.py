@@ -23,7 +23,7 @@ from comfy_kernel.testing import ServerProcess
 sys.path.insert(0, str(Path(__file__).parent))
 from _server import PromptClient, png_pixels  # noqa: E402
 
-pytestmark = [pytest.mark.slow, pytest.mark.sdxl]
+pytestmark = [pytest.mark.slow, pytest.mark.sdxl, pytest.mark.timeout(3600)]
 
 WORKFLOWS = ["sdxl_txt2img", "sdxl_txt2img_sdxlencode", "sdxl_dpmpp_2m_karras"]
 

@@ -6,7 +6,12 @@ be queued by id there. The rules follow what the frontend sends:
 * Widget values map to inputs in the node's input order from
   ``/object_info`` (required, then optional), counting only widget inputs
   (``INT``, ``FLOAT``, ``STRING``, ``BOOLEAN``, ``COMBO`` and option lists,
-  not ``forceInput`` ones). The extra value a ``control_after_generate``
+  the frontend's ``COLOR``, ``CURVE``, ``BOUNDING_BOX(ES)`` widgets, not
+  ``forceInput`` ones). A V3 dynamic combo stores its choice followed by the
+  values of that choice's own widgets (named ``<combo>.<widget>``). An
+  ``advanced`` widget with no stored value (one added to the node after the
+  workflow was saved) takes its default, as the frontend does; list values
+  are sent as ``{"__value__": [...]}`` like the frontend sends them. The extra value a ``control_after_generate``
   widget stores after its number/combo, and the upload button's value after
   an ``image_upload``-style combo, are skipped. ``dynamicPrompts`` text
   widgets get their ``{a|b}`` choices made and comments removed.
@@ -48,7 +53,10 @@ if TYPE_CHECKING:  # pragma: no cover
 
 MUTED, BYPASSED = 2, 4
 SUBGRAPH_INPUT_NODE, SUBGRAPH_OUTPUT_NODE = -10, -20
-WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
+WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO", "COLOR", "CURVE", "BOUNDING_BOX", "BOUNDING_BOXES"}
+DYNAMIC_COMBO = "COMFY_DYNAMICCOMBO_V3"
+# Widgets the frontend sends but never stores in ``widgets_values``: their constant value.
+UNSTORED_WIDGETS = {"IMAGECOMPARE": {"__value__": ["", ""]}}
 CONTROL_VALUES = {"fixed", "increment", "decrement", "randomize"}
 UPLOAD_VALUES = {"image", "video", "audio", "mesh", "file", None, ""}
 # Frontend-only nodes: never sent to the server.
@@ -130,9 +138,16 @@ def widget_inputs(info: dict[str, Any], *, with_forced: bool = False) -> list[tu
             options = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
             if options.get("forceInput") and not with_forced:
                 continue
-            if isinstance(kind, list) or (isinstance(kind, str) and kind in WIDGET_TYPES):
+            if isinstance(kind, list) or (isinstance(kind, str) and kind in WIDGET_TYPES | {DYNAMIC_COMBO}):
                 out.append((name, kind, options))
     return out
+
+
+def unstored_widgets(info: dict[str, Any]) -> dict[str, Any]:
+    """Required inputs whose widget the frontend always sends without storing it, with that value."""
+    required = (info.get("input") or {}).get("required") or {}
+    return {name: UNSTORED_WIDGETS[spec[0]] for name, spec in required.items()
+            if isinstance(spec, (list, tuple)) and spec and isinstance(spec[0], str) and spec[0] in UNSTORED_WIDGETS}
 
 
 _COMMENTS = re.compile(r"/\*[\s\S]*?\*/|//[^\n]*")
@@ -185,8 +200,8 @@ def _expand(text: str, rng: random.Random) -> str:
     return "".join(out)
 
 
-def consume_widget_values(values: list[Any], widgets: list[tuple[str, Any, dict[str, Any]]]
-                          ) -> tuple[dict[str, Any], int, list[str]]:
+def consume_widget_values(values: list[Any], widgets: list[tuple[str, Any, dict[str, Any]]], start: int = 0,
+                          prefix: str = "") -> tuple[dict[str, Any], int, list[str]]:
     """Map positional ``widgets_values`` onto widget inputs.
 
     Returns the values by input name, how many values were used, and the
@@ -194,17 +209,29 @@ def consume_widget_values(values: list[Any], widgets: list[tuple[str, Any, dict[
     booleans old workflows stored) follows a widget whose spec asks for
     ``control_after_generate``; one also follows any ``INT`` widget when the
     node definition does not say so but the workflow has it. An upload
-    button's value follows an ``*_upload`` combo.
+    button's value follows an ``*_upload`` combo. A dynamic combo's choice is
+    followed by its option's widgets (``prefix`` names them).
     """
     out: dict[str, Any] = {}
     missing: list[str] = []
-    i = 0
+    i = start
     for name, kind, options in widgets:
         if i >= len(values):
-            missing.append(name)
+            if options.get("advanced") and "default" in options:  # added to the node after the workflow was saved
+                out[prefix + name] = options["default"]
+            else:
+                missing.append(prefix + name)
             continue
-        out[name] = values[i]
+        out[prefix + name] = values[i]
         i += 1
+        if kind == DYNAMIC_COMBO:
+            option = next((o for o in options.get("options") or [] if o.get("key") == values[i - 1]), None)
+            if option is not None:
+                nested = widget_inputs({"input": option.get("inputs") or {}})
+                inner, i, inner_missing = consume_widget_values(values, nested, i, f"{prefix}{name}.")
+                out.update(inner)
+                missing += inner_missing
+            continue
         if i < len(values):
             value = values[i]
             is_control = isinstance(value, str) and value in CONTROL_VALUES
@@ -281,6 +308,7 @@ class Converter:
             return {name: values[name] for name, _, _ in widgets if name in values}
         values = list(values or [])
         out, used, missing = consume_widget_values(values, widgets)
+        out = {**unstored_widgets(info), **out}
         if used < len(values):
             forced = widget_inputs(info, with_forced=True)
             if len(forced) > len(widgets):
@@ -297,7 +325,8 @@ class Converter:
         if report and used < len(values):
             self.result.warnings.append(f"node {node.get('id')} ({node.get('type')}): {len(values) - used} widget "
                                         "value(s) left over")
-        return out
+        # A list constant would read as a link: the frontend wraps it.
+        return {k: {"__value__": v} if isinstance(v, list) else v for k, v in out.items()}
 
     # --- following links ---------------------------------------------------------
 

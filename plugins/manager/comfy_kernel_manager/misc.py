@@ -37,6 +37,17 @@ def _reexec() -> None:
     os.execv(sys.executable, [sys.executable, *argv[1:]])
 
 
+def schedule_restart(kernel: Any) -> None:
+    """Shut the server down gracefully in a moment, then re-execute it (after the answer is sent)."""
+    if kernel.state.get("manager_restarting"):
+        return
+    kernel.state["manager_restarting"] = True
+    atexit.register(_reexec)
+    loop = kernel.loop
+    assert loop is not None
+    loop.call_later(0.2, os.kill, os.getpid(), signal.SIGTERM)
+
+
 def add_routes(routes: Any, mgr: Any) -> None:
     kernel = mgr.kernel
     settings = mgr.settings
@@ -108,18 +119,6 @@ def add_routes(routes: Any, mgr: Any) -> None:
             return text("no failure information", 400)
         return ok_json(info)
 
-    @routes.post("/v2/customnode/import_fail_info_bulk")
-    async def import_fail_info_bulk(request):
-        body = await body_json(request)
-        cnr_ids, urls = body.get("cnr_ids") or [], body.get("urls") or []
-        if not isinstance(cnr_ids, list) or not isinstance(urls, list) or not (cnr_ids or urls):
-            return text("cnr_ids or urls (lists) are required", 400)
-        out = {}
-        for key in [*cnr_ids, *urls]:
-            info = failure_for(str(key))
-            out[str(key)] = {"error": info["error"], "traceback": info["traceback"]} if info else None
-        return ok_json(out)
-
     @routes.get("/customnode/get_node_types_in_workflows")
     async def node_types_in_workflows(request):
         """Node types used by each saved workflow of the caller (helps find missing packs)."""
@@ -181,10 +180,7 @@ def add_routes(routes: Any, mgr: Any) -> None:
         refused = mgr.guard.check(request, "reboot", "middle")
         if refused is not None:
             return refused
-        atexit.register(_reexec)
-        loop = kernel.loop
-        assert loop is not None
-        loop.call_later(0.2, os.kill, os.getpid(), signal.SIGTERM)
+        schedule_restart(kernel)
         return text("rebooting")
 
     @routes.get("/comfyui_manager/comfyui_versions")

@@ -30,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import tomllib
 import urllib.parse
 import urllib.request
 import zipfile
@@ -47,6 +48,8 @@ PROTECTED = {"torch", "torchvision", "torchaudio", "numpy", "comfy-kernel", "com
              "comfy-kernel-core-nodes", "pip", "setuptools", "starlette", "uvicorn", "pluggy", "orjson",
              "aiosqlite", "httpx", "safetensors", "pillow"}
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
+PIP_NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$")
+VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.!+_-]{0,63}$")
 
 
 class PackError(Exception):
@@ -88,15 +91,33 @@ class InstalledPack:
     version: str | None = None
     dist: str | None = None
     nodes: list[str] = field(default_factory=list)
+    cnr_id: str | None = None  # the registry id it was installed as (or declares), when known
+
+    @property
+    def aux_id(self) -> str | None:
+        """ComfyUI-Manager's id for a git pack: ``author/repo`` on GitHub, else the repository's name."""
+        if not self.url:
+            return None
+        if "github.com/" in self.url:
+            return normalize_url(self.url).split("github.com/", 1)[1]
+        return repo_name(self.url) or None
+
+    @property
+    def pack_id(self) -> str:
+        """The key the Manager 4 API lists this pack under."""
+        return self.cnr_id or self.aux_id or self.name
 
     def info(self) -> dict[str, Any]:
         """The ``/customnode/installed`` shape (ver, cnr_id, aux_id, enabled)."""
         ver = self.version or (self.commit[:7] if self.commit else "unknown")
-        aux = None
-        if self.url and "github.com/" in self.url:
-            aux = normalize_url(self.url).split("github.com/", 1)[1]
-        return {"ver": ver, "cnr_id": self.dist or "", "aux_id": aux, "enabled": self.enabled,
+        aux = self.aux_id if self.url and "github.com/" in self.url else None
+        return {"ver": ver, "cnr_id": self.cnr_id or self.dist or "", "aux_id": aux, "enabled": self.enabled,
                 "kind": self.kind, "url": self.url, "commit": self.commit}
+
+    def info_v2(self) -> dict[str, Any]:
+        """Manager 4's ``ManagerPackInstalled``: a version or a commit hash, the ids, the state."""
+        return {"ver": self.version or self.commit or "unknown", "cnr_id": self.cnr_id or "",
+                "aux_id": self.aux_id, "enabled": self.enabled}
 
 
 def _git(args: list[str], cwd: str | None = None, timeout: float = 300) -> str:
@@ -114,6 +135,7 @@ class Packs:
         self.kernel = kernel
         self.state_dir = state_dir
         self.disabled_file = os.path.join(state_dir, "disabled_pip.json")
+        self.ids_file = os.path.join(state_dir, "pack_ids.json")
         self.lock = threading.RLock()
         self.extra_protected = set()
         self.imported_at_start: dict[str, dict[str, Any]] = {}
@@ -147,6 +169,28 @@ class Packs:
             json.dump(data, f, indent=1)
         os.replace(self.disabled_file + ".tmp", self.disabled_file)
 
+    def pack_ids(self) -> dict[str, dict[str, Any]]:
+        """``{pack name: {"cnr_id", "version", "commit"}}``: what each pack was installed as."""
+        try:
+            with open(self.ids_file, encoding="utf-8") as f:
+                data = json.load(f)
+            return {str(k): dict(v) for k, v in data.items() if isinstance(v, dict)}
+        except (OSError, ValueError, AttributeError):
+            return {}
+
+    def remember_id(self, name: str, cnr_id: str | None, version: str | None = None,
+                    commit: str | None = None) -> None:
+        with self.lock:
+            data = self.pack_ids()
+            if cnr_id is None:
+                data.pop(name, None)
+            else:
+                data[name] = {"cnr_id": cnr_id, "version": version, "commit": commit}
+            os.makedirs(self.state_dir, exist_ok=True)
+            with open(self.ids_file + ".tmp", "w", encoding="utf-8") as f:
+                json.dump(data, f, indent=1)
+            os.replace(self.ids_file + ".tmp", self.ids_file)
+
     # --- listing -----------------------------------------------------------------
 
     def installed(self, commits: bool = True) -> list[InstalledPack]:
@@ -166,11 +210,13 @@ class Packs:
                     if os.path.isdir(os.path.join(path, ".git")):
                         pack.kind = "git"
                         pack.url = _origin_url(path)
-                        if commits:
+                        pack.commit = head_commit(path)
+                        if commits and pack.commit is None:
                             try:
                                 pack.commit = _git(["rev-parse", "HEAD"], cwd=path, timeout=10)
                             except Exception:
                                 pack.commit = None
+                    pack.cnr_id = _declared_cnr_id(path)
                     out.append(pack)
         records = self.kernel.host.records
         for pack in out:
@@ -189,7 +235,15 @@ class Packs:
                 continue
             seen.add(ep.name)
             out.append(InstalledPack(ep.name, "pip", ep.name not in disabled, version=ep.dist.version if ep.dist else None,
-                                     dist=dist, nodes=list(record.nodes) if record else []))
+                                     dist=dist, nodes=list(record.nodes) if record else [], cnr_id=canonical(dist)))
+        ids = self.pack_ids()
+        for pack in out:
+            known = ids.get(pack.name)
+            if known and known.get("cnr_id"):
+                pack.cnr_id = known["cnr_id"]
+                # a git pack checked out at a registry version reports that version while it stays there
+                if pack.kind == "git" and known.get("version") and known.get("commit") == pack.commit:
+                    pack.version = known["version"]
         return out
 
     @staticmethod
@@ -217,6 +271,9 @@ class Packs:
             if pack.url and normalize_url(pack.url) in norm_urls:
                 return pack
             if pack.name in keys or canonical(pack.name) in ckeys or (pack.dist and canonical(pack.dist) in ckeys):
+                return pack
+            if (pack.cnr_id and canonical(pack.cnr_id) in ckeys) or (pack.aux_id and pack.kind == "git"
+                                                                      and pack.aux_id in keys):
                 return pack
         return None
 
@@ -283,6 +340,20 @@ class Packs:
             proc = self._pip(["install", "--no-deps", *changed])
             notes.append(f"restored {', '.join(changed)}" + ("" if proc.returncode == 0 else " (failed)"))
         return "; ".join(notes)
+
+    def fetch_wheel(self, dist: str, version: str | None, dest: str) -> str | None:
+        """Download the wheel of ``dist`` (at ``version``, else the newest) from the configured
+        package index into ``dest``; None when the index has no wheel for it."""
+        if not PIP_NAME.match(dist) or (version is not None and not VERSION.match(version)):
+            return None
+        spec = f"{dist}=={version}" if version else dist
+        proc = self._pip(["download", "--no-deps", "--only-binary=:all:", "--quiet", "-d", dest, spec], timeout=300)
+        if proc.returncode != 0:
+            log.info("manager: no wheel for %s on the package index: %s", spec,
+                     (proc.stderr or proc.stdout).strip()[-300:])
+            return None
+        wheels = sorted(f for f in os.listdir(dest) if f.endswith(".whl"))
+        return os.path.join(dest, wheels[0]) if wheels else None
 
     # --- loading nodes ------------------------------------------------------------
 
@@ -471,6 +542,8 @@ class Packs:
             elif pack.path:
                 os.remove(pack.path)
             self._drop_nodes(pack.name, None)
+            if pack.name in self.pack_ids():
+                self.remember_id(pack.name, None)
             return {"ok": True, "msg": f"uninstalled {pack.name}", "restart_needed": False}
 
     def disable(self, pack: InstalledPack) -> dict[str, Any]:
@@ -518,8 +591,14 @@ class Packs:
             self.behind.pop(pack.name, None)
             if pack.kind == "git" and pack.path:
                 old = pack.commit
+                if _detached(pack.path):  # checked out at a version's tag: updating means its branch again
+                    remote_head = _git(["symbolic-ref", "--short", "refs/remotes/origin/HEAD"], cwd=pack.path)
+                    _git(["checkout", "--quiet", remote_head.split("/", 1)[1]], cwd=pack.path)
                 _git(["pull", "--ff-only", "--quiet"], cwd=pack.path)
                 new = _git(["rev-parse", "HEAD"], cwd=pack.path)
+                known = self.pack_ids().get(pack.name)
+                if known and known.get("cnr_id") and new != known.get("commit"):
+                    self.remember_id(pack.name, known["cnr_id"], None, new)
                 if new == old:
                     return {"ok": True, "msg": f"{pack.name} is up to date", "restart_needed": False}
                 changed = _git(["diff", "--name-only", old or "HEAD@{1}", new], cwd=pack.path).split()
@@ -561,6 +640,66 @@ class Packs:
         self.behind = out
         self.version += 1
         return out
+
+
+def wheel_plugin_groups(path: str) -> set[str]:
+    """The node-pack entry-point groups a wheel publishes (empty: it is not a node pack)."""
+    groups: set[str] = set()
+    try:
+        with zipfile.ZipFile(path) as zf:
+            for member in zf.namelist():
+                parts = member.split("/")
+                if len(parts) == 2 and parts[0].endswith(".dist-info") and parts[1] == "entry_points.txt":
+                    text = zf.read(member).decode("utf-8", "replace")
+                    for line in text.splitlines():
+                        line = line.strip()
+                        if line.startswith("[") and line.endswith("]") and line[1:-1].strip() in PLUGIN_GROUPS:
+                            groups.add(line[1:-1].strip())
+    except (OSError, zipfile.BadZipFile):
+        return set()
+    return groups
+
+
+def _detached(path: str) -> bool:
+    try:
+        with open(os.path.join(path, ".git", "HEAD"), encoding="utf-8") as f:
+            return not f.read().startswith("ref:")
+    except OSError:
+        return False
+
+
+def head_commit(path: str) -> str | None:
+    """The commit a clone is at, read from ``.git`` without starting git (listings stay fast)."""
+    git_dir = os.path.join(path, ".git")
+    try:
+        with open(os.path.join(git_dir, "HEAD"), encoding="utf-8") as f:
+            head = f.read().strip()
+        if not head.startswith("ref:"):
+            return head or None
+        ref = head[4:].strip()
+        ref_file = os.path.join(git_dir, *ref.split("/"))
+        if os.path.isfile(ref_file):
+            with open(ref_file, encoding="utf-8") as f:
+                return f.read().strip() or None
+        with open(os.path.join(git_dir, "packed-refs"), encoding="utf-8") as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) == 2 and parts[1] == ref:
+                    return parts[0]
+    except OSError:
+        return None
+    return None
+
+
+def _declared_cnr_id(path: str) -> str | None:
+    """A registry pack names itself in ``pyproject.toml`` (``[project] name`` beside ``[tool.comfy]``)."""
+    try:
+        with open(os.path.join(path, "pyproject.toml"), "rb") as f:
+            data = tomllib.load(f)
+    except (OSError, ValueError):
+        return None
+    name = (data.get("project") or {}).get("name")
+    return str(name) if name and "comfy" in (data.get("tool") or {}) else None
 
 
 def _origin_url(path: str) -> str | None:

@@ -4,6 +4,11 @@ One :class:`Manager` per server lives in ``kernel.state["manager"]``. Its
 working files sit in ``<user>/__manager/`` (config.ini, channels.list,
 snapshots, components); the task queue lives in the kernel's shared SQLite
 database so it survives restarts.
+
+The frontend shows its own Nodes Manager only when ``/system_stats`` lists
+``--enable-manager`` in ``system.argv`` and the server's feature flags carry
+``extension.manager.supports_v4`` and ``supports_csrf_post``: the options and
+flags are added here, the Manager 4 routes live in :mod:`.v2`.
 """
 
 from __future__ import annotations
@@ -11,9 +16,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import sys
 from typing import Any
 
 from comfy_kernel import hookimpl
+from comfy_kernel.routing import RouteTable
 
 from . import catalog as catalog_mod
 from . import misc
@@ -21,11 +28,12 @@ from . import models as models_mod
 from . import packs as packs_mod
 from . import queue as queue_mod
 from . import snapshots as snapshots_mod
+from . import v2 as v2_mod
 from .catalog import Catalog
 from .models import Models
 from .packs import PackError, Packs
 from .queue import TaskQueue
-from .security import Guard
+from .security import Guard, admin_only
 from .settings import Settings
 from .snapshots import Snapshots
 
@@ -48,6 +56,24 @@ class Manager:
         self.snapshots = Snapshots(self.packs, os.path.join(self.dir, "snapshots"))
         self.queue = TaskQueue(self, kernel.database_path)
         self.guard = Guard(self)
+        self.imported_v2: dict[str, Any] = {}  # the installed packs as this server run imported them
+
+    def installed_v2(self) -> dict[str, Any]:
+        """Manager 4's installed-pack map: ``{pack id: {ver, cnr_id, aux_id, enabled}}``.
+
+        An enabled pack wins over a disabled one of the same id; other disabled
+        ones are listed as ``id@version`` as Manager 4 does.
+        """
+        out: dict[str, Any] = {}
+        packs = sorted(self.packs.installed(commits=False), key=lambda p: not p.enabled)
+        for pack in packs:
+            key = pack.pack_id
+            if key in out:
+                if pack.enabled:
+                    continue
+                key = f"{key}@{(pack.version or 'unknown').replace('.', '_')}"
+            out[key] = pack.info_v2()
+        return out
 
     def channel(self, mode: str | None = None) -> catalog_mod.Channel:
         mode = mode if mode in ("local", "remote", "cache", "channel") else self.settings.get("db_mode")
@@ -56,6 +82,8 @@ class Manager:
     # --- tasks (run in a worker thread by the queue) --------------------------
 
     def run_task(self, kind: str, item: dict[str, Any]) -> dict[str, Any]:
+        if item.get("api") == 2:
+            return v2_mod.run_task(self, kind, item.get("params") or {})
         packs = self.packs
         if kind == "install":
             return packs.install(item)
@@ -66,9 +94,9 @@ class Manager:
                 pct = int(done * 100 / total) if total else -1
                 if pct - last[0] >= 5 or pct == 100:
                     last[0] = pct
-                    self.kernel.ws.send("cm-queue-status", {"status": "in_progress", "target": item.get("ui_id"),
-                                                            "ui_target": "install_model", "progress": pct,
-                                                            "downloaded": done, "total": total})
+                    self.queue.send_queue_status({"status": "in_progress", "target": item.get("ui_id"),
+                                         "ui_target": "install_model", "progress": pct, "downloaded": done,
+                                         "total": total})
 
             return self.models.download(item, progress)
         if kind == "update_comfyui":
@@ -111,17 +139,48 @@ def _manager(kernel: Any) -> Manager:
 def ck_add_arguments(parser: Any) -> None:
     parser.add_argument("--manager-security-level", default=None, choices=["strong", "normal", "normal-", "weak"],
                         help="ComfyUI-Manager security level (overrides the manager's config.ini)")
+    parser.add_argument("--enable-manager", action="store_true",
+                        help="show the frontend's Nodes Manager (the Extensions button; ComfyUI's flag)")
+    parser.add_argument("--enable-manager-legacy-ui", action="store_true",
+                        help="ask the frontend for ComfyUI-Manager's legacy UI instead (implies --enable-manager)")
 
 
 @hookimpl
 def ck_register_routes(routes: Any, kernel: Any) -> None:
     mgr = _manager(kernel)
-    catalog_mod.add_routes(routes, mgr)
-    packs_mod.add_routes(routes, mgr)
-    queue_mod.add_routes(routes, mgr)
-    models_mod.add_routes(routes, mgr)
-    snapshots_mod.add_routes(routes, mgr)
-    misc.add_routes(routes, mgr)
+    own = RouteTable(owner=routes.owner)
+    catalog_mod.add_routes(own, mgr)
+    packs_mod.add_routes(own, mgr)
+    queue_mod.add_routes(own, mgr)
+    models_mod.add_routes(own, mgr)
+    snapshots_mod.add_routes(own, mgr)
+    misc.add_routes(own, mgr)
+    v2_mod.add_routes(own, mgr)
+    for spec in own.specs:  # under --auth, every manager route is for administrators
+        routes.add(spec.methods, spec.path, admin_only(spec.handler), api_mirror=spec.api_mirror,
+                   api_only=spec.api_only, name=spec.name)
+
+
+def manager_argv(config: Any) -> list[str]:
+    """The flags the frontend looks for in ``system.argv``, however they were given (CLI, env, file)."""
+    legacy = bool(getattr(config, "enable_manager_legacy_ui", False))
+    flags = []
+    if legacy or getattr(config, "enable_manager", False):
+        flags.append("--enable-manager")
+    if legacy:
+        flags.append("--enable-manager-legacy-ui")
+    return flags
+
+
+@hookimpl
+def ck_feature_flags(kernel: Any) -> dict[str, Any]:
+    return {"extension": {"manager": {"supports_v4": True, "supports_csrf_post": True}}}
+
+
+@hookimpl
+def ck_system_stats(kernel: Any) -> dict[str, Any]:
+    missing = [f for f in manager_argv(kernel.config) if f not in sys.argv]
+    return {"argv": [*sys.argv, *missing]} if missing else {}
 
 
 @hookimpl
@@ -129,6 +188,7 @@ async def ck_startup(kernel: Any) -> None:
     mgr = _manager(kernel)
     mgr.packs.apply_disabled_pip()
     mgr.packs.imported_at_start = {p.name: p.info() for p in mgr.packs.installed(commits=False) if p.enabled}
+    mgr.imported_v2 = {k: v for k, v in mgr.installed_v2().items() if v["enabled"]}
     method = mgr.settings.get("preview_method")
     if method:
         kernel.config.preview_method = method

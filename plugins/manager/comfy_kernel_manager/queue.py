@@ -1,20 +1,31 @@
-"""The manager's task queue (``/manager/queue/*``), kept in SQLite.
+"""The manager's task queue (``/manager/queue/*`` and ``/v2/manager/queue/*``), kept in SQLite.
 
 Tasks are rows in ``manager_tasks`` in the kernel's shared database, so a
 queue filled before a restart (or a reboot through the API) is still there
 afterwards; a task that was running when the process died goes back to
 pending, and a queue that was processing resumes by itself. Progress goes to
-every WebSocket client as ComfyUI-Manager sends it: ``cm-queue-status`` with
+every WebSocket client as ComfyUI-Manager 3 sends it: ``cm-queue-status`` with
 ``status`` ``in_progress`` per task, ``done`` when the batch ends (with the
 per-pack and per-model results) and ``all-done``.
+
+Tasks queued through the Manager 4 API carry a ``ui_id`` and the ``client_id``
+of the browser tab that asked; that tab (only) also gets ``cm-task-started``
+and ``cm-task-completed`` with the whole queue state (running, pending, this
+server run's history, installed packs), which is what the frontend's Nodes
+Manager draws. One worker run is a *batch*: its operations, with the
+installed packs before and after, are kept in ``manager_batches`` and served
+by ``/v2/manager/queue/history_list`` and ``history?id=``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime
 import json
 import logging
+import platform
 import time
+import uuid
 from typing import Any
 
 import aiosqlite
@@ -32,7 +43,43 @@ CREATE TABLE IF NOT EXISTS manager_tasks (
     finished REAL
 );
 CREATE TABLE IF NOT EXISTS manager_meta (key TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE IF NOT EXISTS manager_batches (
+    id TEXT PRIMARY KEY,
+    started REAL NOT NULL,
+    finished REAL NOT NULL,
+    record TEXT NOT NULL
+);
 """
+
+# Manager 4 task kinds as the v1 queue names them.
+V1_KINDS = {"install_model": "install-model", "update_comfyui": "update-comfyui", "reinstall": "install"}
+
+
+def iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return datetime.datetime.fromtimestamp(ts, datetime.UTC).isoformat()
+
+
+def task_view(row_id: int, kind: str, item: dict[str, Any]) -> dict[str, Any]:
+    """A row as Manager 4's ``QueueTaskItem`` (v1 rows get a ui_id and their item as params)."""
+    if item.get("api") == 2:
+        return {"ui_id": item["ui_id"], "client_id": item.get("client_id") or "", "kind": kind,
+                "params": item.get("params") or {}}
+    return {"ui_id": str(item.get("ui_id") or f"task-{row_id}"), "client_id": str(item.get("client_id") or ""),
+            "kind": V1_KINDS.get(kind, kind), "params": item}
+
+
+def history_view(row_id: int, kind: str, item: dict[str, Any], status: str, result: dict[str, Any] | None,
+                 finished: float | None) -> dict[str, Any]:
+    """A finished row as Manager 4's ``TaskHistoryItem``."""
+    base = task_view(row_id, kind, item)
+    result = result or {}
+    ok = status == "done"
+    msg = str(result.get("msg") or ("done" if ok else "failed"))
+    return {**base, "timestamp": iso(finished), "end_time": iso(finished), "result": "success" if ok else msg,
+            "status": {"status_str": "success" if ok else "error", "completed": True, "messages": [msg]},
+            "batch_id": result.get("batch_id")}
 
 
 class TaskQueue:
@@ -44,6 +91,8 @@ class TaskQueue:
         self.db: aiosqlite.Connection | None = None
         self.worker: asyncio.Task | None = None
         self.lock = asyncio.Lock()
+        # Manager 4's history covers this server run only (the frontend forgets it on restart too).
+        self.session_start = time.time()
 
     async def open(self) -> None:
         self.db = await aiosqlite.connect(self.db_path, timeout=30)
@@ -97,6 +146,13 @@ class TaskQueue:
         await self.db.execute("DELETE FROM manager_tasks WHERE status != 'running'")
         await self.db.commit()
 
+    async def drop_pending(self) -> int:
+        """Manager 4's reset: forget the tasks not started yet; history stays."""
+        assert self.db is not None
+        cur = await self.db.execute("DELETE FROM manager_tasks WHERE status = 'pending'")
+        await self.db.commit()
+        return int(cur.rowcount or 0)
+
     async def status(self) -> dict[str, Any]:
         total = await self._count("pending", "running", "done", "failed")
         done = await self._count("done", "failed")
@@ -110,6 +166,76 @@ class TaskQueue:
             rows = await cur.fetchall()
         return [{"id": r[0], "kind": r[1], "item": json.loads(r[2]), "status": r[3],
                  "result": json.loads(r[4]) if r[4] else None} for r in rows]
+
+    # --- the Manager 4 views ------------------------------------------------------
+
+    async def _rows(self, where: str, args: tuple = ()) -> list[tuple]:
+        assert self.db is not None
+        sql = f"SELECT id, kind, item, status, result, finished FROM manager_tasks WHERE {where}"
+        async with self.db.execute(sql, args) as cur:
+            rows = await cur.fetchall()
+        return [(r[0], r[1], json.loads(r[2]), r[3], json.loads(r[4]) if r[4] else None, r[5]) for r in rows]
+
+    async def queued(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """(running, pending) as ``QueueTaskItem`` lists, in queue order."""
+        rows = await self._rows("status IN ('running', 'pending') ORDER BY id")
+        running = [task_view(r[0], r[1], r[2]) for r in rows if r[3] == "running"]
+        pending = [task_view(r[0], r[1], r[2]) for r in rows if r[3] == "pending"]
+        return running, pending
+
+    async def history(self, client_id: str | None = None, ui_id: str | None = None,
+                      max_items: int | None = None, offset: int = -1) -> dict[str, dict[str, Any]]:
+        """This server run's finished tasks by ui_id, oldest first (Manager 4's paging rules)."""
+        rows = await self._rows("status IN ('done', 'failed') AND finished >= ? ORDER BY finished, id",
+                                (self.session_start,))
+        items = [history_view(*r) for r in rows]
+        if ui_id is not None:
+            items = [h for h in items if h["ui_id"] == ui_id]
+        if client_id:
+            items = [h for h in items if h["client_id"] == client_id]
+        if offset < 0:
+            offset = max(len(items) - max_items, 0) if max_items is not None else 0
+        items = items[offset:]
+        if max_items is not None:
+            items = items[:max_items]
+        return {h["ui_id"]: h for h in items}
+
+    async def busy_ui_id(self, ui_id: str) -> bool:
+        running, pending = await self.queued()
+        return any(t["ui_id"] == ui_id for t in running + pending)
+
+    async def status_v2(self, client_id: str | None = None) -> dict[str, Any]:
+        running, pending = await self.queued()
+        done = await self.history(client_id=client_id)
+        if client_id:
+            running = [t for t in running if t["client_id"] == client_id]
+            pending = [t for t in pending if t["client_id"] == client_id]
+        out: dict[str, Any] = {"total_count": len(running) + len(pending), "done_count": len(done),
+                               "in_progress_count": len(running), "pending_count": len(pending),
+                               "is_processing": bool(running) if client_id else self.processing}
+        if client_id:
+            out["client_id"] = client_id
+        return out
+
+    async def state(self) -> dict[str, Any]:
+        """Manager 4's ``TaskStateMessage``."""
+        running, pending = await self.queued()
+        installed = await asyncio.to_thread(self.manager.installed_v2)
+        return {"history": await self.history(), "running_queue": running, "pending_queue": pending,
+                "installed_packs": installed}
+
+    async def batch_ids(self) -> list[str]:
+        assert self.db is not None
+        async with self.db.execute("SELECT id FROM manager_batches ORDER BY finished DESC") as cur:
+            return [r[0] for r in await cur.fetchall()]
+
+    async def batch(self, batch_id: str) -> dict[str, Any] | None:
+        assert self.db is not None
+        async with self.db.execute("SELECT record FROM manager_batches WHERE id=?", (batch_id,)) as cur:
+            row = await cur.fetchone()
+        return json.loads(row[0]) if row else None
+
+    # --- the worker ---------------------------------------------------------------
 
     @property
     def processing(self) -> bool:
@@ -133,38 +259,119 @@ class TaskQueue:
         await self.db.commit()
         return row[0], row[1], json.loads(row[2])
 
+    def send_queue_status(self, data: dict[str, Any]) -> None:
+        """Manager 3's ``cm-queue-status`` goes to every client except the Manager 4 frontends
+        (they say ``supports_manager_v4_ui`` in their feature flags and do not know this message)."""
+        ws = self.manager.kernel.ws
+        for sid, client in list(ws.clients.items()):
+            if not client.supports("supports_manager_v4_ui"):
+                ws.send("cm-queue-status", data, sid=sid)
+
+    async def _send_v2(self, event: str, client_id: str, data: dict[str, Any]) -> None:
+        """Manager 4's events go to the tab that queued the task, with the whole queue state."""
+        if client_id and client_id in self.manager.kernel.ws.clients:
+            self.manager.kernel.ws.send(event, {**data, "state": await self.state()}, sid=client_id)
+
+    async def _system_state(self) -> dict[str, Any]:
+        installed = await asyncio.to_thread(self.manager.installed_v2)
+        from comfy_kernel import __version__ as kernel_version
+        return {"snapshot_time": iso(time.time()), "comfyui_version": {"version": f"comfy-kernel {kernel_version}"},
+                "python_version": platform.python_version(), "platform_info": platform.platform(),
+                "installed_nodes": installed}
+
     async def _run(self) -> None:
+        """Run batches until the queue is empty.
+
+        The last check for pending tasks is the last ``await``: a task queued
+        while a batch finishes is either seen by it or finds the worker gone
+        (and ``queue/start`` starts a new one), never stranded.
+        """
+        assert self.db is not None
+        while True:
+            await self._run_batch()
+            if not await self._count("pending"):
+                return
+
+    async def _run_batch(self) -> None:
         assert self.db is not None
         await self._set_meta("processing", "1")
-        ws = self.manager.kernel.ws
         nodepack_result: dict[str, str] = {}
         model_result: dict[str, str] = {}
+        batch_id = f"batch_{time.strftime('%Y%m%d_%H%M%S')}_{uuid.uuid4().hex[:8]}"
+        batch_start = time.time()
+        state_before = await self._system_state()
+        operations: list[dict[str, Any]] = []
         while True:
             task = await self._next()
             if task is None:
                 break
             task_id, kind, item = task
+            view = task_view(task_id, kind, item)
+            started = time.time()
             st = await self.status()
-            ws.send("cm-queue-status", {"status": "in_progress", "target": item.get("ui_id"), "ui_target": kind,
-                                        **{k: st[k] for k in ("total_count", "done_count", "in_progress_count")}})
+            self.send_queue_status({"status": "in_progress", "target": item.get("ui_id"), "ui_target": kind,
+                                    **{k: st[k] for k in ("total_count", "done_count", "in_progress_count")}})
+            await self._send_v2("cm-task-started", view["client_id"],
+                                {"ui_id": view["ui_id"], "kind": view["kind"], "timestamp": iso(started)})
             try:
                 result = await asyncio.to_thread(self.manager.run_task, kind, item)
                 status = "done" if result.get("ok", True) else "failed"
             except Exception as exc:  # every failure is reported, none stops the queue
-                log.warning("manager task %s %s failed: %s", kind, item.get("id") or item.get("name"), exc)
+                log.warning("manager task %s %s failed: %s", kind,
+                            item.get("id") or item.get("name") or item.get("ui_id"), exc)
                 result, status = {"ok": False, "msg": str(exc)}, "failed"
+            result = {**result, "batch_id": batch_id}
             target = str(item.get("ui_id") or item.get("id") or item.get("name") or task_id)
-            (model_result if kind == "install_model" else nodepack_result)[target] = \
+            (model_result if kind in ("install_model", "install-model") else nodepack_result)[target] = \
                 "success" if status == "done" else result.get("msg", "failed")
+            finished = time.time()
             await self.db.execute("UPDATE manager_tasks SET status=?, result=?, finished=? WHERE id=?",
-                                  (status, json.dumps(result, default=str), time.time(), task_id))
+                                  (status, json.dumps(result, default=str), finished, task_id))
             await self.db.commit()
-        await self._set_meta("processing", "0")
+            done = history_view(task_id, kind, item, status, result, finished)
+            operations.append({"operation_id": view["ui_id"], "operation_type": view["kind"],
+                               "target": _target(view), "target_version": _target_version(view),
+                               "result": "success" if status == "done" else "failed",
+                               "error_message": None if status == "done" else done["result"],
+                               "start_time": iso(started), "end_time": iso(finished),
+                               "client_id": view["client_id"] or None})
+            await self._send_v2("cm-task-completed", view["client_id"],
+                                {k: done[k] for k in ("ui_id", "result", "kind", "status", "timestamp")})
+        if operations:
+            await self._save_batch(batch_id, batch_start, state_before, operations)
         st = await self.status()
-        ws.send("cm-queue-status", {"status": "done", "nodepack_result": nodepack_result,
-                                    "model_result": model_result, "total_count": st["total_count"],
-                                    "done_count": st["done_count"]})
-        ws.send("cm-queue-status", {"status": "all-done"})
+        await self._set_meta("processing", "0")
+        self.send_queue_status({"status": "done", "nodepack_result": nodepack_result, "model_result": model_result,
+                                "total_count": st["total_count"], "done_count": st["done_count"]})
+        self.send_queue_status({"status": "all-done"})
+
+    async def _save_batch(self, batch_id: str, started: float, state_before: dict[str, Any],
+                          operations: list[dict[str, Any]]) -> None:
+        assert self.db is not None
+        finished = time.time()
+        ok = sum(1 for op in operations if op["result"] == "success")
+        record = {"batch_id": batch_id, "start_time": iso(started), "end_time": iso(finished),
+                  "state_before": state_before, "state_after": await self._system_state(),
+                  "operations": operations, "total_operations": len(operations),
+                  "successful_operations": ok, "failed_operations": len(operations) - ok,
+                  "skipped_operations": 0}
+        await self.db.execute("INSERT OR REPLACE INTO manager_batches(id, started, finished, record) "
+                              "VALUES (?, ?, ?, ?)", (batch_id, started, finished, json.dumps(record, default=str)))
+        await self.db.commit()
+
+
+def _target(view: dict[str, Any]) -> str:
+    params = view["params"]
+    for key in ("id", "node_name", "cnr_id", "name", "filename"):
+        if params.get(key):
+            return str(params[key])
+    return view["kind"]
+
+
+def _target_version(view: dict[str, Any]) -> str | None:
+    params = view["params"]
+    value = params.get("selected_version") or params.get("version") or params.get("node_ver")
+    return str(value) if value else None
 
 
 # --- routes ------------------------------------------------------------------

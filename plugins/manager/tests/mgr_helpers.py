@@ -11,11 +11,18 @@ downloads from an HTTP server on 127.0.0.1.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import http.server
 import os
+import re
+import shutil
 import subprocess
 import sys
 import textwrap
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -132,3 +139,66 @@ class RangeHandler(http.server.SimpleHTTPRequestHandler):
         self.send_header("Content-Range", f"bytes {start}-{start + len(data) - 1}/{start + len(data)}")
         self.end_headers()
         self.wfile.write(data)
+
+
+@contextlib.contextmanager
+def serve(root: Path) -> Iterator[str]:
+    """Serve ``root`` over HTTP on 127.0.0.1 (with Range support); yields the base URL."""
+    handler = functools.partial(RangeHandler, directory=str(root))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def simple_index(root: Path, wheels: list[Path]) -> Path:
+    """Lay out a PEP 503 "simple" package index of ``wheels`` under ``root`` (serve it, then
+    point ``PIP_INDEX_URL`` at ``<url>/simple/``)."""
+    files = root / "files"
+    files.mkdir(parents=True, exist_ok=True)
+    projects: dict[str, list[str]] = {}
+    for wheel in wheels:
+        shutil.copy(wheel, files / wheel.name)
+        project = re.sub(r"[-_.]+", "-", wheel.name.split("-", 1)[0]).lower()
+        projects.setdefault(project, []).append(wheel.name)
+    for project, names in projects.items():
+        page = root / "simple" / project
+        page.mkdir(parents=True, exist_ok=True)
+        links = "".join(f'<a href="../../files/{n}">{n}</a>\n' for n in sorted(names))
+        (page / "index.html").write_text(f"<!DOCTYPE html><html><body>\n{links}</body></html>\n")
+    listing = "".join(f'<a href="{p}/">{p}</a>\n' for p in sorted(projects))
+    (root / "simple" / "index.html").write_text(f"<!DOCTYPE html><html><body>\n{listing}</body></html>\n")
+    return root
+
+
+def bare_repo(source: Path, target: Path) -> Path:
+    """A bare clone of ``source`` that git's "dumb" HTTP transport can serve as static files."""
+    subprocess.run(["git", "clone", "-q", "--bare", str(source), str(target)], check=True, capture_output=True)
+    git(target, "update-server-info")
+    return target
+
+
+def wait_idle(srv: Any, timeout: float = 30) -> None:
+    """Wait until the manager's worker has finished (and recorded) its batch."""
+    deadline = time.monotonic() + timeout
+    while srv.get("/api/v2/manager/queue/status").json()["is_processing"]:
+        assert time.monotonic() < deadline, "the queue did not go idle"
+        time.sleep(0.1)
+
+
+def wait_restart(srv: Any, starts: int, timeout: float = 90) -> None:
+    """Wait for the ``starts``-th start-up of the same process, then for it to answer."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if srv.log().count("To see the GUI") >= starts and \
+                    srv.get("/api/v2/manager/queue/status", timeout=2).status_code == 200:
+                return
+        except Exception:
+            pass
+        time.sleep(0.2)
+    raise TimeoutError(srv.log()[-3000:])

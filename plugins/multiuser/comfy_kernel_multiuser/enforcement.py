@@ -74,7 +74,8 @@ FOREIGN_BEARER = {"/api/auth/token"}
 
 #: Areas only administrators may use: installing code, reading server logs, user administration.
 ADMIN_PREFIXES = ("/manager/", "/customnode/", "/snapshot/", "/externalmodel/", "/comfyui_manager/",
-                  "/v2/customnode/", "/v2/manager/", "/internal/logs", "/internal/files/", "/admin/")
+                  "/v2/customnode/", "/v2/manager/", "/v2/snapshot/", "/v2/comfyui_manager/", "/internal/logs",
+                  "/internal/files/", "/admin/")
 
 WORKSPACE_HEADER = "comfy-workspace"
 MAX_CLIENT_IDS = 100_000

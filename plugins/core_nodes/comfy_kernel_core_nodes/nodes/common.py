@@ -41,10 +41,11 @@ class NodeDef(NamedTuple):
 
     ``python_module`` is the ComfyUI module the node lives in (``"nodes"`` or
     ``"comfy_extras.nodes_<area>"``): /object_info reports it and the frontend
-    groups core nodes by it.
+    groups core nodes by it. ``display_name`` None means the node has none (the
+    frontend shows its name), as for a few of ComfyUI's nodes.
     """
 
     name: str
     cls: type
-    display_name: str
+    display_name: str | None
     python_module: str = "nodes"

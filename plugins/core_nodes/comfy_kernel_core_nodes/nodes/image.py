@@ -1,4 +1,4 @@
-"""IMAGE and MASK nodes: loading inputs, resizing, inverting, batching, padding, solid colours.
+"""IMAGE and MASK nodes: loading inputs (files, outputs, webcam, painter), resizing, inverting, batching, padding.
 
 IMAGE is float32 [B, H, W, C] in [0, 1] on the CPU; MASK is float32 [B, H, W]
 where 1 marks the region to change (LoadImage's mask is 1 - alpha).
@@ -10,8 +10,11 @@ import hashlib
 import os
 from typing import Any
 
+from comfy_kernel.nodes import io
+
 from . import context
 from .common import MAX_RESOLUTION, NodeDef
+from .image_ops import hex_to_rgb
 from .latent import CROP_METHODS, common_upscale
 
 IMAGE_UPSCALE_METHODS = ["nearest-exact", "bilinear", "area", "bicubic", "lanczos"]
@@ -99,6 +102,101 @@ class LoadImage:
     @classmethod
     def VALIDATE_INPUTS(cls, image: str) -> bool | str:
         return True if _input_path(image) else f"Invalid image file: {image}"
+
+
+class LoadImageOutput(LoadImage):
+    """LoadImage for files of the output folder (``name [output]``); the frontend lists them itself."""
+
+    DESCRIPTION = ("Loads an image from the output folder. The refresh button reloads the list and selects "
+                   "the newest image, so the result of the last run can be fed back in.")
+    EXPERIMENTAL = True
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {"required": {"image": ("COMBO", {
+            "image_upload": True,
+            "image_folder": "output",
+            "remote": {"route": "/internal/files/output", "refresh_button": True, "control_after_refresh": "first"},
+        })}}
+
+
+class WebcamCapture(LoadImage):
+    """A frame the frontend captured from the webcam and uploaded; width/height only size the capture there."""
+
+    CATEGORY = "image"
+    RETURN_TYPES = ("IMAGE",)
+    FUNCTION = "load_capture"
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        size = {"default": 0, "min": 0, "max": MAX_RESOLUTION, "step": 1}
+        return {"required": {"image": ("WEBCAM", {}), "width": ("INT", size), "height": ("INT", size),
+                             "capture_on_queue": ("BOOLEAN", {"default": True})}}
+
+    def load_capture(self, image: str, **_: Any) -> tuple[Any]:
+        return (self.load_image(image)[0],)
+
+    @classmethod
+    def IS_CHANGED(cls, image: str, **_: Any) -> str:
+        return LoadImage.IS_CHANGED(image)
+
+
+class Painter(io.ComfyNode):
+    """A canvas painted in the frontend (uploaded as an RGBA PNG), over an image or a solid background."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        hidden_size = {"default": 512, "min": 64, "max": 4096, "step": 64, "socketless": True,
+                       "extra_dict": {"hidden": True}}
+        return io.Schema(
+            node_id="Painter",
+            display_name="Painter",
+            category="image",
+            inputs=[
+                io.Image.Input("image", optional=True, tooltip="Image to paint over (the first of a batch)."),
+                io.String.Input("mask", default="", socketless=True,
+                                extra_dict={"widgetType": "PAINTER", "image_upload": True}),
+                io.Int.Input("width", **hidden_size),
+                io.Int.Input("height", **hidden_size),
+                io.Custom("COLOR").Input("bg_color", socketless=True, default="#000000"),
+            ],
+            outputs=[io.Image.Output("IMAGE", display_name="IMAGE"), io.Mask.Output("MASK", display_name="MASK")],
+        )
+
+    @classmethod
+    def execute(cls, mask: str, width: int, height: int, bg_color: str = "#000000", image: Any = None) -> io.NodeOutput:
+        import numpy as np
+        import torch
+        from PIL import Image
+
+        from .save import PreviewImage
+
+        if image is not None:
+            base = image[:1]
+            h, w = base.shape[1], base.shape[2]
+        else:
+            h, w = height, width
+            base = torch.zeros((1, h, w, 3), dtype=torch.float32)
+            base[0, :, :] = torch.tensor(hex_to_rgb(bg_color))
+        if mask and mask.strip():
+            path = _input_path(mask)
+            if path is None:
+                raise FileNotFoundError(f"Invalid painter file: {mask}")
+            painted = _open_image(path).convert("RGBA")
+            if painted.size != (w, h):
+                painted = painted.resize((w, h), Image.LANCZOS)
+            rgba = np.array(painted).astype(np.float32) / 255.0
+            alpha = rgba[:, :, 3:4]
+            composed = rgba[:, :, :3] * alpha + base[0].cpu().numpy() * (1.0 - alpha)
+            out, out_mask = torch.from_numpy(composed).unsqueeze(0), torch.from_numpy(rgba[:, :, 3]).unsqueeze(0)
+        else:
+            out, out_mask = base, torch.zeros((1, h, w), dtype=torch.float32)
+        return io.NodeOutput(out, out_mask, ui=PreviewImage().save_images(out)["ui"])
+
+    @classmethod
+    def fingerprint_inputs(cls, mask: str = "", **_: Any) -> str:
+        path = _input_path(mask) if mask and mask.strip() else None
+        return _file_hash(path) if path else ""
 
 
 class LoadImageMask:
@@ -269,7 +367,10 @@ class EmptyImage:
 
 NODES = [
     NodeDef("LoadImage", LoadImage, "Load Image", "nodes"),
+    NodeDef("LoadImageOutput", LoadImageOutput, "Load Image (from Outputs)", "nodes"),
     NodeDef("LoadImageMask", LoadImageMask, "Load Image (as Mask)", "nodes"),
+    NodeDef("WebcamCapture", WebcamCapture, "Webcam Capture", "comfy_extras.nodes_webcam"),
+    NodeDef("Painter", Painter, None, "comfy_extras.nodes_painter"),
     NodeDef("ImageScale", ImageScale, "Upscale Image", "nodes"),
     NodeDef("ImageScaleBy", ImageScaleBy, "Upscale Image By", "nodes"),
     NodeDef("ImageInvert", ImageInvert, "Invert Image", "nodes"),

@@ -86,10 +86,13 @@ def next_counter(folder: str, filename: str) -> int:
     return best + 1
 
 
-def reserve(folder: str, filename: str, counter: int, ext: str = "png") -> tuple[Any, str, int]:
-    """Open ``<filename>_<counter:05>_.<ext>`` exclusively, moving on while names are taken."""
+def reserve(folder: str, filename: str, counter: int, ext: str = "png", tail: str = "_") -> tuple[Any, str, int]:
+    """Open ``<filename>_<counter:05><tail>.<ext>`` exclusively, moving on while names are taken.
+
+    ``tail`` is ``"_"`` for ComfyUI's classic savers; SaveImageAdvanced names files without it.
+    """
     while True:
-        name = f"{filename}_{counter:05}_.{ext}"
+        name = f"{filename}_{counter:05}{tail}.{ext}"
         try:
             handle = open(os.path.join(folder, name), "xb")
         except FileExistsError:

@@ -1,5 +1,8 @@
 """A test-only node pack: ``TestProbe`` records any value it receives so a test can read it back.
 
+``TestLoad`` is its counterpart for inputs: it hands a graph an exact value
+a test wrote under ``<input>/probes/`` (a tensor, a LATENT, SVG documents).
+
 Tensors are written as ``.npy`` files (dicts of tensors, such as LATENT, as
 ``.npz``) under ``<output>/probes/<name>``; a CONDITIONING is recorded as its
 entries' shapes and options (tensors there by shape and mean); everything else
@@ -109,6 +112,42 @@ class TestProbeList:
         return {"ui": {"probe": items}}
 
 
+class SvgDocuments:
+    """What SVG outputs carry: the documents as file-likes in ``data``."""
+
+    def __init__(self, data: list[Any]) -> None:
+        self.data = data
+
+
+class TestLoad:
+    """Outputs ``<input>/probes/<name>``: ``.npy`` as a tensor, ``.npz`` as a dict (LATENT), ``.svg`` as SVG."""
+
+    CATEGORY = "testing"
+    RETURN_TYPES = (AnyType("*"),)
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {"required": {"name": ("STRING", {"default": ""})}}
+
+    def load(self, name: str) -> tuple[Any]:
+        import io
+
+        import numpy as np
+        import torch
+
+        from comfy_kernel_core_nodes.nodes import context
+
+        path = os.path.join(context.input_dir(), "probes", name)
+        if name.endswith(".npy"):
+            return (torch.from_numpy(np.load(path)),)
+        if name.endswith(".npz"):
+            with np.load(path) as data:
+                return ({k: torch.from_numpy(data[k]) for k in data.files},)
+        with open(path, "rb") as f:
+            return (SvgDocuments([io.BytesIO(f.read())]),)
+
+
 class TestConditioning:
     """A CONDITIONING without a text encoder: one entry of constant [1, tokens, 768] and pooled [1, 768]."""
 
@@ -127,4 +166,28 @@ class TestConditioning:
         return ([[torch.full((1, tokens, 768), value), {"pooled_output": torch.full((1, 768), value)}]],)
 
 
-NODE_CLASS_MAPPINGS = {"TestProbe": TestProbe, "TestProbeList": TestProbeList, "TestConditioning": TestConditioning}
+class TestModelStates:
+    """Output node: every model the kernel's model manager holds, as ``key=state:loads`` UI text."""
+
+    CATEGORY = "testing"
+    RETURN_TYPES = ()
+    FUNCTION = "states"
+    OUTPUT_NODE = True
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {"required": {}, "optional": {"after": (AnyType("*"), {})}}
+
+    @classmethod
+    def IS_CHANGED(cls, **kwargs: Any) -> float:
+        return float("nan")
+
+    def states(self, after: Any = None) -> dict[str, Any]:
+        from comfy_kernel import gpu
+
+        models = gpu.model_manager().stats()["models"]
+        return {"ui": {"states": [f"{m['key']}={m['state']}:{m['loads']}" for m in models]}}
+
+
+NODE_CLASS_MAPPINGS = {"TestProbe": TestProbe, "TestProbeList": TestProbeList, "TestConditioning": TestConditioning,
+                       "TestLoad": TestLoad, "TestModelStates": TestModelStates}

@@ -2,7 +2,9 @@
 
 Images, masks and latents are plain tensors/dicts on comfy-kernel; these
 names exist for annotations and ``isinstance`` checks against the abstract
-video type.
+video type. With the core_nodes plugin installed, ``VideoInput`` is its
+VIDEO type (what LoadVideo and CreateVideo produce); otherwise a stand-in
+with the same abstract methods.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ MaskInput = Any
 LatentInput = Any
 
 
-class VideoInput(abc.ABC):
+class _VideoInput(abc.ABC):
     """A video value: components, dimensions and saving, as the V3 API describes it."""
 
     @abc.abstractmethod
@@ -31,5 +33,10 @@ class VideoInput(abc.ABC):
         images = self.get_components().images
         return int(images.shape[2]), int(images.shape[1])
 
+
+try:
+    from comfy_kernel_core_nodes.media.video import VideoInput
+except ImportError:
+    VideoInput = _VideoInput  # type: ignore[assignment,misc]
 
 __all__ = ["ImageInput", "AudioInput", "MaskInput", "LatentInput", "VideoInput"]

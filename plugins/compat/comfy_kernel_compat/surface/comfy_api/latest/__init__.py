@@ -12,6 +12,9 @@ import contextvars
 import threading
 from typing import Any
 
+import comfy_api.input as _input
+import comfy_api.input_impl as _input_impl
+import comfy_api.util as _util
 from comfy_kernel import progress as _progress
 from comfy_kernel.nodes import io
 from comfy_kernel.nodes.io import ComfyExtension
@@ -68,21 +71,29 @@ class ComfyAPISync:
 
 
 class Input:
-    """Input value types (``Input.Image`` ...) — tensors and plain objects on comfy-kernel."""
+    """Input value types (``Input.Image`` ...): tensors and plain objects, and the VIDEO type."""
 
     Image = Any
     Audio = Any
     Mask = Any
     Latent = Any
-    Video = Any
+    Video = _input.VideoInput
 
 
 class Types:
-    """Structured value types; empty on comfy-kernel."""
+    """Structured value types: the video container, codec and components."""
+
+    VideoContainer = _util.VideoContainer
+    VideoCodec = _util.VideoCodec
+    VideoComponents = _util.VideoComponents
 
 
 class InputImpl:
-    """Concrete input implementations (video files); not provided on comfy-kernel."""
+    """Concrete video values (``VideoFromFile``, and ``VideoFromComponents`` with core_nodes)."""
+
+    VideoFromFile = _input_impl.VideoFromFile
+    if hasattr(_input_impl, "VideoFromComponents"):
+        VideoFromComponents = _input_impl.VideoFromComponents
 
 
 ComfyAPI_latest = ComfyAPI
