@@ -8,6 +8,14 @@ import pytest
 from billing_helpers import User
 
 BASIC_PRICE = 1000  # micros per CPU-second (plans.toml)
+OPERATIONS = [  # the contract's eleven billing operations
+    ("GET", "/api/billing/balance", None), ("GET", "/api/billing/events", None),
+    ("GET", "/api/billing/ops/{id}", None), ("POST", "/api/billing/payment-portal", {}),
+    ("GET", "/api/billing/plans", None), ("POST", "/api/billing/preview-subscribe", {"plan_slug": "pro"}),
+    ("GET", "/api/billing/status", None), ("POST", "/api/billing/subscribe", {"plan_slug": "pro"}),
+    ("POST", "/api/billing/subscription/cancel", {}), ("POST", "/api/billing/subscription/resubscribe", {}),
+    ("POST", "/api/billing/topup", {"amount_cents": 500}),
+]
 PRO_PRICE = 500
 
 
@@ -87,8 +95,13 @@ def test_two_users_two_plans_quota_topup_and_crash(tmp_path):
         assert ann.wait(ok.json()["prompt_id"])["status"]["status_str"] == "success"
 
         # -- another user's workspace is out of reach -------------------------------------------
-        r = bob.get("/api/billing/balance", headers={"Comfy-Workspace": ann.workspace_id})
-        assert r.status_code == 403
+        foreign = {"Comfy-Workspace": ann.workspace_id}
+        ann_before = balance(ann)
+        for method, path, body in OPERATIONS:
+            op_path = path.replace("{id}", topup["billing_op_id"])
+            r = bob.client.request(method, op_path, json=body, headers=foreign)
+            assert r.status_code == 403, (method, path, r.status_code, r.text)
+        assert balance(ann) == ann_before  # nothing changed
         assert bob.get("/api/admin/billing/usage").status_code == 403
         assert [p["user_id"] for p in bob.get("/api/billing/usage", params={"view": "prompts"}).json()["prompts"]] \
             == [bob.id]
