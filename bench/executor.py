@@ -11,6 +11,9 @@ versions of the five nodes with no other plugin, or with every plugin.
 
 Usage: ``python bench/executor.py [--quick] [--setup core|kernel|all]``; prints
 each figure beside ComfyUI's and the ratio (>1 means comfy-kernel is faster).
+``--compare-billing`` instead measures what metering costs: the CPU time of
+each of its pieces per prompt, then trivial prompts with and without the
+billing plugin, interleaved (in one process, and on two servers).
 """
 
 from __future__ import annotations
@@ -226,15 +229,307 @@ async def measure(url: str, quick: bool) -> dict:
     return res
 
 
+BENCH_PLANS = """
+currency = "usd"
+default_plan = "bench"
+[plans.bench]
+monthly_credits = 1000000000.0
+max_concurrent = 4
+price_per_second = { cpu = 0.0001, cuda = 0.001, default = 0.001 }
+"""
+
+
+async def billing_round(url: str, make, start: int, n: int) -> tuple[float, float]:
+    async with Bench(url) as b:
+        await b.run(make(start - 1))
+        closed, _lat = await b.closed_loop(make, start, n)
+        burst = await b.burst(make, start + n, n)
+    return closed, burst
+
+
+def server_cpu(server: ServerProcess) -> float:
+    """CPU seconds (user + system, every thread) the server process has used so far."""
+    import psutil
+
+    times = psutil.Process(server.proc.pid).cpu_times()
+    return times.user + times.system
+
+
+def compare_billing(args: argparse.Namespace) -> None:
+    """Trivial-prompt throughput with and without metering, interleaved round by round.
+
+    Two servers with the same setup (kernel + core_nodes): one with the billing
+    plugin disabled, one with ``--billing`` (a plan that never runs out). Each
+    round runs the same closed loop and burst on both, in alternating order, so
+    that the machine's background load falls on both alike. Besides throughput
+    it reports the server's own CPU time per prompt (every thread), which a busy
+    machine disturbs far less than wall-clock rates.
+    """
+    others = "userdata,manager,assets,hub,multiuser,compat"
+    rounds, n = (3, 100) if args.quick else (8, 200)
+    servers = {}
+    bases = []
+    try:
+        for name in ("without", "with"):
+            base = tempfile.mkdtemp(prefix=f"ck-bench-billing-{name}-")
+            bases.append(base)
+            flags = ["--disable-plugins", others + (",billing" if name == "without" else "")]
+            if name == "with":
+                plans = os.path.join(base, "plans.toml")
+                with open(plans, "w") as f:
+                    f.write(BENCH_PLANS)
+                flags += ["--billing", "--billing-config", plans]
+            servers[name] = ServerProcess(base, *flags).start()
+        figures: dict[str, dict[str, list[float]]] = {name: {"image": [], "image_burst": [], "prim": [],
+                                                             "prim_burst": [], "image_cpu": [], "prim_cpu": []}
+                                                      for name in servers}
+        for r in range(rounds):
+            order = ["without", "with"] if r % 2 == 0 else ["with", "without"]
+            for name in order:
+                url = servers[name].url
+                cpu = server_cpu(servers[name])
+                closed, burst = asyncio.run(billing_round(url, trivial_image, 100_000 * (r + 1), n))
+                figures[name]["image_cpu"].append((server_cpu(servers[name]) - cpu) / (2 * n + 1) * 1e6)
+                figures[name]["image"].append(closed)
+                figures[name]["image_burst"].append(burst)
+                cpu = server_cpu(servers[name])
+                closed, burst = asyncio.run(billing_round(url, trivial_primitive, 100_000 * (r + 1) + 50_000, n))
+                figures[name]["prim_cpu"].append((server_cpu(servers[name]) - cpu) / (2 * n + 1) * 1e6)
+                figures[name]["prim"].append(closed)
+                figures[name]["prim_burst"].append(burst)
+        metered = servers["with"].get("/api/billing/usage", params={"bucket": "all", "group_by": "none"}).json()
+        prompts = sum(row["prompts"] for row in metered["rows"])
+    finally:
+        for server in servers.values():
+            server.stop()
+            server.client.close()
+        for base in bases:
+            shutil.rmtree(base, ignore_errors=True)
+    print(f"billing overhead: {rounds} interleaved rounds of {n} prompts per figure; {prompts} prompts metered")
+    print(f"{'figure (median of the rounds)':<44} {'without':>10} {'with':>10} {'change':>8}")
+    result = {}
+    for key, label in (("image", "trivial image, closed loop (prompts/s)"),
+                       ("image_burst", "trivial image, burst (prompts/s)"),
+                       ("prim", "trivial primitive, closed loop (prompts/s)"),
+                       ("prim_burst", "trivial primitive, burst (prompts/s)"),
+                       ("image_cpu", "trivial image, server CPU per prompt (us)"),
+                       ("prim_cpu", "trivial primitive, server CPU per prompt (us)")):
+        a, b = statistics.median(figures["without"][key]), statistics.median(figures["with"][key])
+        result[key] = {"without": a, "with": b, "change_pct": (b - a) / a * 100,
+                       "rounds": {"without": figures["without"][key], "with": figures["with"][key]}}
+        print(f"{label:<44} {a:>10.1f} {b:>10.1f} {result[key]['change_pct']:>+7.2f}%")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=1)
+
+
+def billing_components() -> dict:
+    """CPU time of each piece of metering per prompt, called directly (medians of 5 x 3,000 calls).
+
+    The pieces on the server loop (admission, the concurrency check, charging
+    a finished prompt) and on the billing thread (building and writing the
+    usage records, a commit per 25 prompts), timed with the CPU clock of the
+    calling thread, so a busy machine disturbs them far less than throughput.
+    """
+    import gc
+    import sqlite3
+    import tomllib
+    import types
+
+    from comfy_kernel.config import default_config
+    from comfy_kernel.kernel import Kernel
+    from comfy_kernel_billing.config import apply_plan_file
+    from comfy_kernel_billing.service import Billing
+
+    base = tempfile.mkdtemp(prefix="ck-bench-billing-parts-")
+    kernel = Kernel(default_config(base_directory=base))
+    kernel.prepare_directories()
+    kernel.executor = types.SimpleNamespace(heap=[], running={}, starting={})
+    prompt = trivial_primitive(1)
+    nodes = {"1": {"class_type": "PrimitiveInt", "wall_s": 1e-5, "busy_s": 1e-5, "cached": False},
+             "2": {"class_type": "PreviewAny", "wall_s": 1e-4, "busy_s": 1e-4, "cached": False}}
+
+    def event(i: int) -> dict:
+        now = time.time()
+        return {"prompt_id": f"p{i}", "owner": "default", "status": {"status_str": "success", "messages": []},
+                "outputs": {"2": {"text": ["1"]}}, "prompt": prompt, "nodes": nodes,
+                "extra_data": {"billing": {"run": f"r{i}", "user": "default"}}, "created": now, "started": now,
+                "ended": now, "worker": {"id": "worker-0", "type": "cpu", "name": "cpu"}}
+
+    async def run() -> dict[str, list[float]]:
+        billing = Billing(kernel)
+        billing.settings.enabled = True
+        apply_plan_file(billing.settings, tomllib.loads(BENCH_PLANS))
+        await billing.start()
+        request = types.SimpleNamespace(state=types.SimpleNamespace(identity=None))
+        await billing.admit(request, prompt, {}, "default")
+        billing.db.submit = lambda job: None  # written below, timed on this thread
+        gc.collect()
+        times: dict[str, list[float]] = {}
+        n = 3000
+        for rep in range(5):
+            t = time.thread_time()
+            for _ in range(n):
+                billing.admit(request, prompt, {}, "default")
+            times.setdefault("admission at /prompt (loop)", []).append(time.thread_time() - t)
+            start = {"prompt_id": "p", "owner": "default", "extra_data": {}}
+            t = time.thread_time()
+            for _ in range(n):
+                billing.may_start(start)
+            times.setdefault("max_concurrent check (loop)", []).append(time.thread_time() - t)
+            events = [event(rep * n + i) for i in range(n)]
+            t = time.thread_time()
+            for e in events:
+                billing.finished(e)
+            times.setdefault("charging a finished prompt (loop)", []).append(time.thread_time() - t)
+            queued, billing._unwritten = billing._unwritten, []
+            conn = sqlite3.connect(billing.settings.database, isolation_level=None)
+            t = time.thread_time()
+            for j in range(0, n, 25):
+                billing._unwritten = queued[j:j + 25]
+                conn.execute("BEGIN IMMEDIATE")
+                billing._write_usages(conn)
+                conn.execute("COMMIT")
+            times.setdefault("writing the usage record (thread)", []).append(time.thread_time() - t)
+            conn.close()
+        await billing.stop()
+        return {k: [v / n * 1e6 for v in vs] for k, vs in times.items()}
+
+    try:
+        parts = asyncio.run(run())
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    print("metering, CPU per prompt of each piece (median of 5 x 3000 calls):")
+    out = {}
+    for label, values in parts.items():
+        out[label] = statistics.median(values)
+        print(f"  {label:<40} {out[label]:>6.1f} us")
+    return out
+
+
+def billing_in_process(args: argparse.Namespace) -> dict:
+    """Metering's own cost, measured in one server process with the billing hooks on and off.
+
+    Two servers on one busy machine differ by several percent even when they
+    are identical, which hides a 1 % effect. Here one kernel (core_nodes,
+    ``--billing``) runs in this process, requests go through the ASGI app
+    without sockets, and the billing plugin's execution hooks are
+    unregistered and registered again between rounds (its database thread
+    stays up), so both sides share the process, its memory and the machine's
+    load of the moment. Figures: prompts per second and process CPU time per
+    prompt, closed loop, medians of the rounds.
+    """
+    import gc
+
+    import httpx
+
+    from comfy_kernel import hookimpl
+    from comfy_kernel.app import build_app
+    from comfy_kernel.cli import build_parser
+    from comfy_kernel.plugins import PluginHost
+    from comfy_kernel.server import create_kernel
+
+    rounds, n = (10, 50) if args.quick else (40, 100)
+    base = tempfile.mkdtemp(prefix="ck-bench-billing-")
+    plans = os.path.join(base, "plans.toml")
+    with open(plans, "w") as f:
+        f.write(BENCH_PLANS)
+    host = PluginHost(disabled=["userdata", "manager", "assets", "hub", "multiuser", "compat"])
+    host.discover()
+    config = build_parser(host).parse_args(["serve", "--base-directory", base, "--billing", "--billing-config",
+                                            plans, "--disable-plugins", ",".join(sorted(host.disabled))])
+
+    done: dict[str, asyncio.Future] = {}
+
+    class Watcher:
+        @hookimpl
+        def ck_prompt_finished(self, event: dict) -> None:
+            fut = done.pop(event["prompt_id"], None)
+            if fut is not None and not fut.done():
+                fut.set_result(event["status"]["status_str"])
+
+    async def run() -> dict:
+        kernel = create_kernel(config, host)
+        app = build_app(kernel)
+        await kernel.startup()
+        host.pm.register(Watcher(), name="bench-watcher")
+        hooks = {name: host.pm.get_plugin(name) for name in ("billing-execution", "billing-concurrency")}
+        assert hooks["billing-execution"] is not None and kernel.state["billing"].started, "billing did not start"
+        hooks = {name: obj for name, obj in hooks.items() if obj is not None}
+
+        def switch(on: bool) -> None:
+            for name, obj in hooks.items():
+                if on and not host.pm.is_registered(obj):
+                    host.pm.register(obj, name=name)
+                elif not on and host.pm.is_registered(obj):
+                    host.pm.unregister(obj)
+
+        client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1")
+        loop = asyncio.get_running_loop()
+
+        async def one(value: int) -> None:
+            pid = uuid.uuid4().hex
+            done[pid] = fut = loop.create_future()
+            r = await client.post("/prompt", json={"prompt": trivial_primitive(value), "prompt_id": pid})
+            assert r.status_code == 200, r.text
+            assert await fut == "success"
+
+        for i in range(20):  # warm up: workers, caches
+            await one(-1 - i)
+        gc.collect()
+        figures: dict[str, dict[str, list[float]]] = {k: {"rate": [], "cpu_us": []} for k in ("off", "on")}
+        value = 0
+        for r in range(rounds):
+            for state in (("on", "off") if r % 2 else ("off", "on")):
+                switch(state == "on")
+                cpu, t = time.process_time(), time.perf_counter()
+                for _ in range(n):
+                    value += 1
+                    await one(value)
+                wall = time.perf_counter() - t
+                figures[state]["rate"].append(n / wall)
+                figures[state]["cpu_us"].append((time.process_time() - cpu) / n * 1e6)
+        switch(True)
+        await client.aclose()
+        await kernel.shutdown()
+        return figures
+
+    try:
+        figures = asyncio.run(run())
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    out = {}
+    print(f"in one process, billing hooks off/on in alternate rounds ({rounds} rounds of {n} trivial primitive "
+          "prompts, no sockets):")
+    for key, label in (("rate", "prompts/s"), ("cpu_us", "process CPU per prompt (us)")):
+        a, b = statistics.median(figures["off"][key]), statistics.median(figures["on"][key])
+        out[key] = {"off": a, "on": b, "change_pct": (b - a) / a * 100, "rounds": figures}
+        print(f"  {label:<32} off {a:>9.1f}   on {b:>9.1f}   change {(b - a) / a * 100:>+6.2f}%")
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer prompts (for CI)")
+    parser.add_argument("--compare-billing", action="store_true",
+                        help="only compare trivial-prompt throughput with and without the billing plugin's "
+                             "metering (interleaved rounds; needs comfy-kernel-billing installed)")
     parser.add_argument("--json", help="also write the figures to this file")
     parser.add_argument("--setup", choices=["core", "kernel", "all"], default="core",
                         help="core: kernel + core_nodes, like ComfyUI with its stock nodes (default); "
                              "kernel: the kernel alone with bench/nodepack's five nodes; "
                              "all: every installed plugin, bench/nodepack's nodes")
     args = parser.parse_args()
+    if args.compare_billing:
+        parts = billing_components()
+        precise = billing_in_process(args)
+        compare_billing(args)
+        if args.json:
+            with open(args.json) as f:
+                both = json.load(f)
+            with open(args.json, "w") as f:
+                json.dump({"components_us": parts, "in_process": precise, "two_servers": both}, f, indent=1)
+        return
     with open(REFERENCE) as f:
         ref = json.load(f)
     base = tempfile.mkdtemp(prefix="ck-bench-")

@@ -192,6 +192,48 @@ def ck_on_prompt(body: dict[str, Any], request: HTTPConnection) -> dict[str, Any
 
 
 @hookspec
+def ck_admit_prompt(request: HTTPConnection, kernel: Kernel, prompt_id: str, prompt: dict[str, Any],
+                    extra_data: dict[str, Any], outputs: list[str], owner: str) -> None:
+    """Decide whether a validated ``POST /prompt`` may enter the queue (quotas, credits).
+
+    Called after validation, before the prompt is queued, with the caller's
+    identity in ``request.state.identity`` and the queue ``owner`` key. To
+    refuse, raise ``comfy_kernel.http.HTTPError`` with the status and body to
+    answer; ComfyUI's shape is ``{"error": {"type", "message", "details",
+    "extra_info"}, "node_errors": {}}``. The hook may add keys to
+    ``extra_data``: they are stored with the queue item (and survive a
+    restart). May be a coroutine function. Any other exception refuses the
+    prompt with a 503 (an admission check that cannot decide does not let a
+    prompt through). With no implementation the kernel skips the call.
+    """
+
+
+@hookspec
+def ck_prompt_may_start(event: dict[str, Any], kernel: Kernel) -> bool | None:
+    """Whether a queued prompt may start now (per-owner concurrency limits).
+
+    Asked by an idle worker for each queued prompt in queue order;
+    ``event`` has ``prompt_id``, ``owner`` and ``extra_data``. Return False
+    to keep that prompt waiting: the worker takes the next allowed one, and
+    asks again whenever a prompt finishes or ``kernel.executor.wake()`` is
+    awaited. Any other answer allows it. Called on the server loop; must be
+    fast and must not block. With no implementation the queue pops in order
+    without asking.
+    """
+
+
+@hookspec
+def ck_payment_providers(kernel: Kernel) -> dict[str, Any]:
+    """Return ``{name: provider}`` payment providers for the billing plugin.
+
+    A provider implements ``comfy_kernel_billing.providers.PaymentProvider``
+    (top-ups, subscriptions, payment portal); the billing plugin uses the one
+    named by ``--billing-provider``. Providers redirect people to the payment
+    service; card data never passes through the server.
+    """
+
+
+@hookspec
 def ck_prompt_queued(event: dict[str, Any]) -> None:
     """A prompt entered the queue.
 
@@ -214,5 +256,14 @@ def ck_prompt_finished(event: dict[str, Any]) -> None:
     """A prompt finished (success, error or interrupt) and its history exists.
 
     ``event`` has ``prompt_id``, ``owner``, ``status`` (the history status
-    object) and ``outputs``. Observers only.
+    object) and ``outputs``, and for metering: ``prompt`` and ``extra_data`` (as queued),
+    ``created``, ``started`` and ``ended`` (epoch seconds), ``worker`` (``id``,
+    ``type``, ``name``, ``index`` and ``device`` of the worker that ran it) and
+    ``nodes``: ``{node_id: {"class_type", "wall_s", "busy_s", "cached"}}`` for
+    every node the run visited (executed, or answered from the cache; the
+    inputs of a cached node are not visited). ``wall_s`` is host
+    time spent executing the node; ``busy_s`` is the time the node held the
+    worker's device (on CUDA measured on the device's stream, so kernels a
+    node queued count for that node; elsewhere equal to ``wall_s``).
+    Observers only.
     """

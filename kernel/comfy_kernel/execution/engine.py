@@ -42,6 +42,7 @@ from ..progress import (
 from .caching import CacheEntry, ObjectCache, OutputCache, Signatures, make_cache
 from .graph import DependencyCycleError, DynamicPrompt, ExecutionList, NodeInputError
 from .nodeclass import NodeDef, NodeDefs
+from .timing import NodeTimes, worker_device
 from .validation import exception_type_name
 
 log = logging.getLogger(__name__)
@@ -94,6 +95,8 @@ class Run:
         self.finished: set[str] = set()
         self.held: dict[str, int] = {}
         self.release_after: list[str] = []
+        self.times = NodeTimes(worker_device())
+        self.cached: set[str] = set()
 
     def node_def(self, node_id: str) -> NodeDef | None:
         try:
@@ -227,6 +230,7 @@ class Engine:
                 if entry.ui is not None:
                     run.ui[node_id] = entry.ui
                 cached.append(node_id)
+        run.cached = set(cached)
         self._emit(run, "execution_cached", {"nodes": cached, "prompt_id": run.prompt_id})
 
         if self.release_early:
@@ -237,6 +241,7 @@ class Engine:
         for node_id in run.outputs_to_execute:
             elist.add_node(node_id)
         failed = False
+        times = run.times
         while not elist.is_empty():
             node_id, cycle = await elist.stage_node_execution()
             if cycle is not None:
@@ -249,16 +254,20 @@ class Engine:
                 failed = True
                 break
             assert node_id is not None
+            mark = times.begin()
             try:
                 result = await self._execute(run, elist, node_id)
             except InterruptProcessingException:
+                times.end(node_id, mark)
                 self._interrupted(run, node_id)
                 failed = True
                 break
             except Exception as exc:
+                times.end(node_id, mark)
                 self._failed(run, node_id, exc, getattr(exc, "_ck_inputs", {}))
                 failed = True
                 break
+            times.end(node_id, mark)
             if result == SUCCESS:
                 elist.complete_node_execution()
                 if run.consumers is not None:
@@ -658,7 +667,23 @@ class Engine:
         failed = not run.success
         return {"outputs": outputs, "meta": meta,
                 "status": {"status_str": "error" if failed else "success", "completed": not failed,
-                           "messages": run.messages}}
+                           "messages": run.messages},
+                "nodes": run.times.report(_ClassOf(run.dynprompt), run.cached)}
+
+
+class _ClassOf:
+    """Node id -> class type, holding only the run's graph (not its outputs) while a report lives."""
+
+    __slots__ = ("dynprompt",)
+
+    def __init__(self, dynprompt: DynamicPrompt):
+        self.dynprompt = dynprompt
+
+    def __call__(self, node_id: str) -> str | None:
+        try:
+            return self.dynprompt.get_node(node_id)["class_type"]
+        except Exception:
+            return None
 
 
 # --- list mapping helpers (spec §5.6) ---------------------------------------------------------------

@@ -81,6 +81,14 @@ class _LocalWorker:
                 loop.call_soon_threadsafe(_settle, fut, result, None)
 
 
+def _worker_info(index: int, worker: Any, device: Any) -> dict[str, Any]:
+    """Who ran a prompt, as metering reports it: the worker and its device."""
+    if device is None:
+        return {"id": f"worker-{index}", "type": "cpu", "name": "cpu", "index": None, "device": "cpu"}
+    return {"id": getattr(worker, "id", f"worker-{index}"), "type": device.type, "name": device.name,
+            "index": device.index, "device": device.torch_device}
+
+
 def _settle(fut: asyncio.Future, result: Any, exc: BaseException | None) -> None:
     if fut.done():
         return
@@ -98,13 +106,16 @@ class Executor:
         self.store = Store(kernel.database_path, getattr(kernel.config, "history_max_items", 10000) or 10000)
         self.heap: list[QueuedPrompt] = []
         self.running: dict[str, QueuedPrompt] = {}  # prompt id -> item
+        self.starting: dict[str, QueuedPrompt] = {}  # taken from the queue, not yet marked running
         self.running_engine: dict[str, Engine] = {}
         self.counter = 0
         self.wakeup: asyncio.Condition | None = None
         self.workers: list[Any] = []
+        self.worker_info: list[dict[str, Any]] = []
         self.engines: list[Engine] = []
         self.dispatchers: list[asyncio.Task] = []
         self.flags: dict[str, bool] = {}
+        self.held = False  # a queued prompt was held back by ck_prompt_may_start
         self.started = False
         self.jobs = JobFeed()
 
@@ -163,6 +174,7 @@ class Executor:
             await worker.start()
             self.engines.append(engine)
             self.workers.append(worker)
+            self.worker_info.append(_worker_info(len(self.workers) - 1, worker, device))
         # Start-up objects (modules, node classes) never die: keep them out of the
         # collector's full passes, which otherwise grow with every big prompt.
         gc.collect()
@@ -285,15 +297,20 @@ class Executor:
     async def _dispatch(self, index: int) -> None:
         worker, engine = self.workers[index], self.engines[index]
         assert self.wakeup is not None
+        may_start = self.kernel.host.pm.hook.ck_prompt_may_start
         while True:
             async with self.wakeup:
-                while not self.heap:
+                while True:
+                    queued = self._take(may_start)
+                    if queued is not None:
+                        break
                     await self.wakeup.wait()
-                queued = heapq.heappop(self.heap)
             started = time.time()
+            self.starting[queued.prompt_id] = queued
             try:
                 await self.store.mark_running(queued.prompt_id)  # durable before anyone sees it running
                 self.running[queued.prompt_id] = queued
+                self.starting.pop(queued.prompt_id, None)
                 self.running_engine[queued.prompt_id] = engine
                 self.broadcast_status()
                 history_item = queued.item
@@ -305,14 +322,15 @@ class Executor:
                               "messages": [["execution_error", {"prompt_id": queued.prompt_id,
                                                                 "exception_message": f"{exc}\n",
                                                                 "timestamp": now_ms()}]]}}
-                await self.store.finish(queued.owner, history_item, result, started, time.time(),
-                                        queued.created)
+                ended = time.time()
+                await self.store.finish(queued.owner, history_item, result, started, ended, queued.created)
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("could not record prompt %s", queued.prompt_id)
                 result = None
             finally:
+                self.starting.pop(queued.prompt_id, None)
                 self.running.pop(queued.prompt_id, None)
                 self.running_engine.pop(queued.prompt_id, None)
             self.broadcast_status()
@@ -324,9 +342,48 @@ class Executor:
             if result is not None:
                 self.kernel.host.call_each("ck_prompt_finished", event={
                     "prompt_id": queued.prompt_id, "owner": queued.owner, "status": result["status"],
-                    "outputs": result["outputs"]})
+                    "outputs": result["outputs"], "prompt": queued.item[2], "extra_data": queued.item[3],
+                    "created": queued.created,
+                    "started": started, "ended": ended, "worker": self.worker_info[index],
+                    "nodes": result.get("nodes") or {}})
             if self.flags and not self.running:
                 self._apply_free()
+            if self.held:
+                await self.wake()
+
+    def _take(self, may_start: Any) -> QueuedPrompt | None:
+        """The next queued prompt allowed to start (``ck_prompt_may_start``), removed from the heap."""
+        heap = self.heap
+        if not heap:
+            return None
+        impls = may_start.get_hookimpls()
+        if not impls or self._may_start(impls, heap[0]):
+            return heapq.heappop(heap)
+        self.held = True
+        for queued in sorted(heap)[1:]:  # the first in line is held back: the next allowed one
+            if self._may_start(impls, queued):
+                heap.remove(queued)
+                heapq.heapify(heap)
+                return queued
+        return None
+
+    def _may_start(self, impls: list[Any], queued: QueuedPrompt) -> bool:
+        args = {"event": {"prompt_id": queued.prompt_id, "owner": queued.owner, "extra_data": queued.item[3]},
+                "kernel": self.kernel}
+        for impl in impls:
+            try:
+                if impl.function(**{name: args[name] for name in impl.argnames}) is False:
+                    return False
+            except Exception:
+                log.exception("plugin %s failed in ck_prompt_may_start", self.kernel.host.pm.get_name(impl.plugin))
+        return True
+
+    async def wake(self) -> None:
+        """Let idle workers look at the queue again (a limit that held prompts back changed)."""
+        self.held = False
+        if self.wakeup is not None:
+            async with self.wakeup:
+                self.wakeup.notify_all()
 
     def _apply_free(self) -> None:
         flags, self.flags = self.flags, {}

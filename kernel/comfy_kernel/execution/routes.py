@@ -13,6 +13,7 @@ only for unknown ids.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import uuid
 from typing import Any
@@ -107,6 +108,9 @@ def register(table: RouteTable, kernel: Any) -> None:
         if "client_id" in body:
             extra_data["client_id"] = body["client_id"]
         owner = _owner(request)
+        admit = kernel.hook.ck_admit_prompt.get_hookimpls()
+        if admit:
+            await _admit(kernel, admit, request, prompt_id, prompt, extra_data, outputs, owner)
         hooks = kernel.webhooks if getattr(kernel, "webhooks", None) is not None and kernel.webhooks.started else None
         if hooks is not None and ("webhook" in extra_data or hooks.wants(owner)):
             hook = hooks.parse_prompt_webhook(extra_data["webhook"]) if "webhook" in extra_data else None
@@ -325,6 +329,27 @@ def register(table: RouteTable, kernel: Any) -> None:
         if blob is None:
             raise HTTPError(404, f"Prompt {prompt_id} not found", type="not_found")
         return Response(_history_bytes([(prompt_id, blob)]), media_type=JSON_TYPE)
+
+
+async def _admit(kernel: Any, impls: list[Any], request: Request, prompt_id: str, prompt: dict[str, Any],
+                 extra_data: dict[str, Any], outputs: list[str], owner: str) -> None:
+    """Run every ``ck_admit_prompt``; an HTTPError refuses with its answer, anything else with a 503."""
+    args = {"request": request, "kernel": kernel, "prompt_id": prompt_id, "prompt": prompt,
+            "extra_data": extra_data, "outputs": outputs, "owner": owner}
+    for impl in reversed(impls):
+        try:
+            value = impl.function(**{name: args[name] for name in impl.argnames})
+            if inspect.isawaitable(value):
+                await value
+        except HTTPError:
+            raise
+        except Exception:
+            name = kernel.host.pm.get_name(impl.plugin) or "?"
+            log.exception("plugin %s failed to decide on prompt %s", name, prompt_id)
+            raise HTTPError(503, "The prompt could not be admitted", type="admission_failed", body={
+                "error": {"type": "admission_failed", "message": "The prompt could not be admitted",
+                          "details": f"The {name} plugin could not check this prompt; see the server log.",
+                          "extra_info": {}}, "node_errors": {}}) from None
 
 
 def _job_status(entry: dict[str, Any]) -> str:
