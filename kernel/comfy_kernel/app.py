@@ -10,6 +10,7 @@ dirs, the web root last), and a catch-all that answers 404/405 as ComfyUI does.
 from __future__ import annotations
 
 import contextlib
+import functools
 import ipaddress
 import logging
 import os
@@ -26,7 +27,7 @@ from starlette.staticfiles import StaticFiles
 from .http import HTTPError, error_body, json_response
 from .identity import LOCAL_USER, Identity
 from .kernel import Kernel
-from .routing import RouteTable
+from .routing import IndexedRouter, RouteTable
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,14 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tif
 CORS_METHODS = "POST, GET, DELETE, PUT, PATCH, OPTIONS"
 CORS_HEADERS = "Content-Type, Authorization, Comfy-User, X-API-Key"
 LOOPBACK_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback"}
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+#: ``Sec-Fetch-Site`` values of a request some other origin's page made.
+FOREIGN_FETCH_SITES = frozenset({"cross-site", "same-site"})
+
+
+NO_FRONTEND = ("No web frontend is installed, so there is no GUI. Add it with: "
+               "pip install 'comfy-kernel-userdata[frontend]' (from a checkout: pip install -e "
+               "'plugins/userdata[frontend]'), then restart.")
 
 
 class BodyTooLarge(Exception):
@@ -64,6 +73,7 @@ def _host_name(host: str) -> str:
     return host
 
 
+@functools.lru_cache(maxsize=256)
 def _is_loopback(name: str) -> bool:
     if name in LOOPBACK_NAMES:
         return True
@@ -79,7 +89,9 @@ class HostGuard:
     ComfyUI resolves the Host name on every request (slow, and open to DNS
     rebinding). Here a Host must be a loopback literal, ``localhost``, a
     listen address, an IP literal when listening on all interfaces, or a name
-    from ``--allowed-hosts``; and an ``Origin`` must match the Host.
+    from ``--allowed-hosts``; and an ``Origin`` must match the Host. An
+    ``Origin: null`` (sandboxed iframes, ``data:`` and ``file:`` pages) is
+    another origin, never this one.
     """
 
     def __init__(self, listen: str, allowed: list[str]):
@@ -101,11 +113,14 @@ class HostGuard:
 
     @staticmethod
     def origin_ok(host: str, origin: str) -> bool:
-        if not host or not origin or origin == "null":
+        """Whether ``origin`` is this server as reached through ``host`` (no Origin at all is fine)."""
+        if not origin:
             return True
+        if origin == "null" or not host:
+            return False
         parts = urlsplit(origin)
         if not parts.hostname:
-            return True
+            return False
         origin_host = parts.hostname.lower()
         origin_port = parts.port
         host = host.lower()
@@ -146,8 +161,11 @@ class KernelMiddleware:
         if not self.guard.host_ok(host):
             log.warning("refused request with Host %r (not an allowed host)", host)
             return await self._refuse(scope, receive, send, 403, "Host not allowed", "forbidden_host")
-        if not self.cors and origin and not self.guard.origin_ok(host, origin):
-            log.warning("refused cross-origin request: Host %r, Origin %r", host, origin)
+        method = scope["method"] if is_http else "GET"
+        foreign = self._foreign(host, origin, headers.get("sec-fetch-site", ""), method)
+        if foreign and not self._cors_allows(origin):
+            log.warning("refused cross-origin request: Host %r, Origin %r, Sec-Fetch-Site %r", host, origin,
+                        headers.get("sec-fetch-site"))
             return await self._refuse(scope, receive, send, 403, "Cross-origin request refused",
                                       "forbidden_origin")
         if is_http and scope["method"] == "OPTIONS":
@@ -161,6 +179,9 @@ class KernelMiddleware:
             receive = self._limited(receive)
 
         state = scope.setdefault("state", {})
+        # Read by the JSON body parsers: a request another origin made (let through by CORS
+        # mode) must say it is JSON, so a browser has to ask permission in a preflight first.
+        state["cross_origin"] = foreign
         try:
             state["identity"] = self._identity(scope)
         except HTTPError as exc:
@@ -203,13 +224,32 @@ class KernelMiddleware:
                 await _send_response(json_response(error_body("Internal server error", "internal_error"), 500),
                                      scope, receive, send)
 
+    def _foreign(self, host: str, origin: str, fetch_site: str, method: str) -> bool:
+        """Whether a browser made this request for a page of another origin.
+
+        ``Origin`` decides when present (``null`` included). Without it,
+        ``Sec-Fetch-Site`` does for state-changing methods; a plain GET from
+        another site (a link, an image) stays allowed, as in ComfyUI: routes
+        that change state on GET check that themselves.
+        """
+        if origin:
+            return not self.guard.origin_ok(host, origin)
+        return method not in SAFE_METHODS and fetch_site in FOREIGN_FETCH_SITES
+
+    def _cors_allows(self, origin: str) -> bool:
+        """CORS mode lets the configured origin (any origin for ``*``) through, never ``null``."""
+        if not self.cors or origin == "null":
+            return False
+        return self.cors == "*" or origin == self.cors
+
     def _identity(self, scope: dict) -> Identity:
-        conn = HTTPConnection(scope)
-        identity = self.kernel.host.first_result("ck_resolve_identity", request=conn, kernel=self.kernel)
-        if identity is not None:
-            return identity
+        host = self.kernel.host
+        if host.implemented("ck_resolve_identity"):
+            identity = host.first_result("ck_resolve_identity", request=HTTPConnection(scope), kernel=self.kernel)
+            if identity is not None:
+                return identity
         if self.kernel.config.multi_user:
-            user = conn.headers.get("comfy-user") or "default"
+            user = HTTPConnection(scope).headers.get("comfy-user") or "default"
             return Identity(user_id=user)
         return LOCAL_USER
 
@@ -275,6 +315,11 @@ class SafeStatic(StaticFiles):
         return await super().get_response(path, scope)
 
 
+async def no_frontend(request: Request) -> Response:
+    """``/`` when no plugin serves a web frontend: say so, and how to add it, instead of an empty 404."""
+    return PlainTextResponse(NO_FRONTEND + "\nThe ComfyUI API is served here (/api/...).\n", status_code=404)
+
+
 async def not_found(request: Request) -> Response:
     if request.method in ("GET", "HEAD"):
         return Response(b"", status_code=404)
@@ -322,7 +367,11 @@ def build_app(kernel: Kernel) -> Starlette:
         if not os.path.isdir(directory):
             continue
         mount_at = "" if prefix in ("", "/") else prefix.rstrip("/")
+        if not mount_at:
+            kernel.web_root = directory
         routes.append(Mount(mount_at or "/", app=SafeStatic(directory=directory, html=False)))
+    if kernel.web_root is None:
+        routes.append(Route("/", no_frontend, methods=["GET", "HEAD"]))
     routes.append(Route("/{path:path}", not_found, methods=["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH"]))
 
     middleware = [Middleware(KernelMiddleware, kernel=kernel)]
@@ -344,5 +393,6 @@ def build_app(kernel: Kernel) -> Starlette:
     app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan,
                     exception_handlers={404: _method_not_allowed, 405: _method_not_allowed,
                                         HTTPError: http_error})
+    app.router = IndexedRouter(routes, lifespan=lifespan)
     app.state.kernel = kernel
     return app

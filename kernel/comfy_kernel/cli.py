@@ -1,19 +1,43 @@
-"""``comfy-kernel``: ``serve`` starts the server, ``plugins`` lists what loaded, ``run`` runs a workflow."""
+"""``comfy-kernel``: ``serve`` starts the server (also without a command), ``plugins`` lists what
+loaded, ``run`` runs a workflow.
+
+Mistakes in the command line or settings the server cannot start with (a bad
+``--port``, a base directory that cannot be used, a port already taken) are
+one line on stderr and exit status 2, not a traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import sys
-from typing import Any
+from typing import Any, NoReturn
 
 from . import __version__
-from .config import add_server_arguments, apply_layered_defaults, normalise
+from .config import (
+    StartupError,
+    add_server_arguments,
+    apply_layered_defaults,
+    mark_secret_options,
+    normalise,
+    remember_secret_values,
+    secrets_on_command_line,
+)
 from .plugins import PluginHost
 
 
+class CliParser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line (the ``serve`` usage alone is dozens of lines)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser(host: PluginHost) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="comfy-kernel", description="A server that speaks the ComfyUI API.")
+    parser = CliParser(prog="comfy-kernel", description=(
+        "A server that speaks the ComfyUI API. Without a command it starts the server: a bare "
+        "`comfy-kernel` (or `comfy-kernel --port 8189 ...`) is `comfy-kernel serve` with those options; "
+        "`comfy-kernel serve --help` lists them."))
     parser.add_argument("--version", action="version", version=f"comfy-kernel {__version__}")
     sub = parser.add_subparsers(dest="command")
     serve = sub.add_parser("serve", help="start the server")
@@ -48,12 +72,23 @@ def setup_logging(level: str, to_stdout: bool = False) -> None:
     root.handlers[:] = [handler]
     root.setLevel(getattr(logging, str(level).upper(), logging.INFO))
     logging.getLogger("uvicorn.access").disabled = True
+    # The format shows the message only, so the record fields it never shows are not
+    # gathered (the logging HOWTO's "Optimization" section): no caller-frame walk, no
+    # thread or process names. Every prompt logs a line; this is most of its cost.
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
 
 
-def cmd_serve(args: argparse.Namespace, host: PluginHost) -> int:
+def cmd_serve(args: argparse.Namespace, host: PluginHost, argv: list[str] | None = None) -> int:
     from .server import run
 
     setup_logging(args.verbose, args.log_stdout)
+    for flag in secrets_on_command_line(argv if argv is not None else sys.argv[1:]):
+        logging.getLogger(__name__).warning(
+            "warning: %s was given on the command line, where every local user can read it (ps, /proc); "
+            "set it in the environment (COMFY_KERNEL_<OPTION>) or in comfy-kernel.toml instead", flag)
     return run(args, host)
 
 
@@ -106,20 +141,27 @@ def main(argv: list[str] | None = None) -> int:
         pass
     host.discover()
     parser = build_parser(host)
-    if not argv:
-        argv = ["serve"]
+    mark_secret_options(parser)
+    if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version")):
+        argv = ["serve", *argv]  # `comfy-kernel [serve options]` serves, as ComfyUI's main.py does
     sub_parsers = parser._subparsers._group_actions[0].choices if parser._subparsers else {}
     if argv[0] in sub_parsers:
         apply_layered_defaults(sub_parsers[argv[0]], argv[1:])
     args = parser.parse_args(argv)
     if hasattr(args, "max_upload_size"):
         normalise(args)
+    remember_secret_values(args, parser)
     func: Any = getattr(args, "func", None)
     if func is None:
         parser.print_help()
         return 2
     try:
-        return int(func(args, host) or 0) if func in (cmd_serve, cmd_plugins, cmd_run) else int(func(args) or 0)
+        if func is cmd_serve:
+            return int(cmd_serve(args, host, argv) or 0)
+        return int(func(args, host) or 0) if func in (cmd_plugins, cmd_run) else int(func(args) or 0)
+    except StartupError as exc:
+        print(f"comfy-kernel: error: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 0
 

@@ -128,6 +128,17 @@ def widget_inputs(info: dict[str, Any], *, with_forced: bool = False) -> list[tu
     return out
 
 
+def optional_widget_names(inputs: dict[str, Any], prefix: str = "") -> set[str]:
+    """Names of the optional inputs, those inside dynamic combo options too (named ``combo.input``)."""
+    names = {prefix + name for name in (inputs.get("optional") or {})}
+    for section in ("required", "optional"):
+        for name, spec in (inputs.get(section) or {}).items():
+            if isinstance(spec, (list, tuple)) and len(spec) > 1 and spec[0] == DYNAMIC_COMBO:
+                for option in (spec[1] or {}).get("options") or []:
+                    names |= optional_widget_names(option.get("inputs") or {}, f"{prefix}{name}.")
+    return names
+
+
 def unstored_widgets(info: dict[str, Any]) -> dict[str, Any]:
     """Required inputs whose widget the frontend always sends without storing it, with that value."""
     required = (info.get("input") or {}).get("required") or {}
@@ -301,6 +312,10 @@ class Converter:
                 if legacy_used == len(values) and not legacy_missing:
                     names = {name for name, _, _ in widgets}
                     out, used, missing = {k: v for k, v in legacy.items() if k in names}, legacy_used, []
+        # An optional input the workflow has no value for (added to the node after it was saved) is left
+        # out, so the node uses its own default, as ComfyUI does for any optional input not given.
+        optional = optional_widget_names(info.get("input") or {})
+        missing = [name for name in missing if name not in optional]
         if report and missing:
             self.result.warnings.append(f"node {node.get('id')} ({node.get('type')}): no widget value for "
                                         f"{', '.join(missing)}")

@@ -66,6 +66,19 @@ def ck_add_commands(subparsers: Any) -> None:
 # --- start-up and shutdown -------------------------------------------------
 
 
+@hookspec(firstresult=True)
+def ck_make_executor(kernel: Kernel) -> Any | None:
+    """Return the object to use as ``kernel.executor`` instead of the in-process queue.
+
+    Called once, after ``kernel.load()``. The first plugin that returns an
+    object wins; None (every plugin, by default) keeps the built-in
+    :class:`comfy_kernel.execution.Executor`. The object must offer what the
+    routes use of the built-in one (``start``, ``stop``, ``put``, ``delete``,
+    ``queue_for``, ``status``, ``interrupt``, ``store``, ``jobs``, ...); the
+    cluster plugin uses it to queue prompts on another machine's workers.
+    """
+
+
 @hookspec
 def ck_register_model_folders(folders: FolderRegistry) -> None:
     """Add model folders (``folders.add(name, path, extensions)``).
@@ -91,6 +104,19 @@ def ck_startup(kernel: Kernel) -> None:
     Called once on the server's event loop after every registration hook and
     before the first request. May be a coroutine function. An exception marks
     the plugin as failed to start; the server keeps running without it.
+    """
+
+
+@hookspec
+def ck_warmup(kernel: Kernel) -> None:
+    """Import or load, in the background, what the first prompt would otherwise wait for.
+
+    Called once, on a background thread, after the server answers requests
+    (so start-up stays fast) and after torch is imported: import the model
+    code the nodes import lazily, build tables and tokenizers; with
+    ``kernel.config.preload``, load the models the last prompts used. A prompt
+    may run meanwhile, so this must be thread-safe. Exceptions are logged and
+    ignored. Not called with ``--no-warmup``.
     """
 
 
@@ -153,6 +179,19 @@ def ck_resolve_identity(request: HTTPConnection, kernel: Kernel) -> Identity | N
     kernel's default applies (the local user, or the ``Comfy-User`` header in
     ``--multi-user`` mode). To refuse a request, raise
     ``comfy_kernel.http.HTTPError(401, ...)``.
+    """
+
+
+@hookspec(firstresult=True)
+def ck_file_access(kernel: Kernel, owner: str, kind: str, path: str) -> bool | None:
+    """May ``owner`` (an identity key) open this file of ``output`` or ``temp`` by name?
+
+    Called when a node of ``owner``'s prompt resolves an annotated name
+    (``"x.png [output]"``, ``folder_paths.get_annotated_filepath``) while the
+    prompt is validated or run; ``path`` is the file's real path. Answer False
+    to refuse (the node then sees a missing file), True to allow, None to let
+    the next plugin decide; with every answer None the file may be opened.
+    Auth plugins answer as their ``/view`` check would.
     """
 
 

@@ -3,7 +3,8 @@
 stdout and stderr are wrapped so each write call becomes an entry of a
 300-entry ring buffer (a write starting with ``\\r`` replaces an unfinished
 previous entry, so progress bars don't flood it). On flush, new entries go to
-every subscribed client.
+every subscribed client. Secret values of the configuration and URL passwords
+are masked before anything is kept or printed.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from collections import deque
 from datetime import datetime
 from typing import Any
 
+from .config import redact_text
+
 MAX_ENTRIES = 300
 
 
@@ -24,6 +27,8 @@ class _Tee:
         self._capture = capture
 
     def write(self, text: str) -> int:
+        if isinstance(text, str):
+            text = redact_text(text)
         self._capture.add(text)
         return self._stream.write(text)
 

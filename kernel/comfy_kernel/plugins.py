@@ -12,6 +12,7 @@ the server.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import importlib.util
 import inspect
 import logging
@@ -20,7 +21,7 @@ import sys
 import time
 import traceback
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import pluggy
 from importlib_metadata import entry_points
@@ -51,15 +52,41 @@ class PluginRecord:
     import_time: float = 0.0
     nodes: list[str] = field(default_factory=list)
     path: str | None = None
+    #: what the pack asked for while importing that this server does not provide (see :func:`note_missing`)
+    missing: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {"name": self.name, "kind": self.kind, "status": self.status, "version": self.version,
                 "source": self.source, "error": self.error, "traceback": self.traceback,
-                "import_time": round(self.import_time, 4), "nodes": list(self.nodes), "path": self.path}
+                "import_time": round(self.import_time, 4), "nodes": list(self.nodes), "path": self.path,
+                "missing": list(self.missing)}
+
+
+_LOADING: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar("loading_pack_missing", default=None)
+
+
+def note_missing(what: str) -> None:
+    """Record that the node pack being imported asked for ``what`` and this server lacks it.
+
+    Packs often catch the ImportError and go on without some nodes; the note
+    keeps the reason visible in the pack's record (``missing`` in
+    ``/api/plugins``). Outside a pack import it does nothing.
+    """
+    notes = _LOADING.get()
+    if notes is not None and what not in notes:
+        notes.append(what)
 
 
 class PluginValidationFailed(Exception):
     pass
+
+
+class HookImpl(NamedTuple):
+    """One implementation of a hook: the plugin that owns it, the function, the arguments it takes."""
+
+    plugin: str
+    function: Any
+    argnames: tuple[str, ...]
 
 
 class PluginHost:
@@ -73,6 +100,8 @@ class PluginHost:
         self.web_directories: dict[str, str] = {}
         self.loaded_module_dirs: dict[str, str] = {}
         self._discovered = False
+        self._extra_hooks: list[tuple[str, Any]] = []
+        self._callers: dict[str, tuple[HookImpl, ...]] = {}
 
     # --- entry-point plugins ---------------------------------------------
 
@@ -142,6 +171,8 @@ class PluginHost:
                 record.traceback = traceback.format_exc()
                 log.exception("plugin %s failed to register", name)
                 return False
+            finally:
+                self._callers.clear()
         if hasattr(obj, "NODE_CLASS_MAPPINGS") or hasattr(obj, "comfy_entrypoint"):
             self.pip_packs[name] = obj
         self.plugins[name] = obj
@@ -166,42 +197,121 @@ class PluginHost:
         plugin = self.plugins.get(name)
         if plugin is not None and self.pm.is_registered(plugin):
             self.pm.unregister(plugin)
+        self._extra_hooks = [(owner, obj) for owner, obj in self._extra_hooks if owner != name]
+        self._callers.clear()
 
     # --- calling hooks ---------------------------------------------------
 
-    def call_each(self, hook_name: str, **kwargs: Any) -> list[Any]:
-        """Call a hook on each plugin separately so one failure spares the rest."""
-        results = []
-        caller = getattr(self.pm.hook, hook_name)
-        for impl in reversed(caller.get_hookimpls()):
-            try:
-                args = {k: v for k, v in kwargs.items() if k in impl.argnames}
-                results.append(impl.function(**args))
-            except Exception as exc:
+    def add_hooks(self, owner: str, obj: Any) -> None:
+        """Register more hook implementations of the plugin ``owner``, from now on.
+
+        For hooks that run per request or per prompt and matter only in some
+        configurations (authentication turned on, a node pack that uses
+        ComfyUI's ``PromptServer``): the plugin registers them when they become
+        needed, and a server that never needs them never calls them. They are
+        called right after ``owner``'s own implementations, and dropped with it
+        if it fails. A hook name with no spec raises ``ValueError``.
+        """
+        unknown = _unknown_hooks(obj)
+        if unknown:
+            raise ValueError(f"no such hook: {', '.join(sorted(unknown))}")
+        if not any(o is obj for _name, o in self._extra_hooks):
+            self._extra_hooks.append((owner, obj))
+            self._callers.clear()
+
+    def remove_hooks(self, obj: Any) -> None:
+        """Undo :meth:`add_hooks` for ``obj``."""
+        self._extra_hooks = [(owner, o) for owner, o in self._extra_hooks if o is not obj]
+        self._callers.clear()
+
+    def impls(self, hook_name: str) -> tuple[HookImpl, ...]:
+        """Who implements ``hook_name``, in call order; computed once per set of plugins.
+
+        The order is plugin discovery order (pluggy's, see :mod:`.hookspecs`),
+        each plugin's :meth:`add_hooks` objects right after its own functions.
+        """
+        impls = self._callers.get(hook_name)
+        if impls is None:
+            caller = getattr(self.pm.hook, hook_name)
+            order = {name: i for i, (name, _plugin) in enumerate(reversed(self.pm.list_name_plugin()))}
+            entries: list[tuple[int, int, int, HookImpl]] = []
+            for seq, impl in enumerate(reversed(caller.get_hookimpls())):
                 name = self.pm.get_name(impl.plugin) or "?"
-                log.exception("plugin %s failed in %s", name, hook_name)
-                self.mark_failed(name, exc)
+                entries.append((order.get(name, len(order)), 0, seq, HookImpl(name, impl.function,
+                                                                              tuple(impl.argnames))))
+            for seq, (owner, obj) in enumerate(self._extra_hooks):
+                fn = getattr(obj, hook_name, None)
+                if callable(fn):
+                    entries.append((order.get(owner, len(order)), 1, seq, HookImpl(owner, fn, _argnames(fn))))
+            entries.sort(key=lambda e: e[:3])
+            impls = self._callers[hook_name] = tuple(e[3] for e in entries)
+        return impls
+
+    def implemented(self, hook_name: str) -> bool:
+        """Whether any plugin implements ``hook_name`` (so a caller can skip building its arguments)."""
+        return bool(self.impls(hook_name))
+
+    def call_each(self, hook_name: str, mark_failed: bool = True, **kwargs: Any) -> list[Any]:
+        """Call a hook on each plugin separately so one failure spares the rest.
+
+        A plugin that raises is logged and, unless ``mark_failed`` is False,
+        marked failed and unregistered.
+        """
+        results = []
+        dropped: set[str] = set()
+        for impl in self.impls(hook_name):
+            if impl.plugin in dropped:
+                continue
+            try:
+                results.append(impl.function(**{k: kwargs[k] for k in impl.argnames if k in kwargs}))
+            except Exception as exc:
+                log.exception("plugin %s failed in %s", impl.plugin, hook_name)
+                if mark_failed:
+                    self.mark_failed(impl.plugin, exc)
+                    dropped.add(impl.plugin)
         return results
+
+    def register_nodes(self, registry: Any) -> None:
+        """``ck_register_nodes`` on each plugin, recording which node names each one registered."""
+        caller = self.pm.hook.ck_register_nodes
+        for impl in reversed(caller.get_hookimpls()):
+            name = self.pm.get_name(impl.plugin) or "?"
+            before = {entry.name: entry for entry in registry.entries()}
+            try:
+                impl.function(**{k: v for k, v in {"registry": registry}.items() if k in impl.argnames})
+            except Exception as exc:
+                log.exception("plugin %s failed in ck_register_nodes", name)
+                self.mark_failed(name, exc)
+                continue
+            record = self.records.get(name)
+            if record is not None:
+                record.nodes.extend(e.name for e in registry.entries() if before.get(e.name) is not e)
 
     async def call_each_async(self, hook_name: str, mark_failed: bool = False, **kwargs: Any) -> list[Any]:
         results = []
-        caller = getattr(self.pm.hook, hook_name)
-        for impl in reversed(caller.get_hookimpls()):
-            name = self.pm.get_name(impl.plugin) or "?"
+        dropped: set[str] = set()
+        for impl in self.impls(hook_name):
+            if impl.plugin in dropped:
+                continue
             try:
-                args = {k: v for k, v in kwargs.items() if k in impl.argnames}
-                value = impl.function(**args)
+                value = impl.function(**{k: kwargs[k] for k in impl.argnames if k in kwargs})
                 if inspect.isawaitable(value):
                     value = await value
                 results.append(value)
             except Exception as exc:
-                log.exception("plugin %s failed in %s", name, hook_name)
+                log.exception("plugin %s failed in %s", impl.plugin, hook_name)
                 if mark_failed:
-                    self.mark_failed(name, exc)
+                    self.mark_failed(impl.plugin, exc)
+                    dropped.add(impl.plugin)
         return results
 
     def first_result(self, hook_name: str, **kwargs: Any) -> Any:
-        return getattr(self.pm.hook, hook_name)(**kwargs)
+        """The first non-None answer in plugin order (for ``firstresult`` hooks such as ck_resolve_identity)."""
+        for impl in self.impls(hook_name):
+            value = impl.function(**{k: kwargs[k] for k in impl.argnames if k in kwargs})
+            if value is not None:
+                return value
+        return None
 
     # --- node packs --------------------------------------------------------
 
@@ -251,6 +361,8 @@ class PluginHost:
     def load_node_pack(self, name: str, path: str, registry: Any) -> PluginRecord:
         start = time.perf_counter()
         module_name = _unique_module_name(path)
+        missing: list[str] = []
+        token = _LOADING.set(missing)
         try:
             module = _import_path(module_name, path)
             nodes = self._register_pack_nodes(module, name, registry, f"custom_nodes.{name}")
@@ -258,12 +370,18 @@ class PluginHost:
                 raise ImportError(f"Skip {path} module for custom nodes due to the lack of NODE_CLASS_MAPPINGS.")
         except BaseException as exc:  # noqa: BLE001
             sys.modules.pop(module_name, None)
-            return self._fail(name, "node_pack", _pack_version(path), path, exc,
-                              time.perf_counter() - start, path=path)
+            record = self._fail(name, "node_pack", _pack_version(path), path, exc,
+                                time.perf_counter() - start, path=path)
+            record.missing = missing
+            return record
+        finally:
+            _LOADING.reset(token)
+        for what in missing:
+            log.warning("node pack %s loaded without: %s", name, what)
         self.loaded_module_dirs[name] = path
         self._register_web_dir(name, module, path if os.path.isdir(path) else os.path.dirname(path))
         record = PluginRecord(name, "node_pack", "loaded", _pack_version(path), path,
-                              import_time=time.perf_counter() - start, nodes=nodes, path=path)
+                              import_time=time.perf_counter() - start, nodes=nodes, path=path, missing=missing)
         self.records[name] = record
         return record
 
@@ -317,6 +435,14 @@ def _has_hooks(obj: Any) -> bool:
 def _unknown_hooks(obj: Any) -> set[str]:
     known = {n for n in dir(hookspecs) if n.startswith("ck_")}
     return {n for n in dir(obj) if n.startswith("ck_") and callable(getattr(obj, n, None))} - known
+
+
+def _argnames(fn: Any) -> tuple[str, ...]:
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return ()
+    return tuple(p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
 
 
 def _module_dir(module: Any) -> str | None:
@@ -391,7 +517,8 @@ def _load_v3_extension(entrypoint: Any, registry: Any, python_module: str, sourc
         import concurrent.futures
 
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
-            classes = pool.submit(asyncio.run, collect()).result()
+            # the pack's context (what it goes without is noted on its record) follows it into the thread
+            classes = pool.submit(contextvars.copy_context().run, asyncio.run, collect()).result()
     else:
         classes = asyncio.run(collect())
     taken = []

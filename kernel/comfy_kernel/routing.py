@@ -16,7 +16,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from starlette.routing import Route, WebSocketRoute
+from starlette._utils import get_route_path
+from starlette.routing import BaseRoute, Match, Route, Router, WebSocketRoute
+from starlette.types import Receive, Scope, Send
 
 Handler = Callable[..., Any]
 
@@ -134,3 +136,54 @@ def _dispatch(specs: list[RouteSpec]) -> Handler:
         return await fn(request)
 
     return handler
+
+
+class IndexedRouter(Router):
+    """Starlette's router with a dictionary in front for paths without parameters.
+
+    Starlette tries each route's regular expression in turn, so every request
+    paid for every route before its own: with all plugins installed, a
+    ``POST /prompt`` tried about 150 patterns. Here a fixed path goes straight
+    to its route, and the answer is the same as the scan's: a path is indexed
+    only if no earlier route could match it, and anything the indexed route does
+    not fully match (another method, a parameterised path) takes the scan.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._index: dict[tuple[str, str], BaseRoute] = {}
+        self._indexed = -1
+
+    def _build_index(self) -> None:
+        index: dict[tuple[str, str], BaseRoute] = {}
+        earlier: list[BaseRoute] = []
+        for route in self.routes:
+            kind = "websocket" if isinstance(route, WebSocketRoute) else "http" if isinstance(route, Route) else None
+            path = getattr(route, "path", None)
+            if (kind is not None and isinstance(path, str) and not route.param_convertors
+                    and (kind, path) not in index and not any(_may_match(r, path) for r in earlier)):
+                index[(kind, path)] = route
+            earlier.append(route)
+        self._index = index
+        self._indexed = len(self.routes)
+
+    async def app(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind != "lifespan":
+            if self._indexed != len(self.routes):
+                self._build_index()
+            route = self._index.get((kind, get_route_path(scope)))
+            if route is not None:
+                match, child_scope = route.matches(scope)
+                if match is Match.FULL:
+                    scope.setdefault("router", self)
+                    scope["route"] = route
+                    scope.update(child_scope)
+                    await route.handle(scope, receive, send)
+                    return
+        await super().app(scope, receive, send)
+
+
+def _may_match(route: BaseRoute, path: str) -> bool:
+    regex = getattr(route, "path_regex", None)
+    return True if regex is None else regex.match(path) is not None

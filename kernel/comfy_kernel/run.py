@@ -32,10 +32,12 @@ import os
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-from .client import AsyncComfyClient, ComfyClient, ComfyError, JobResult, OutputFile, PromptValidationError
 from .convert import ConversionError, convert_workflow, is_api_format
+
+if TYPE_CHECKING:  # the client (httpx) is imported when a workflow runs, not by every `comfy-kernel` command
+    from .client import JobResult, OutputFile, PromptValidationError
 
 
 class UsageError(Exception):
@@ -222,6 +224,8 @@ def _validation_message(exc: PromptValidationError) -> str:
 
 
 def run_on_server(args: argparse.Namespace, workflow: dict[str, Any]) -> int:
+    from .client import ComfyClient
+
     with ComfyClient(args.server, api_key=args.api_key, token=args.token) as client:
         info = None if is_api_format(workflow) else client.object_info()
         prompt, extra_data = to_prompt(workflow, info)
@@ -239,6 +243,7 @@ async def run_in_process(args: argparse.Namespace, workflow: dict[str, Any], hos
     import httpx
 
     from .app import build_app
+    from .client import AsyncComfyClient
     from .server import create_kernel
 
     scratch = tempfile.TemporaryDirectory(prefix="comfy-kernel-run-")
@@ -291,6 +296,8 @@ async def run_in_process(args: argparse.Namespace, workflow: dict[str, Any], hos
 def main(args: argparse.Namespace, host: Any) -> int:
     """The ``run`` command."""
     import logging
+
+    from .client import ComfyError, PromptValidationError
 
     if not getattr(args, "log_stdout", False):
         logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)

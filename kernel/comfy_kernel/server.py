@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import signal
 import sys
@@ -13,7 +14,7 @@ from collections.abc import Iterator
 
 import uvicorn
 
-from .app import build_app
+from .app import NO_FRONTEND, build_app
 from .kernel import Kernel
 from .plugins import PluginHost
 
@@ -70,18 +71,52 @@ class _Server(uvicorn.Server):
     async def startup(self, sockets=None) -> None:
         await super().startup(sockets)
         if self.started and not self.quiet:
-            for url in self.urls:
-                print(f"To see the GUI go to: {url}", flush=True)
+            if self.kernel.web_root is not None:
+                for url in self.urls:
+                    print(f"To see the GUI go to: {url}", flush=True)
+            else:
+                print(NO_FRONTEND, flush=True)
+                for url in self.urls:
+                    print(f"The API is at: {url}", flush=True)
         if self.quick_exit:
             self.should_exit = True
+        elif self.started:
+            self.kernel.start_warmup()  # now that requests are answered
+
+
+def _is_loopback(host: str) -> bool:
+    """WebSocket compression only pays over a network: on loopback it is CPU on both ends for nothing."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_listen(hosts: list[str], port: int) -> None:
+    """Fail early, in one line, when an address cannot be listened on (port taken, no permission)."""
+    import socket
+
+    from .config import StartupError
+
+    for h in hosts:
+        family = socket.AF_INET6 if ":" in h else socket.AF_INET
+        try:
+            with socket.socket(family, socket.SOCK_STREAM) as sock:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                sock.bind((h, port))
+        except OSError as exc:
+            raise StartupError(f"cannot listen on {h} port {port}: {exc.strerror or exc}") from None
 
 
 def run(config: Namespace, host: PluginHost | None = None) -> int:
+    hosts = [h.strip() for h in (config.listen or "127.0.0.1").split(",") if h.strip()]
+    check_listen(hosts, config.port)
     kernel = create_kernel(config, host)
     for record in kernel.host.failed():
         log.warning("plugin %s failed: %s", record.name, record.error)
     app = build_app(kernel)
-    hosts = [h.strip() for h in (config.listen or "127.0.0.1").split(",") if h.strip()]
     scheme = "https" if config.tls_keyfile and config.tls_certfile else "http"
     urls = []
     for h in hosts:
@@ -91,7 +126,8 @@ def run(config: Namespace, host: PluginHost | None = None) -> int:
                                log_level="warning", access_log=False, lifespan="on",
                                ssl_keyfile=config.tls_keyfile if scheme == "https" else None,
                                ssl_certfile=config.tls_certfile if scheme == "https" else None,
-                               ws_max_size=int(kernel.max_upload_size))
+                               ws_max_size=int(kernel.max_upload_size),
+                               ws_per_message_deflate=not all(_is_loopback(h) for h in hosts))
     server = _Server(uv_config, kernel, urls, config.dont_print_server, config.quick_test_for_ci)
     if len(hosts) > 1:
         import socket

@@ -34,10 +34,12 @@ def free_port() -> int:
 
 class ServerProcess:
     def __init__(self, base_dir: Any, *args: str, env: dict[str, str] | None = None,
-                 startup_timeout: float = 60.0, port: int | None = None):
+                 startup_timeout: float = 60.0, port: int | None = None, warmup: bool = False):
         self.base_dir = str(base_dir)
         self.args = list(args)
-        self.env = env or {}
+        # The background warm-up imports torch in every server; tests that do not
+        # measure it run without (a test can still pass warmup=True or its own env).
+        self.env = {**({} if warmup else {"COMFY_KERNEL_NO_WARMUP": "1"}), **(env or {})}
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.startup_timeout = startup_timeout

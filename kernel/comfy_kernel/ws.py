@@ -25,6 +25,10 @@ if TYPE_CHECKING:  # pragma: no cover
 log = logging.getLogger(__name__)
 
 
+#: How long a message from a worker thread may wait for the ones after it (seconds).
+THREAD_BATCH_S = 0.004
+
+
 class BinaryEventTypes:
     PREVIEW_IMAGE = 1
     UNENCODED_PREVIEW_IMAGE = 2
@@ -87,9 +91,25 @@ class WsHub:
         """Queue a JSON message for ``sid`` (or every socket when None). Thread-safe."""
         self._enqueue(("json", event, data, sid))
 
+    def send_status(self, sid: str | None = None) -> None:
+        """Queue a ``status`` message; each socket gets its own identity's ``queue_remaining``. Thread-safe."""
+        self._enqueue(("status", None, None, sid))
+
+    def status_message(self, identity: Any) -> str:
+        return dumps({"type": "status", "data": {"status": {"exec_info": {
+            "queue_remaining": self.kernel.queue_remaining(identity)}}}}).decode()
+
     def send_bytes(self, event_type: int, payload: bytes, sid: str | None = None) -> None:
         """Queue a binary frame: 4-byte big-endian type, then ``payload``. Thread-safe."""
         self._enqueue(("bytes", event_type, payload, sid))
+
+    def call_soon(self, fn: Any) -> None:
+        """Run ``fn()`` on the server loop after the messages queued before it. Thread-safe.
+
+        From a worker thread this rides the same batch as the run's messages,
+        so it costs no loop wake-up of its own.
+        """
+        self._enqueue(("call", fn, None, None))
 
     def send_progress_text(self, text: str, node_id: str, sid: str | None = None) -> None:
         node = node_id.encode("utf-8")
@@ -108,21 +128,29 @@ class WsHub:
         except RuntimeError:
             running = None
         if running is loop:
+            if self._from_threads:  # what workers queued before goes first
+                self._move_from_threads()
             queue.put_nowait(item)
             return
-        # Other threads (executor workers) batch their messages: one loop wake-up
-        # per batch instead of one per message keeps a long prompt's thousands
-        # of messages from ping-ponging the GIL between the two threads.
+        # Other threads (executor workers) batch their messages: the first one of a
+        # batch sets a timer on the loop, which sends everything queued by then.
+        # One short loop wake-up per batch, and the worker runs undisturbed
+        # meanwhile: a quick prompt's messages go out together, and a long one's
+        # thousands do not ping-pong the GIL between the two threads.
         self._from_threads.append(item)
         if not self._wake_scheduled:
             self._wake_scheduled = True
             try:
-                loop.call_soon_threadsafe(self._move_from_threads)
+                loop.call_soon_threadsafe(self._arm)
             except RuntimeError:
                 pass  # loop closed during shutdown
 
+    def _arm(self) -> None:
+        assert self._loop is not None
+        self._loop.call_later(THREAD_BATCH_S, self._move_from_threads)
+
     def _move_from_threads(self) -> None:
-        self._wake_scheduled = False
+        self._wake_scheduled = False  # before draining: a message appended after this wakes us again
         queue, pending = self._queue, self._from_threads
         assert queue is not None
         while pending:
@@ -132,8 +160,17 @@ class WsHub:
         assert self._queue is not None
         while True:
             kind, a, b, sid = await self._queue.get()
+            if kind == "call":
+                try:
+                    a()
+                except Exception:
+                    log.exception("callback from a worker failed")
+                continue
             if kind == "json":
                 frame: Any = dumps({"type": a, "data": b}).decode()
+            elif kind == "status":
+                frame = None
+                per_owner: dict[Any, str] = {}
             else:
                 frame = struct.pack(">I", a) + b
             if sid is None:
@@ -143,7 +180,13 @@ class WsHub:
                 targets = [client] if client else []
             for client in targets:
                 try:
-                    if isinstance(frame, str):
+                    if frame is None:
+                        owner = client.identity.key if getattr(client.identity, "authenticated", False) else None
+                        text = per_owner.get(owner)
+                        if text is None:
+                            text = per_owner[owner] = self.status_message(client.identity)
+                        await client.socket.send_text(text)
+                    elif isinstance(frame, str):
                         await client.socket.send_text(frame)
                     else:
                         await client.socket.send_bytes(frame)
@@ -161,7 +204,7 @@ class WsHub:
         self.clients[sid] = client
         try:
             await socket.send_text(dumps({"type": "status", "data": {
-                "status": {"exec_info": {"queue_remaining": self.kernel.queue_remaining()}},
+                "status": {"exec_info": {"queue_remaining": self.kernel.queue_remaining(identity)}},
                 "sid": sid}}).decode())
             executor = self.kernel.executor
             running = executor.running_node_for_client(sid) if executor is not None else None

@@ -31,8 +31,9 @@ def _wait_url(proc) -> str:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         line = proc.stdout.readline()
-        if "To see the GUI go to:" in line:
-            return line.split("go to:")[1].strip()
+        for marker in ("To see the GUI go to:", "The API is at:"):  # with and without a frontend
+            if marker in line:
+                return line.split(marker)[1].strip()
         if not line and proc.poll() is not None:
             break
     raise AssertionError("the server never printed its URL")

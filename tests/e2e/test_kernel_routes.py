@@ -267,7 +267,7 @@ def test_generic_http_behaviour(srv):
     ("localhost:{p}", "http://127.0.0.1:{p}", 403),
     ("127.0.0.1:{p}", "http://127.0.0.1:9999", 403),
     ("127.0.0.1", "http://127.0.0.1:9999", 200),
-    ("127.0.0.1:{p}", "null", 200),
+    ("127.0.0.1:{p}", "null", 403),  # sandboxed iframes and data: pages are other origins
     ("evil.rebind.example:{p}", "http://evil.rebind.example:{p}", 403),
     ("evil.rebind.example:{p}", None, 403),
 ])

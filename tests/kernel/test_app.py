@@ -11,7 +11,8 @@ from comfy_kernel.http import dumps
     ("127.0.0.1:8188", "http://127.0.0.1:9999", False),
     ("127.0.0.1", "http://127.0.0.1:9999", True),
     ("192.168.1.5:8188", "http://evil.com", False),
-    ("127.0.0.1:8188", "null", True),
+    ("127.0.0.1:8188", "null", False),  # sandboxed iframes, data: and file: pages
+    ("127.0.0.1:8188", "", True),  # no Origin at all: not a cross-origin browser request
     ("[::1]:8188", "http://[::1]:8188", True),
 ])
 def test_origin_table(host, origin, ok):

@@ -1,7 +1,10 @@
 import os
 import time
 
+import pytest
+
 from comfy_kernel.files.folders import DataDirs, FolderRegistry, content_category
+from comfy_kernel.files.paths import UnsafePath
 
 
 def registry(tmp_path) -> FolderRegistry:
@@ -97,3 +100,33 @@ def test_content_category():
     assert content_category("x.mp4") == "video"
     assert content_category("x.fbx") == "model"
     assert content_category("x.unknownext") is None
+
+
+def test_model_folders_follow_symlinks_to_files_and_folders(tmp_path):
+    """A model store shared with other tools is linked in; what the listing shows must load."""
+    store = tmp_path / "store"
+    (store / "family").mkdir(parents=True)
+    (store / "shared.safetensors").write_bytes(b"x")
+    (store / "family" / "big.safetensors").write_bytes(b"y")
+    reg = registry(tmp_path / "base")
+    ck = tmp_path / "base" / "models" / "checkpoints"
+    ck.mkdir(parents=True)
+    (ck / "linked.safetensors").symlink_to(store / "shared.safetensors")
+    (ck / "family").symlink_to(store / "family", target_is_directory=True)
+    listed = reg.list("checkpoints")
+    assert listed == ["family/big.safetensors", "linked.safetensors"]
+    for name in listed:
+        assert reg.full_path("checkpoints", name) == str(ck / name)
+        assert os.path.realpath(reg.full_path("checkpoints", name)).startswith(str(store))
+    assert reg.full_path("checkpoints", "../../store/shared.safetensors") is None  # names still cannot climb
+
+
+def test_data_directories_stay_confined(tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.png").write_bytes(b"s")
+    reg = registry(tmp_path / "base")
+    os.makedirs(reg.dirs.input)
+    os.symlink(outside / "secret.png", os.path.join(reg.dirs.input, "link.png"))
+    with pytest.raises(UnsafePath):
+        reg.annotated_path("link.png")

@@ -15,8 +15,11 @@ from typing import Any
 from .queue import Executor
 
 
-def attach(kernel: Any) -> Executor:
-    executor = Executor(kernel)
+def attach(kernel: Any) -> Any:
+    """Set ``kernel.executor``: a plugin's (``ck_make_executor``) or the built-in in-process queue."""
+    executor = kernel.host.pm.hook.ck_make_executor(kernel=kernel)
+    if executor is None:
+        executor = Executor(kernel)
     kernel.executor = executor
     return executor
 

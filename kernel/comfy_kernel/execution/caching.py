@@ -28,12 +28,18 @@ _DUMP_OPTS = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
 
 
 class Signatures:
-    """Keys of the run's nodes; ``key(id)`` computes (and memoises) on demand."""
+    """Keys of the run's nodes; ``key(id)`` computes (and memoises) on demand.
 
-    def __init__(self, dynprompt: Any, defs: Any, fingerprints: dict[str, Any]):
+    ``owner`` (the prompt owner's identity key) is part of every key: an output
+    computed for one owner (say from a file only they may open) is never
+    handed to another owner's identical node.
+    """
+
+    def __init__(self, dynprompt: Any, defs: Any, fingerprints: dict[str, Any], owner: str | None = None):
         self.dynprompt = dynprompt
         self.defs = defs
         self.fingerprints = fingerprints  # node id -> IS_CHANGED value (absent: no hook)
+        self.owner = owner
         self.keys: dict[str, str | None] = {}
 
     def key(self, node_id: str) -> str | None:
@@ -68,7 +74,8 @@ class Signatures:
         fingerprint = self.fingerprints.get(node_id, False)
         if _has_nan(fingerprint):
             return None
-        parts: list[Any] = [class_type, fingerprint, node_id if ndef is not None and ndef.id_in_key else None]
+        parts: list[Any] = [class_type, fingerprint, node_id if ndef is not None and ndef.id_in_key else None,
+                            self.owner]
         keys = self.keys
         for name in sorted(node["inputs"]):
             value = node["inputs"][name]

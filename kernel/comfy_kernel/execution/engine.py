@@ -24,12 +24,13 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-import sys
 import time
 import traceback
 from collections.abc import Callable
 from typing import Any
 
+from ..files.access import reset_owner, set_owner
+from ..gpu.devices import loaded_torch
 from ..nodes.graph_utils import ExecutionBlocker, GraphBuilder, is_link
 from ..progress import (
     ExecutionContext,
@@ -51,6 +52,8 @@ NodeInputError.__module__ = "comfy_execution.graph"
 DependencyCycleError.__module__ = "comfy_execution.graph"
 
 SUCCESS, PENDING, FAILURE = 0, 1, 2
+FINAL_MESSAGES = frozenset({"execution_success", "execution_error", "execution_interrupted"})
+"""The message that ends a run is held back until its history row is committed (see ``run_prompt``)."""
 OOM_TIPS = ("This error means you ran out of memory on your GPU.\n\nTIPS: If the workflow worked before you "
             "might have accidentally set the batch_size to a large number.")
 
@@ -80,6 +83,7 @@ class Run:
         self.defs = defs
         self.dynprompt = DynamicPrompt(prompt)
         self.messages: list[list[Any]] = []
+        self.final: list[tuple[str, dict[str, Any], bool]] = []
         self.executed: list[str] = []
         self.executed_set: set[str] = set()
         self.outputs: dict[str, list[list[Any]]] = {}
@@ -115,7 +119,7 @@ class Engine:
         self.cache: OutputCache = make_cache(self.config)
         self.objects = ObjectCache(keep=not getattr(self.config, "cache_none", False))
         self.release_early = bool(getattr(self.config, "cache_none", False))
-        self.loop: asyncio.AbstractEventLoop | None = None
+        self.loop: asyncio.AbstractEventLoop | None = asyncio.new_event_loop()  # runs on the worker thread
         self.notify_executed = notify_executed
         self.current: Run | None = None
 
@@ -128,6 +132,14 @@ class Engine:
 
     def run_prompt(self, prompt_id: str, prompt: dict[str, Any], extra_data: dict[str, Any],
                    outputs: list[str], owner: str | None = None) -> dict[str, Any]:
+        """Run one prompt; returns its history result.
+
+        The message that ends the run (``execution_success``, ``execution_error``
+        or ``execution_interrupted``) is not sent here: the result's
+        ``send_final()`` sends it, which the queue calls once the history row is
+        committed, so a client that reads ``/history/{id}`` on that message
+        always finds the prompt there.
+        """
         if self.loop is None:
             self.loop = asyncio.new_event_loop()
         ws = self.kernel.ws
@@ -160,10 +172,10 @@ class Engine:
         state.prompt = prompt  # type: ignore[attr-defined]
         self.current = run
         token = set_current_run(state)
+        owner_token = set_owner(owner)  # nodes open files by name as the prompt's owner
         try:
-            if "torch" in sys.modules:
-                import torch
-
+            torch = loaded_torch()
+            if torch is not None:
                 with torch.inference_mode():
                     self.loop.run_until_complete(self._run(run))
             else:
@@ -172,8 +184,16 @@ class Engine:
             self._cancel_leftovers()
             from ..progress import _run as run_var
             run_var.reset(token)
+            reset_owner(owner_token)
             self.current = None
-        return self._history_result(run)
+        result = self._history_result(run)
+
+        def send_final() -> None:
+            for event, data, broadcast in run.final:
+                send(event, data, broadcast)
+
+        result["send_final"] = send_final
+        return result
 
     def interrupt(self) -> None:
         run = self.current
@@ -199,7 +219,10 @@ class Engine:
     def _emit(self, run: Run, event: str, data: dict[str, Any], broadcast: bool = False) -> None:
         data["timestamp"] = now_ms()
         run.messages.append([event, data])
-        run.state.send(event, data, broadcast)
+        if event in FINAL_MESSAGES:
+            run.final.append((event, data, broadcast))
+        else:
+            run.state.send(event, data, broadcast)
 
     def _to_client(self, run: Run, event: str, data: dict[str, Any]) -> None:
         run.state.send(event, data, False)  # the prompt's client only (and the job feed)
@@ -216,7 +239,7 @@ class Engine:
             ndef = run.defs.get(node["class_type"])
             if ndef is not None and ndef.is_changed is not None:
                 fingerprints[node_id] = await self._fingerprint(run, node_id, node, ndef)
-        run.keys = Signatures(run.dynprompt, run.defs, fingerprints)
+        run.keys = Signatures(run.dynprompt, run.defs, fingerprints, getattr(run, "owner", None))
         keys = {}
         for node_id in prompt:
             keys[node_id] = run.keys.key(node_id)

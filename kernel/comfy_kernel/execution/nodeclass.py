@@ -12,6 +12,7 @@ A V3 node with dynamic inputs declares different inputs per prompt node:
 from __future__ import annotations
 
 import inspect
+import weakref
 from typing import Any
 
 from ..nodes.graph_utils import ExecutionBlocker
@@ -37,11 +38,11 @@ class NodeDef:
                  "not_idempotent", "id_in_key", "function_name", "enable_expand", "dynamic", "static",
                  "accept_all")
 
-    def __init__(self, class_type: str, cls: type):
+    def __init__(self, class_type: str, cls: type, input_types: dict[str, Any] | None = None):
         self.cls = cls
         self.class_type = class_type
         self.is_v3 = isinstance(cls, type) and issubclass(cls, ComfyNode)
-        types = cls.INPUT_TYPES()
+        types = cls.INPUT_TYPES() if input_types is None else input_types
         self.input_types = types
         declared: dict[str, Any] = {}
         for section in ("required", "optional"):
@@ -196,8 +197,31 @@ def v3_to_classic(value: Any) -> Any:
     return result
 
 
+_last: weakref.WeakKeyDictionary[type, NodeDef] = weakref.WeakKeyDictionary()
+
+
+def current_def(class_type: str, cls: type) -> NodeDef:
+    """The NodeDef of ``cls`` for this prompt: INPUT_TYPES() is asked every time, as ComfyUI does.
+
+    When it answers what it answered last time, the NodeDef built then is
+    reused (they are read-only), so a prompt does not pay again for
+    signatures, coroutine checks and V3 schemas. The class's other attributes
+    (OUTPUT_NODE, FUNCTION, its hooks) are read when a NodeDef is built.
+    """
+    types = cls.INPUT_TYPES()
+    last = _last.get(cls)
+    if last is not None and last.class_type == class_type and last.input_types == types:
+        return last
+    ndef = NodeDef(class_type, cls, types)
+    try:
+        _last[cls] = ndef
+    except TypeError:  # not weak-referenceable: no reuse
+        pass
+    return ndef
+
+
 class NodeDefs:
-    """NodeDef per class type, built once per prompt (INPUT_TYPES may list files)."""
+    """NodeDef per class type, looked up once per prompt (INPUT_TYPES may list files)."""
 
     def __init__(self, registry: Any):
         self.registry = registry
@@ -208,6 +232,6 @@ class NodeDefs:
             return self._defs[class_type]
         except KeyError:
             cls = self.registry.get(class_type)
-            ndef = NodeDef(class_type, cls) if cls is not None else None
+            ndef = current_def(class_type, cls) if cls is not None else None
             self._defs[class_type] = ndef
             return ndef

@@ -27,17 +27,34 @@ log = logging.getLogger(__name__)
 
 
 class QueuedPrompt:
-    __slots__ = ("number", "prompt_id", "item", "owner", "created")
+    """A queue item, its owner, and its stored JSON (encoded once, reused for the history row)."""
 
-    def __init__(self, item: list[Any], owner: str):
+    __slots__ = ("number", "prompt_id", "item", "owner", "created", "blob")
+
+    def __init__(self, item: list[Any], owner: str, blob: bytes | None = None):
         self.number = item[0]
         self.prompt_id = item[1]
         self.item = item
         self.owner = owner
         self.created = time.time()
+        self.blob = blob
 
     def __lt__(self, other: QueuedPrompt) -> bool:
         return (self.number, self.prompt_id) < (other.number, other.prompt_id)
+
+
+def _count_devices(config: Any) -> list[Any]:
+    """The workers' devices (imports torch), then the start-up objects frozen out of the collector's way.
+
+    Modules and node classes never die; freezing them keeps the collector's full
+    passes, which otherwise grow with every big prompt, short.
+    """
+    from .. import gpu
+
+    devices = list(gpu.worker_devices(config))
+    gc.collect()
+    gc.freeze()
+    return devices
 
 
 class _LocalWorker:
@@ -117,6 +134,7 @@ class Executor:
         self.flags: dict[str, bool] = {}
         self.held = False  # a queued prompt was held back by ck_prompt_may_start
         self.started = False
+        self._workers_task: asyncio.Task | None = None
         self.jobs = JobFeed()
 
     # -- lifecycle ------------------------------------------------------------------
@@ -143,58 +161,63 @@ class Executor:
                                        "current_outputs": [], "timestamp": now_ms()}]
             await self.store.finish(owner, item, {"outputs": {}, "meta": {}, "status": {
                 "status_str": "error", "completed": False, "messages": [msg]}}, started, time.time())
-        self._workers_task: asyncio.Task | None = None
         if self.heap:
             self._ensure_workers()
         self.started = True
 
     def _ensure_workers(self) -> None:
-        """Start the workers on first need.
-
-        Counting devices imports torch, which takes seconds; a server that has
-        not been asked to run anything never pays for it, and one that has
-        answers requests while the workers come up.
-        """
+        """Start the workers on first need (a prompt, or the warm-up after start-up)."""
         if self._workers_task is None:
             self._workers_task = asyncio.get_running_loop().create_task(self._start_workers())
 
+    start_workers = _ensure_workers
+
+    async def workers_ready(self) -> None:
+        """Wait until every worker is started (the devices are counted)."""
+        self._ensure_workers()
+        assert self._workers_task is not None
+        await asyncio.shield(self._workers_task)
+
     async def _start_workers(self) -> None:
-        devices: list[Any] = [None]
+        """Start the first worker at once, the others when the devices are known.
+
+        The first worker runs on the default device, looked up when a node first
+        asks for it; so a prompt that needs no torch does not wait for torch to
+        be imported to count the devices. Counting them (a thread) starts the
+        workers of the other devices, if any.
+        """
+        await self._add_worker(None)
         try:
             from .. import gpu
 
-            cfg = gpu.GpuConfig.from_args(self.kernel.config) if hasattr(gpu.GpuConfig, "from_args") else None
-            devices = list(await asyncio.to_thread(gpu.worker_devices, cfg)) or [None]
+            devices = await asyncio.to_thread(_count_devices, gpu.GpuConfig.from_args(self.kernel.config))
         except Exception as exc:  # the GPU package is optional
-            log.debug("no GPU worker devices (%s); using one CPU worker", exc)
-            devices = [None]
-        for device in devices:
-            engine = Engine(self.kernel, notify_executed=self._notify_executed)
-            worker = self._make_worker(device, engine)
-            await worker.start()
-            self.engines.append(engine)
-            self.workers.append(worker)
-            self.worker_info.append(_worker_info(len(self.workers) - 1, worker, device))
-        # Start-up objects (modules, node classes) never die: keep them out of the
-        # collector's full passes, which otherwise grow with every big prompt.
-        gc.collect()
-        gc.freeze()
-        for i in range(len(self.workers)):
-            self.dispatchers.append(asyncio.get_running_loop().create_task(self._dispatch(i)))
+            log.debug("no GPU worker devices (%s); using one worker", exc)
+            devices = []
+        if devices:  # the first worker's default device, now that it is known
+            self.worker_info[0] = _worker_info(0, self.workers[0], devices[0])
+        for device in devices[1:]:
+            await self._add_worker(device)
+
+    async def _add_worker(self, device: Any) -> None:
+        engine = Engine(self.kernel, notify_executed=self._notify_executed)
+        worker = self._make_worker(device, engine)
+        await worker.start()
+        self.engines.append(engine)
+        self.workers.append(worker)
+        self.worker_info.append(_worker_info(len(self.workers) - 1, worker, device))
+        self.dispatchers.append(asyncio.get_running_loop().create_task(self._dispatch(len(self.workers) - 1)))
 
     def _make_worker(self, device: Any, engine: Engine) -> Any:
         def run(queued: QueuedPrompt) -> dict[str, Any]:
             item = queued.item
             return engine.run_prompt(item[1], item[2], item[3], item[4], queued.owner)
 
-        if device is not None:
-            try:
-                from ..gpu import ThreadWorker
-
-                return ThreadWorker(device, run, item_id=lambda q: q.prompt_id)
-            except Exception:
-                pass
-        return _LocalWorker(run)
+        try:
+            from ..gpu import ThreadWorker
+        except ImportError:
+            return _LocalWorker(run)
+        return ThreadWorker(device, run, item_id=lambda q: q.prompt_id)
 
     async def stop(self) -> None:
         task = getattr(self, "_workers_task", None)
@@ -228,9 +251,9 @@ class Executor:
 
     async def put(self, item: list[Any], owner: str) -> None:
         self._ensure_workers()
-        await self.store.enqueue(owner, item)
+        blob = await self.store.enqueue(owner, item)
         self.jobs.queued(item[1], owner)
-        heapq.heappush(self.heap, QueuedPrompt(item, owner))
+        heapq.heappush(self.heap, QueuedPrompt(item, owner, blob))
         self.broadcast_status()
         assert self.wakeup is not None
         async with self.wakeup:
@@ -253,8 +276,12 @@ class Executor:
                     self.jobs.finish(q.prompt_id, q.owner, "cancelled")
             self.broadcast_status()
 
-    def queue_remaining(self) -> int:
-        return len(self.heap) + len(self.running)
+    def queue_remaining(self, owner: str | None = None) -> int:
+        """Pending plus running prompts, of ``owner`` only when given."""
+        if owner is None:
+            return len(self.heap) + len(self.running)
+        return sum(1 for q in self.heap if q.owner == owner) + \
+            sum(1 for q in self.running.values() if q.owner == owner)
 
     def queue_for(self, owner: str | None) -> tuple[list[list[Any]], list[list[Any]]]:
         running = [public_item(q.item) for q in self.running.values() if owner is None or q.owner == owner]
@@ -273,13 +300,22 @@ class Executor:
             if prompt_id is None or pid == prompt_id:
                 engine.interrupt()
 
-    def request_free(self, unload_models: bool, free_memory: bool) -> None:
+    async def request_free(self, unload_models: bool, free_memory: bool) -> None:
+        """POST /free: at once when idle, else after the running prompts.
+
+        Dropping gigabytes of weights (and the garbage collection after it)
+        takes a while: it runs in a thread so the server keeps answering.
+        """
+        self.flag_free(unload_models, free_memory)
+        if not self.running:
+            await asyncio.to_thread(self._apply_free)
+
+    def flag_free(self, unload_models: bool, free_memory: bool) -> None:
+        """Ask for models to be unloaded / caches freed after the running prompts (``set_flag``)."""
         if unload_models:
             self.flags["unload_models"] = True
         if free_memory:
             self.flags["free_memory"] = True
-        if not self.running:
-            self._apply_free()
 
     def running_node_for_client(self, sid: str) -> str | None:
         for pid, queued in self.running.items():
@@ -290,12 +326,13 @@ class Executor:
         return None
 
     def broadcast_status(self) -> None:
-        self.kernel.ws.send("status", {"status": {"exec_info": {"queue_remaining": self.queue_remaining()}}})
+        self.kernel.ws.send_status()
 
     # -- the dispatcher ---------------------------------------------------------------------
 
     async def _dispatch(self, index: int) -> None:
         worker, engine = self.workers[index], self.engines[index]
+        host = self.kernel.host
         assert self.wakeup is not None
         may_start = self.kernel.host.pm.hook.ck_prompt_may_start
         while True:
@@ -306,6 +343,7 @@ class Executor:
                         break
                     await self.wakeup.wait()
             started = time.time()
+            send_final = None
             self.starting[queued.prompt_id] = queued
             try:
                 await self.store.mark_running(queued.prompt_id)  # durable before anyone sees it running
@@ -313,7 +351,6 @@ class Executor:
                 self.starting.pop(queued.prompt_id, None)
                 self.running_engine[queued.prompt_id] = engine
                 self.broadcast_status()
-                history_item = queued.item
                 try:
                     result = await worker.submit(queued)
                 except Exception as exc:
@@ -322,14 +359,20 @@ class Executor:
                               "messages": [["execution_error", {"prompt_id": queued.prompt_id,
                                                                 "exception_message": f"{exc}\n",
                                                                 "timestamp": now_ms()}]]}}
+                send_final = result.pop("send_final", None)
                 ended = time.time()
-                await self.store.finish(queued.owner, history_item, result, started, ended, queued.created)
+                await self.store.finish(queued.owner, queued.item, result, started, ended, queued.created,
+                                        item_blob=queued.blob)
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("could not record prompt %s", queued.prompt_id)
                 result = None
             finally:
+                # History first, then the message that ends the run: a client that reads
+                # /history/{id} when execution_success arrives finds the prompt there.
+                if send_final is not None:
+                    send_final()
                 self.starting.pop(queued.prompt_id, None)
                 self.running.pop(queued.prompt_id, None)
                 self.running_engine.pop(queued.prompt_id, None)
@@ -339,15 +382,15 @@ class Executor:
                 self.kernel.ws.send("executing", {"node": None, "prompt_id": queued.prompt_id}, client_id)
             log.info("Prompt executed in %.2f seconds", time.time() - started)
             self.jobs.finish(queued.prompt_id, queued.owner, job_status(result))
-            if result is not None:
-                self.kernel.host.call_each("ck_prompt_finished", event={
+            if result is not None and host.implemented("ck_prompt_finished"):
+                host.call_each("ck_prompt_finished", event={
                     "prompt_id": queued.prompt_id, "owner": queued.owner, "status": result["status"],
                     "outputs": result["outputs"], "prompt": queued.item[2], "extra_data": queued.item[3],
                     "created": queued.created,
                     "started": started, "ended": ended, "worker": self.worker_info[index],
                     "nodes": result.get("nodes") or {}})
             if self.flags and not self.running:
-                self._apply_free()
+                await asyncio.to_thread(self._apply_free)
             if self.held:
                 await self.wake()
 
@@ -399,10 +442,10 @@ class Executor:
                 engine.free()
 
     def _notify_executed(self, event: dict[str, Any]) -> None:
-        loop = self.kernel.loop
-        if loop is None:
-            return
-        loop.call_soon_threadsafe(lambda: self.kernel.host.call_each("ck_node_executed", event=event))
+        """``ck_node_executed`` on the server loop, batched with the run's messages (no wake-up of its own)."""
+        host = self.kernel.host
+        if host.implemented("ck_node_executed"):
+            self.kernel.ws.call_soon(lambda: host.call_each("ck_node_executed", event=event))
 
 
 def job_status(result: dict[str, Any] | None) -> str:

@@ -22,7 +22,8 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ..http import JSON_TYPE, HTTPError, empty, json_response
+from ..files.access import opening_files_for
+from ..http import JSON_TYPE, HTTPError, empty, json_response, parse_json_body
 from ..routing import RouteTable
 from .job_routes import base_url, wait_for_result, wait_seconds
 from .store import strip_sensitive
@@ -37,11 +38,8 @@ def _owner(request: Request) -> str:
 
 
 async def _body(request: Request, default: Any = None) -> Any:
-    raw = await request.body()
-    if not raw.strip():
-        return default
     try:
-        return orjson.loads(raw)
+        return await parse_json_body(request, empty=default)
     except orjson.JSONDecodeError:
         return default
 
@@ -65,24 +63,26 @@ def register(table: RouteTable, kernel: Any) -> None:
 
     @table.get("/prompt")
     async def get_prompt(request: Request) -> Response:
-        return json_response({"exec_info": {"queue_remaining": kernel.queue_remaining()}})
+        identity = getattr(request.state, "identity", None)
+        return json_response({"exec_info": {"queue_remaining": kernel.queue_remaining(identity)}})
 
     @table.post("/prompt")
     async def post_prompt(request: Request) -> Response:
         ex = executor()
         wait = wait_seconds(request)
-        raw = await request.body()
         try:
-            body = orjson.loads(raw) if raw.strip() else {}
+            body = await parse_json_body(request, empty={})
         except orjson.JSONDecodeError as exc:
             raise HTTPError(400, f"Request body is not valid JSON: {exc}", type="invalid_json",
                             body={"error": {"type": "invalid_json", "message": "Invalid JSON body",
                                             "details": str(exc), "extra_info": {}}, "node_errors": {}}) from None
         if not isinstance(body, dict):
             body = {}
-        for result in kernel.host.call_each("ck_on_prompt", body=body, request=request):
-            if isinstance(result, dict):
-                body = result
+        host = kernel.host
+        if host.implemented("ck_on_prompt"):
+            for result in host.call_each("ck_on_prompt", body=body, request=request):
+                if isinstance(result, dict):
+                    body = result
         if "number" in body:
             try:
                 number: Any = float(body["number"])
@@ -100,15 +100,16 @@ def register(table: RouteTable, kernel: Any) -> None:
         targets = body.get("partial_execution_targets")
         if targets is not None and not isinstance(targets, list):
             targets = None
-        valid, error, outputs, node_errors = await validate_prompt(prompt, kernel.nodes, targets)
+        owner = _owner(request)
+        with opening_files_for(owner):  # VALIDATE_INPUTS opens files as the prompt's owner
+            valid, error, outputs, node_errors = await validate_prompt(prompt, kernel.nodes, targets)
         if not valid:
             return json_response({"error": error, "node_errors": node_errors}, 400)
         extra_data = body.get("extra_data")
         extra_data = dict(extra_data) if isinstance(extra_data, dict) else {}
         if "client_id" in body:
             extra_data["client_id"] = body["client_id"]
-        owner = _owner(request)
-        admit = kernel.hook.ck_admit_prompt.get_hookimpls()
+        admit = host.impls("ck_admit_prompt")
         if admit:
             await _admit(kernel, admit, request, prompt_id, prompt, extra_data, outputs, owner)
         hooks = kernel.webhooks if getattr(kernel, "webhooks", None) is not None and kernel.webhooks.started else None
@@ -119,9 +120,10 @@ def register(table: RouteTable, kernel: Any) -> None:
         await ex.put(item, owner)
         if hooks is not None:
             hooks.queued(prompt_id, number)
-        kernel.host.call_each("ck_prompt_queued", event={
-            "prompt_id": prompt_id, "number": number, "owner": owner,
-            "client_id": extra_data.get("client_id"), "outputs": outputs})
+        if host.implemented("ck_prompt_queued"):
+            host.call_each("ck_prompt_queued", event={
+                "prompt_id": prompt_id, "number": number, "owner": owner,
+                "client_id": extra_data.get("client_id"), "outputs": outputs})
         if wait is not None:
             return await wait_for_result(request, ex, owner, prompt_id, wait,
                                          extra={"number": number, "node_errors": node_errors})
@@ -163,7 +165,7 @@ def register(table: RouteTable, kernel: Any) -> None:
         ex = executor()
         body = await _body(request, {})
         if isinstance(body, dict):
-            ex.request_free(bool(body.get("unload_models")), bool(body.get("free_memory")))
+            await ex.request_free(bool(body.get("unload_models")), bool(body.get("free_memory")))
         return empty()
 
     @table.get("/history")
@@ -206,16 +208,16 @@ def register(table: RouteTable, kernel: Any) -> None:
         jobs: list[dict[str, Any]] = []
         for queued in list(ex.running.values()):
             if queued.owner == owner:
-                jobs.append({"id": queued.prompt_id, "status": "in_progress", "create_time": queued.created,
-                             "_number": queued.number})
+                jobs.append({"id": queued.prompt_id, "status": "in_progress", "create_time": _ms(queued.created),
+                             "_number": queued.number, "_created": queued.created})
         for queued in sorted(ex.heap):
             if queued.owner == owner:
-                jobs.append({"id": queued.prompt_id, "status": "pending", "create_time": queued.created,
-                             "_number": queued.number})
+                jobs.append({"id": queued.prompt_id, "status": "pending", "create_time": _ms(queued.created),
+                             "_number": queued.number, "_created": queued.created})
         for pid, _status, blob, created, started, ended, count in await ex.store.history_rows(owner):
             entry = orjson.loads(blob)
-            job = {"id": pid, "status": _job_status(entry), "create_time": created,
-                   "execution_start_time": started, "execution_end_time": ended, "outputs_count": count}
+            job = {"id": pid, "status": _job_status(entry), "create_time": _ms(created), "_created": created,
+                   "execution_start_time": _ms(started), "execution_end_time": _ms(ended), "outputs_count": count}
             preview = _preview(entry.get("outputs") or {})
             if preview is not None:
                 job["preview_output"] = preview
@@ -238,16 +240,20 @@ def register(table: RouteTable, kernel: Any) -> None:
                 return (e - s) if s is not None and e is not None else -1.0
         else:
             def key(j: dict[str, Any]) -> float:
-                return j.get("create_time") or 0.0
+                return j.get("_created") or 0.0  # seconds: finer than the milliseconds shown
         jobs.sort(key=key, reverse=reverse)
         offset = max(_int_param(request, "offset", 0) or 0, 0)
         limit = _int_param(request, "limit", None)
+        if limit is not None and limit < 1:
+            raise HTTPError(400, "limit must be a positive integer", type="invalid_parameter")
         total = len(jobs)
-        page = jobs[offset:] if limit is None else jobs[offset:offset + max(limit, 0)]
+        page = jobs[offset:] if limit is None else jobs[offset:offset + limit]
         for j in page:
             j.pop("_number", None)
+            j.pop("_created", None)
+        # Without a limit every job is on the page; the page size is still at least 1 (as specified).
         return json_response({"jobs": page, "pagination": {
-            "offset": offset, "limit": limit if limit is not None else total, "total": total,
+            "offset": offset, "limit": limit if limit is not None else max(total, 1), "total": total,
             "has_more": offset + len(page) < total}})
 
     @table.get("/jobs/{job_id}")
@@ -264,8 +270,9 @@ def register(table: RouteTable, kernel: Any) -> None:
             detail = {"id": job_id, "status": _job_status(entry),
                       "workflow": {"prompt": entry["prompt"][2],
                                    "extra_data": entry["prompt"][3]},
-                      "outputs": entry.get("outputs") or {}, "create_time": created, "update_time": ended,
-                      "execution_start_time": started, "execution_end_time": ended, "outputs_count": count,
+                      "outputs": entry.get("outputs") or {}, "create_time": _ms(created), "update_time": _ms(ended),
+                      "execution_start_time": _ms(started), "execution_end_time": _ms(ended),
+                      "outputs_count": count,
                       "execution_status": status, "execution_meta": entry.get("meta") or {}}
             for event, data in status.get("messages") or []:
                 if event == "execution_error":
@@ -276,8 +283,9 @@ def register(table: RouteTable, kernel: Any) -> None:
             return json_response(detail)
         for queued in list(ex.running.values()) + list(ex.heap):
             if queued.prompt_id == job_id and queued.owner == owner:
+                created_ms = _ms(queued.created)
                 return json_response({"id": job_id, "status": "in_progress" if queued.prompt_id in ex.running
-                                      else "pending", "create_time": queued.created,
+                                      else "pending", "create_time": created_ms, "update_time": created_ms,
                                       "workflow": {"prompt": queued.item[2],
                                                    "extra_data": strip_sensitive(queued.item[3])}})
         raise HTTPError(404, f"Job {job_id} not found", type="not_found")
@@ -331,20 +339,25 @@ def register(table: RouteTable, kernel: Any) -> None:
         return Response(_history_bytes([(prompt_id, blob)]), media_type=JSON_TYPE)
 
 
-async def _admit(kernel: Any, impls: list[Any], request: Request, prompt_id: str, prompt: dict[str, Any],
+def _ms(seconds: float | None) -> int | None:
+    """Epoch seconds (how the queue and store keep times) to the epoch milliseconds jobs carry."""
+    return None if seconds is None else int(round(seconds * 1000))
+
+
+async def _admit(kernel: Any, impls: tuple[Any, ...], request: Request, prompt_id: str, prompt: dict[str, Any],
                  extra_data: dict[str, Any], outputs: list[str], owner: str) -> None:
     """Run every ``ck_admit_prompt``; an HTTPError refuses with its answer, anything else with a 503."""
     args = {"request": request, "kernel": kernel, "prompt_id": prompt_id, "prompt": prompt,
             "extra_data": extra_data, "outputs": outputs, "owner": owner}
-    for impl in reversed(impls):
+    for impl in impls:  # plugin order (PluginHost.impls)
         try:
-            value = impl.function(**{name: args[name] for name in impl.argnames})
+            value = impl.function(**{name: args[name] for name in impl.argnames if name in args})
             if inspect.isawaitable(value):
                 await value
         except HTTPError:
             raise
         except Exception:
-            name = kernel.host.pm.get_name(impl.plugin) or "?"
+            name = impl.plugin
             log.exception("plugin %s failed to decide on prompt %s", name, prompt_id)
             raise HTTPError(503, "The prompt could not be admitted", type="admission_failed", body={
                 "error": {"type": "admission_failed", "message": "The prompt could not be admitted",

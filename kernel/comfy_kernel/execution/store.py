@@ -55,6 +55,14 @@ CREATE INDEX IF NOT EXISTS ck_history_owner ON ck_history(owner, seq);
 """
 
 
+_ENQUEUE = ("INSERT OR REPLACE INTO ck_queue(prompt_id, owner, number, item, state, attempts, created) "
+            "VALUES (?, ?, ?, ?, 'pending', 0, ?)")
+_MARK_RUNNING = "UPDATE ck_queue SET state='running', attempts=attempts+1, started=? WHERE prompt_id=?"
+_DEQUEUE = "DELETE FROM ck_queue WHERE prompt_id=?"
+_INSERT_HISTORY = ("INSERT OR REPLACE INTO ck_history(prompt_id, owner, status, entry, created, started, ended, "
+                   "outputs_count) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
+
+
 def strip_sensitive(extra_data: dict[str, Any]) -> dict[str, Any]:
     if any(k in extra_data for k in SENSITIVE):
         return {k: v for k, v in extra_data.items() if k not in SENSITIVE}
@@ -88,6 +96,7 @@ class Store:
         self.db: aiosqlite.Connection | None = None
         self.writer: sqlite3.Connection | None = None
         self._write_lock = asyncio.Lock()
+        self._history_rows: int | None = None  # rows in ck_history, when known (see _trim)
 
     async def open(self) -> None:
         self.db = await aiosqlite.connect(self.path, isolation_level=None)
@@ -98,6 +107,22 @@ class Store:
         self.writer = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self.writer.execute("PRAGMA synchronous=NORMAL")
         self.writer.execute(f"PRAGMA busy_timeout={LOOP_BUSY_MS}")
+        await asyncio.to_thread(self._prepare)
+
+    def _prepare(self) -> None:
+        """Compile the statements every prompt runs now, in a transaction rolled back, not on the first prompt."""
+        assert self.writer is not None
+        try:
+            self.writer.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError:  # busy: the first prompt compiles them instead
+            return
+        try:
+            self.writer.execute(_ENQUEUE, ("", "", 0.0, b"", 0.0))
+            self.writer.execute(_MARK_RUNNING, (0.0, ""))
+            self.writer.execute(_DEQUEUE, ("",))
+            self.writer.execute(_INSERT_HISTORY, ("", "", "", b"", None, None, None, 0))
+        finally:
+            self.writer.execute("ROLLBACK")
 
     async def close(self) -> None:
         # Wait for a write that may be running on a thread: closing the
@@ -133,18 +158,16 @@ class Store:
         finally:
             self.writer.execute(f"PRAGMA busy_timeout={LOOP_BUSY_MS}")
 
-    async def enqueue(self, owner: str, item: list[Any]) -> None:
+    async def enqueue(self, owner: str, item: list[Any]) -> bytes:
+        """Store a queue item; returns its JSON, which :meth:`finish` can reuse for the history row."""
         blob = orjson.dumps(public_item(item), option=orjson.OPT_NON_STR_KEYS)
         now = time.time()
-        await self._write(lambda conn: conn.execute(
-            "INSERT OR REPLACE INTO ck_queue(prompt_id, owner, number, item, state, attempts, created) "
-            "VALUES (?, ?, ?, ?, 'pending', 0, ?)", (item[1], owner, float(item[0]), blob, now)))
+        await self._write(lambda conn: conn.execute(_ENQUEUE, (item[1], owner, float(item[0]), blob, now)))
+        return blob
 
     async def mark_running(self, prompt_id: str) -> None:
         now = time.time()
-        await self._write(lambda conn: conn.execute(
-            "UPDATE ck_queue SET state='running', attempts=attempts+1, started=? WHERE prompt_id=?",
-            (now, prompt_id)))
+        await self._write(lambda conn: conn.execute(_MARK_RUNNING, (now, prompt_id)))
 
     async def delete_pending(self, prompt_ids: list[str] | None, owner: str | None) -> int:
         assert self.db is not None
@@ -178,10 +201,15 @@ class Store:
     # -- history ---------------------------------------------------------------------------------
 
     async def finish(self, owner: str, item: list[Any], result: dict[str, Any], started: float | None,
-                     ended: float, created: float | None = None) -> None:
-        """Move a prompt from the queue into history in one transaction."""
+                     ended: float, created: float | None = None, item_blob: bytes | None = None) -> None:
+        """Move a prompt from the queue into history in one transaction.
+
+        ``item_blob`` is the item's JSON from :meth:`enqueue`: the prompt (often
+        with the whole UI workflow in ``extra_pnginfo``) is not encoded twice.
+        """
         assert self.db is not None
-        entry = {"prompt": public_item(item), "outputs": result["outputs"], "status": result["status"],
+        prompt: Any = orjson.Fragment(item_blob) if item_blob is not None else public_item(item)
+        entry = {"prompt": prompt, "outputs": result["outputs"], "status": result["status"],
                  "meta": result["meta"]}
         blob = orjson.dumps(entry, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY,
                             default=_json_default)
@@ -192,21 +220,37 @@ class Store:
         def move(conn: Any) -> None:
             conn.execute("BEGIN IMMEDIATE")
             try:
-                conn.execute("DELETE FROM ck_queue WHERE prompt_id=?", (item[1],))
-                cur = conn.execute(
-                    "INSERT OR REPLACE INTO ck_history(prompt_id, owner, status, entry, created, started, ended, "
-                    "outputs_count) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (item[1], owner, result["status"]["status_str"], blob, created, started, ended, count))
-                if keep > 0:
-                    conn.execute("DELETE FROM ck_history WHERE seq <= "
-                                 "(SELECT seq FROM ck_history ORDER BY seq DESC LIMIT 1 OFFSET ?)", (keep,))
+                conn.execute(_DEQUEUE, (item[1],))
+                cur = conn.execute(_INSERT_HISTORY, (item[1], owner, result["status"]["status_str"], blob, created,
+                                                     started, ended, count))
                 del cur
+                rows = self._trim(conn, keep) if keep > 0 else None
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
+                self._history_rows = None
                 raise
+            self._history_rows = rows
 
         await self._write(move)
+
+    def _trim(self, conn: Any, keep: int) -> int:
+        """Keep the newest ``keep`` history rows; returns how many there are now.
+
+        The row count is tracked, so a prompt pays a COUNT only when the bound
+        may be exceeded, and the oldest rows are found from the front of the
+        table. (Looking ``keep`` rows back from the newest one on every insert
+        cost about 10 ms per prompt with a full 10,000-row history.)
+        """
+        known = self._history_rows
+        if known is not None and known + 1 <= keep:
+            return known + 1
+        rows = conn.execute("SELECT COUNT(*) FROM ck_history").fetchone()[0]
+        if rows > keep:
+            conn.execute("DELETE FROM ck_history WHERE seq IN (SELECT seq FROM ck_history ORDER BY seq LIMIT ?)",
+                         (rows - keep,))
+            rows = keep
+        return rows
 
     async def history(self, owner: str, max_items: int | None, offset: int) -> list[tuple[str, bytes]]:
         assert self.db is not None
@@ -244,11 +288,13 @@ class Store:
 
     async def delete_history(self, owner: str, prompt_ids: list[str] | None) -> None:
         assert self.db is not None
+        self._history_rows = None
         if prompt_ids is None:
             await self.db.execute("DELETE FROM ck_history WHERE owner=?", (owner,))
         else:
             for pid in prompt_ids:
                 await self.db.execute("DELETE FROM ck_history WHERE owner=? AND prompt_id=?", (owner, pid))
+        self._history_rows = None
 
 
 def _json_default(value: Any) -> Any:

@@ -13,9 +13,10 @@ import logging
 import mimetypes
 import os
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from .access import PRIVATE_KINDS, FileAccessDenied, current_owner
 from .paths import UnsafePath, is_within, safe_join, split_annotation
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,7 @@ DEFAULT_MODEL_FOLDERS: list[tuple[str, list[str], frozenset[str]]] = [
     ("classifiers", ["classifiers"], frozenset({""})),
     ("model_patches", ["model_patches"], PT_EXTENSIONS),
     ("audio_encoders", ["audio_encoders"], PT_EXTENSIONS),
+    ("latent_upscale_models", ["latent_upscale_models"], PT_EXTENSIONS),
 ]
 OUTPUT_MODEL_FOLDERS = [("checkpoints", "checkpoints"), ("text_encoders", "clip"), ("vae", "vae"),
                         ("diffusion_models", "diffusion_models"), ("loras", "loras")]
@@ -91,6 +93,9 @@ class FolderRegistry:
 
     def __init__(self, dirs: DataDirs):
         self.dirs = dirs
+        #: ``(owner, kind, real path) -> bool``: may that owner open this output/temp file?
+        #: The kernel connects it to the ``ck_file_access`` hook.
+        self.access_check: Callable[[str, str, str], bool] | None = None
         self.folders: dict[str, Folder] = {}
         self._cache: dict[str, tuple[list[str], dict[str, float]]] = {}
         self._lock = threading.Lock()
@@ -194,14 +199,21 @@ class FolderRegistry:
         return all(d in mtimes for d in folder.paths if os.path.isdir(d))
 
     def full_path(self, name: str, filename: str) -> str | None:
-        """Resolve ``filename`` in folder ``name``; ``..`` cannot climb out."""
+        """Resolve ``filename`` in folder ``name``; ``..`` cannot climb out.
+
+        Symlinks are followed wherever they lead, for files and folders alike:
+        model folders belong to the operator, and linking one model store into
+        several tools is the usual setup (as in ComfyUI). The realpath
+        confinement stays for input, output, temp and userdata, which requests
+        write to.
+        """
         folder = self.folders.get(self.canonical(name))
         if folder is None or "\x00" in filename:
             return None
         rel = os.path.relpath(os.path.join(os.sep, filename), os.sep)
         for directory in folder.paths:
             candidate = os.path.join(directory, rel)
-            if os.path.isfile(candidate) and is_within(candidate, directory):
+            if os.path.isfile(candidate):
                 return candidate
             if os.path.islink(candidate) and not os.path.exists(candidate):
                 log.warning("dangling symlink skipped: %s", candidate)
@@ -214,10 +226,34 @@ class FolderRegistry:
         return path
 
     def annotated_path(self, name: str, default_dir: str | None = None) -> str:
-        """Resolve ``"x.png [output]"`` style references, confined to their dir."""
+        """Resolve ``"x.png [output]"`` style references, confined to their dir.
+
+        Inside output and temp, the prompt's owner (see :mod:`.access`) must be
+        allowed to open the file, exactly as ``/view`` would serve it to them;
+        otherwise :class:`FileAccessDenied` (a "not found") is raised.
+        """
         bare, kind = split_annotation(name)
         base = self.dirs.by_type(kind) if kind else (default_dir or self.dirs.input)
-        return safe_join(base, bare)
+        path = safe_join(base, bare)
+        self.check_access(path)
+        return path
+
+    def private_kind(self, path: str) -> str | None:
+        """``output`` or ``temp`` when ``path`` (resolved) lies in that directory, else None."""
+        for kind in PRIVATE_KINDS:
+            base = self.dirs.by_type(kind)
+            if base is not None and is_within(path, base):
+                return kind
+        return None
+
+    def check_access(self, path: str) -> None:
+        """Refuse a path in output or temp the current prompt's owner may not open."""
+        owner, check = current_owner(), self.access_check
+        if owner is None or check is None:
+            return
+        kind = self.private_kind(path)
+        if kind is not None and not check(owner, kind, os.path.realpath(path)):
+            raise FileAccessDenied(f"file not found: {os.path.basename(path)}")
 
     def load_extra_config(self, yaml_path: str) -> None:
         """Apply one ``extra_model_paths.yaml`` (ComfyUI's format)."""

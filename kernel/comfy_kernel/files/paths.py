@@ -11,10 +11,17 @@ import os
 import re
 
 ANNOTATION = re.compile(r"^(?P<name>.*) \[(?P<type>input|output|temp)\]$")
+#: Longest file or folder name file systems accept, in bytes (NAME_MAX), and longest path (PATH_MAX).
+NAME_MAX = 255
+PATH_MAX = 4096
 
 
 class UnsafePath(ValueError):
     """A requested path would leave its base directory or is malformed."""
+
+
+class NameTooLong(UnsafePath):
+    """A file or folder name the file system would refuse (ENAMETOOLONG): a client error, not an escape."""
 
 
 def is_within(path: str, base: str) -> bool:
@@ -32,25 +39,39 @@ def check_component(name: str) -> str:
         raise UnsafePath(f"invalid character in file name: {name!r}")
     if name in (".", ".."):
         raise UnsafePath(f"invalid file name: {name!r}")
+    check_lengths(name)
     return name
 
 
-def safe_join(base: str, *parts: str) -> str:
+def check_lengths(path: str) -> str:
+    """Refuse names the file system would refuse with ENAMETOOLONG (a component over 255 bytes)."""
+    encoded = path.encode("utf-8", "surrogatepass")
+    if len(encoded) > PATH_MAX:
+        raise NameTooLong(f"path longer than {PATH_MAX} bytes")
+    if any(len(part) > NAME_MAX for part in encoded.replace(b"\\", b"/").split(b"/")):
+        raise NameTooLong(f"file or folder name longer than {NAME_MAX} bytes")
+    return path
+
+
+def safe_join(base: str, *parts: str, follow_links: bool = False) -> str:
     """Join relative ``parts`` under ``base`` and refuse anything that escapes.
 
     Absolute parts, ``..`` that climbs out, NUL bytes and symlinks pointing
     outside raise :class:`UnsafePath`. ``a/../b`` inside the base is allowed.
+    ``follow_links`` lets symlinks lead anywhere (model folders, which the
+    operator owns); the name itself still cannot climb out.
     """
     for part in parts:
         if "\x00" in part:
             raise UnsafePath("NUL byte in path")
         if os.path.isabs(part) or part.startswith(("/", "\\")):
             raise UnsafePath(f"absolute path not allowed: {part!r}")
+        check_lengths(part)
     joined = os.path.normpath(os.path.join(base, *parts)) if parts else os.path.normpath(base)
     base_abs = os.path.abspath(base)
     if not (joined == base_abs or joined.startswith(base_abs.rstrip(os.sep) + os.sep)):
         raise UnsafePath("path escapes its directory")
-    if not is_within(joined, base_abs):
+    if not follow_links and not is_within(joined, base_abs):
         raise UnsafePath("path resolves outside its directory")
     return joined
 

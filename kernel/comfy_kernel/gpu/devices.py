@@ -54,9 +54,63 @@ def _torch() -> Any | None:
     return torch
 
 
+def load_torch_libraries() -> bool:
+    """Load torch's shared libraries without holding the GIL, so that ``import torch`` later is shorter.
+
+    Most of an ``import torch`` is the dynamic loader relocating libtorch
+    (hundreds of MB), and the interpreter holds the GIL through it: every other
+    thread, the server's included, stops for that long. Calling the C library's
+    ``dlopen`` through ctypes releases the GIL, and the import then finds the
+    libraries loaded. Done as torch does it (its global dependencies with
+    RTLD_GLOBAL, then its extension with the interpreter's flags); skipped
+    where that could differ (not Linux, torch already imported or asked to load
+    with RTLD_GLOBAL, CUDA builds, which load more libraries in between).
+    Returns whether the libraries were loaded here.
+    """
+    import ctypes
+    import glob
+    import importlib.util
+    import os
+
+    if not sys.platform.startswith("linux") or "torch" in sys.modules or os.environ.get("TORCH_USE_RTLD_GLOBAL"):
+        return False
+    try:
+        spec = importlib.util.find_spec("torch")
+        root = spec.submodule_search_locations[0] if spec and spec.submodule_search_locations else None
+        if root is None:
+            return False
+        extension = glob.glob(os.path.join(root, "_C.*.so"))
+        libc = ctypes.CDLL(None)
+        libc.dlopen.argtypes = [ctypes.c_char_p, ctypes.c_int]
+        libc.dlopen.restype = ctypes.c_void_p
+        deps = os.path.join(root, "lib", "libtorch_global_deps.so")
+        if len(extension) != 1 or not libc.dlopen(deps.encode(), os.RTLD_NOW | os.RTLD_GLOBAL):
+            return False
+        with open("/proc/self/maps") as f:
+            if "libcudart" in f.read():
+                return False
+        return bool(libc.dlopen(extension[0].encode(), sys.getdlopenflags()))
+    except Exception:
+        return False
+
+
 def torch_loaded() -> bool:
-    """Whether something in this process has imported torch already."""
-    return "torch" in sys.modules
+    """Whether torch is imported already (completely: not while another thread is importing it)."""
+    return loaded_torch() is not None
+
+
+def loaded_torch() -> Any | None:
+    """torch if it is completely imported, else None; never imports it, never waits for an import.
+
+    While a thread imports torch (the background warm-up), ``sys.modules``
+    already holds the half-initialised module, and ``import torch`` elsewhere
+    would block until it is done: callers that must stay quick check here.
+    """
+    torch = sys.modules.get("torch")
+    if torch is None or getattr(getattr(torch, "__spec__", None), "_initializing", False) \
+            or not hasattr(torch, "__version__"):
+        return None
+    return torch
 
 
 CPU = DeviceInfo("cpu", None, "cpu")

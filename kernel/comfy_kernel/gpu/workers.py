@@ -82,8 +82,11 @@ def current_device() -> DeviceInfo:
 
 
 @contextmanager
-def device_scope(device: DeviceInfo) -> Iterator[DeviceInfo]:
-    """Make ``device`` the current device for the code in the block (and tasks it starts)."""
+def device_scope(device: DeviceInfo | None) -> Iterator[DeviceInfo | None]:
+    """Make ``device`` the current device for the code in the block (and tasks it starts).
+
+    None: the default device, as outside any worker.
+    """
     token = _current.set(device)
     try:
         yield device
@@ -132,13 +135,16 @@ class ThreadWorker(Worker):
     executor): the worker thread then runs it on its own event loop, so
     async nodes of one worker never block another worker.
 
+    ``device`` None means the default device, looked up (which may import
+    torch) only when something running on the worker asks for it.
+
     ``cancel(item_id)`` drops a queued item (its awaitable raises
     CancelledError); for the running one it calls ``interrupt(item)`` if
     given, since only the executor knows how to stop a prompt midway.
     ``item_id`` is read from ``item_id(item)`` (default: the item itself).
     """
 
-    def __init__(self, device: DeviceInfo, run: Callable[[Any], Any], *,
+    def __init__(self, device: DeviceInfo | None, run: Callable[[Any], Any], *,
                  interrupt: Callable[[Any], None] | None = None,
                  item_id: Callable[[Any], Any] = lambda item: item, name: str | None = None) -> None:
         self._device = device
@@ -155,11 +161,12 @@ class ThreadWorker(Worker):
 
     @property
     def device(self) -> DeviceInfo:
-        return self._device
+        return self._device if self._device is not None else current_device()
 
     def info(self) -> dict[str, Any]:
-        return {"id": self.id, "device": self._device.torch_device, "type": self._device.type,
-                "index": self._device.index, "name": self._device.name,
+        device = self.device
+        return {"id": self.id, "device": device.torch_device, "type": device.type,
+                "index": device.index, "name": device.name,
                 "busy": self._running is not None, "queued": self._queue.qsize(),
                 "alive": self._thread is not None and self._thread.is_alive()}
 

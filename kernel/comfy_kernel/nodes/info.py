@@ -122,6 +122,14 @@ class ObjectInfoCache:
             self._key = self._fingerprint()
         return self._body
 
+    def current(self) -> bytes | None:
+        """The cached body while nothing it depends on changed, else None (then :meth:`body` rebuilds it).
+
+        Checking costs a few ``stat`` calls, cheap enough for the event loop; only a rebuild, which
+        calls every node's ``INPUT_TYPES``, needs a thread.
+        """
+        return self._body if self._key is not None and self._fingerprint() == self._key else None
+
     def one(self, name: str) -> dict[str, Any]:
         entry = self.registry.entry(name)
         if entry is None:

@@ -94,15 +94,12 @@ class Output:
 
 
 class _IOType(str):
-    """A V3 type string: wildcard-aware ``!=`` like the classic IO enum."""
+    """A V3 type string: wildcard-aware ``!=`` like the classic IO enum (``==`` stays plain)."""
 
     def __ne__(self, other: object) -> bool:
         from .types import wildcard_ne
 
         return wildcard_ne(self, other)
-
-    def __eq__(self, other: object) -> bool:
-        return not self.__ne__(other)
 
     __hash__ = str.__hash__
 
@@ -236,7 +233,8 @@ _SIMPLE = {"Image": "IMAGE", "Mask": "MASK", "Latent": "LATENT", "Conditioning":
            "Accumulation": "ACCUMULATION", "Photomaker": "PHOTOMAKER", "Point": "POINT",
            "FaceAnalysis": "FACE_ANALYSIS", "BBOX": "BBOX", "SEGS": "SEGS", "Webcam": "WEBCAM",
            "MODEL_PATCH": "MODEL_PATCH", "AudioEncoder": "AUDIO_ENCODER",
-           "AudioEncoderOutput": "AUDIO_ENCODER_OUTPUT", "Dict": "DICT", "Array": "ARRAY"}
+           "AudioEncoderOutput": "AUDIO_ENCODER_OUTPUT", "Dict": "DICT", "Array": "ARRAY",
+           "BoundingBox": "BOUNDING_BOX", "Load3D": "LOAD_3D", "Load3DCamera": "LOAD3D_CAMERA"}
 for _name, _type in _SIMPLE.items():
     globals()[_name] = _make_type(_name, _type)
 

@@ -3,7 +3,9 @@
 ``IO`` members are strings, so they can be used anywhere a type name is
 expected; their ``!=`` is the wildcard-aware comparison the executor's link
 type check relies on (spec §2.4): ``"*"`` on either side matches anything,
-and two comma lists match when one is a subset of the other.
+and two comma lists match when one is a subset of the other. ``==`` stays the
+plain string comparison, as in ComfyUI: ``IO.ANY == "INT"`` is False, so a
+value given to a ``*`` input is never converted to some other input's type.
 """
 
 from __future__ import annotations
@@ -72,9 +74,6 @@ class IO(StrEnum):
 
     def __ne__(self, value: object) -> bool:  # type: ignore[override]
         return wildcard_ne(self, value)
-
-    def __eq__(self, value: object) -> bool:  # type: ignore[override]
-        return not wildcard_ne(self, value)
 
     __hash__ = str.__hash__
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import errno
 import hashlib
 import io
 import mimetypes
@@ -20,7 +21,7 @@ from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 
-from ..files.paths import UnsafePath, check_component, is_within, safe_join, split_annotation
+from ..files.paths import NameTooLong, UnsafePath, check_component, is_within, safe_join, split_annotation
 from ..http import HTTPError, json_response
 from ..kernel import Kernel
 from ..routing import RouteTable
@@ -84,6 +85,8 @@ def resolve_view_path(kernel: Kernel, filename: str, kind: str, subfolder: str |
     if subfolder is not None:
         try:
             directory = safe_join(base, subfolder)
+        except NameTooLong as exc:
+            raise HTTPError(400, f"Invalid subfolder: {exc}") from None
         except UnsafePath:
             raise HTTPError(403, "Subfolder is outside its directory") from None
     path = os.path.join(directory, os.path.basename(bare))
@@ -253,7 +256,7 @@ def register(routes: RouteTable, kernel: Kernel) -> None:
         form = await _form(request)
         image, directory, subfolder, kind, overwrite = await _upload_target(kernel, form)
         data = await image.read()
-        name = await asyncio.to_thread(write_upload, directory, image.filename, data, overwrite)
+        name = await _write(directory, image.filename, data, overwrite)
         return json_response({"name": name, "subfolder": subfolder, "type": kind})
 
     @routes.post("/upload/mask")
@@ -299,8 +302,18 @@ def register(routes: RouteTable, kernel: Kernel) -> None:
             raise
         except Exception:
             raise HTTPError(400, "Mask or original image could not be read") from None
-        name = await asyncio.to_thread(write_upload, directory, image.filename, data, overwrite)
+        name = await _write(directory, image.filename, data, overwrite)
         return json_response({"name": name, "subfolder": subfolder, "type": kind})
+
+
+async def _write(directory: str, filename: str, data: bytes, overwrite: bool) -> str:
+    """:func:`write_upload` on a thread; a name the file system refuses is the client's error (400)."""
+    try:
+        return await asyncio.to_thread(write_upload, directory, filename, data, overwrite)
+    except OSError as exc:
+        if exc.errno in (errno.ENAMETOOLONG, errno.EINVAL, errno.EILSEQ):
+            raise HTTPError(400, f"Invalid upload name: {exc.strerror}") from None
+        raise
 
 
 async def _form(request: Request):

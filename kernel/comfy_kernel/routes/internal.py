@@ -37,7 +37,11 @@ def register(routes: RouteTable, kernel: Kernel) -> None:
 
     @routes.get("/internal/folder_paths", **internal)
     async def folder_paths(request: Request) -> Response:
-        return json_response({name: kernel.folders.paths(name) for name in kernel.folders.names()})
+        """Absolute server paths go to the operator (no auth plugin) and administrators only;
+        other signed-in users get the folder names with empty lists."""
+        identity = getattr(request.state, "identity", None)
+        private = identity is not None and identity.authenticated and not identity.is_admin
+        return json_response({name: [] if private else kernel.folders.paths(name) for name in kernel.folders.names()})
 
     @routes.get("/internal/files/{directory_type}", **internal)
     async def files(request: Request) -> Response:

@@ -147,7 +147,7 @@ def register(routes: RouteTable, kernel: Kernel) -> None:
         if not 0 <= index < len(paths):
             raise HTTPError(404, "No such folder index")
         try:
-            model_path = safe_join(paths[index], request.path_params["filename"])
+            model_path = safe_join(paths[index], request.path_params["filename"], follow_links=True)
         except UnsafePath as exc:
             raise HTTPError(403, str(exc)) from None
 

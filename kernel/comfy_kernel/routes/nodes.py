@@ -15,7 +15,7 @@ from ..routing import RouteTable
 def register(routes: RouteTable, kernel: Kernel) -> None:
     @routes.get("/object_info")
     async def get_object_info(request: Request) -> Response:
-        body = await asyncio.to_thread(kernel.object_info.body)
+        body = kernel.object_info.current() or await asyncio.to_thread(kernel.object_info.body)
         return Response(body, media_type=JSON_TYPE)
 
     @routes.get("/object_info/{node_class:path}")

@@ -11,6 +11,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from .. import COMFYUI_COMPAT_VERSION, __version__
+from ..config import redact_argv
+from ..gpu.devices import loaded_torch
 from ..http import json_response
 from ..kernel import Kernel
 from ..routing import RouteTable
@@ -30,7 +32,7 @@ def _memory() -> tuple[int, int]:
 
 def _torch_version() -> str:
     """The installed torch version, without importing torch (start-up stays fast)."""
-    torch = sys.modules.get("torch")
+    torch = loaded_torch()
     if torch is not None:
         return str(torch.__version__)
     try:
@@ -47,9 +49,9 @@ def cpu_device(ram_total: int, ram_free: int) -> dict[str, Any]:
 
 
 def devices(kernel: Kernel) -> list[dict[str, Any]]:
-    if "torch" not in sys.modules:
-        # Importing torch takes seconds; until a node or the scheduler has needed
-        # it, the CPU is the only device this process has used.
+    if loaded_torch() is None:
+        # Importing torch takes seconds; until it is imported (by a node, the
+        # scheduler or the warm-up), the CPU is the only device this process has used.
         return [cpu_device(*_memory())]
     try:
         from ..gpu import GpuConfig, system_stats_devices
@@ -74,7 +76,7 @@ def system_stats(kernel: Kernel) -> dict[str, Any]:
         "python_version": sys.version,
         "pytorch_version": _torch_version(),
         "embedded_python": os.path.split(os.path.split(sys.executable)[0])[1] == "python_embeded",
-        "argv": list(sys.argv),
+        "argv": redact_argv(sys.argv),
     }
     devs = devices(kernel)
     for extra in kernel.host.call_each("ck_system_stats", kernel=kernel):
@@ -83,6 +85,8 @@ def system_stats(kernel: Kernel) -> dict[str, Any]:
         extra = dict(extra)
         devs.extend(extra.pop("devices", []) or [])
         system.update(extra)
+    if isinstance(system.get("argv"), list):  # a plugin may have replaced it with the raw command line
+        system["argv"] = redact_argv([str(arg) for arg in system["argv"]])
     return {"system": system, "devices": devs}
 
 
@@ -99,7 +103,7 @@ def register(routes: RouteTable, kernel: Kernel) -> None:
     async def get_health(request: Request) -> Response:
         failed = [r.name for r in kernel.host.failed()]
         return json_response({"status": "ok", "version": __version__, "queue_remaining": kernel.queue_remaining(),
-                              "failed_plugins": failed})
+                              "failed_plugins": failed, "warmup": kernel.warmup_state})
 
     @routes.get("/plugins")
     async def get_plugins(request: Request) -> Response:

@@ -18,6 +18,7 @@ except ImportError:  # pragma: no cover
 
 from comfy_kernel.nodes import io
 from comfy_kernel.nodes.graph_utils import ExecutionBlocker, GraphBuilder
+from comfy_kernel.nodes.types import IO
 from comfy_kernel.progress import ProgressBar
 
 
@@ -72,6 +73,21 @@ class TestOutput:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {"value": (ANY, {})}}
+
+    RETURN_TYPES = ()
+    FUNCTION = "run"
+    OUTPUT_NODE = True
+
+    def run(self, value):
+        return {"ui": {"text": [repr(value)]}}
+
+
+class TestIOAny:
+    """Output node whose input is the built-in wildcard ``IO.ANY``: any value, passed through as given."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"value": (IO.ANY, {})}}
 
     RETURN_TYPES = ()
     FUNCTION = "run"
@@ -659,10 +675,32 @@ class TestOOMModelLoaded:
         return ("loaded" if handle.loaded else "unloaded",)
 
 
+class TestModuleLoaded:
+    """Says whether module ``name`` is imported in the server process ("yes" / "no")."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"name": ("STRING", {})}}
+
+    RETURN_TYPES = ("STRING",)
+    FUNCTION = "run"
+
+    @classmethod
+    def IS_CHANGED(cls, name):
+        return float("nan")
+
+    def run(self, name):
+        import sys
+
+        module = sys.modules.get(name)
+        loaded = module is not None and not getattr(getattr(module, "__spec__", None), "_initializing", False)
+        return ("yes" if loaded else "no",)
+
+
 NODE_CLASS_MAPPINGS = {cls.__name__: cls for cls in [
-    TestValue, TestFloat, TestAdd, TestOutput, TestListOutput, TestLazyMix, TestError, TestIsChanged,
+    TestValue, TestFloat, TestAdd, TestOutput, TestIOAny, TestListOutput, TestLazyMix, TestError, TestIsChanged,
     TestCustomValidation, TestKwargsValidation, TestInputTypes, TestCombo, TestVariadic, TestSleep,
     TestSyncSleep, TestList, TestBlockOdd, TestProgress, TestExpandAdd, TestForLoop, TestExpandCycle,
     TestMixedReturns, TestV3Add, TestV3Output, TestAutogrowSum, TestAutogrowNames, TestDynamicCombo, TestMatchType,
     TestMultiCombo, TestUniqueId, TestTracked, TestUnwrap, TestAlive,
-    TestAsyncError, TestExpandSleep, TestBoolList, TestOOM, TestOOMModelLoaded]}
+    TestAsyncError, TestExpandSleep, TestBoolList, TestOOM, TestOOMModelLoaded, TestModuleLoaded]}
