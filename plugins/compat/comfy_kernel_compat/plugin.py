@@ -4,8 +4,9 @@ Importing this module installs the import hook (the kernel normally did so
 already through the ``comfy_kernel.preload`` entry point). The hooks then
 capture the kernel for the ComfyUI-named modules, register the routes packs
 declared on ``PromptServer.instance`` (mirrored at ``/api``), serve their
-static directories, run their ``app.on_startup``/``on_shutdown`` callbacks and
-their ``add_on_prompt_handler`` handlers.
+static directories and run their ``app.on_startup``/``on_shutdown``
+callbacks. The per-prompt hooks behind ``PromptServer.instance`` are in
+:mod:`.server_hooks`, registered only when a pack imports ``server``.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 
 from comfy_kernel import hookimpl
 
-from . import finder, state
+from . import finder, server_hooks, state
 from .web import PACK_ROUTES, adapt_handler, starlette_path
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,8 @@ def ck_register_routes(routes: Any, kernel: Any) -> None:
                        name=route.kwargs.get("name"))
         except Exception:
             log.exception("route %s %s from a node pack could not be registered", route.method, route.path)
+    if app is not None:
+        app.freeze()  # routes added from now on are not served: packs that check ``app.frozen`` see it
 
 
 @hookimpl
@@ -87,6 +90,7 @@ async def _run_callbacks(callbacks: list[Any], app: Any, what: str) -> None:
 @hookimpl
 async def ck_startup(kernel: Any) -> None:
     state.set_kernel(kernel)
+    server_hooks.register(kernel)
     app = _app()
     if app is None:
         return
@@ -102,29 +106,3 @@ async def ck_shutdown(kernel: Any) -> None:
     if app is not None:
         await _run_callbacks(app.on_shutdown, app, "on_shutdown")
         await _run_callbacks(app.on_cleanup, app, "on_cleanup")
-
-
-@hookimpl
-def ck_on_prompt(body: dict[str, Any], request: Any) -> dict[str, Any] | None:
-    module = _server_module()
-    if module is None or not module.PromptServer.instance.on_prompt_handlers:
-        return None
-    return module.PromptServer.instance.trigger_on_prompt(body)
-
-
-@hookimpl
-def ck_prompt_queued(event: dict[str, Any]) -> None:
-    """Outside a node, ``PromptServer.instance.client_id`` reads as the last client that queued a prompt."""
-    module = _server_module()
-    if module is not None and event.get("client_id"):
-        module.PromptServer.instance.client_id = event["client_id"]
-
-
-@hookimpl
-def ck_node_executed(event: dict[str, Any]) -> None:
-    """Outside a node, ``last_node_id``/``last_prompt_id`` read as the last node that reported a result."""
-    module = _server_module()
-    if module is not None:
-        instance = module.PromptServer.instance
-        instance.last_node_id = event.get("display_node") or event.get("node")
-        instance.last_prompt_id = event.get("prompt_id")

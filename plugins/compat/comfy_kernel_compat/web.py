@@ -17,6 +17,7 @@ import inspect
 import logging
 import os
 import re
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,12 +28,23 @@ from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, R
 
 log = logging.getLogger(__name__)
 
-try:  # aiohttp is a dependency of this plugin, but keep the layer importable without it.
-    from aiohttp import web as _aioweb
+try:  # multidict comes with aiohttp, a dependency of this plugin; keep the layer importable without it.
     from multidict import CIMultiDict, MultiDict, MultiDictProxy
 except ImportError:  # pragma: no cover - exercised only in stripped environments
-    _aioweb = None
     CIMultiDict = MultiDict = MultiDictProxy = None  # type: ignore[assignment,misc]
+
+
+def _aiohttp_web() -> Any:
+    """aiohttp's ``web`` module once some pack has imported aiohttp, else None.
+
+    A handler can only return or raise aiohttp objects after aiohttp was imported,
+    so the server never imports it (a fifth of a second) for packs that don't use it.
+    """
+    if "aiohttp" not in sys.modules:
+        return None
+    from aiohttp import web
+
+    return web
 
 
 # --- recording routes -------------------------------------------------------------------
@@ -115,6 +127,10 @@ class CompatRouter:
 
     def __init__(self, table: RouteTableDef):
         self._table = table
+        self.frozen = False  # True once the server serves its routes (later ones are not served)
+
+    def freeze(self) -> None:
+        self.frozen = True
 
     def add_route(self, method: str, path: str, handler: Any, **kwargs: Any) -> PackRoute:
         route = PackRoute(method.upper(), path, handler, kwargs)
@@ -160,6 +176,12 @@ class CompatApp(dict):
         self.on_startup: list[Any] = []
         self.on_shutdown: list[Any] = []
         self.on_cleanup: list[Any] = []
+        self.cleanup_ctx: list[Any] = []
+        self.frozen = False
+
+    def freeze(self) -> None:
+        self.frozen = True
+        self.router.freeze()
 
     def add_routes(self, routes: Any) -> list[Any]:
         items = list(routes)
@@ -358,7 +380,8 @@ def to_starlette(result: Any) -> Response:
     """Turn what a pack handler returned (or raised) into a Starlette response."""
     if isinstance(result, Response):
         return result
-    if _aioweb is not None and isinstance(result, _aioweb.StreamResponse):
+    aioweb = _aiohttp_web()
+    if aioweb is not None and isinstance(result, aioweb.StreamResponse):
         return _from_aiohttp(result)
     if result is None:
         return Response(b"", status_code=200)
@@ -372,14 +395,15 @@ def to_starlette(result: Any) -> Response:
 
 
 def _from_aiohttp(resp: Any) -> Response:
+    aioweb = _aiohttp_web()
     headers = {k: v for k, v in resp.headers.items() if k.lower() not in ("content-length", "transfer-encoding")}
-    if isinstance(resp, _aioweb.FileResponse):
+    if isinstance(resp, aioweb.FileResponse):
         path = os.fspath(resp._path)
         if not os.path.isfile(path):
             return Response(b"", status_code=404)
         headers.pop("Content-Type", None)
         return FileResponse(path, status_code=resp.status, headers=headers)
-    if not isinstance(resp, _aioweb.Response):
+    if not isinstance(resp, aioweb.Response):
         raise TypeError("streaming aiohttp responses (web.StreamResponse/WebSocketResponse) are not supported")
     body = resp.body
     if body is None:
@@ -403,7 +427,8 @@ def adapt_handler(handler: Any, app: CompatApp | None = None) -> Callable[[Reque
             if inspect.isawaitable(result):
                 result = await result
         except Exception as exc:
-            if _aioweb is not None and isinstance(exc, _aioweb.HTTPException):
+            aioweb = _aiohttp_web()
+            if aioweb is not None and isinstance(exc, aioweb.HTTPException):
                 return _from_aiohttp(exc)
             raise
         return to_starlette(result)

@@ -30,7 +30,7 @@ TIER1 = {
               "interrupt_processing", "before_node_execution", "load_custom_node"],
     "server": ["PromptServer", "BinaryEventTypes"],
     "comfy.cli_args": ["args", "LatentPreviewMethod"],
-    "latent_preview": ["prepare_callback", "get_previewer", "Latent2RGBPreviewer", "TAESDPreviewerImpl"],
+    "latent_preview": ["prepare_callback", "get_previewer", "Latent2RGBPreviewer", "TAESDPreviewerImpl", "TAESD"],
     "node_helpers": ["conditioning_set_values", "pillow", "hasher", "string_to_torch_dtype", "image_alpha_fix"],
     "comfy_execution.graph_utils": ["GraphBuilder", "is_link", "ExecutionBlocker", "add_graph_prefix"],
     "comfy_execution.graph": ["ExecutionBlocker", "DynamicPrompt"],
@@ -73,7 +73,10 @@ def test_names_resolve(surface, module):
     mod = importlib.import_module(module)
     missing = [name for name in TIER1[module] if not hasattr(mod, name)]
     assert not missing, f"{module} lacks {missing}"
-    assert mod.__file__.startswith(finder.SURFACE_DIR) or module == "comfy_api.latest.io"
+    if module.startswith("comfy_extras."):  # built from the core nodes that declare the module
+        assert finder._provided(mod)
+    else:
+        assert mod.__file__.startswith(finder.SURFACE_DIR) or module == "comfy_api.latest.io"
 
 
 def test_shared_classes_are_the_kernels(surface):
@@ -177,7 +180,7 @@ def test_model_patcher_applies_and_reverts_weight_patches(surface):
         model.weight.fill_(1.0)
     patcher = ModelPatcher(model, "cpu", "cpu")
     clone = patcher.clone()
-    assert clone.add_patches({"weight": torch.ones(2, 2), "missing": torch.ones(1)}, 0.5) == ["weight"]
+    assert clone.add_patches({"weight": (torch.ones(2, 2),), "missing": (torch.ones(1),)}, 0.5) == ["weight"]
     assert patcher.patches == {}
     clone.set_model_attn2_patch("p")
     assert clone.model_options["transformer_options"]["patches"]["attn2_patch"] == ["p"]
@@ -225,3 +228,179 @@ def test_video_types_are_core_nodes(surface, tmp_path):
     made.save_to(str(tmp_path / "v.mp4"), format=Types.VideoContainer.MP4, codec=Types.VideoCodec.H264)
     loaded = InputImpl.VideoFromFile(str(tmp_path / "v.mp4"))
     assert isinstance(loaded, Input.Video) and loaded.get_frame_count() == 3 and loaded.get_dimensions() == (16, 16)
+
+
+def test_reexported_modules_are_core_nodes_objects(surface):
+    pytest.importorskip("comfy_kernel_core_nodes")
+    import comfy.k_diffusion.sampling as k
+    import comfy.model_patcher
+    import comfy.samplers
+    from comfy_extras.nodes_mask import GrowMask, composite
+
+    from comfy_kernel_core_nodes.model import patcher
+    from comfy_kernel_core_nodes.nodes import image_ops, mask
+    from comfy_kernel_core_nodes.sampling import guider, samplers_euler
+
+    assert comfy.model_patcher.ModelPatcher is patcher.ModelPatcher
+    assert comfy.samplers.CFGGuider is guider.CFGGuider and comfy.samplers.sampling_function is guider.sampling_function
+    assert k.sample_euler is samplers_euler.sample_euler
+    assert GrowMask is mask.GrowMask and composite is image_ops.paste
+    sigmas = k.get_sigmas_karras(4, 0.1, 10.0, device="cpu")
+    assert sigmas.shape == (5,) and float(sigmas[0]) == pytest.approx(10.0) and float(sigmas[-1]) == 0.0
+
+
+def test_missing_source_names_the_comfy_module(surface):
+    from comfy_kernel_compat.reexport import MissingFeature, reexport
+
+    namespace = {"__name__": "comfy.example"}
+    with pytest.raises(MissingFeature, match=r"comfy\.example .*comfy_kernel_core_nodes\.model\.no_such_module"):
+        reexport(namespace, ["model.no_such_module"])
+    reexport(namespace, [], optional=["model.no_such_module"])  # optional sources may be absent
+
+
+def test_unknown_comfy_extras_module_is_not_found(surface):
+    with pytest.raises(ModuleNotFoundError):
+        importlib.import_module("comfy_extras.nodes_not_a_module")
+    import comfy
+
+    with pytest.raises(AttributeError):
+        comfy.not_a_submodule  # noqa: B018
+
+
+def test_model_management_has_comfyuis_whole_public_set(surface):
+    """Every public name of ComfyUI 0.3.64's comfy.model_management (listed in tests/data) resolves."""
+    import json
+    import os
+
+    path = os.path.join(os.path.dirname(__file__), "data", "comfyui_0.3.64_names.json")
+    with open(path, encoding="utf-8") as f:
+        names = json.load(f)
+    import comfy.model_management as mm
+    import comfy.sample
+
+    assert [n for n in names["comfy.model_management"] if not hasattr(mm, n)] == []
+    assert [n for n in names["comfy.sample"] if not hasattr(comfy.sample, n)] == []
+    assert isinstance(mm.total_vram, float) and isinstance(mm.current_loaded_models, list)
+
+
+def test_model_internals_packs_subclass_and_check(surface):
+    """The names Advanced-ControlNet, AnimateDiff, Easy-Use and WAS read at import time behave as in ComfyUI."""
+    pytest.importorskip("comfy_kernel_core_nodes")
+    import comfy.ldm.modules.diffusionmodules.openaimodel as openaimodel
+    import comfy.model_base
+    import comfy.ops
+    import comfy.supported_models
+    import comfy.utils
+    from comfy.patcher_extension import PatcherInjection
+    from comfy_extras.nodes_stable3d import camera_embeddings
+
+    from comfy_kernel_core_nodes.families.sd import models, unet
+    from comfy_kernel_core_nodes.model import ops
+
+    class Ops(comfy.ops.disable_weight_init):  # Advanced-ControlNet subclasses the layer set
+        pass
+
+    assert Ops.Linear is ops.plain.Linear and comfy.ops.manual_cast.Conv2d is ops.CastConv2d
+    assert isinstance(comfy.ops.manual_cast.conv_nd(2, 1, 1, 1), ops.CastConv2d)
+    assert comfy.supported_models.SDXL is models.SDXL and comfy.model_base.SDXL is models.SDXLModel
+    assert not issubclass(comfy.model_base.Flux, models.SDXLModel) and issubclass(comfy.model_base.Flux,
+                                                                                   comfy.model_base.BaseModel)
+    assert openaimodel.TimestepEmbedSequential is unet.TimestepBlock and openaimodel.TimestepBlock is unet.ResBlock
+    assert ("input_blocks.0.0.weight", "conv_in.weight") in comfy.utils.UNET_MAP_BASIC
+    assert comfy.utils.UNET_MAP_RESNET["skip_connection.bias"] == "conv_shortcut.bias"
+    assert len(comfy.utils.TRANSFORMER_BLOCKS) == 20
+    injection = PatcherInjection(inject=print, eject=print)
+    assert injection.inject is print
+    assert camera_embeddings(10.0, 90.0).shape == (1, 1, 4)
+
+
+def test_torch_helpers_is_the_core_compile_wrapper(surface):
+    pytest.importorskip("comfy_kernel_core_nodes")
+    import torch
+    from comfy_api.torch_helpers import remove_torch_compile_wrapper, set_torch_compile_wrapper
+
+    from comfy_kernel_core_nodes.model.patcher import ModelPatcher
+    from comfy_kernel_core_nodes.patches import compile as core_compile
+
+    model = ModelPatcher(torch.nn.Linear(2, 2))
+    set_torch_compile_wrapper(model, backend="inductor", keys=["diffusion_model"])
+    assert model.model_options[core_compile.TORCH_COMPILE_KWARGS]["backend"] == "inductor"
+    assert model.get_wrappers("apply_model", core_compile.COMPILE_KEY)
+    remove_torch_compile_wrapper(model)
+    assert not model.get_wrappers("apply_model", core_compile.COMPILE_KEY)
+    with pytest.raises(ValueError, match="not supported"):
+        set_torch_compile_wrapper(model, backend="inductor", keys=["diffusion_model.input_blocks"])
+
+
+def test_family_modules_are_core_nodes_families(surface):
+    """The family code KJNodes and Easy-Use import: core_nodes' classes under ComfyUI's module and class names."""
+    pytest.importorskip("comfy_kernel_core_nodes")
+    import comfy.ldm.flux.layers
+    import comfy.ldm.flux.math
+    import comfy.ldm.lumina.model
+    import comfy.ldm.wan.model
+    import comfy.ldm.wan.vae
+    import comfy.taesd.taesd
+    import torch
+
+    from comfy_kernel_core_nodes.components import taesd, wan_vae
+    from comfy_kernel_core_nodes.families.flux import layers
+    from comfy_kernel_core_nodes.families.lumina2 import nextdit
+    from comfy_kernel_core_nodes.families.wan import transformer
+    from comfy_kernel_core_nodes.model import ops
+
+    assert comfy.ldm.flux.math.apply_rope1 is layers.apply_rope and comfy.ldm.flux.layers.DoubleStreamBlock is layers.DoubleStreamBlock
+    assert comfy.ldm.lumina.model.FeedForward is nextdit.FeedForward and comfy.ldm.lumina.model.JointTransformerBlock is nextdit.Block
+    assert comfy.ldm.wan.model.WanModel is transformer.WanTransformer
+    assert comfy.ldm.wan.vae.RMS_norm is wan_vae.RMSNorm and comfy.taesd.taesd.TAESD is taesd.TinyAutoencoder
+    # A Wan VAE's causal convolutions (built per weight-casting layer set) count as ComfyUI's CausalConv3d.
+    loaded = wan_vae.CausalConv3d(ops.manual_cast, 2, 2, 3, padding=1)
+    assert isinstance(loaded, comfy.ldm.wan.vae.CausalConv3d) and not isinstance(torch.nn.Conv3d(2, 2, 3),
+                                                                                  comfy.ldm.wan.vae.CausalConv3d)
+    ids = torch.stack([torch.zeros(6), torch.arange(6.0)], dim=-1)[None]
+    pe = comfy.ldm.flux.layers.EmbedND(8, 10000.0, [4, 4])(ids)
+    assert pe.shape == (1, 1, 6, 4, 2, 2)
+
+
+@pytest.mark.parametrize("module", ["comfy.ldm.lightricks.model", "comfy.ldm.minimax.model", "comfy_extras.nodes_lt",
+                                    "comfy.taesd.taehv", "comfy.context_windows", "comfy.quant_ops"])
+def test_families_not_implemented_fail_with_the_reason(surface, module):
+    from comfy_kernel_compat.reexport import MissingFeature
+
+    with pytest.raises(MissingFeature, match="is not available on comfy-kernel: .+") as caught:
+        importlib.import_module(module)
+    assert isinstance(caught.value, ModuleNotFoundError) and module.startswith(caught.value.name)
+    import comfy
+
+    assert not hasattr(comfy, "context_windows")  # packs probing with hasattr go on without it
+
+
+def test_clip_vision_model_is_callable_as_packs_call_it(surface):
+    """IPAdapter_plus preprocesses images itself and calls ``clip_vision.model(pixel_values=...)``."""
+    pytest.importorskip("comfy_kernel_core_nodes")
+    import comfy.clip_vision
+    import torch
+
+    from comfy_kernel_core_nodes.components.clip_vision import CLIPVisionModel, VisionConfig
+    from comfy_kernel_core_nodes.model.base import WeightsSource
+
+    config = VisionConfig("tiny_test", 32, 2, 2, 64, "gelu", 16, image_size=28)
+    g = torch.Generator().manual_seed(0)  # the layers start uninitialised: fill every tensor
+    sd = {k: torch.randn(v.shape, generator=g) * 0.1 for k, v in CLIPVisionModel(config).state_dict().items()}
+
+    def build(weights: dict) -> torch.nn.Module:
+        net = CLIPVisionModel(config)
+        net.load_state_dict(weights)
+        return net
+
+    source = WeightsSource(key="tiny-vision-for-compat-test", read=lambda device: {k: v.clone() for k, v in sd.items()},
+                           build=build, keys=frozenset(sd))
+    vision = comfy.clip_vision.ClipVisionModel(config, source)
+    image = torch.rand(1, 40, 40, 3, generator=torch.Generator().manual_seed(1))
+    want = vision.encode_image(image)
+    with torch.no_grad():
+        last, hidden, embeds = vision.model(pixel_values=comfy.clip_vision.clip_preprocess(image, size=28),
+                                            intermediate_output=-2)
+    assert embeds.shape == (1, 16) and torch.allclose(embeds, want.image_embeds, atol=1e-6)
+    assert torch.allclose(hidden, want.penultimate_hidden_states, atol=1e-6)
+    assert torch.allclose(last, want.last_hidden_state, atol=1e-6)

@@ -40,10 +40,40 @@ class PromptQueue:
 
 
 class PromptExecutor:
-    """Placeholder for packs that reference the class; comfy-kernel's engine is not patchable."""
+    """ComfyUI's executor class with the methods packs read or wrap.
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    comfy-kernel runs prompts in its own executor: the class can be imported,
+    its methods read and replaced (packs wrap ``execute`` or
+    ``handle_execution_error`` at import), but it cannot be instantiated and
+    wrapping it does not change how prompts run.
+    """
+
+    def __init__(self, server: Any = None, cache_type: Any = False, cache_args: Any = None) -> None:
         raise RuntimeError("comfy-kernel runs prompts itself; PromptExecutor cannot be used by node packs")
+
+    def reset(self) -> None:
+        """Executor state is per prompt on comfy-kernel."""
+
+    def add_message(self, event: str, data: dict[str, Any], broadcast: bool) -> None:
+        """Messages are sent by the kernel's executor."""
+
+    def handle_execution_error(self, prompt_id: str, prompt: dict[str, Any], current_outputs: Any,
+                               executed: Any, error: dict[str, Any], ex: BaseException) -> None:
+        """Errors are reported by the kernel's executor (``execution_error``)."""
+
+    def execute(self, prompt: dict[str, Any], prompt_id: str, extra_data: dict[str, Any] | None = None,
+                execute_outputs: list[str] | None = None) -> None:
+        raise RuntimeError("comfy-kernel runs prompts itself")
+
+    async def execute_async(self, prompt: dict[str, Any], prompt_id: str, extra_data: dict[str, Any] | None = None,
+                            execute_outputs: list[str] | None = None) -> None:
+        raise RuntimeError("comfy-kernel runs prompts itself")
+
+
+def full_type_name(klass: type) -> str:
+    """``module.QualName`` of a class (builtins without the module), as ComfyUI reports exception types."""
+    module = klass.__module__
+    return klass.__qualname__ if module == "builtins" else f"{module}.{klass.__qualname__}"
 
 
 map_node_over_list = None

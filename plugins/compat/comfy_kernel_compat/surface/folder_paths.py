@@ -150,15 +150,17 @@ def annotated_filepath(name: str) -> tuple[str, str | None]:
 
 
 def get_annotated_filepath(name: str, default_dir: str | None = None) -> str:
-    bare, base_dir = annotated_filepath(name)
-    if base_dir is None:
-        base_dir = default_dir if default_dir is not None else get_input_directory()
-    return os.path.join(base_dir, bare)
+    """The path ``name`` names, confined to its directory and, inside output and temp, to what the
+    running prompt's owner may open (the kernel's rule for ``/view``); refusals raise ``ValueError``
+    (a ``FileNotFoundError`` too when the owner may not open the file)."""
+    return state.folders().annotated_path(name, default_dir)
 
 
 def exists_annotated_filepath(name: str) -> bool:
-    bare, base_dir = annotated_filepath(name)
-    return os.path.exists(os.path.join(base_dir or get_input_directory(), bare))
+    try:
+        return os.path.exists(get_annotated_filepath(name))
+    except ValueError:
+        return False
 
 
 # --- model folders -----------------------------------------------------------------------

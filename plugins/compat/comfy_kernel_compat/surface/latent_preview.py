@@ -1,6 +1,8 @@
 """ComfyUI's ``latent_preview``: sampler step callbacks with optional previews.
 
-``prepare_callback`` drives the kernel's ProgressBar (so ``progress``,
+With the core_nodes plugin, ``prepare_callback`` is the one the core KSampler
+nodes use (progress, previews, interrupt checkpoints). Without it, a small
+stand-alone ``prepare_callback`` drives the kernel's ProgressBar (so ``progress``,
 ``progress_state``, interrupt checkpoints) and, with ``--preview-method``
 ``latent2rgb``/``auto``, attaches a cheap linear RGB projection of ``x0``.
 TAESD decoders are not bundled: ``taesd`` falls back to latent2rgb.
@@ -51,6 +53,16 @@ class Latent2RGBPreviewer(LatentPreviewer):
         return preview_to_image(image)
 
 
+class TAESD:
+    """ComfyUI's tiny autoencoder class, importable for packs that name it; none is bundled.
+
+    Constructing one raises: ``--preview-method taesd`` previews fall back to latent2rgb here.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        raise NotImplementedError("TAESD decoders are not available on comfy-kernel (previews use latent2rgb)")
+
+
 class TAESDPreviewerImpl(LatentPreviewer):
     """Wraps a TAESD-style decoder object the caller provides (none is bundled)."""
 
@@ -85,3 +97,9 @@ def prepare_callback(model: Any, steps: int, x0_output_dict: dict[str, Any] | No
         pbar.update_absolute(step + 1, total_steps, preview)
 
     return callback
+
+
+try:  # one implementation: the core samplers' own callback when core_nodes is installed
+    from comfy_kernel_core_nodes.nodes.ksampler import prepare_callback  # noqa: F401, F811
+except ImportError:  # pragma: no cover - compat without core_nodes
+    pass

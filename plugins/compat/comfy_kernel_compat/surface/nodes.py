@@ -116,6 +116,13 @@ def __getattr__(name: str) -> Any:
             for entry in getattr(plugin, "NODES", None) or ():  # core_nodes: (name, class, display name)
                 if isinstance(entry, tuple) and entry and entry[0] == name:
                     return entry[1]
+    try:  # outside a server (a script importing a pack): the core nodes, if installed
+        from comfy_kernel_core_nodes.nodes import NODES
+    except ImportError:
+        NODES = []
+    for entry in NODES:
+        if entry.name == name:
+            return entry.cls
     raise AttributeError(f"module 'nodes' has no attribute {name!r}")
 
 
@@ -140,26 +147,16 @@ def before_node_execution() -> None:
 # --- helpers packs call ----------------------------------------------------------------------
 
 
-def _call_node(class_name: str, **inputs: Any) -> tuple:
-    cls = __getattr__(class_name)
-    instance = cls()
-    return getattr(instance, cls.FUNCTION)(**inputs)
-
-
 def common_ksampler(model: Any, seed: int, steps: int, cfg: float, sampler_name: str, scheduler: str,
                     positive: Any, negative: Any, latent: Any, denoise: float = 1.0,
                     disable_noise: bool = False, start_step: int | None = None, last_step: int | None = None,
                     force_full_denoise: bool = False) -> tuple:
-    """Sample a latent the way the KSampler nodes do (delegates to the registered core nodes)."""
-    if disable_noise or start_step is not None or last_step is not None or force_full_denoise:
-        return _call_node("KSamplerAdvanced", model=model, add_noise="disable" if disable_noise else "enable",
-                          noise_seed=seed, steps=steps, cfg=cfg, sampler_name=sampler_name, scheduler=scheduler,
-                          positive=positive, negative=negative, latent_image=latent,
-                          start_at_step=start_step or 0, end_at_step=last_step if last_step is not None else 10000,
-                          return_with_leftover_noise="disable" if force_full_denoise else "enable")
-    return _call_node("KSampler", model=model, seed=seed, steps=steps, cfg=cfg, sampler_name=sampler_name,
-                      scheduler=scheduler, positive=positive, negative=negative, latent_image=latent,
-                      denoise=denoise)
+    """Sample a latent as the KSampler nodes do: core_nodes' own ``common_ksampler``."""
+    from comfy_kernel_core_nodes.nodes.ksampler import common_ksampler as run
+
+    return run(model, seed, steps, cfg, sampler_name, scheduler, positive, negative, latent, denoise=denoise,
+               disable_noise=disable_noise, start_step=start_step, last_step=last_step,
+               force_full_denoise=force_full_denoise)
 
 
 def load_custom_node(module_path: str, ignore: Any = (), module_parent: str = "custom_nodes") -> bool:

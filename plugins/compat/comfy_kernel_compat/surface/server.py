@@ -42,10 +42,10 @@ class _PromptQueue:
     get_current_queue_volatile = get_current_queue
 
     def set_flag(self, name: str, data: Any) -> None:
-        """``unload_models``/``free_memory`` as ``POST /free`` sets them."""
+        """``unload_models``/``free_memory`` as ``POST /free`` sets them, applied after the running prompts."""
         executor = self._executor()
         if executor is not None:
-            executor.request_free(name == "unload_models", name == "free_memory")
+            executor.flag_free(name == "unload_models", name == "free_memory")
 
 
 class PromptServer:
@@ -184,4 +184,22 @@ class PromptServer:
 
 PromptServer()
 
+
+def _register_hooks() -> None:
+    from comfy_kernel_compat import server_hooks
+
+    server_hooks.register(state.kernel())
+
+
+_register_hooks()
+
 __all__ = ["PromptServer", "BinaryEventTypes"]
+
+
+def __getattr__(name: str) -> Any:
+    """``server.web`` is aiohttp's ``web`` module, as ComfyUI's server module imported it (loaded on first use)."""
+    if name == "web":
+        from aiohttp import web
+
+        return web
+    raise AttributeError(f"module 'server' has no attribute {name!r}")

@@ -78,3 +78,6 @@ def is_valid_directory(path: str | None) -> str | None:
     if not os.path.isdir(path):
         raise argparse.ArgumentTypeError(f"{path} is not a valid directory.")
     return path
+
+#: ComfyUI's default frontend version string (``--front-end-version``).
+DEFAULT_VERSION_STRING = "comfyanonymous/ComfyUI@latest"

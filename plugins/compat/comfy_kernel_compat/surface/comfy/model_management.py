@@ -56,6 +56,22 @@ def __getattr__(name: str) -> Any:
         import torch
 
         return torch.cuda.OutOfMemoryError
+    if name == "torch_version":
+        import torch
+
+        return torch.__version__
+    if name == "interrupt_processing":
+        return processing_interrupted()
+    if name == "current_loaded_models":
+        return [LoadedModel(h) for h in loaded_models()]
+    if name in ("total_vram", "total_ram"):
+        return _total_mb(name == "total_vram")
+    if name == "FORCE_FP32":
+        return _config().force_precision == "fp32"
+    if name == "EXTRA_RESERVED_VRAM":
+        return extra_reserved_memory()
+    if name == "FLOAT8_TYPES":
+        return get_supported_float8_types()
     raise AttributeError(f"module 'comfy.model_management' has no attribute {name!r}")
 
 
@@ -338,3 +354,165 @@ def throw_exception_if_processing_interrupted() -> None:
     """The interrupt checkpoint: raises :class:`InterruptProcessingException` once after an interrupt."""
     _progress.throw_exception_if_processing_interrupted()
 
+
+
+# --- the rest of ComfyUI's public set: constants and queries with comfy-kernel's answers ---------
+
+DISABLE_SMART_MEMORY = False
+ENABLE_PYTORCH_ATTENTION = True
+MIN_WEIGHT_MEMORY_RATIO = 0.4
+NUM_STREAMS = 0
+PRIORITIZE_FP16 = False
+STREAMS: dict[Any, Any] = {}
+stream_counters: dict[Any, Any] = {}
+SUPPORT_FP8_OPS = False
+WINDOWS = __import__("os").name == "nt"
+XFORMERS_ENABLED_VAE = False
+XFORMERS_VERSION = ""
+directml_enabled = False
+lowvram_available = True
+xpu_available = False
+interrupt_processing_mutex = __import__("threading").RLock()
+
+
+class LoadedModel:
+    """A model the manager holds, in the shape ComfyUI's ``current_loaded_models`` entries have."""
+
+    def __init__(self, model: Any):
+        self.model = model
+        self.device = getattr(model, "device", None)
+        self.currently_used = True
+
+    def model_memory(self) -> int:
+        return int(getattr(self.model, "size", 0) or 0)
+
+    def model_loaded_memory(self) -> int:
+        return self.model_memory() if getattr(self.model, "loaded", False) else 0
+
+    def model_offloaded_memory(self) -> int:
+        return self.model_memory() - self.model_loaded_memory()
+
+
+def _total_mb(vram: bool) -> float:
+    if vram:
+        return get_total_memory(get_torch_device()) / (1024 * 1024)
+    import os
+
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / (1024 * 1024)
+
+
+def extra_reserved_memory() -> int:
+    return _config().reserve_bytes or 0
+
+
+def minimum_inference_memory() -> int:
+    return int(1024 ** 3 * 0.8) + extra_reserved_memory()
+
+
+def maximum_vram_for_weights(device: Any = None) -> int:
+    return int(get_total_memory(device) * 0.88 - minimum_inference_memory())
+
+
+def offloaded_memory(loaded_models: Any, device: Any) -> int:
+    return 0
+
+
+def use_more_memory(extra_memory: int, loaded_models: Any, device: Any) -> None:
+    """The model manager sizes its own loads."""
+
+
+def get_supported_float8_types() -> list[Any]:
+    import torch
+
+    return [getattr(torch, n) for n in ("float8_e4m3fn", "float8_e4m3fnuz", "float8_e5m2", "float8_e5m2fnuz",
+                                        "float8_e8m0fnu") if hasattr(torch, n)]
+
+
+def pick_weight_dtype(dtype: Any, fallback_dtype: Any, device: Any = None) -> Any:
+    if dtype is None:
+        return fallback_dtype
+    if dtype_size(dtype) > dtype_size(fallback_dtype) or not supports_cast(device, dtype):
+        return fallback_dtype
+    return dtype
+
+
+def text_encoder_initial_device(load_device: Any, offload_device: Any, model_size: int = 0) -> Any:
+    return offload_device
+
+
+def get_autocast_device(dev: Any) -> str:
+    return getattr(dev, "type", "cuda")
+
+
+def get_offload_stream(device: Any) -> None:
+    return None
+
+
+def sync_stream(device: Any, stream: Any) -> None:
+    """No offload streams are used."""
+
+
+def device_should_use_non_blocking(device: Any) -> bool:
+    return False
+
+
+def force_channels_last() -> bool:
+    return False
+
+
+def force_upcast_attention_dtype() -> Any:
+    return None
+
+
+def extended_fp16_support() -> bool:
+    return True
+
+
+def supports_fp8_compute(device: Any = None) -> bool:
+    return False
+
+
+def flash_attention_enabled() -> bool:
+    return False
+
+
+def sage_attention_enabled() -> bool:
+    return False
+
+
+def pytorch_attention_enabled_vae() -> bool:
+    return True
+
+
+def mac_version() -> Any:
+    return None
+
+
+def amd_min_version(device: Any = None, min_rdna_version: int = 0) -> bool:
+    return False
+
+
+def is_amd() -> bool:
+    import torch
+
+    return bool(getattr(torch.version, "hip", None)) and get_torch_device().type == "cuda"
+
+
+def is_directml_enabled() -> bool:
+    return False
+
+
+def is_device_xpu(device: Any) -> bool:
+    return is_device_type(device, "xpu")
+
+
+def is_ascend_npu() -> bool:
+    return False
+
+
+def is_mlu() -> bool:
+    return False
+
+
+def is_ixuca() -> bool:
+    return False

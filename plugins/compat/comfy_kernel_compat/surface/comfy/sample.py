@@ -1,17 +1,7 @@
-"""ComfyUI's ``comfy.sample``: noise preparation on core_nodes' sampling package."""
+"""ComfyUI's ``comfy.sample``: core_nodes' ``sample``, ``sample_custom``, ``prepare_noise``."""
 
-from __future__ import annotations
+from comfy_kernel_compat.reexport import reexport
 
-from typing import Any
+reexport(globals(), ["sampling.noise", "sampling.guider", "sampling.sample"])
 
-
-def prepare_noise(latent_image: Any, seed: int, noise_inds: Any = None) -> Any:
-    """Seeded noise shaped like ``latent_image`` (per batch index when ``noise_inds`` is given)."""
-    from comfy_kernel_core_nodes.sampling.noise import prepare_noise as prepare
-
-    return prepare(latent_image, seed, noise_inds)
-
-
-def fix_empty_latent_channels(model: Any, latent_image: Any) -> Any:
-    """Return the latent unchanged: comfy-kernel's SD models all use 4-channel latents."""
-    return latent_image
+from comfy.sampler_helpers import cleanup_additional_models, prepare_sampling  # noqa: E402,F401

@@ -1,69 +1,72 @@
-"""ComfyUI's ``comfy.samplers`` on the core_nodes plugin's sampling package.
+"""ComfyUI's ``comfy.samplers``: core_nodes' guider, KSampler, sampler objects and schedules.
 
-Names are imported from core_nodes when first read, so a pack that only
-reads ``KSampler.SAMPLERS`` for its INPUT_TYPES does not pay for torch at
-start-up more than core_nodes itself does. Without core_nodes installed the
-names are missing (AttributeError), as they would be for any absent feature.
+The classes and functions are core_nodes' own (``comfy.samplers.CFGGuider is
+comfy_kernel_core_nodes.sampling.guider.CFGGuider``), so a pack that
+subclasses ``CFGGuider``, builds a ``KSampler``, calls ``sampling_function``
+or wraps ``calc_cond_batch`` works on the objects the core nodes use.
 """
 
-from __future__ import annotations
+import sys
+from collections.abc import Callable
+from types import ModuleType
+from typing import Any, NamedTuple
 
-import importlib
-from typing import Any
+from comfy_kernel_compat.reexport import reexport
 
-_SOURCES = {
-    "SAMPLER_NAMES": "comfy_kernel_core_nodes.sampling.registry",
-    "KSAMPLER_NAMES": "comfy_kernel_core_nodes.sampling.registry",
-    "SCHEDULER_NAMES": "comfy_kernel_core_nodes.sampling.schedulers",
-    "calculate_sigmas": "comfy_kernel_core_nodes.sampling.schedulers",
+
+class SchedulerHandler(NamedTuple):
+    """A schedule function and whether it takes the model sampling object (else sigma_min/max)."""
+
+    handler: Callable[..., Any]
+    use_ms: bool = True
+
+
+def _no_hooks(*args: Any, **kwargs: Any) -> None:
+    """Without core_nodes' conditioning hooks, conds carry no hooks: nothing to prepare."""
+
+
+def cast_to_load_options(model_options: dict[str, Any], device: Any = None, dtype: Any = None) -> None:
+    """Patches are moved with the model by the model manager; nothing to cast here."""
+
+
+reexport(globals(), ["sampling.schedulers", "sampling.registry", "sampling.guider", "sampling.ksampler"],
+         optional=["sampling.hooks"],
+         aliases={"normal_scheduler": "normal", "simple_scheduler": "simple", "ddim_scheduler": "ddim_uniform",
+                  "beta_scheduler": "beta", "linear_quadratic_schedule": "linear_quadratic",
+                  "kl_optimal_scheduler": "kl_optimal"})
+
+for _name in ("preprocess_conds_hooks", "filter_registered_hooks_on_conds"):
+    globals().setdefault(_name, _no_hooks)
+globals().setdefault("get_total_hook_groups_in_conds", lambda conds: 0)
+
+SCHEDULER_HANDLERS = {
+    "simple": SchedulerHandler(globals()["simple"]),
+    "sgm_uniform": SchedulerHandler(lambda ms, steps: globals()["normal"](ms, steps, sgm=True)),
+    "karras": SchedulerHandler(globals()["karras"], use_ms=False),
+    "exponential": SchedulerHandler(globals()["exponential"], use_ms=False),
+    "ddim_uniform": SchedulerHandler(globals()["ddim_uniform"]),
+    "beta": SchedulerHandler(globals()["beta"]),
+    "normal": SchedulerHandler(globals()["normal"]),
+    "linear_quadratic": SchedulerHandler(globals()["linear_quadratic"]),
+    "kl_optimal": SchedulerHandler(globals()["kl_optimal"], use_ms=False),
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _SOURCES.get(name)
-    if module is not None:
-        try:
-            return getattr(importlib.import_module(module), name)
-        except ImportError as exc:
-            raise AttributeError(f"comfy.samplers.{name} needs the core_nodes plugin ({exc})") from None
-    raise AttributeError(f"module 'comfy.samplers' has no attribute {name!r}")
+class _RebindableSamplers(ModuleType):
+    """``comfy.samplers.sampling_function = f`` changes the function ``CFGGuider.predict_noise`` calls.
+
+    As in ComfyUI, where the guider looks the name up in this module:
+    AnimateDiff-Evolved swaps in its own sampling function (context windows)
+    while it samples and puts the original back after. The rebinding is
+    process-wide, as it is in ComfyUI.
+    """
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        super().__setattr__(name, value)
+        if name == "sampling_function":
+            from comfy_kernel_core_nodes.sampling import guider
+
+            guider.sampling_function = value
 
 
-class _Lazy:
-    def __init__(self, name: str):
-        self.name = name
-
-    def __get__(self, obj: Any, owner: type) -> Any:
-        return list(__getattr__(self.name))
-
-
-class KSAMPLER:
-    """A sampler function with its options, as ``sampler_object`` returns it."""
-
-    def __init__(self, sampler_function: Any, extra_options: dict[str, Any] | None = None,
-                 inpaint_options: dict[str, Any] | None = None):
-        self.sampler_function = sampler_function
-        self.extra_options = extra_options or {}
-        self.inpaint_options = inpaint_options or {}
-
-
-def ksampler(sampler_name: str, extra_options: dict[str, Any] | None = None,
-             inpaint_options: dict[str, Any] | None = None) -> KSAMPLER:
-    registry = importlib.import_module("comfy_kernel_core_nodes.sampling.registry")
-    return KSAMPLER(registry.get_sampler(sampler_name), extra_options, inpaint_options)
-
-
-def sampler_object(name: str) -> KSAMPLER:
-    return ksampler(name)
-
-
-class KSampler:
-    """Holds ``SAMPLERS``/``SCHEDULERS`` (the combo lists packs reuse); sampling runs in the KSampler nodes."""
-
-    SAMPLERS = _Lazy("SAMPLER_NAMES")
-    SCHEDULERS = _Lazy("SCHEDULER_NAMES")
-    DISCARD_PENULTIMATE_SIGMA_SAMPLERS = {"dpm_2", "dpm_2_ancestral", "uni_pc", "uni_pc_bh2"}
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        raise NotImplementedError("comfy.samplers.KSampler objects are not available on comfy-kernel; "
-                                  "use nodes.common_ksampler or the KSampler node")
+sys.modules[__name__].__class__ = _RebindableSamplers

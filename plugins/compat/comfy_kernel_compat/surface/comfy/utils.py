@@ -218,8 +218,109 @@ def tiled_scale_multidim(samples: Any, function: Callable[[Any], Any], tile: tup
     return function(samples).to(output_device)
 
 
+# --- smaller helpers packs call -----------------------------------------------------------------
+
+ALWAYS_SAFE_LOAD = True  # pickles are always read with weights_only=True
+DISABLE_MMAP = False
+MMAP_TORCH_FILES = False
+
+
+def resize_list_to_batch_size(items: list[Any], batch_size: int) -> list[Any]:
+    """``items`` stretched or thinned to ``batch_size`` entries, evenly spaced."""
+    n = len(items)
+    if n == batch_size or n == 0:
+        return items
+    if batch_size <= 1:
+        return items[:batch_size]
+    if batch_size < n:
+        step = (n - 1) / (batch_size - 1)
+        return [items[min(round(i * step), n - 1)] for i in range(batch_size)]
+    step = n / batch_size
+    return [items[min(int(i * step), n - 1)] for i in range(batch_size)]
+
+
+def safetensors_header(safetensors_path: str, max_size: int = 100 * 1024 * 1024) -> bytes | None:
+    """The raw JSON header of a .safetensors file (None when it claims more than ``max_size`` bytes)."""
+    import struct
+
+    with open(safetensors_path, "rb") as f:
+        (length,) = struct.unpack("<Q", f.read(8))
+        return None if length > max_size else f.read(length)
+
+
+def swap_scale_shift(weight: Any) -> Any:
+    import torch
+
+    shift, scale = weight.chunk(2, dim=0)
+    return torch.cat([scale, shift], dim=0)
+
+
+def pack_latents(latents: list[Any]) -> tuple[Any, list[Any]]:
+    """Several latents as one ``[B, 1, N]`` tensor (flattened and concatenated) and their shapes."""
+    import torch
+
+    shapes = [t.shape for t in latents]
+    return torch.cat([t.reshape(t.shape[0], 1, -1) for t in latents], dim=-1), shapes
+
+
+def unpack_latents(combined: Any, latent_shapes: list[Any]) -> Any:
+    """The inverse of :func:`pack_latents` (a single shape returns ``combined`` unchanged)."""
+    import math
+
+    if len(latent_shapes) <= 1:
+        return combined
+    out = []
+    for shape in latent_shapes:
+        size = math.prod(shape[1:])
+        part, combined = combined[:, :, :size], combined[:, :, size:]
+        out.append(part.reshape([part.shape[0], *list(shape)[1:]]))
+    return out
+
+
+def reshape_mask(input_mask: Any, output_shape: Any) -> Any:
+    from comfy_kernel_core_nodes.sampling.guider import reshape_mask as reshape
+
+    return reshape(input_mask, output_shape)
+
+
+def unet_to_diffusers(unet_config: dict[str, Any]) -> dict[str, str]:
+    """diffusers UNet key -> LDM key for an SD UNet layout (core_nodes' LoRA key map)."""
+    from comfy_kernel_core_nodes.model.lora import unet_to_diffusers as mapping
+
+    return mapping(unet_config)
+
+
+
+# --- SD UNet key tables (LDM names <-> diffusers names), as ComfyUI's module exposes them ----------
+
+_WB = ("weight", "bias")
+UNET_MAP_ATTENTIONS = {f"{part}.{kind}" for part in ("proj_in", "proj_out", "norm") for kind in _WB}
+TRANSFORMER_BLOCKS = (
+    {f"norm{i}.{kind}" for i in (1, 2, 3) for kind in _WB}
+    | {f"attn{a}.to_{x}.weight" for a in (1, 2) for x in "qkv"}
+    | {f"attn{a}.to_out.0.{kind}" for a in (1, 2) for kind in _WB}
+    | {f"ff.net.{layer}.{kind}" for layer in ("0.proj", "2") for kind in _WB}
+)
+UNET_MAP_RESNET = {
+    f"{ldm}.{kind}": f"{diffusers}.{kind}"
+    for ldm, diffusers in (("in_layers.2", "conv1"), ("emb_layers.1", "time_emb_proj"), ("out_layers.3", "conv2"),
+                           ("skip_connection", "conv_shortcut"), ("in_layers.0", "norm1"), ("out_layers.0", "norm2"))
+    for kind in _WB
+}
+UNET_MAP_BASIC = {
+    (f"{ldm}.{kind}", f"{diffusers}.{kind}")
+    for ldm, diffusers in (("label_emb.0.0", "class_embedding.linear_1"), ("label_emb.0.2", "class_embedding.linear_2"),
+                           ("label_emb.0.0", "add_embedding.linear_1"), ("label_emb.0.2", "add_embedding.linear_2"),
+                           ("input_blocks.0.0", "conv_in"), ("out.0", "conv_norm_out"), ("out.2", "conv_out"),
+                           ("time_embed.0", "time_embedding.linear_1"), ("time_embed.2", "time_embedding.linear_2"))
+    for kind in _WB
+}
+
 __all__ = ["ProgressBar", "set_progress_bar_enabled", "set_progress_bar_global_hook", "load_torch_file",
            "save_torch_file", "calculate_parameters", "weight_dtype", "state_dict_key_replace",
            "state_dict_prefix_replace", "get_attr", "set_attr", "set_attr_param", "copy_to_param",
            "repeat_to_batch_size", "resize_to_batch_size", "lanczos", "bislerp", "common_upscale",
-           "get_tiled_scale_steps", "tiled_scale", "tiled_scale_multidim"]
+           "get_tiled_scale_steps", "tiled_scale", "tiled_scale_multidim", "resize_list_to_batch_size",
+           "safetensors_header", "swap_scale_shift", "pack_latents", "unpack_latents", "reshape_mask",
+           "unet_to_diffusers", "UNET_MAP_ATTENTIONS", "TRANSFORMER_BLOCKS", "UNET_MAP_RESNET",
+           "UNET_MAP_BASIC"]

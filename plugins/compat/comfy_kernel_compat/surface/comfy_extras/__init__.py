@@ -1,5 +1,7 @@
-"""ComfyUI's ``comfy_extras``: node classes of ComfyUI's extra modules, by name from the registry.
+"""ComfyUI's ``comfy_extras``: each ``nodes_*`` module holds the core nodes that declare it.
 
-``from comfy_extras.nodes_mask import SolidMask`` works when a plugin
-registered ``SolidMask``; the module a node lived in upstream does not matter.
+``from comfy_extras.nodes_mask import SolidMask, composite`` returns core_nodes'
+class and helper (see :mod:`comfy_kernel_compat.extras`).
 """
+
+from comfy_kernel_compat.extras import module_getattr as __getattr__  # noqa: F401
