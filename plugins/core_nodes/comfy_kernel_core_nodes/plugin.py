@@ -22,6 +22,13 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 @hookimpl
+def ck_add_arguments(parser: Any) -> None:
+    parser.add_argument("--compile", action="store_true",
+                        help="run diffusion models through torch.compile (inductor, frozen weights): faster "
+                             "steps after a first run that compiles for minutes; off by default")
+
+
+@hookimpl
 def ck_register_model_folders(folders: Any) -> None:
     # Nothing to add (ComfyUI's default folders suffice); remember the registry for the loaders.
     context.configure(folders=folders)
@@ -37,3 +44,14 @@ def ck_register_nodes(registry: Any) -> None:
 @hookimpl
 def ck_startup(kernel: Any) -> None:
     context.configure(folders=kernel.folders, config=kernel.config)
+    if getattr(kernel.config, "compile", False):
+        from .model import compiled
+
+        compiled.configure(True)
+
+
+@hookimpl
+def ck_warmup(kernel: Any) -> None:
+    from . import warmup
+
+    warmup.warm_up(kernel)

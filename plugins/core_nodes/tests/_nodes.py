@@ -21,3 +21,24 @@ def use_base(base: Path, **flags: Any) -> Any:
         setattr(config, key, value)
     context.configure(folders=folders, config=config)
     return folders
+
+
+def tiny_sd(base: Path, checkpoint: Path, batch: int) -> dict[str, Any]:
+    """The tiny SD1.5 checkpoint loaded by the nodes in ``base``: model, clip, "a photo of a cat" / "blurry"
+    conditioning and an empty 64x64 latent of ``batch`` images. Skips when the file cannot be hard-linked."""
+    import pytest
+
+    from comfy_kernel_core_nodes.nodes import conditioning, latent, loaders
+
+    folder = base / "models" / "checkpoints"
+    folder.mkdir(parents=True)
+    try:
+        (folder / checkpoint.name).hardlink_to(checkpoint)
+    except OSError:
+        pytest.skip("no hard link possible")
+    use_base(base)
+    model, clip, _ = loaders.CheckpointLoaderSimple().load_checkpoint(checkpoint.name)
+    (pos,) = conditioning.CLIPTextEncode().encode(clip, "a photo of a cat")
+    (neg,) = conditioning.CLIPTextEncode().encode(clip, "blurry")
+    (empty,) = latent.EmptyLatentImage().generate(64, 64, batch)
+    return {"model": model, "clip": clip, "pos": pos, "neg": neg, "empty": empty}

@@ -9,7 +9,8 @@ device) or from a key -> shape table.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import os
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import torch
@@ -18,6 +19,8 @@ from safetensors.torch import save_file
 
 def _norm_scale(key: str, shape: tuple[int, ...]) -> bool:
     name = key.lower()
+    if name.endswith("gamma"):  # RMS-norm gains shaped [C, 1, 1(, 1)] (the Wan VAE)
+        return True
     return len(shape) == 1 and name.endswith("weight") and any(
         tag in name for tag in ("norm", "ln_", "ln_final", "layer_norm", "scale"))
 
@@ -48,7 +51,47 @@ def module_shapes(module: torch.nn.Module, prefix: str = "") -> dict[str, tuple[
     return {prefix + k: tuple(v.shape) for k, v in module.state_dict().items()}
 
 
-def write(path: Path, tensors: dict[str, torch.Tensor]) -> Path:
+def write(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(path))
+    save_file(tensors, str(path), metadata=metadata)
     return path
+
+
+#: where generated family files are kept between sessions (the repository's .cache, outside git)
+FAMILY_CACHE = Path(__file__).resolve().parents[3] / ".cache" / "checkpoints" / "families"
+
+
+def cached_file(name: str, make: Callable[[], dict[str, torch.Tensor]],
+                metadata: dict[str, str] | None = None) -> Path:
+    """``FAMILY_CACHE/name``, written once from ``make()`` with the safetensors ``metadata`` (names carry a
+    version: change it to regenerate)."""
+    target = FAMILY_CACHE / name
+    if target.is_file():
+        return target
+    partial = target.with_name(f"{target.name}.{os.getpid()}.partial")
+    write(partial, make(), metadata)
+    os.replace(partial, target)
+    return target
+
+
+def fp8_state_dict(sd: dict[str, torch.Tensor], scaled: bool = False,
+                   skip: Callable[[str], bool] = lambda key: False) -> dict[str, torch.Tensor]:
+    """``sd`` with its 2-d ``.weight`` tensors in float8_e4m3fn, as fp8 files ship them.
+
+    ``scaled``: ComfyUI's "scaled fp8" layout (weight / scale stored, a
+    ``<layer>.scale_weight`` per layer and a ``scaled_fp8`` marker).
+    """
+    out: dict[str, torch.Tensor] = {}
+    for key, tensor in sd.items():
+        if key.endswith(".weight") and tensor.ndim == 2 and not skip(key):
+            weight = tensor.float()
+            if scaled:
+                scale = weight.abs().max() / 448.0
+                out[key[: -len(".weight")] + ".scale_weight"] = scale.reshape(())
+                weight = weight / scale
+            out[key] = weight.to(torch.float8_e4m3fn)
+        else:
+            out[key] = tensor
+    if scaled:
+        out["scaled_fp8"] = torch.empty(0, dtype=torch.float8_e4m3fn)
+    return out

@@ -1,27 +1,17 @@
-"""Access to the captured reference runs (shared/reference next to the checkout)."""
+"""Access to the captured reference runs (``tests/data/reference``)."""
 
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 
-REFERENCE = Path(
-    os.environ.get(
-        "COMFY_KERNEL_REFERENCE", Path(__file__).resolve().parents[3].parent / "shared" / "reference"
-    )
-)
+REFERENCE = Path(__file__).resolve().parent / "data" / "reference"
 OUTPUTS = REFERENCE / "outputs"
 WORKFLOWS = REFERENCE / "workflows"
-
-needs_reference = pytest.mark.skipif(
-    not OUTPUTS.is_dir(), reason="shared/reference outputs are not available"
-)
 
 
 @dataclass
@@ -44,8 +34,9 @@ class KSamplerRun:
 
 
 def ksampler_runs() -> list[KSamplerRun]:
-    if not OUTPUTS.is_dir():
-        return []
+    """Every captured KSampler run; missing data is an error (an empty list would skip the tests)."""
+    if not OUTPUTS.is_dir() or not any(WORKFLOWS.glob("*.json")):
+        raise FileNotFoundError(f"test data missing: {REFERENCE}")
     runs = []
     for wf_file in sorted(WORKFLOWS.glob("*.json")):
         name = wf_file.stem

@@ -2,14 +2,14 @@
 
 Shared by the parity tests and the node tests that go through HTTP: the
 server's base directory gets ``models/checkpoints/<tiny checkpoint>`` (a
-hard link to the cached file) and ``input/ref_input_64.png``.
+symlink to the cached file, as a shared model store would be linked in) and
+``input/ref_input_64.png``.
 """
 
 from __future__ import annotations
 
 import io
 import json
-import os
 import shutil
 import time
 import uuid
@@ -24,12 +24,7 @@ def prepare_base(base: Path, checkpoint: Path, reference: Path) -> Path:
     checkpoints.mkdir(parents=True, exist_ok=True)
     link = checkpoints / checkpoint.name
     if not link.exists():
-        # A hard link (the folder registry refuses symlinks leading outside the folder); a copy
-        # where the cache and the base directory are on different file systems.
-        try:
-            os.link(checkpoint, link)
-        except OSError:
-            shutil.copy(checkpoint, link)
+        link.symlink_to(checkpoint)
     (base / "input").mkdir(parents=True, exist_ok=True)
     shutil.copy(reference / "inputs" / "ref_input_64.png", base / "input" / "ref_input_64.png")
     return base

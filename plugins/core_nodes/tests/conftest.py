@@ -1,8 +1,10 @@
 """Shared fixtures: the reference outputs and the tiny SD1.5 checkpoint they were made with.
 
-The checkpoint is generated once (about 14 s) by the shared generator script and
-cached under `.cache/checkpoints/` at the repository root; later sessions reuse it.
-Tests that need the shared reference folder are skipped when it is absent.
+The reference data (ComfyUI's captured outputs, the workflows and the input
+image) lives in ``tests/data/reference``; the checkpoint is generated once (about
+14 s) by ``tests/data/make_checkpoint.py`` and cached under `.cache/checkpoints/`
+at the repository root; later sessions reuse it. Missing data fails the tests
+that need it: a parity check that cannot run must not pass as skipped.
 """
 
 from __future__ import annotations
@@ -19,29 +21,48 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _graph import graph_server  # noqa: E402,F401  (a fixture for every test module here)
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
-SHARED_DIR = REPO_ROOT.parent / "shared"
-REFERENCE_DIR = SHARED_DIR / "reference"
+DATA_DIR = Path(__file__).resolve().parent / "data"
+REFERENCE_DIR = DATA_DIR / "reference"
+GENERATOR = DATA_DIR / "make_checkpoint.py"
 CHECKPOINT_CACHE = REPO_ROOT / ".cache" / "checkpoints"
 TINY_CHECKPOINT_NAME = "sd15-tiny-seed0.safetensors"
 TINY_CHECKPOINT_BYTES = 573_247_766
 
 
-def _require_reference() -> Path:
-    if not (REFERENCE_DIR / "make_checkpoint.py").is_file():
-        pytest.skip(f"shared reference folder not found at <repo>/../shared/reference ({REFERENCE_DIR})")
-    return REFERENCE_DIR
+def require_data(path: Path) -> Path:
+    """``path`` if the test data is there; a failure (never a skip) otherwise."""
+    if not path.exists():
+        pytest.fail(f"test data missing: {path.relative_to(REPO_ROOT)}", pytrace=False)
+    return path
+
+
+def run_generator(cmd: list[str], partial: Path) -> None:
+    """Run the checkpoint generator; a failure says why (its output, the free disk space)."""
+    import shutil
+
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        partial.unlink(missing_ok=True)
+        free = shutil.disk_usage(partial.parent).free / 2**30
+        pytest.fail(f"checkpoint generator exited with {done.returncode} ({free:.1f} GiB free in "
+                    f"{partial.parent}):\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}", pytrace=False)
 
 
 @pytest.fixture(scope="session")
 def reference_outputs() -> Path:
     """Folder of ComfyUI's captured outputs, one subfolder per workflow."""
-    return _require_reference() / "outputs"
+    return require_data(REFERENCE_DIR / "outputs")
 
 
 @pytest.fixture(scope="session")
-def sd15_tiny_checkpoint() -> Path:
+def checkpoint_generator() -> Path:
+    """The script that writes the random-weight checkpoints the references were made with."""
+    return require_data(GENERATOR)
+
+
+@pytest.fixture(scope="session")
+def sd15_tiny_checkpoint(checkpoint_generator: Path) -> Path:
     """Path of the tiny random-weight SD1.5 checkpoint all references were made with."""
-    reference = _require_reference()
     target = CHECKPOINT_CACHE / TINY_CHECKPOINT_NAME
     if target.is_file() and target.stat().st_size == TINY_CHECKPOINT_BYTES:
         return target
@@ -49,11 +70,11 @@ def sd15_tiny_checkpoint() -> Path:
     partial = CHECKPOINT_CACHE / f"{TINY_CHECKPOINT_NAME}.{os.getpid()}.partial"
     cmd = [
         sys.executable,
-        str(reference / "make_checkpoint.py"),
+        str(checkpoint_generator),
         "--preset", "tiny", "--seed", "0",
         "--out", str(partial),
     ]
-    subprocess.run(cmd, check=True, capture_output=True)
+    run_generator(cmd, partial)
     os.replace(partial, target)
     assert target.stat().st_size == TINY_CHECKPOINT_BYTES
     return target
@@ -64,17 +85,16 @@ SDXL_CHECKPOINT_BYTES = 6_938_041_144
 
 
 @pytest.fixture(scope="session")
-def sdxl_checkpoint() -> Path:
+def sdxl_checkpoint(checkpoint_generator: Path) -> Path:
     """The random-weight SDXL base checkpoint of the SDXL references (6.9 GB, about 3 minutes to write once)."""
-    reference = _require_reference()
     target = CHECKPOINT_CACHE / SDXL_CHECKPOINT_NAME
     if target.is_file() and target.stat().st_size == SDXL_CHECKPOINT_BYTES:
         return target
     CHECKPOINT_CACHE.mkdir(parents=True, exist_ok=True)
     partial = CHECKPOINT_CACHE / f"{SDXL_CHECKPOINT_NAME}.{os.getpid()}.partial"
-    cmd = [sys.executable, str(reference / "make_checkpoint.py"), "--preset", "sdxl", "--seed", "0",
+    cmd = [sys.executable, str(checkpoint_generator), "--preset", "sdxl", "--seed", "0",
            "--out", str(partial)]
-    subprocess.run(cmd, check=True, capture_output=True)
+    run_generator(cmd, partial)
     os.replace(partial, target)
     assert target.stat().st_size == SDXL_CHECKPOINT_BYTES
     return target

@@ -215,3 +215,43 @@ def test_latent_nodes_through_the_server(graph_server):
     from safetensors.torch import load_file
 
     assert torch.equal(load_file(str(saved))["latent_tensor"], torch.from_numpy(ref("in_a")))
+
+
+def _normalized_start(samples: np.ndarray, start: int, reference_count: int) -> np.ndarray:
+    """NormalizeVideoLatentStart's maths in float64 numpy: per start frame, its channel-and-space statistics
+    replaced by the reference frames' (clamped to a band around its own)."""
+    out = samples.astype(np.float64).copy()
+    first = out[:, :, :start]
+    reference = out[:, :, start:start + min(reference_count, samples.shape[2] - 1)]
+    mean = first.mean(axis=(1, 3, 4), keepdims=True)
+    std = first.std(axis=(1, 3, 4), ddof=1, keepdims=True)
+    target_mean = np.clip(reference.mean(), mean - 0.3, mean + 0.35)
+    target_std = np.clip(reference.std(ddof=1), std - 0.35, std + 0.5)
+    out[:, :, :start] = (first - mean) / (std + 1e-8) * target_std + target_mean
+    return out
+
+
+def test_normalize_video_latent_start(graph_server):
+    rng = np.random.default_rng(5)
+    frames = np.stack([rng.normal(loc, scale, size=(2, 4, 3, 3)) for loc, scale in
+                       [(1.5, 2.0), (0.2, 0.6), (0.0, 1.0), (0.1, 1.1), (-0.1, 0.9), (0.05, 1.0)]], axis=2)
+    frames = frames.astype(np.float32)  # [batch 2, channels 4, frames 6, 3, 3]
+    _write_latent(graph_server.input_dir / "video.latent", frames)
+    _write_latent(graph_server.input_dir / "still.latent", frames[:, :, :1].copy())
+    prompt = {"video": {"class_type": "LoadLatent", "inputs": {"latent": "video.latent"}},
+              "still": {"class_type": "LoadLatent", "inputs": {"latent": "still.latent"}}}
+    cases = {"two_of_three": ("video", 2, 3), "one_of_all": ("video", 1, 100), "single": ("still", 4, 5)}
+    for name, (source, start, reference) in cases.items():
+        prompt[name] = {"class_type": "NormalizeVideoLatentStart", "inputs": {
+            "latent": [source, 0], "start_frame_count": start, "reference_frame_count": reference}}
+        prompt[f"{name}_probe"] = {"class_type": "TestProbe", "inputs": {"value": [name, 0], "name": name}}
+    out = graph_server.run(prompt)
+
+    two = out["two_of_three"]["samples"]
+    np.testing.assert_allclose(two, _normalized_start(frames, 2, 3), rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(two[:, :, 2:], frames[:, :, 2:])  # the reference and later frames stay
+    # the bright first frame is pulled towards the reference, by at most the 0.3 the clamp allows
+    assert 0.25 < frames[:, :, 0].mean() - two[:, :, 0].mean() <= 0.3 + 1e-5
+    np.testing.assert_allclose(out["one_of_all"]["samples"], _normalized_start(frames, 1, 100), rtol=1e-5,
+                               atol=1e-5)
+    np.testing.assert_array_equal(out["single"]["samples"], frames[:, :, :1])  # one frame: nothing to match

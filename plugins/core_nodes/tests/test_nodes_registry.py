@@ -79,5 +79,5 @@ def test_preview_any_accepts_every_link_type():
 
     declared = PreviewAny.INPUT_TYPES()["required"]["source"][0]
     assert not (declared != "IMAGE") and not ("LATENT" != declared)
-    assert PreviewAny().main(source=5) == {"ui": {"text": ("5",)}}
-    assert PreviewAny().main(source={"a": 1}) == {"ui": {"text": ('{"a": 1}',)}}
+    assert PreviewAny().main(source=5) == {"ui": {"text": ("5",)}, "result": ("5",)}
+    assert PreviewAny().main(source={"a": 1}) == {"ui": {"text": ('{"a": 1}',)}, "result": ('{"a": 1}',)}

@@ -1,6 +1,6 @@
 """Parity with ComfyUI: every reference workflow through the real server, images compared with ComfyUI's.
 
-One server process runs all 13 workflows of ../shared/reference/workflows on
+One server process runs all 13 workflows of tests/data/reference/workflows on
 the tiny checkpoint; each PNG, fetched through /view, must match ComfyUI's
 within the reference README §4 tolerances: no pixel value off by more than 1
 and at most 0.5 % of values different at all.

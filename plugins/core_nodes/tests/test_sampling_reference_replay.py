@@ -15,7 +15,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))  # shared helpers, whatever pytest's import mode
-from _sampling_refs import KSamplerRun, ksampler_runs, max_rel, needs_reference  # noqa: E402
+from _sampling_refs import KSamplerRun, ksampler_runs, max_rel  # noqa: E402
 
 from comfy_kernel_core_nodes.families.sd.models import SD15  # noqa: E402
 from comfy_kernel_core_nodes.model.base import BaseModel, ModelType, WeightsSource, model_sampling  # noqa: E402
@@ -66,7 +66,6 @@ class Guided:
         return self.captured(x, sigma)
 
 
-@needs_reference
 @pytest.mark.parametrize("run", RUNS, ids=lambda r: r.id)
 def test_sampler_replay(run: KSamplerRun):
     model = CapturedModel(run)
@@ -77,7 +76,6 @@ def test_sampler_replay(run: KSamplerRun):
     assert max_rel(out, run.npy("samples_scaled")) <= TOL
 
 
-@needs_reference
 @pytest.mark.parametrize("run", RUNS, ids=lambda r: r.id)
 def test_cfg_combination(run: KSamplerRun):
     cfg = run.params["cfg"]
@@ -104,7 +102,6 @@ class ReplayNet(BaseModel):
         return torch.cat([self.uncond[i], self.cond[i]])
 
 
-@needs_reference
 @pytest.mark.parametrize("run", RUNS, ids=lambda r: r.id)
 def test_full_ksampler_path(run: KSamplerRun):
     """comfy.sample.sample end to end: noise, schedule, latent scaling, batched CFG (negative first), output."""

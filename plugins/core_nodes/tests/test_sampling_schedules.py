@@ -9,7 +9,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))  # shared helpers, whatever pytest's import mode
-from _sampling_refs import KSamplerRun, ksampler_runs, max_rel, needs_reference  # noqa: E402
+from _sampling_refs import KSamplerRun, ksampler_runs, max_rel  # noqa: E402
 
 from comfy_kernel_core_nodes.families.sd.models import SD15  # noqa: E402
 from comfy_kernel_core_nodes.model.base import BaseModel, ModelType, model_sampling  # noqa: E402
@@ -85,7 +85,6 @@ def test_documented_schedules():
         )
 
 
-@needs_reference
 @pytest.mark.parametrize("run", RUNS, ids=lambda r: r.id)
 def test_sigmas_match_reference(run: KSamplerRun):
     p = run.params
@@ -95,7 +94,6 @@ def test_sigmas_match_reference(run: KSamplerRun):
     assert max_rel(got, ref) <= 1e-6
 
 
-@needs_reference
 @pytest.mark.parametrize("run", RUNS, ids=lambda r: r.id)
 def test_noise_is_bit_exact(run: KSamplerRun):
     noise = prepare_noise(run.latent_raw, run.seed)
@@ -109,7 +107,6 @@ def test_batch_index_noise_draws_one_item_per_index():
     assert torch.equal(picked, torch.cat([items[3], items[1], items[3]]))
 
 
-@needs_reference
 @pytest.mark.parametrize("run", RUNS, ids=lambda r: r.id)
 def test_start_noise_rule(run: KSamplerRun):
     """Full denoise scales noise by sqrt(1 + s0^2), partial denoise by s0; only non-empty latents are scaled."""

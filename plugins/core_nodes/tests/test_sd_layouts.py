@@ -1,4 +1,4 @@
-"""Every checkpoint layout the shared generator knows is derived and built with exactly its keys and shapes.
+"""Every checkpoint layout the checkpoint generator (tests/data) knows is derived and built with exactly its keys and shapes.
 
 Only shapes are needed, so the models are built on the meta device: the full-size
 SD1.5 layout is checked without writing its 2 GB file.
@@ -25,8 +25,8 @@ EXPECTED = {
 
 
 @pytest.fixture(scope="module")
-def generator(reference_outputs):
-    path = reference_outputs.parent / "make_checkpoint.py"
+def generator(checkpoint_generator):
+    path = checkpoint_generator
     spec = importlib.util.spec_from_file_location("make_checkpoint", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -1,4 +1,8 @@
-"""The KL autoencoder of Stable Diffusion (LDM key layout): 8x spatial compression, 4 latent channels.
+"""The KL autoencoder of Stable Diffusion (LDM key layout): 8x spatial compression, 4 or 16 latent channels.
+
+SD1.x/SD2.x/SDXL use 4 latent channels with 1x1 "quant" convolutions around
+the latent; SD3's and Flux.1's autoencoder (Flux's ``ae``) is the same network
+with 16 latent channels and no quant convolutions.
 
 ``encode_raw`` takes images in [-1, 1] (channels first) and returns the
 posterior's mean, no sampling; ``decode_raw`` maps raw latents (not multiplied
@@ -155,26 +159,39 @@ class Decoder(nn.Module):
 
 
 class AutoencoderKL(nn.Module):
-    def __init__(self) -> None:
+    def __init__(self, latent_channels: int = LATENT_CHANNELS, use_quant_conv: bool = True,
+                 decoder_widths: tuple[int, ...] | None = None) -> None:
+        """``decoder_widths``: the decoder's channels per level when they differ from the encoder's
+        (Flux.2's small decoder), else the standard 128, 256, 512, 512."""
         super().__init__()
-        self.encoder = Encoder()
-        self.decoder = Decoder()
-        self.quant_conv = nn.Conv2d(2 * LATENT_CHANNELS, 2 * LATENT_CHANNELS, 1)
-        self.post_quant_conv = nn.Conv2d(LATENT_CHANNELS, LATENT_CHANNELS, 1)
+        self.latent_channels = latent_channels
+        self.encoder = Encoder(z=latent_channels)
+        self.decoder = Decoder(ch=1, mult=decoder_widths, z=latent_channels) if decoder_widths \
+            else Decoder(z=latent_channels)
+        if use_quant_conv:
+            self.quant_conv = nn.Conv2d(2 * latent_channels, 2 * latent_channels, 1)
+            self.post_quant_conv = nn.Conv2d(latent_channels, latent_channels, 1)
+        else:
+            self.quant_conv = self.post_quant_conv = None
 
     @property
     def device(self) -> torch.device:
-        return self.quant_conv.weight.device
+        return self.decoder.conv_in.weight.device
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.quant_conv.weight.dtype
+        return self.decoder.conv_in.weight.dtype
 
     def encode_raw(self, x: torch.Tensor) -> torch.Tensor:
-        """Posterior mean [B, 4, h, w] of images in [-1, 1], channels first."""
-        moments = self.quant_conv(self.encoder(x.to(device=self.device, dtype=self.dtype)))
-        return moments[:, :LATENT_CHANNELS].float()
+        """Posterior mean [B, latent_channels, h, w] of images in [-1, 1], channels first."""
+        moments = self.encoder(x.to(device=self.device, dtype=self.dtype))
+        if self.quant_conv is not None:
+            moments = self.quant_conv(moments)
+        return moments[:, : self.latent_channels].float()
 
     def decode_raw(self, z: torch.Tensor) -> torch.Tensor:
         """Images in about [-1, 1], channels first, of raw latents."""
-        return self.decoder(self.post_quant_conv(z.to(device=self.device, dtype=self.dtype))).float()
+        z = z.to(device=self.device, dtype=self.dtype)
+        if self.post_quant_conv is not None:
+            z = self.post_quant_conv(z)
+        return self.decoder(z).float()

@@ -23,8 +23,8 @@ from typing import Any
 
 import torch
 
+from . import compiled, extension
 from . import conds as C
-from . import extension
 from . import model_sampling as ms
 from .latent_formats import LatentFormat
 
@@ -112,6 +112,19 @@ class WeightsHolder:
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {self.key_prefix + k: v for k, v in self.loaded_module.state_dict().items()}
+
+    #: True for a deep copy that runs its own network instead of the model manager's (see ModelPatcher).
+    owns_network = False
+
+    def modules(self) -> Iterator[torch.nn.Module]:
+        """The network's modules, as ``torch.nn.Module.modules`` (packs look for layers to change)."""
+        return self.loaded_module.modules()
+
+    def named_modules(self, *args: Any, **kwargs: Any) -> Iterator[tuple[str, torch.nn.Module]]:
+        return self.loaded_module.named_modules(*args, **kwargs)
+
+    def parameters(self, recurse: bool = True) -> Iterator[torch.nn.Parameter]:
+        return self.loaded_module.parameters(recurse)
 
     def bind(self, module: torch.nn.Module, object_patches: dict[str, Any] | None = None) -> Any:
         """A copy running ``module``, with the undotted ``object_patches`` set on the copy."""
@@ -232,8 +245,12 @@ class BaseModel(WeightsHolder):
                 value = value.to(dtype)
             extra[name] = value
         timestep = self.process_timestep(timestep, x=x, **extra)
-        output = self.diffusion_model(xc, timestep, context=context, control=control,
-                                      transformer_options=transformer_options or {}, **extra).float()
+        network = compiled.network_for(self.diffusion_model, transformer_options, control, extra)
+        if network is not None:
+            output = network(xc, timestep, context=context, transformer_options={}, **extra).float()
+        else:
+            output = self.diffusion_model(xc, timestep, context=context, control=control,
+                                          transformer_options=transformer_options or {}, **extra).float()
         return self.model_sampling.calculate_denoised(sigma, output, x)
 
     def process_timestep(self, timestep: torch.Tensor, **kwargs: Any) -> torch.Tensor:

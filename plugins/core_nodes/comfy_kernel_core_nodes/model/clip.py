@@ -6,6 +6,10 @@
 live in the model manager like every model's; ``clone()`` and ``add_patches``
 give LoRA'd text encoders their own manager entry, as for MODEL.
 
+Text encoders that are chat LLMs also generate text (TextGenerate):
+``generate(tokens, ...)`` returns the new token ids and ``decode(ids)`` their
+text, as ComfyUI's CLIP does; the family supplies the generation function.
+
 Encodings are cached (the last 32, keyed by the encoder's weights and patches,
 the layer, the tokens and the token options), so a prompt re-queued after the
 executor cache was cleared does not run, or even load, the text encoder.
@@ -61,13 +65,16 @@ class TextEncoderModel(WeightsHolder):
 
     ``encode(module, tokens, options) -> (cond, pooled[, extra])`` runs the
     family's encoding on the loaded network; ``options`` are the clip options
-    (``layer``, ``projected_pooled``, ``execution_device``).
+    (``layer``, ``projected_pooled``, ``execution_device``). Decoder LLMs also
+    pass ``generate(module, tokens, max_new_tokens, sampling, **callbacks) -> ids``.
     """
 
-    def __init__(self, weights: WeightsSource, key_prefix: str, encode: Any, name: str = "clip") -> None:
+    def __init__(self, weights: WeightsSource, key_prefix: str, encode: Any, name: str = "clip",
+                 generate: Any = None) -> None:
         self.weights = weights
         self.key_prefix = key_prefix
         self._encode = encode
+        self._generate = generate
         self.name = name
         self.options: dict[str, Any] = {}
 
@@ -88,6 +95,38 @@ class TextEncoderModel(WeightsHolder):
     def encode_token_weights(self, tokens: dict[str, Any]) -> tuple:
         return self._encode(self.loaded_module, tokens, self.options)
 
+    def generate(self, tokens: dict[str, Any], max_new_tokens: int, sampling: Any, **callbacks: Any) -> list[int]:
+        if self._generate is None:
+            raise ValueError(f"this text encoder ({self.name}) cannot generate text: it is not a chat LLM here")
+        return self._generate(self.loaded_module, tokens, max_new_tokens, sampling, **callbacks)
+
+    def __getattr__(self, name: str) -> Any:
+        key = _PARTS.get(name)
+        if key is None:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        return EncoderPart(self, key)
+
+
+#: ComfyUI's attribute names for the encoders of a ``cond_stage_model`` and the token keys they read.
+_PARTS = {"clip_l": "l", "clip_g": "g", "clip_h": "h", "t5xxl": "t5xxl"}
+
+
+class EncoderPart:
+    """One text encoder of a ``cond_stage_model`` (ComfyUI's ``clip_l`` ...): encodes only its own tokens.
+
+    Prompt-weighting code written for ComfyUI (Easy-Use's, BlenderNeko's)
+    encodes each encoder's token list on its own; here the family's encoding
+    runs with only that key. Families that need every encoder's tokens at
+    once (SDXL's two CLIPs) raise for a single part.
+    """
+
+    def __init__(self, model: TextEncoderModel, key: str) -> None:
+        self.model = model
+        self.key = key
+
+    def encode_token_weights(self, token_weight_pairs: list) -> tuple:
+        return self.model.encode_token_weights({self.key: token_weight_pairs})
+
 
 class CLIP:
     """Tokenizer + text encoder + patches; what CLIP sockets carry."""
@@ -104,6 +143,7 @@ class CLIP:
         self.tokenizer = tokenizer
         self.cond_stage_model = cond_stage_model
         self.patcher = ModelPatcher(cond_stage_model)
+        self.patcher.is_clip = True
 
     def clone(self) -> CLIP:
         n = CLIP(no_init=True)
@@ -138,11 +178,33 @@ class CLIP:
 
     def encode_from_tokens_scheduled(self, tokens: dict[str, Any], unprojected: bool = False,
                                      add_dict: dict[str, Any] | None = None, show_pbar: bool = True) -> list:
-        out = self.encode_from_tokens(tokens, return_pooled="unprojected" if unprojected else True,
-                                      return_dict=True)
-        cond = out.pop("cond")
-        out.update(add_dict or {})
-        return [[cond, out]]
+        """CONDITIONING of ``tokens``; with scheduled CLIP hooks, one entry per range of constant hook strengths
+        (``clip_start_percent`` / ``clip_end_percent``), encoded with the hooks at those strengths."""
+        add_dict = add_dict or {}
+        hooks = self.patcher.forced_hooks
+        if hooks is None or not self.use_clip_schedule:
+            out = self.encode_from_tokens(tokens, return_pooled="unprojected" if unprojected else True,
+                                          return_dict=True)
+            cond = out.pop("cond")
+            out.update(add_dict)
+            return [[cond, out]]
+        entries = []
+        hooks.reset()
+        for t_range, keyframes in hooks.get_hooks_for_clip_schedule():
+            if "start_percent" in add_dict and t_range[1] < add_dict["start_percent"]:
+                continue
+            if "end_percent" in add_dict and t_range[0] > add_dict["end_percent"]:
+                continue
+            for hook, keyframe in keyframes:
+                hook.hook_keyframe._current_keyframe = keyframe
+            out = self.encode_from_tokens(tokens, return_pooled="unprojected" if unprojected else True,
+                                          return_dict=True)
+            cond = out.pop("cond")
+            pooled = {"pooled_output": out["pooled_output"], "clip_start_percent": t_range[0],
+                      "clip_end_percent": t_range[1], **add_dict}
+            entries.append([cond, self.add_hooks_to_dict(pooled)])
+        hooks.reset()
+        return entries
 
     def _options(self, return_pooled: Any) -> dict[str, Any]:
         options: dict[str, Any] = {}
@@ -155,13 +217,16 @@ class CLIP:
     def encode_from_tokens(self, tokens: dict[str, Any], return_pooled: Any = False,
                            return_dict: bool = False) -> Any:
         options = self._options(return_pooled)
-        key = (self.patcher.weights_key(), _tokens_fingerprint(tokens), repr(sorted(options.items())))
+        hooks = self.patcher.forced_hooks
+        weights_key = self.patcher.weights_key() + self.patcher._hooks_key(
+            hooks, self.patcher.get_combined_hook_patches(hooks)) if hooks is not None else self.patcher.weights_key()
+        key = (weights_key, _tokens_fingerprint(tokens), repr(sorted(options.items())))
         with _CACHE_LOCK:
             hit = _CACHE.get(key)
             if hit is not None:
                 _CACHE.move_to_end(key)
         if hit is None:
-            with self.patcher.use() as encoder:
+            with self.patcher.use_hooks(hooks) as encoder:
                 encoder.reset_clip_options()
                 encoder.set_clip_options({**options, "execution_device": self.patcher.load_device})
                 result = encoder.encode_token_weights(tokens)
@@ -179,6 +244,34 @@ class CLIP:
 
     def encode(self, text: str) -> torch.Tensor:
         return self.encode_from_tokens(self.tokenize(text))
+
+    def generate(self, tokens: dict[str, Any], do_sample: bool = True, max_length: int = 256,
+                 temperature: float = 1.0, top_k: int = 50, top_p: float = 0.95, min_p: float = 0.0,
+                 repetition_penalty: float = 1.0, seed: int | None = None, presence_penalty: float = 0.0,
+                 mtp: Any = False) -> list[int]:
+        """Token ids the text encoder generates after the prompt ``tokens`` (at most ``max_length``).
+
+        ``mtp`` (multi-token-prediction drafting) changes nothing here: no
+        encoder loaded here has MTP weights.
+        """
+        from comfy_kernel.progress import ProgressBar, throw_exception_if_processing_interrupted
+
+        from ..components.llm.generate import Sampling
+
+        if self.cond_stage_model._generate is None:  # say so before loading the weights
+            raise ValueError(f"this text encoder ({self.cond_stage_model.name}) cannot generate text: "
+                             "it is not a chat LLM here")
+
+        sampling = Sampling(do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
+                            repetition_penalty=repetition_penalty, presence_penalty=presence_penalty or 0.0,
+                            seed=seed)
+        bar = ProgressBar(max_length)
+        with self.patcher.use() as encoder:
+            return encoder.generate(tokens, max_length, sampling, interrupt=throw_exception_if_processing_interrupted,
+                                    progress=lambda: bar.update(1))
+
+    def decode(self, token_ids: list[int], skip_special_tokens: bool = True) -> str:
+        return self.tokenizer.decode(token_ids, skip_special_tokens=skip_special_tokens)
 
     def load_model(self) -> ModelPatcher:
         self.patcher.patch_model()

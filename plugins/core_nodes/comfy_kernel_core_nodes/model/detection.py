@@ -17,11 +17,26 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 Shapes = dict[str, tuple[int, ...]]
+
+
+def count(shapes: Shapes, pattern: str) -> int:
+    """How many consecutive indices ``pattern`` (a regex with one group) matches, from 0.
+
+    Families read their depth this way (``layers\\.(\\d+)\\.``): a gap ends the count,
+    so a block numbered past a missing one is not counted.
+    """
+    rx = re.compile(pattern)
+    found = {int(m.group(1)) for k in shapes if (m := rx.match(k))}
+    n = 0
+    while n in found:
+        n += 1
+    return n
 
 #: architecture name -> detector(shapes, prefix) -> unet_config dict or None
 ARCHITECTURES: dict[str, Callable[[Shapes, str], dict[str, Any] | None]] = {}
@@ -30,6 +45,9 @@ MODEL_CONFIGS: list[type] = []
 #: standalone component detectors, tried in order
 TEXT_ENCODERS: list[TextEncoderKind] = []
 VAES: list[VAEKind] = []
+#: layouts of weights folders saved under another library's names (diffusers' UNet and VAE):
+#: recognise(shapes) -> folders.KeyLayout or None (see model/folders.py)
+KEY_LAYOUTS: list[Callable[[Shapes], Any]] = []
 
 #: prefixes under which checkpoints keep their diffusion model
 DIFFUSION_PREFIXES = ("model.diffusion_model.", "model.", "")
@@ -37,10 +55,18 @@ DIFFUSION_PREFIXES = ("model.diffusion_model.", "model.", "")
 
 @dataclass(frozen=True)
 class TextEncoderKind:
-    """A kind of text encoder file: ``detect(shapes) -> key prefix or None``."""
+    """A kind of text encoder file: ``detect(shapes) -> key prefix or None``.
+
+    ``default_clip(path, prefix, shapes) -> CLIP``, where given, is the CLIP
+    ComfyUI builds from such a file whatever CLIP type the loader names,
+    when that type has no use for it (a Qwen3 4B file becomes Z-Image's
+    encoder under ``ltxv`` or ``stable_diffusion``: ComfyUI picks the
+    encoder by the file's keys first).
+    """
 
     name: str
     detect: Callable[[Shapes], str | None]
+    default_clip: Callable[..., Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -73,6 +99,8 @@ class ModelConfig:
     scaled_fp8: Any = None
     optimizations: dict[str, Any] = {"fp8": False}
     family = "unknown"
+    #: the CLIPLoader type a diffusers folder's text encoders (text_encoder/, text_encoder_2/) load as
+    clip_type = "stable_diffusion"
 
     @classmethod
     def matches(cls, unet_config: dict[str, Any], shapes: Shapes | None = None) -> bool:

@@ -78,13 +78,103 @@ def load_checkpoint(path: str, output_vae: bool = True, output_clip: bool = True
     return patcher, clip, vae
 
 
+def load_checkpoint_with_config(config_path: str | None, ckpt_path: str, output_vae: bool = True,
+                                output_clip: bool = True, embedding_directory: Any = None,
+                                config: dict[str, Any] | None = None) -> tuple[ModelPatcher, CLIP | None, VAE | None]:
+    """CheckpointLoader (deprecated in ComfyUI): a checkpoint with an LDM-style YAML model config.
+
+    The architecture is detected from the weights as for CheckpointLoaderSimple; of the
+    YAML only what changes results is used, as ComfyUI does: ``model.params.parameterization:
+    v`` makes the model predict v (the discrete schedule of its family), and
+    ``cond_stage_config.params.layer_idx`` picks the text encoder's output layer. ``config``:
+    the parsed YAML instead of its path.
+    """
+    if config is None:
+        import yaml
+
+        with open(config_path, encoding="utf-8") as f:
+            config = yaml.safe_load(f) or {}
+    params = (config.get("model") or {}).get("params") or {}
+    patcher, clip, vae = load_checkpoint(ckpt_path, output_vae, output_clip, embedding_directory)
+    if params.get("parameterization") == "v":
+        from . import model_sampling as ms
+
+        patcher = patcher.clone()
+        patcher.add_object_patch("model_sampling", ms.combine(ms.ModelSamplingDiscrete, ms.PREDICTIONS["v_prediction"],
+                                                              patcher.model.model_config))
+    layer_idx = ((params.get("cond_stage_config") or {}).get("params") or {}).get("layer_idx")
+    if layer_idx is not None and clip is not None:
+        clip.clip_layer(int(layer_idx))
+    return patcher, clip, vae
+
+
+#: where a diffusers pipeline folder keeps its parts
+DIFFUSION_FOLDERS = ("unet", "transformer")
+#: ComfyUI reads the first two; SD3 folders keep T5 in the third
+TEXT_ENCODER_FOLDERS = ("text_encoder", "text_encoder_2", "text_encoder_3")
+
+
+def load_diffusers(folder: str, output_vae: bool = True, output_clip: bool = True,
+                   embedding_directory: Any = None) -> tuple[ModelPatcher, CLIP | None, VAE | None]:
+    """DiffusersLoader: (MODEL, CLIP, VAE) of a diffusers pipeline folder.
+
+    The diffusion model comes from ``unet/`` (or ``transformer/``), the text encoders
+    from ``text_encoder/``, ``text_encoder_2/`` and ``text_encoder_3/`` (combined as the
+    model family's CLIP type), the VAE from ``vae/``; each folder holds one weights file or shards (see
+    :mod:`.folders`). They load as the same objects as the single-file checkpoint
+    of those weights; the folder's configs and scheduler are not read, as in ComfyUI.
+    """
+    from .folders import is_weights_folder
+
+    part = lambda name: os.path.join(folder, name)  # noqa: E731
+    model_dir = next((part(n) for n in DIFFUSION_FOLDERS if is_weights_folder(part(n))), None)
+    if model_dir is None:
+        raise UnsupportedModel(f"{_name(folder)}: no diffusion model weights in unet/ or transformer/")
+    config, prefix = model_config(model_dir)
+    shapes = tensor_shapes(model_dir)
+    patcher = ModelPatcher(config.load(model_dir, shapes, prefix))
+    clip = None
+    if output_clip:
+        encoders = [part(n) for n in TEXT_ENCODER_FOLDERS if is_weights_folder(part(n))]
+        if not encoders:
+            raise UnsupportedModel(f"{_name(folder)}: no text encoder weights in text_encoder/")
+        clip = load_clip(encoders, config.clip_type, embedding_directory)
+    vae = None
+    if output_vae:
+        if not is_weights_folder(part("vae")):
+            raise UnsupportedModel(f"{_name(folder)}: no VAE weights in vae/")
+        vae = load_vae(part("vae"))
+    return patcher, clip, vae
+
+
 def load_clip(paths: list[str], clip_type: str = "stable_diffusion", embedding_directory: Any = None) -> CLIP:
-    """CLIPLoader and friends: text encoder files combined as ``clip_type`` expects."""
+    """CLIPLoader and friends: text encoder files combined as ``clip_type`` expects.
+
+    A single file the type cannot use, of a kind with a default CLIP (see
+    :class:`.detection.TextEncoderKind`), loads as that, as in ComfyUI.
+    """
     detection.load_families()
     loader = CLIP_TYPES.get(clip_type)
-    if loader is None:
-        raise UnsupportedModel(f"CLIP type '{clip_type}' is not supported yet")
-    return loader(paths, embedding_directory)
+    try:
+        if loader is None:
+            raise UnsupportedModel(f"CLIP type '{clip_type}' is not supported yet")
+        return loader(paths, embedding_directory)
+    except UnsupportedModel:
+        fallback = _default_clip(paths)
+        if fallback is None:
+            raise
+        return fallback
+
+
+def _default_clip(paths: list[str]) -> CLIP | None:
+    if len(paths) != 1:
+        return None
+    shapes = tensor_shapes(paths[0])
+    found = detection.text_encoder_kind(shapes)
+    if found is None or found[0].default_clip is None:
+        return None
+    kind, prefix = found
+    return kind.default_clip(paths[0], prefix, shapes)
 
 
 def load_vae(path: str) -> VAE:

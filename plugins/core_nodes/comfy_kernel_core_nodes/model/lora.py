@@ -72,7 +72,8 @@ def unet_to_diffusers(unet_config: dict[str, Any], keys: set[str] | None = None)
             n += 1
     for ldm, diffusers in (("input_blocks.0.0", "conv_in"), ("time_embed.0", "time_embedding.linear_1"),
                            ("time_embed.2", "time_embedding.linear_2"), ("label_emb.0.0", "add_embedding.linear_1"),
-                           ("label_emb.0.2", "add_embedding.linear_2"), ("out.0", "conv_norm_out"),
+                           ("label_emb.0.2", "add_embedding.linear_2"), ("label_emb.0.0", "class_embedding.linear_1"),
+                           ("label_emb.0.2", "class_embedding.linear_2"), ("out.0", "conv_norm_out"),
                            ("out.2", "conv_out")):
         for suffix in (".weight", ".bias"):
             if ldm + suffix in keys:
@@ -93,6 +94,9 @@ def model_lora_keys_unet(model: Any, key_map: dict[str, Any] | None = None) -> d
             key_map[k[:-len(".weight")]] = k
         else:
             key_map[k] = k
+    family_keys = getattr(getattr(model, "model_config", None), "lora_keys", None)
+    if family_keys is not None:  # a family's own LoRA names (e.g. Flux's diffusers names, slices of fused layers)
+        family_keys(set(keys), key_map)
     unet_config = getattr(model, "unet_config", None) or getattr(getattr(model, "model_config", None),
                                                                   "unet_config", None)
     if unet_config and "channel_mult" in unet_config:
@@ -199,9 +203,8 @@ def load_lora(lora: dict[str, torch.Tensor], to_load: dict[str, Any], log_missin
         if dora is not None:
             used.add(f"{x}.dora_scale")
         adapter = _adapter(x, lora, alpha, dora, used)
-        if adapter is not None:
+        if adapter is not None:  # a layer's bias / norm differences still apply beside its adapter (lightx2v)
             patches[target] = adapter
-            continue
         for suffix, kind, key in ((".diff", "diff", target), (".set_weight", "set", target)):
             if x + suffix in lora:
                 patches[key] = (kind, (lora[x + suffix],))
@@ -221,9 +224,17 @@ def load_lora(lora: dict[str, torch.Tensor], to_load: dict[str, Any], log_missin
     return patches
 
 
+def convert_lora(lora: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Files whose keys need more than a name map: Flux's control LoRAs (see families/flux/lora.py)."""
+    from ..families.flux.lora import bfl_control_lora, is_bfl_control_lora
+
+    return bfl_control_lora(lora) if is_bfl_control_lora(lora) else lora
+
+
 def load_lora_for_models(model: Any, clip: Any, lora: dict[str, torch.Tensor], strength_model: float,
                          strength_clip: float, identity: str | None = None) -> tuple[Any, Any]:
     """(patched MODEL clone, patched CLIP clone) with ``lora`` applied at the two strengths."""
+    lora = convert_lora(lora)
     key_map: dict[str, Any] = {}
     if model is not None:
         model_lora_keys_unet(model.model, key_map)

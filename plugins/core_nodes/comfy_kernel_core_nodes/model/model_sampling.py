@@ -86,6 +86,43 @@ class IMG_TO_IMG(X0):
         return noise
 
 
+class LCM(EPS):
+    """Latent consistency models: the EPS x0 blended with the input by the LCM boundary conditions.
+
+    c_skip and c_out use sigma_data 0.5 and the timestep scaled by 10, so the
+    prediction tends to the input at timestep 0.
+    """
+
+    def calculate_denoised(self, sigma, model_output, model_input):
+        timestep = _per_sample(self.timestep(sigma), model_output)
+        x0 = model_input - model_output * _per_sample(sigma, model_output)
+        sigma_data = 0.5
+        scaled = timestep * 10.0
+        c_skip = sigma_data**2 / (scaled**2 + sigma_data**2)
+        c_out = scaled / (scaled**2 + sigma_data**2) ** 0.5
+        return c_out * x0 + c_skip * model_input
+
+
+class COSMOS_RFLOW:
+    """Cosmos' rectified flow in EDM sigma units: t = sigma / (sigma + 1)."""
+
+    def calculate_input(self, sigma, noise):
+        t = _per_sample(sigma / (sigma + 1), noise)
+        return noise * (1.0 - t)
+
+    def calculate_denoised(self, sigma, model_output, model_input):
+        t = _per_sample(sigma / (sigma + 1), model_output)
+        return model_input * (1.0 - t) - model_output * t
+
+    def noise_scaling(self, sigma, noise, latent_image, max_denoise=False):
+        sigma = torch.as_tensor(sigma, dtype=noise.dtype, device=noise.device).reshape(-1)
+        sigma = sigma.view(sigma.shape[:1] + (1,) * (noise.ndim - 1))
+        return noise * sigma + latent_image
+
+    def inverse_noise_scaling(self, sigma, latent):
+        return latent
+
+
 class CONST:
     """Rectified flow: x_sigma = (1 - sigma) * x0 + sigma * noise; the network predicts noise - x0."""
 
@@ -96,9 +133,11 @@ class CONST:
         return model_input - model_output * _per_sample(sigma, model_output)
 
     def noise_scaling(self, sigma, noise, latent_image, max_denoise=False):
+        """``noise_scale`` (ModelNoiseScale; models trained on noise of another size than 1) multiplies the noise."""
         sigma = torch.as_tensor(sigma, dtype=noise.dtype, device=noise.device).reshape(-1)
         sigma = sigma.view(sigma.shape[:1] + (1,) * (noise.ndim - 1))
-        return sigma * noise + (1.0 - sigma) * latent_image
+        scale = getattr(self, "noise_scale", 1.0)
+        return sigma * (noise * scale if scale != 1.0 else noise) + (1.0 - sigma) * latent_image
 
     def inverse_noise_scaling(self, sigma, latent):
         sigma = torch.as_tensor(sigma, dtype=latent.dtype, device=latent.device).reshape(-1)
@@ -246,6 +285,46 @@ class ModelSamplingContinuousV(ModelSamplingContinuousEDM):
         return (timestep * math.pi / 2).tan()
 
 
+class ModelSamplingDiscreteDistilled(ModelSamplingDiscrete):
+    """The 50 timesteps an LCM was distilled on (every 20th of the 1000), ending at timestep 999."""
+
+    original_timesteps = 50
+
+    def __init__(self, model_config: Any = None, zsnr: bool | None = None) -> None:
+        super().__init__(model_config, zsnr=zsnr)
+        self.skip_steps = self.num_timesteps // self.original_timesteps
+        valid = torch.zeros(self.original_timesteps, dtype=torch.float32)
+        for x in range(self.original_timesteps):
+            valid[self.original_timesteps - 1 - x] = self.sigmas[self.num_timesteps - 1 - x * self.skip_steps]
+        self.set_sigmas(valid)
+
+    def timestep(self, sigma: torch.Tensor) -> torch.Tensor:
+        dists = sigma.log().to(self.log_sigmas.device) - self.log_sigmas[:, None]
+        index = dists.abs().argmin(dim=0).view(sigma.shape)
+        return (index * self.skip_steps + (self.skip_steps - 1)).to(sigma.device)
+
+    def sigma(self, timestep: torch.Tensor) -> torch.Tensor:
+        t = ((timestep.float().to(self.log_sigmas.device) - (self.skip_steps - 1)) / self.skip_steps).float()
+        t = torch.clamp(t, min=0, max=len(self.sigmas) - 1)
+        low, high = t.floor().long(), t.ceil().long()
+        w = t.frac()
+        log_sigma = (1 - w) * self.log_sigmas[low] + w * self.log_sigmas[high]
+        return log_sigma.exp().to(timestep.device)
+
+
+class ModelSamplingCosmosRFlow(ModelSamplingContinuousEDM):
+    """EDM sigmas fed to the network as the flow time sigma / (sigma + 1)."""
+
+    def timestep(self, sigma: torch.Tensor) -> torch.Tensor:
+        return sigma / (sigma + 1)
+
+    def sigma(self, timestep: torch.Tensor) -> torch.Tensor:
+        sigma_max = self.sigma_max
+        if timestep >= (sigma_max / (sigma_max + 1)):
+            return sigma_max
+        return timestep / (1 - timestep)
+
+
 def time_snr_shift(alpha: float, t: Any) -> Any:
     """SD3's timestep shift: t' = alpha * t / (1 + (alpha - 1) * t)."""
     if alpha == 1.0:
@@ -260,6 +339,10 @@ class ModelSamplingDiscreteFlow(torch.nn.Module):
         super().__init__()
         settings = getattr(model_config, "sampling_settings", None) or {}
         self.set_parameters(shift=settings.get("shift", 1.0), multiplier=settings.get("multiplier", 1000))
+        self.noise_scale = float(settings.get("noise_scale", 1.0))
+
+    def set_noise_scale(self, noise_scale: float) -> None:
+        self.noise_scale = float(noise_scale)
 
     def set_parameters(self, shift: float = 1.0, timesteps: int = 1000, multiplier: float = 1000) -> None:
         self.shift = shift
@@ -374,6 +457,7 @@ class StableCascadeSampling(ModelSamplingDiscrete):
 
 PREDICTIONS: dict[str, type] = {
     "eps": EPS, "v_prediction": V_PREDICTION, "edm": EDM, "x0": X0, "img_to_img": IMG_TO_IMG, "const": CONST,
+    "lcm": LCM, "cosmos_rflow": COSMOS_RFLOW,
 }
 
 

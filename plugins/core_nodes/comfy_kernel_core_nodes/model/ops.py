@@ -5,7 +5,8 @@ more than the cast: text encoders in fp16 computed in fp32 on the CPU, and
 diffusion models in fp8 (``UNETLoader`` ``weight_dtype``, or files shipped as
 fp8 / "scaled fp8") computed in fp16/bf16/fp32. These layers cast each weight
 on the fly, at the device and dtype of the activations, and multiply in a
-per-tensor ``scale_weight`` when the file has one; nothing is converted up front.
+per-tensor ``scale_weight`` when the file has one; packed NVFP4 / int8 layers
+are decoded first (model/quant_layouts.py). Nothing is converted up front.
 
 Networks are built from an *operations* namespace (ComfyUI's ``comfy.ops``
 pattern): :data:`manual_cast` for these casting layers, :data:`plain` for
@@ -23,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import quant_layouts
+
 FP8 = tuple(getattr(torch, name) for name in ("float8_e4m3fn", "float8_e5m2") if hasattr(torch, name))
 
 
@@ -31,13 +34,18 @@ def cast_weight(module: nn.Module, name: str, like: torch.Tensor) -> torch.Tenso
     tensor = getattr(module, name, None)
     if tensor is None:
         return None
-    out = tensor.to(device=like.device, dtype=like.dtype)
-    if name == "weight":
-        scale = getattr(module, "scale_weight", None)
-        if scale is not None:
-            out = out * scale.to(device=like.device, dtype=like.dtype)
-        for fn in getattr(module, "weight_function", ()):
-            out = fn(out)
+    if name != "weight":
+        return tensor.to(device=like.device, dtype=like.dtype)
+    out = quant_layouts.decode(module, like)
+    if out is None:
+        out = tensor.to(device=like.device, dtype=like.dtype)
+    scale = getattr(module, "scale_weight", None)
+    if scale is not None:
+        out = out * scale.to(device=like.device, dtype=like.dtype)
+    if tensor.dtype == torch.int8:
+        out = quant_layouts.finish(module, out)
+    for fn in getattr(module, "weight_function", ()):
+        out = fn(out)
     return out
 
 
@@ -49,9 +57,17 @@ def _compute(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return x
 
 
+compute_input = _compute
+
+
 class CastLinear(nn.Linear):
+    decodes_packed = True  # NVFP4 / int8 weights go through cast_weight
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = _compute(self, x)
+        pre = getattr(self, "pre_quant_scale", None)
+        if pre is not None:  # AWQ-smoothed NVFP4 files scale the input channels
+            x = x * pre.to(device=x.device, dtype=x.dtype)
         return F.linear(x, cast_weight(self, "weight", x), cast_weight(self, "bias", x))
 
 
@@ -71,6 +87,13 @@ class CastConv3d(nn.Conv3d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = _compute(self, x)
         return self._conv_forward(x, cast_weight(self, "weight", x), cast_weight(self, "bias", x))
+
+
+class CastConvTranspose1d(nn.ConvTranspose1d):
+    def forward(self, x: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
+        x = _compute(self, x)
+        return F.conv_transpose1d(x, cast_weight(self, "weight", x), cast_weight(self, "bias", x), self.stride,
+                                  self.padding, self.output_padding, self.groups, self.dilation)
 
 
 class CastConvTranspose2d(nn.ConvTranspose2d):
@@ -111,22 +134,30 @@ class CastRMSNorm(nn.Module):
 
 
 class CastEmbedding(nn.Embedding):
-    """Embedding lookup returning rows in ``dtype`` (the stored table may be fp16 or fp8)."""
+    """Embedding lookup returning rows in ``dtype`` (the stored table may be fp16, fp8 or packed int8)."""
+
+    decodes_packed = True
 
     def forward(self, ids: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:  # type: ignore[override]
         target = dtype or getattr(self, "compute_dtype", None) or torch.float32
-        weight = self.weight if self.weight.dtype not in FP8 else self.weight.to(target)
+        weight = self.weight
+        if weight.dtype in (torch.int8, torch.uint8):
+            weight = cast_weight(self, "weight", torch.empty((), dtype=target, device=weight.device))
+        elif weight.dtype in FP8:
+            weight = weight.to(target)
         return F.embedding(ids.to(weight.device), weight).to(target)
 
 
 #: torch.nn's layers: weights computed in their own dtype.
 plain = SimpleNamespace(Linear=nn.Linear, Conv1d=nn.Conv1d, Conv2d=nn.Conv2d, Conv3d=nn.Conv3d,
-                        ConvTranspose2d=nn.ConvTranspose2d, GroupNorm=nn.GroupNorm, LayerNorm=nn.LayerNorm,
+                        ConvTranspose1d=nn.ConvTranspose1d, ConvTranspose2d=nn.ConvTranspose2d, GroupNorm=nn.GroupNorm,
+                        LayerNorm=nn.LayerNorm,
                         RMSNorm=CastRMSNorm, Embedding=nn.Embedding, cast=False)
 
 #: Layers that cast their weights to the activation's dtype on every call.
 manual_cast = SimpleNamespace(Linear=CastLinear, Conv1d=CastConv1d, Conv2d=CastConv2d, Conv3d=CastConv3d,
-                              ConvTranspose2d=CastConvTranspose2d, GroupNorm=CastGroupNorm, LayerNorm=CastLayerNorm,
+                              ConvTranspose1d=CastConvTranspose1d, ConvTranspose2d=CastConvTranspose2d,
+                              GroupNorm=CastGroupNorm, LayerNorm=CastLayerNorm,
                               RMSNorm=CastRMSNorm, Embedding=CastEmbedding, cast=True)
 
 

@@ -133,9 +133,10 @@ class VAE:
     def encode(self, pixel_samples: torch.Tensor) -> torch.Tensor:
         """IMAGE [B, H, W, C] -> raw latents [B, C, H/8, W/8] (float32, CPU); the posterior's mean."""
         x = self._to_model(pixel_samples)
+        step = x.shape[0] if self.latent_dim == 3 else BATCH  # video VAEs: the images are one clip's frames
         with self.patcher.use() as model:
             net = model.loaded_module
-            parts = [net.encode_raw(x[i: i + BATCH]).float().cpu() for i in range(0, x.shape[0], BATCH)]
+            parts = [net.encode_raw(x[i: i + step]).float().cpu() for i in range(0, x.shape[0], step)]
         return torch.cat(parts)
 
     @torch.no_grad()
@@ -143,12 +144,54 @@ class VAE:
                      overlap: int | None = None, tile_t: int | None = None, overlap_t: int | None = None) -> torch.Tensor:
         """Like :meth:`decode`, tile by tile (tile and overlap in latent units); three tilings averaged."""
         tile_x, tile_y, overlap = tile_x or 64, tile_y or 64, 16 if overlap is None else overlap
+        if samples.ndim == 5:
+            return self._decode_tiled_video(samples, tile_x, tile_y, overlap, tile_t, overlap_t)
         passes = [(tile_y * 2, tile_x // 2), (tile_y // 2, tile_x * 2), (tile_y, tile_x)]
         with self.patcher.use() as model:
             net = model.loaded_module
             total = sum(tiled_map(samples, net.decode_raw, (th, tw), overlap, self.upscale_ratio,
                                   self.output_channels) for th, tw in passes)
         return self.process_output(total / len(passes)).float().cpu().movedim(1, -1)
+
+    def _decode_tiled_video(self, samples: torch.Tensor, tile_x: int, tile_y: int, overlap: int,
+                            tile_t: int | None, overlap_t: int | None) -> torch.Tensor:
+        """Video latents [B, C, T, h, w] decoded in chunks of ``tile_t`` latent frames and spatial tiles.
+
+        A chunk of n latent frames decodes to 1 + r (n - 1) frames (r the temporal compression)
+        placed at r times its first latent frame; overlaps are blended with linear feathering
+        in every dimension, as ComfyUI's 3-d tiling does.
+        """
+        r = self.temporal_compression_decode() or 1
+        s = self.upscale_ratio
+        tile = (max(2, tile_t or 999), tile_y, tile_x)
+        lap = (max(1, overlap_t or 1), overlap, overlap)
+        size = (lambda n: max(0, 1 + r * (n - 1)) if r > 1 else n, lambda n: n * s, lambda n: n * s)
+        where = (lambda i: i * r, lambda i: i * s, lambda i: i * s)
+        b, _, *dims = samples.shape
+        out = torch.zeros(b, self.output_channels, *[size[d](dims[d]) for d in range(3)])
+        weight = torch.zeros(b, 1, *out.shape[2:])
+        with self.patcher.use() as model:
+            net = model.loaded_module
+            for t0 in _tile_starts(dims[0], tile[0], lap[0]):
+                for y0 in _tile_starts(dims[1], tile[1], lap[1]):
+                    for x0 in _tile_starts(dims[2], tile[2], lap[2]):
+                        part = samples[:, :, t0: t0 + tile[0], y0: y0 + tile[1], x0: x0 + tile[2]]
+                        result = net.decode_raw(part).float().cpu()
+                        mask = torch.ones(1, 1, *result.shape[2:])
+                        for d in range(3):
+                            feather = size[d](lap[d]) if d else max(0, r * lap[d] - (r - 1))
+                            if feather <= 0 or feather >= mask.shape[d + 2]:
+                                continue
+                            for k in range(feather):
+                                a = (k + 1) / feather
+                                mask.narrow(d + 2, k, 1).mul_(a)
+                                mask.narrow(d + 2, mask.shape[d + 2] - 1 - k, 1).mul_(a)
+                        at = [where[d](v) for d, v in enumerate((t0, y0, x0))]
+                        region = (slice(None), slice(None), *[slice(at[d], at[d] + result.shape[d + 2])
+                                                              for d in range(3)])
+                        out[region] += result * mask
+                        weight[region] += mask
+        return self.process_output(out / weight).movedim(1, -1)
 
     @torch.no_grad()
     def encode_tiled(self, pixel_samples: torch.Tensor, tile_x: int | None = None, tile_y: int | None = None,
@@ -165,6 +208,24 @@ class VAE:
 
     def get_sd(self) -> dict[str, torch.Tensor]:
         return self.patcher.model_state_dict()
+
+
+class AudioVAE(VAE):
+    """A VAE whose decoded samples are waveforms [B, samples, channels] (the AUDIO type's layout).
+
+    Each latent of the batch is decoded on its own: audio latents are long, and one at a time keeps
+    the decoder's activations to a single clip.
+    """
+
+    audio_sample_rate = 44100
+
+    @torch.no_grad()
+    def decode(self, samples_in: torch.Tensor, vae_options: dict | None = None) -> torch.Tensor:
+        with self.patcher.use() as model:
+            net = model.loaded_module
+            out = [net.decode_raw(samples_in[i: i + 1].to(self.device)).float().cpu()
+                   for i in range(samples_in.shape[0])]
+        return torch.cat(out).movedim(1, -1)
 
 
 class _PixelSpace(torch.nn.Module):

@@ -198,7 +198,9 @@ def calculate_weight(patches: list[tuple], weight: torch.Tensor, key: str,
                     weight, key, strength, strength_model, offset, function, intermediate_dtype)
             elif kind == "diff":
                 diff = data[0]
-                if diff.ndim > 1 and diff.shape != weight.shape:
+                if strength == 0.0:  # only strength_model applies (the attention multiply nodes' (None,) patches)
+                    pass
+                elif diff.ndim > 1 and diff.shape != weight.shape:
                     log.warning("weight patch %s has shape %s, the model's is %s: skipped",
                                 key, tuple(diff.shape), tuple(weight.shape))
                 else:

@@ -412,6 +412,49 @@ class EmptyLatentAudio:
         return ({"samples": torch.zeros([batch_size, 64, length]), "type": "audio"},)
 
 
+class VAEEncodeAudio:
+    """Audio -> latents with an audio VAE, resampled first to the VAE's rate (ACE-Step 1.5: 48 kHz)."""
+
+    CATEGORY = "latent/audio"
+    RETURN_TYPES = ("LATENT",)
+    FUNCTION = "encode"
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {"required": {"audio": ("AUDIO",), "vae": ("VAE",)}}
+
+    def encode(self, audio: Any, vae: Any) -> tuple[dict[str, Any]]:
+        from ..media.audio import resample
+
+        _require(audio, "VAEEncodeAudio")
+        rate = getattr(vae, "audio_sample_rate", 44100)
+        waveform = audio["waveform"]
+        if int(audio["sample_rate"]) != rate:
+            waveform = resample(waveform, int(audio["sample_rate"]), rate)
+        return ({"samples": vae.encode(waveform.movedim(1, -1))},)
+
+
+class VAEDecodeAudio:
+    """Latents -> audio at the VAE's rate; loud results are scaled down (std capped at 1/5, as ComfyUI does)."""
+
+    CATEGORY = "latent/audio"
+    RETURN_TYPES = ("AUDIO",)
+    FUNCTION = "decode"
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {"required": {"samples": ("LATENT",), "vae": ("VAE",)}}
+
+    def decode(self, vae: Any, samples: dict[str, Any]) -> tuple[dict[str, Any]]:
+        import torch
+
+        audio = vae.decode(samples["samples"]).movedim(-1, 1)
+        std = torch.std(audio, dim=[1, 2], keepdim=True) * 5.0
+        audio = audio / std.clamp(min=1.0)
+        rate = samples.get("sample_rate", getattr(vae, "audio_sample_rate", 44100))
+        return ({"waveform": audio, "sample_rate": rate},)
+
+
 class ConditioningStableAudio:
     DESCRIPTION = "Sets Stable Audio's start and total seconds on both conditionings."
     CATEGORY = "conditioning"
@@ -536,4 +579,6 @@ NODES = [
     NodeDef("EmptyAudio", EmptyAudio, "Empty Audio", MODULE),
     NodeDef("EmptyLatentAudio", EmptyLatentAudio, "Empty Latent Audio", MODULE),
     NodeDef("ConditioningStableAudio", ConditioningStableAudio, "ConditioningStableAudio", MODULE),
+    NodeDef("VAEEncodeAudio", VAEEncodeAudio, "VAE Encode Audio", MODULE),
+    NodeDef("VAEDecodeAudio", VAEDecodeAudio, "VAE Decode Audio", MODULE),
 ]

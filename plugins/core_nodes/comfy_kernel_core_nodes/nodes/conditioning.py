@@ -195,8 +195,9 @@ class ConditioningZeroOut:
         out = []
         for tensor, opts in conditioning:
             new_opts = dict(opts)
-            if new_opts.get("pooled_output") is not None:
-                new_opts["pooled_output"] = torch.zeros_like(new_opts["pooled_output"])
+            for key in ("pooled_output", "conditioning_lyrics"):  # the lyrics: ACE-Step's second text input
+                if new_opts.get(key) is not None:
+                    new_opts[key] = torch.zeros_like(new_opts[key])
             out.append([torch.zeros_like(tensor), new_opts])
         return (out,)
 

@@ -40,6 +40,32 @@ def full_path(folder: str, name: str) -> str:
     return folders().full_path_or_raise(folder, name)
 
 
+def list_diffusers() -> list[str]:
+    """Folders under the ``diffusers`` model folders that hold a pipeline (a ``model_index.json``),
+    relative to their base, as DiffusersLoader lists them (links followed)."""
+    if _folders is None:
+        return []
+    _folders.list("diffusers")  # the registry's walk records the directories /object_info's cache watches
+    found: set[str] = set()
+    for base in _folders.paths("diffusers"):
+        if not os.path.isdir(base):
+            continue
+        for root, _dirs, files in os.walk(base, followlinks=True):
+            if "model_index.json" in files:
+                found.add(os.path.relpath(root, start=base))
+    return sorted(found)
+
+
+def diffusers_path(name: str) -> str:
+    """Absolute path of the pipeline folder ``name`` of :func:`list_diffusers`; ``..`` cannot climb out."""
+    rel = os.path.relpath(os.path.join(os.sep, name), os.sep)
+    for base in folders().paths("diffusers"):
+        candidate = os.path.join(base, rel)
+        if os.path.isfile(os.path.join(candidate, "model_index.json")):
+            return candidate
+    raise FileNotFoundError(f"Diffusers model folder '{name}' not found.")
+
+
 def input_dir() -> str:
     return folders().dirs.input
 
@@ -63,7 +89,11 @@ def embedding_directory() -> str | None:
 
 
 def annotated_input_path(name: str) -> str:
-    """``name``, ``sub/name`` or ``name [output]`` resolved and confined to its base directory."""
+    """``name``, ``sub/name`` or ``name [output]`` resolved and confined to its base directory.
+
+    Output and temp files must belong to the running prompt's owner when an
+    auth plugin is on (the kernel refuses others' with ``FileAccessDenied``).
+    """
     return folders().annotated_path(name)
 
 

@@ -30,6 +30,7 @@ def _file_hash(path: str) -> str:
 
 
 def _input_path(name: str) -> str | None:
+    """The file ``name`` names, if it exists and the prompt's owner may open it (else None)."""
     try:
         path = context.annotated_input_path(name)
     except (ValueError, RuntimeError):
@@ -41,6 +42,12 @@ def _open_image(path: str) -> Any:
     from PIL import Image
 
     return Image.open(path)
+
+
+def _unreadable(name: str, exc: Exception) -> ValueError:
+    """A decoding failure named by the file's given name: PIL's own message carries the server path."""
+    kind = "not an image" if type(exc).__name__ == "UnidentifiedImageError" else "damaged or unsupported image"
+    return ValueError(f"Invalid image file: {name} ({kind})")
 
 
 def _as_16bit_scaled(frame: Any) -> Any:
@@ -92,7 +99,10 @@ class LoadImage:
         path = _input_path(image)
         if path is None:
             raise FileNotFoundError(f"Invalid image file: {image}")
-        return load_image_file(path)
+        try:
+            return load_image_file(path)
+        except (OSError, ValueError, SyntaxError) as exc:
+            raise _unreadable(image, exc) from None
 
     @classmethod
     def IS_CHANGED(cls, image: str, **_: Any) -> str:
@@ -217,9 +227,12 @@ class LoadImageMask:
         path = _input_path(image)
         if path is None:
             raise FileNotFoundError(f"Invalid image file: {image}")
-        frame = ImageOps.exif_transpose(_open_image(path))
-        if frame.getbands() != ("R", "G", "B", "A"):
-            frame = _as_16bit_scaled(frame).convert("RGBA")
+        try:
+            frame = ImageOps.exif_transpose(_open_image(path))
+            if frame.getbands() != ("R", "G", "B", "A"):
+                frame = _as_16bit_scaled(frame).convert("RGBA")
+        except (OSError, ValueError, SyntaxError) as exc:
+            raise _unreadable(image, exc) from None
         band = channel[0].upper()
         if band in frame.getbands():
             mask = torch.from_numpy(np.asarray(frame.getchannel(band), dtype=np.float32) / 255.0)

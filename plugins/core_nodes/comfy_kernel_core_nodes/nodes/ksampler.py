@@ -26,6 +26,10 @@ def latent_preview(x0: Any, latent_format: Any) -> Any:
     import torch
     from PIL import Image
 
+    from ..model.nested import is_nested
+
+    if is_nested(x0):  # an audio + video latent: the video part
+        x0 = x0.unbind()[0]
     factors = torch.tensor(latent_format.latent_rgb_factors, dtype=torch.float32, device=x0.device)
     sample = x0[0].float()
     if sample.ndim == 4:  # video latents: the first frame
@@ -60,13 +64,13 @@ def common_ksampler(model: Any, seed: int, steps: int, cfg: float, sampler_name:
                     disable_noise: bool = False, start_step: int | None = None, last_step: int | None = None,
                     force_full_denoise: bool = False) -> tuple[dict[str, Any]]:
     """What KSampler and KSamplerAdvanced run (ComfyUI's ``nodes.common_ksampler``)."""
-    import torch
-
     from ..sampling import sample as comfy_sample
 
     latent_image = comfy_sample.fix_empty_latent_channels(model, latent["samples"])
     if disable_noise:
-        noise = torch.zeros(latent_image.size(), dtype=latent_image.dtype, layout=latent_image.layout, device="cpu")
+        from .custom_sampler import Noise_EmptyNoise
+
+        noise = Noise_EmptyNoise().generate_noise({"samples": latent_image})
     else:
         noise = comfy_sample.prepare_noise(latent_image, seed, latent.get("batch_index"))
     samples = comfy_sample.sample(model, noise, steps, cfg, sampler_name, scheduler, positive, negative,

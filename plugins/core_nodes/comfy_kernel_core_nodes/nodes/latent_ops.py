@@ -1,5 +1,6 @@
 """LATENT maths and transforms: add, subtract, multiply, interpolate, concatenate, cut,
-latent operations (tonemap, sharpen, blend), and ``nodes``' crop, flip, rotate and blend.
+latent operations (tonemap, sharpen, blend), video frame replacement and start-frame normalisation,
+and ``nodes``' crop, flip, rotate and blend.
 
 Every node copies the input dict (``noise_mask``, ``batch_index`` and other keys
 carry over) and replaces ``samples``. A second latent of another size is
@@ -332,6 +333,48 @@ class ReplaceVideoLatentFrames(io.ComfyNode):
         return io.NodeOutput(_with(source, samples))
 
 
+def match_start_statistics(start: Any, reference: Any) -> Any:
+    """Start frames renormalised to the reference frames' mean and std, each frame over channels and space.
+
+    The reference statistics (one mean and one std over all reference frames)
+    are first kept within -0.3..+0.35 of each start frame's mean and -0.35..+0.5
+    of its std, so a very different reference only nudges the start.
+    """
+    import torch
+
+    mean = start.mean(dim=(1, 3, 4), keepdim=True)
+    std = start.std(dim=(1, 3, 4), keepdim=True)
+    target_mean = torch.clamp(reference.mean(), mean - 0.3, mean + 0.35)
+    target_std = torch.clamp(reference.std(), std - 0.35, std + 0.5)
+    return (start - mean) / (std + 1e-8) * target_std + target_mean
+
+
+class NormalizeVideoLatentStart(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="NormalizeVideoLatentStart", category="model/conditioning/video_models",
+            description="Brings the first frames of a video latent to the mean and spread of the frames after "
+                        "them, so the start does not stand out.",
+            inputs=[io.Latent.Input("latent"),
+                    io.Int.Input("start_frame_count", default=4, min=1, max=MAX_RESOLUTION, step=1,
+                                 tooltip="Latent frames to normalise, from the first."),
+                    io.Int.Input("reference_frame_count", default=5, min=1, max=MAX_RESOLUTION, step=1,
+                                 tooltip="Latent frames after those whose statistics they take.")],
+            outputs=[io.Latent.Output(display_name="latent")])
+
+    @classmethod
+    def execute(cls, latent: Latent, start_frame_count: int, reference_frame_count: int) -> io.NodeOutput:
+        samples = latent["samples"]
+        if samples.shape[2] <= 1:
+            return io.NodeOutput(latent)
+        samples = samples.clone()
+        count = min(reference_frame_count, samples.shape[2] - 1)
+        reference = samples[:, :, start_frame_count:start_frame_count + count]
+        samples[:, :, :start_frame_count] = match_start_statistics(samples[:, :, :start_frame_count], reference)
+        return io.NodeOutput(_with(latent, samples))
+
+
 # -- nodes.py: transforms -------------------------------------------------------------------------
 
 
@@ -426,6 +469,7 @@ NODES = [
     NodeDef("LatentOperationSharpen", LatentOperationSharpen, None, MODULE),
     NodeDef("LatentOperationBlend", LatentOperationBlend, "Latent Operation Blend", MODULE),
     NodeDef("ReplaceVideoLatentFrames", ReplaceVideoLatentFrames, "Replace Video Latent Frames", MODULE),
+    NodeDef("NormalizeVideoLatentStart", NormalizeVideoLatentStart, None, "comfy_extras.nodes_kandinsky5"),
     NodeDef("LatentRotate", LatentRotate, "Rotate Latent", "nodes"),
     NodeDef("LatentFlip", LatentFlip, "Flip Latent", "nodes"),
     NodeDef("LatentCrop", LatentCrop, "Crop Latent", "nodes"),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .. import warmup
 from . import context
 from .common import NodeDef
 
@@ -32,7 +33,51 @@ class CheckpointLoaderSimple:
         from ..model.loading import load_checkpoint
 
         path = context.full_path("checkpoints", ckpt_name)
+        warmup.remember("checkpoint", path)
         return load_checkpoint(path, embedding_directory=context.embedding_directory)
+
+
+class CheckpointLoader:
+    """ComfyUI's deprecated loader that takes the checkpoint's YAML model config as well."""
+
+    DESCRIPTION = ("Loads a checkpoint with an LDM model config (YAML): the config's v parameterization and "
+                   "text encoder layer apply; the architecture is detected from the weights.")
+    CATEGORY = "advanced/loaders"
+    DEPRECATED = True
+    RETURN_TYPES = ("MODEL", "CLIP", "VAE")
+    FUNCTION = "load_checkpoint"
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {"required": {"config_name": (context.list_files("configs"),),
+                             "ckpt_name": (context.list_files("checkpoints"),)}}
+
+    def load_checkpoint(self, config_name: str, ckpt_name: str) -> tuple[Any, Any, Any]:
+        from ..model.loading import load_checkpoint_with_config
+
+        return load_checkpoint_with_config(context.full_path("configs", config_name),
+                                           context.full_path("checkpoints", ckpt_name),
+                                           embedding_directory=context.embedding_directory)
+
+
+class DiffusersLoader:
+    """A diffusers pipeline folder (unet/ or transformer/, text_encoder/, text_encoder_2/, vae/)."""
+
+    DESCRIPTION = "Loads a pipeline folder saved by diffusers: its diffusion model, text encoders and VAE."
+    CATEGORY = "advanced/loaders/deprecated"
+    RETURN_TYPES = ("MODEL", "CLIP", "VAE")
+    FUNCTION = "load_checkpoint"
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {"required": {"model_path": (context.list_diffusers(),)}}
+
+    def load_checkpoint(self, model_path: str, output_vae: bool = True, output_clip: bool = True
+                        ) -> tuple[Any, Any, Any]:
+        from ..model.loading import load_diffusers
+
+        return load_diffusers(context.diffusers_path(model_path), output_vae, output_clip,
+                              embedding_directory=context.embedding_directory)
 
 
 class VAELoader:
@@ -50,12 +95,14 @@ class VAELoader:
 
         if vae_name == "pixel_space":
             return (pixel_space_vae(),)
-        return (load_vae(context.full_path("vae", vae_name)),)
+        path = context.full_path("vae", vae_name)
+        warmup.remember("vae", path)
+        return (load_vae(path),)
 
 
 #: CLIPLoader's ``type`` choices, in ComfyUI's order.
 CLIP_TYPES = ("stable_diffusion", "stable_cascade", "sd3", "stable_audio", "mochi", "ltxv", "pixart", "cosmos",
-              "lumina2", "wan", "hidream", "chroma", "ace", "omnigen2", "qwen_image", "hunyuan_image")
+              "lumina2", "wan", "hidream", "chroma", "ace", "omnigen2", "qwen_image", "hunyuan_image", "flux2")
 
 
 class CLIPLoader:
@@ -76,18 +123,20 @@ class CLIPLoader:
         from ..model.loading import load_clip
 
         path = context.full_path("text_encoders", clip_name)
+        warmup.remember("clip", path, type)
         return (load_clip([path], type, embedding_directory=context.embedding_directory),)
 
 
 #: DualCLIPLoader's ``type`` choices, in ComfyUI's order.
-DUAL_CLIP_TYPES = ("sdxl", "sd3", "flux", "hunyuan_video", "hidream", "hunyuan_image")
+DUAL_CLIP_TYPES = ("sdxl", "sd3", "flux", "hunyuan_video", "hidream", "hunyuan_image", "hunyuan_video_15", "ace")
 
 
 class DualCLIPLoader:
     """Two text encoder files combined as one model family's CLIP."""
 
     DESCRIPTION = ("Which files each type takes:\n\nsdxl: clip-l, clip-g\nsd3: clip-l, clip-g / clip-l, t5 / "
-                   "clip-g, t5\nflux: clip-l, t5\nhidream: t5 and/or llama\nhunyuan_image: qwen2.5vl 7b, byt5 small")
+                   "clip-g, t5\nflux: clip-l, t5\nhidream: t5 and/or llama\nhunyuan_image: qwen2.5vl 7b, byt5 small\n"
+                   "hunyuan_video_15: qwen2.5vl 7b, byt5 small")
     CATEGORY = "advanced/loaders"
     RETURN_TYPES = ("CLIP",)
     FUNCTION = "load_clip"
@@ -102,6 +151,7 @@ class DualCLIPLoader:
         from ..model.loading import load_clip
 
         paths = [context.full_path("text_encoders", name) for name in (clip_name1, clip_name2)]
+        warmup.remember("clip", *paths, type)
         return (load_clip(paths, type, embedding_directory=context.embedding_directory),)
 
 
@@ -127,11 +177,16 @@ class UNETLoader:
             options["dtype"] = torch.float8_e4m3fn
         elif weight_dtype == "fp8_e5m2":
             options["dtype"] = torch.float8_e5m2
-        return (load_diffusion_model(context.full_path("diffusion_models", unet_name), options),)
+        path = context.full_path("diffusion_models", unet_name)
+        if not options:
+            warmup.remember("diffusion_model", path)
+        return (load_diffusion_model(path, options),)
 
 
 NODES = [
     NodeDef("CheckpointLoaderSimple", CheckpointLoaderSimple, "Load Checkpoint", "nodes"),
+    NodeDef("CheckpointLoader", CheckpointLoader, "Load Checkpoint With Config (DEPRECATED)", "nodes"),
+    NodeDef("DiffusersLoader", DiffusersLoader, "DiffusersLoader", "nodes"),
     NodeDef("VAELoader", VAELoader, "Load VAE", "nodes"),
     NodeDef("CLIPLoader", CLIPLoader, "Load CLIP", "nodes"),
     NodeDef("UNETLoader", UNETLoader, "Load Diffusion Model", "nodes"),

@@ -1,4 +1,9 @@
-"""PreviewAny: shows any value as text in the front end."""
+"""PreviewAny: shows any value as text in the front end, and passes that text on.
+
+ComfyUI 0.3.64's PreviewAny had no output; later releases give it the shown text as a
+STRING output, which the current templates link to other nodes (prompt builders, LLM
+replies shown and then encoded).
+"""
 
 from __future__ import annotations
 
@@ -27,7 +32,7 @@ def preview_text(source: Any) -> str:
 
 class PreviewAny:
     CATEGORY = "utils"
-    RETURN_TYPES = ()
+    RETURN_TYPES = ("STRING",)
     FUNCTION = "main"
     OUTPUT_NODE = True
 
@@ -36,7 +41,8 @@ class PreviewAny:
         return {"required": {"source": (ANY, {})}}
 
     def main(self, source: Any = None) -> dict[str, Any]:
-        return {"ui": {"text": (preview_text(source),)}}
+        text = preview_text(source)
+        return {"ui": {"text": (text,)}, "result": (text,)}
 
 
 NODES = [

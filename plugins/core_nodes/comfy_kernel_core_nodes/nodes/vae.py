@@ -53,6 +53,12 @@ class VAEDecodeTiled:
                temporal_size: int = 64, temporal_overlap: int = 8) -> tuple[Any]:
         if tile_size < overlap * 4:
             overlap = tile_size // 4
+        if temporal_size < temporal_overlap * 2:
+            temporal_overlap = temporal_overlap // 2
+        temporal = vae.temporal_compression_decode()
+        if temporal is not None:  # video VAEs: frames -> latent frames
+            temporal_size = max(2, temporal_size // temporal)
+            temporal_overlap = max(1, min(temporal_size // 2, temporal_overlap // temporal))
         compression = vae.spacial_compression_decode()
         images = vae.decode_tiled(samples["samples"], tile_x=tile_size // compression,
                                   tile_y=tile_size // compression, overlap=overlap // compression,

@@ -27,7 +27,9 @@ import torch
 
 from ..model import extension
 from ..model.conds import repeat_to_batch_size
+from ..model.nested import NestedTensor, is_nested, pack_latents, unpack_latents
 from ..model.patcher import create_model_options_clone
+from . import hooks as hook_handling
 
 # --- conditioning preparation ------------------------------------------------------------------
 
@@ -230,7 +232,7 @@ def encode_model_conds(model_function: Any, conds: list[dict[str, Any]], noise: 
 
 def process_conds(model: Any, noise: torch.Tensor, conds: dict[str, list[dict[str, Any]]], device: Any,
                   latent_image: torch.Tensor | None = None, denoise_mask: torch.Tensor | None = None,
-                  seed: int | None = None) -> dict[str, list[dict[str, Any]]]:
+                  seed: int | None = None, latent_shapes: list | None = None) -> dict[str, list[dict[str, Any]]]:
     for k in conds:
         conds[k] = conds[k][:]
         resolve_areas_and_cond_masks_multidim(conds[k], noise.shape[2:], device)
@@ -239,12 +241,14 @@ def process_conds(model: Any, noise: torch.Tensor, conds: dict[str, list[dict[st
     if hasattr(model, "extra_conds"):
         for k in conds:
             conds[k] = encode_model_conds(model.extra_conds, conds[k], noise, device, k,
-                                          latent_image=latent_image, denoise_mask=denoise_mask, seed=seed)
+                                          latent_image=latent_image, denoise_mask=denoise_mask, seed=seed,
+                                          latent_shapes=latent_shapes)
     for k in conds:
         for c in conds[k]:
             for kk in conds:
                 if k != kk:
                     create_cond_with_same_area_if_none(conds[kk], c)
+    hook_handling.initialize_timesteps(model, conds)
     for k in conds:
         pre_run_control(model, conds[k])
     if "positive" in conds:
@@ -378,15 +382,22 @@ def _calc_cond_batch(model: Any, conds: Any, x_in: torch.Tensor, timestep: torch
                      model_options: dict[str, Any]) -> list[torch.Tensor]:
     out_conds = [torch.zeros_like(x_in) for _ in conds]
     out_counts = [torch.ones_like(x_in) * 1e-37 for _ in conds]
-    to_run: list[tuple[CondRun, int]] = []
-    for i, cond in enumerate(conds):
-        for x in cond or ():
-            p = get_area_and_mult(x, x_in, timestep)
-            if p is not None:
-                to_run.append((p, i))
+    grouped = hook_handling.group_by_hooks(model, conds, x_in, timestep, model_options, get_area_and_mult)
     patcher = getattr(model, "current_patcher", None)
     if patcher is not None:
         patcher.prepare_state(timestep)
+    for hooks, to_run in grouped.items():
+        with hook_handling.hooked_model(model, hooks) as run_model:
+            _run_batches(run_model, hooks, to_run, x_in, timestep, model_options, out_conds, out_counts)
+    for out, count in zip(out_conds, out_counts, strict=True):
+        out /= count
+    return out_conds
+
+
+def _run_batches(model: Any, hooks: Any, to_run: list[tuple[CondRun, int]], x_in: torch.Tensor,
+                 timestep: torch.Tensor, model_options: dict[str, Any], out_conds: list[torch.Tensor],
+                 out_counts: list[torch.Tensor]) -> None:
+    """Evaluate one hook group's entries, as few model calls as memory allows, into the sides' sums."""
     while to_run:
         first = to_run[0][0]
         candidates = [i for i, (p, _) in enumerate(to_run) if can_concat_cond(p, first)]
@@ -409,7 +420,7 @@ def _calc_cond_batch(model: Any, conds: Any, x_in: torch.Tensor, timestep: torch
         cond_or_uncond = [i for _, i in runs]
         control, patches = runs[-1][0].control, runs[-1][0].patches
         timestep_ = torch.cat([timestep] * len(runs))
-        transformer_options = extension.merge_nested_dicts({}, model_options.get("transformer_options", {}))
+        transformer_options = hook_handling.transformer_options_for(model, hooks, model_options)
         if patches is not None:
             merged = dict(transformer_options.get("patches", {}))
             for name, plist in patches.items():
@@ -435,9 +446,6 @@ def _calc_cond_batch(model: Any, conds: Any, x_in: torch.Tensor, timestep: torch
                     counts = counts.narrow(i + 2, p.area[i + dims], p.area[i])
             target += out * p.mult
             counts += p.mult
-    for out, count in zip(out_conds, out_counts, strict=True):
-        out /= count
-    return out_conds
 
 
 def calc_cond_uncond_batch(model: Any, cond: Any, uncond: Any, x_in: torch.Tensor, timestep: torch.Tensor,
@@ -562,10 +570,11 @@ class CFGGuider:
 
     def inner_sample(self, noise: torch.Tensor, latent_image: torch.Tensor, device: Any, sampler: Any,
                      sigmas: torch.Tensor, denoise_mask: torch.Tensor | None, callback: Any, disable_pbar: bool,
-                     seed: int | None) -> torch.Tensor:
+                     seed: int | None, latent_shapes: list | None = None) -> torch.Tensor:
         if latent_image is not None and torch.count_nonzero(latent_image) > 0:  # an empty latent stays as is
             latent_image = self.inner_model.process_latent_in(latent_image)
-        self.conds = process_conds(self.inner_model, noise, self.conds, device, latent_image, denoise_mask, seed)
+        self.conds = process_conds(self.inner_model, noise, self.conds, device, latent_image, denoise_mask, seed,
+                                   latent_shapes=latent_shapes)
         options = create_model_options_clone(self.model_options)
         options.setdefault("transformer_options", {})["sample_sigmas"] = sigmas
         extra_args = {"model_options": options, "seed": seed}
@@ -576,7 +585,7 @@ class CFGGuider:
 
     def outer_sample(self, noise: torch.Tensor, latent_image: torch.Tensor, sampler: Any, sigmas: torch.Tensor,
                      denoise_mask: torch.Tensor | None = None, callback: Any = None, disable_pbar: bool = False,
-                     seed: int | None = None) -> torch.Tensor:
+                     seed: int | None = None, latent_shapes: list | None = None) -> torch.Tensor:
         with ExitStack() as stack:
             self.inner_model = stack.enter_context(self.model_patcher.use())
             self.inner_model.current_patcher = self.model_patcher
@@ -585,11 +594,12 @@ class CFGGuider:
                 if enter is not None:
                     stack.enter_context(enter())
             for extra in self.model_patcher.get_nested_additional_models() + \
-                    self.model_patcher.model_patches_models():
+                    self.model_patcher.model_patches_models() + hook_handling.additional_models(self.model_options):
                 stack.enter_context(extra.use())
             device = self.model_patcher.load_device
             if denoise_mask is not None:
-                denoise_mask = prepare_mask(denoise_mask, noise.shape, device)
+                denoise_mask = denoise_mask.to(device) if latent_shapes and len(latent_shapes) > 1 else \
+                    prepare_mask(denoise_mask, noise.shape, device)
             noise = noise.to(device)
             latent_image = latent_image.to(device)
             sigmas = sigmas.to(device)
@@ -597,7 +607,7 @@ class CFGGuider:
             try:
                 self.model_patcher.pre_run()
                 output = self.inner_sample(noise, latent_image, device, sampler, sigmas, denoise_mask, callback,
-                                           disable_pbar, seed)
+                                           disable_pbar, seed, **_parts(latent_shapes))
             finally:
                 self.model_patcher.cleanup()
                 for control in _controls(self.conds):
@@ -610,18 +620,66 @@ class CFGGuider:
                seed: int | None = None) -> torch.Tensor:
         if sigmas.shape[-1] == 0:
             return latent_image
+        noise, latent_image, denoise_mask, latent_shapes = pack_nested(noise, latent_image, denoise_mask)
+        if len(latent_shapes) > 1 and callback is not None:
+            callback = _unpacking_callback(callback, latent_shapes)
         self.conds = {k: [dict(c) for c in v] for k, v in self.original_conds.items()}
+        hook_handling.preprocess_conds_hooks(self.conds)
         original_options = self.model_options
         self.model_options = create_model_options_clone(self.model_options)
+        # the wrappers and callbacks packs put on the patcher join the run's options (ComfyUI's prepare_model_patcher)
+        to = self.model_options.setdefault("transformer_options", {})
+        extension.merge_nested_dicts(to.setdefault("wrappers", {}), self.model_patcher.wrappers, copy_dict1=False)
+        extension.merge_nested_dicts(to.setdefault("callbacks", {}), self.model_patcher.callbacks, copy_dict1=False)
         try:
+            hook_handling.prepare_model_patcher(self.model_patcher, self.conds, self.model_options)
+            hook_handling.filter_registered_hooks_on_conds(self.conds, self.model_options)
             wrappers = extension.get_all_wrappers(extension.WrappersMP.OUTER_SAMPLE, self.model_options,
                                                   is_model_options=True)
             output = extension.WrapperExecutor.new_class_executor(self.outer_sample, self, wrappers).execute(
-                noise, latent_image, sampler, sigmas, denoise_mask, callback, disable_pbar, seed)
+                noise, latent_image, sampler, sigmas, denoise_mask, callback, disable_pbar, seed,
+                **_parts(latent_shapes))
         finally:
             self.model_options = original_options
+            self.model_patcher.restore_hook_patches()
         del self.conds
+        if len(latent_shapes) > 1:
+            output = NestedTensor(unpack_latents(output, latent_shapes))
         return output
+
+
+def _parts(latent_shapes: list | None) -> dict[str, Any]:
+    """``latent_shapes`` for a packed latent; nothing for a plain one, so guiders and packs that override
+    ``outer_sample`` / ``inner_sample`` with the older signature keep working."""
+    return {"latent_shapes": latent_shapes} if latent_shapes and len(latent_shapes) > 1 else {}
+
+
+def pack_nested(noise: Any, latent_image: Any, denoise_mask: Any) -> tuple[Any, Any, Any, list]:
+    """A nested latent (and its noise and mask) as one packed tensor, and the parts' shapes.
+
+    Each part of the mask is resized to its part as a plain mask would be; a
+    plain mask applies to the first part and the others are denoised fully.
+    """
+    if not is_nested(latent_image):
+        return noise, latent_image, denoise_mask, [latent_image.shape]
+    parts = latent_image.unbind()
+    shapes = [p.shape for p in parts]
+    latent_image = pack_latents(parts)[0]
+    noise = pack_latents(noise.unbind())[0] if is_nested(noise) else noise
+    if denoise_mask is not None:
+        masks = list(denoise_mask.unbind()) if is_nested(denoise_mask) else [denoise_mask]
+        masks = masks[: len(shapes)] + [torch.ones(s) for s in shapes[len(masks):]]
+        denoise_mask = pack_latents([reshape_mask(m.float(), s) for m, s in zip(masks, shapes, strict=True)])[0]
+    return noise, latent_image, denoise_mask, shapes
+
+
+def _unpacking_callback(callback: Any, shapes: list) -> Any:
+    """Step callbacks see the parts of a packed latent (previews, SamplerCustom's denoised output)."""
+    def unpacked(step: int, x0: Any, x: Any, total: int) -> Any:
+        return callback(step, NestedTensor(unpack_latents(x0, shapes)), NestedTensor(unpack_latents(x, shapes)),
+                        total)
+
+    return unpacked
 
 
 def sample(model: Any, noise: torch.Tensor, positive: list, negative: list, cfg: float, device: Any, sampler: Any,

@@ -22,9 +22,18 @@ def prepare_noise(latent: torch.Tensor, seed: int, batch_index: Sequence[int] | 
     Batch items are consecutive draws of one stream. With a ``batch_index``
     (latents split from a larger batch) one item-sized draw is made per index up
     to the largest and the listed ones are picked, so an item keeps the noise it
-    had in the full batch.
+    had in the full batch. The parts of a nested latent (LTX-2's video + audio)
+    draw one after the other from the same stream.
     """
+    from ..model.nested import NestedTensor, is_nested
+
     generator = torch.manual_seed(seed)
+    if is_nested(latent):
+        return NestedTensor(_draw(part, generator, batch_index) for part in latent.unbind())
+    return _draw(latent, generator, batch_index)
+
+
+def _draw(latent: torch.Tensor, generator: torch.Generator, batch_index: Sequence[int] | None) -> torch.Tensor:
     if batch_index is None:
         return torch.randn(
             latent.size(), dtype=latent.dtype, layout=latent.layout, generator=generator, device="cpu"

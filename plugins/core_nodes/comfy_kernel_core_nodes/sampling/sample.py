@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from ..model.conds import repeat_to_batch_size
+from ..model.nested import is_nested
 from .guider import sample as guided_sample
 from .ksampler import KSampler
 from .noise import prepare_noise
@@ -21,6 +22,8 @@ __all__ = ["fix_empty_latent_channels", "prepare_noise", "sample", "sample_custo
 
 def fix_empty_latent_channels(model: Any, latent_image: torch.Tensor) -> torch.Tensor:
     """An empty latent with the wrong channel count (EmptyLatentImage for a 16-channel model) is widened."""
+    if is_nested(latent_image):
+        return latent_image
     latent_format = model.get_model_object("latent_format")
     if latent_format.latent_channels != latent_image.shape[1] and torch.count_nonzero(latent_image) == 0:
         latent_image = repeat_to_batch_size(latent_image, latent_format.latent_channels, dim=1)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import torch
-from scipy import integrate
 
 from ._common import ancestral_step, ones, report, seed_of, to_d
 from .cfg import denoise_with_uncond
@@ -191,7 +190,12 @@ def sample_dpm_2_ancestral(
 
 
 def _lms_coeff(order: int, t, i: int, j: int) -> float:
-    """Integral over [t_i, t_i+1] of the j-th Lagrange basis polynomial through the last `order` sigmas."""
+    """Integral over [t_i, t_i+1] of the j-th Lagrange basis polynomial through the last `order` sigmas.
+
+    scipy is imported here: its ``integrate`` package takes longer to import than all the samplers,
+    and only LMS needs it.
+    """
+    from scipy import integrate
 
     def basis(tau):
         prod = 1.0
@@ -255,17 +259,42 @@ def sample_ddpm(model, x, sigmas, extra_args=None, callback=None, disable=None, 
 
 
 @torch.no_grad()
-def sample_lcm(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_sampler=None):
-    """Latent Consistency Model sampling: jump to x0, re-noise to the next sigma."""
+def sample_lcm(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_sampler=None, s_noise=1.0,
+               s_noise_end=None, noise_clip_std=0.0):
+    """Latent Consistency Model sampling: jump to x0, re-noise to the next sigma with the model's noise_scaling.
+
+    ``s_noise`` multiplies the fresh noise at the first step and moves linearly to
+    ``s_noise_end`` at the last one (SamplerLCM); ``noise_clip_std`` > 0 clamps the
+    fresh noise to that many of its standard deviations first.
+    """
     extra_args = extra_args or {}
     noise_sampler = noise_sampler or default_noise_sampler(x, seed=seed_of(extra_args))
-    for i in range(len(sigmas) - 1):
+    model_sampling = _model_sampling(model)
+    s_noise_end = s_noise if s_noise_end is None else s_noise_end
+    steps = len(sigmas) - 1
+    for i in range(steps):
         denoised = model(x, sigmas[i] * ones(x), **extra_args)
         report(callback, x, i, sigmas[i], denoised)
         x = denoised
         if sigmas[i + 1] > 0:
-            x = noise_sampler(sigmas[i], sigmas[i + 1]) * sigmas[i + 1] + x
+            noise = noise_sampler(sigmas[i], sigmas[i + 1])
+            if noise_clip_std > 0:
+                limit = noise_clip_std * noise.std()
+                noise = noise.clamp(-limit, limit)
+            scale = s_noise + (s_noise_end - s_noise) * i / (steps - 1) if steps > 1 else s_noise
+            if scale != 1.0:
+                noise = noise * scale
+            if model_sampling is None:
+                x = noise * sigmas[i + 1] + x
+            else:
+                x = model_sampling.noise_scaling(sigmas[i + 1], noise, x)
     return x
+
+
+def _model_sampling(model):
+    """The sampled model's ``model_sampling`` (sampler -> guider -> BaseModel), None for a bare function."""
+    guider = getattr(model, "inner_model", None)
+    return getattr(getattr(guider, "inner_model", None), "model_sampling", None)
 
 
 @torch.no_grad()

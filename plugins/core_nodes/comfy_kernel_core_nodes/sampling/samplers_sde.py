@@ -205,9 +205,24 @@ def _exp_integral_coeffs(s: torch.Tensor, t: torch.Tensor, order: int, tau: floa
     return (log_coeff.exp() * signs).tril() @ terms
 
 
-def _sa_coeffs(sigma_next, lambdas, lambda_s, lambda_t, tau: float) -> torch.Tensor:
-    """SA-Solver b_i (Xue et al. 2023, eqs. 15/18): Lagrange basis through `lambdas` integrated exactly."""
+def _sa_coeffs(sigma_next, lambdas, lambda_s, lambda_t, tau: float, simple_order_2: bool = False,
+               corrector: bool = False) -> torch.Tensor:
+    """SA-Solver b_i (Xue et al. 2023, eqs. 15/18): Lagrange basis through `lambdas` integrated exactly.
+
+    ``simple_order_2`` uses the paper's simplified two-point coefficients (its appendix D) instead.
+    """
     n = lambdas.shape[0]
+    if simple_order_2 and n == 2:
+        tau_mul = 1 + tau**2
+        h = lambda_t - lambda_s
+        alpha_t = sigma_next * lambda_t.exp()
+        full = alpha_t * (-h * tau_mul).expm1().neg()
+        # coefficients of the older and the newer prediction, in that order
+        if corrector:
+            newer = alpha_t * (0.5 * tau_mul * h)
+            return torch.stack([full - newer, newer])
+        older = alpha_t * (0.5 * tau_mul * h**2) / (lambdas[-2] - lambda_s)
+        return torch.stack([older, full - older])
     integrals = _exp_integral_coeffs(lambda_s, lambda_t, n, tau)
     vander_t = torch.vander(lambdas, n, increasing=True).T
     return sigma_next * lambda_t.exp() * torch.linalg.solve(vander_t, integrals)
@@ -249,8 +264,13 @@ def sample_sa_solver(
     predictor_order=3,
     corrector_order=4,
     use_pece=False,
+    simple_order_2=False,
 ):
-    """Stochastic Adams predictor-corrector; PECE re-evaluates the model after each correction."""
+    """Stochastic Adams predictor-corrector; PECE re-evaluates the model after each correction.
+
+    Returns the corrected state: the final denoised prediction when the schedule ends at 0,
+    else the state at the last sigma that was corrected (as the reference does).
+    """
     if len(sigmas) <= 1:
         return x
     extra_args = extra_args or {}
@@ -276,7 +296,8 @@ def sample_sa_solver(
         if c_order == 0:
             x = x_pred
         else:
-            b = _sa_coeffs(sigmas[i], lambdas[i - c_order + 1 : i + 1], lambdas[i - 1], lambdas[i], tau_t)
+            b = _sa_coeffs(sigmas[i], lambdas[i - c_order + 1 : i + 1], lambdas[i - 1], lambdas[i], tau_t,
+                           simple_order_2, corrector=True)
             corr = torch.tensordot(torch.stack(preds[-c_order:], dim=1), b, dims=([1], [0]))
             x = sigmas[i] / sigmas[i - 1] * (-(tau_t**2) * h).exp() * x + corr
             if tau_t > 0 and s_noise > 0:
@@ -286,10 +307,11 @@ def sample_sa_solver(
                 preds[-1] = denoised
 
         if sigmas[i + 1] == 0:
-            x_pred = denoised
+            x = denoised
         else:
             tau_t = tau_func(sigmas[i + 1])
-            b = _sa_coeffs(sigmas[i + 1], lambdas[i - p_order + 1 : i + 1], lambdas[i], lambdas[i + 1], tau_t)
+            b = _sa_coeffs(sigmas[i + 1], lambdas[i - p_order + 1 : i + 1], lambdas[i], lambdas[i + 1], tau_t,
+                           simple_order_2)
             pred = torch.tensordot(torch.stack(preds[-p_order:], dim=1), b, dims=([1], [0]))
             h = lambdas[i + 1] - lambdas[i]
             x_pred = sigmas[i + 1] / sigmas[i] * (-(tau_t**2) * h).exp() * x + pred
@@ -297,7 +319,7 @@ def sample_sa_solver(
                 amount = sigmas[i + 1] * (-2 * tau_t**2 * h).expm1().neg().sqrt() * s_noise
                 noise = noise_sampler(sigmas[i], sigmas[i + 1]) * amount
                 x_pred = x_pred + noise
-    return x_pred
+    return x
 
 
 @torch.no_grad()

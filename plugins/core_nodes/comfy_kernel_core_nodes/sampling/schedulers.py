@@ -49,6 +49,25 @@ def exponential(steps: int, sigma_min: float, sigma_max: float) -> torch.Tensor:
     return _with_zero(torch.linspace(math.log(sigma_max), math.log(sigma_min), steps).exp())
 
 
+def polyexponential(steps: int, sigma_min: float, sigma_max: float, rho: float = 1.0) -> torch.Tensor:
+    """A polynomial ramp (power rho) in log sigma; rho = 1 is the exponential schedule."""
+    ramp = torch.linspace(1, 0, steps) ** rho
+    return _with_zero(torch.exp(ramp * (math.log(sigma_max) - math.log(sigma_min)) + math.log(sigma_min)))
+
+
+def vp(steps: int, beta_d: float = 19.9, beta_min: float = 0.1, eps_s: float = 1e-3) -> torch.Tensor:
+    """The continuous variance-preserving schedule, t from 1 down to eps_s."""
+    t = torch.linspace(1, eps_s, steps)
+    return _with_zero(torch.sqrt(torch.special.expm1(beta_d * t**2 / 2 + beta_min * t)))
+
+
+def laplace(steps: int, sigma_min: float, sigma_max: float, mu: float = 0.0, beta: float = 0.5) -> torch.Tensor:
+    """Log sigma Laplace-distributed around mu (Tiankai et al. 2024); clamped, without a final zero."""
+    x = torch.linspace(0, 1, steps)
+    lmb = mu - beta * torch.sign(0.5 - x) * torch.log(1 - 2 * torch.abs(0.5 - x) + 1e-5)
+    return torch.clamp(torch.exp(lmb), min=sigma_min, max=sigma_max)
+
+
 def kl_optimal(steps: int, sigma_min: float, sigma_max: float) -> torch.Tensor:
     """'Align Your Steps' KL-optimal schedule: uniform in arctan(sigma)."""
     idx = torch.arange(steps, dtype=torch.float).div_(max(steps - 1, 1))  # one step: sigma_max, not 0/0

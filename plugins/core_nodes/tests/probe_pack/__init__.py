@@ -149,7 +149,7 @@ class TestLoad:
 
 
 class TestConditioning:
-    """A CONDITIONING without a text encoder: one entry of constant [1, tokens, 768] and pooled [1, 768]."""
+    """A CONDITIONING without a text encoder: one entry of constant [1, tokens, width] and pooled [1, width]."""
 
     CATEGORY = "testing"
     RETURN_TYPES = ("CONDITIONING",)
@@ -158,12 +158,13 @@ class TestConditioning:
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
         return {"required": {"value": ("FLOAT", {"default": 1.0, "min": -1e9, "max": 1e9}),
-                             "tokens": ("INT", {"default": 77, "min": 1, "max": 4096})}}
+                             "tokens": ("INT", {"default": 77, "min": 1, "max": 4096})},
+                "optional": {"width": ("INT", {"default": 768, "min": 1, "max": 8192})}}
 
-    def make(self, value: float, tokens: int) -> tuple[list]:
+    def make(self, value: float, tokens: int, width: int = 768) -> tuple[list]:
         import torch
 
-        return ([[torch.full((1, tokens, 768), value), {"pooled_output": torch.full((1, 768), value)}]],)
+        return ([[torch.full((1, tokens, width), value), {"pooled_output": torch.full((1, width), value)}]],)
 
 
 class TestModelStates:

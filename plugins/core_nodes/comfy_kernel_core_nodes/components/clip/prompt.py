@@ -184,8 +184,11 @@ def tokenize_prompt(
     embedding_dir: Path | str | None = None,
     width: int = 768,
     pad_token: int = END_TOKEN,
+    chunk_length: int = CHUNK_LENGTH,
 ) -> list[list[WeightedToken]]:
     """Chunks of 77 (token, weight) pairs: start token, up to 75 tokens, end token, padding.
+
+    ``chunk_length`` is the encoder's position count (248 for Long-CLIP files).
 
     A piece of fewer than 8 tokens that does not fit into the current chunk moves
     whole to the next one; a longer piece is cut at the chunk boundary. CLIP-L
@@ -196,7 +199,7 @@ def tokenize_prompt(
     for piece, weight in parse_weights(text):
         groups.extend(_piece_tokens(piece, weight, tokenizer, embedding_dir, width))
 
-    room = CHUNK_LENGTH - 1
+    room = chunk_length - 1
     chunks: list[list[WeightedToken]] = []
     chunk: list[WeightedToken] = [(START_TOKEN, 1.0)]
     chunks.append(chunk)
@@ -217,5 +220,5 @@ def tokenize_prompt(
             chunk = [(START_TOKEN, 1.0)]
             chunks.append(chunk)
     chunk.append((END_TOKEN, 1.0))
-    chunk.extend([(pad_token, 1.0)] * (CHUNK_LENGTH - len(chunk)))
+    chunk.extend([(pad_token, 1.0)] * (chunk_length - len(chunk)))
     return chunks

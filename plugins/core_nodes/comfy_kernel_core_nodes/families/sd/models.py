@@ -65,7 +65,8 @@ class SDUNetConfig(ModelConfig):
         return self.get_model(weights, shapes, prefix)
 
     def load_clip(self, path: str, shapes: Shapes, embedding_directory: Any = None) -> Any:
-        from .text import CLIP_L_PREFIXES, clip_l_prefix, sd1_clip
+        from ...components.clip.files import CLIP_L_PREFIXES, clip_l_prefix
+        from .text import sd1_clip
 
         prefix = clip_l_prefix({k: v for k, v in shapes.items() if k.startswith("cond_stage_model.")})
         if prefix is None or prefix not in CLIP_L_PREFIXES:
@@ -99,16 +100,9 @@ class SD20(SDUNetConfig):
         path = getattr(self, "path", None)
         key = f"{prefix}output_blocks.11.1.transformer_blocks.0.norm1.bias"
         if self.unet_config.get("in_channels") == 4 and path is not None and key in shapes:
-            from safetensors import safe_open
+            from ...model.files import read_tensor
 
-            from ...model.files import is_safetensors, read_state_dict
-
-            if is_safetensors(path):
-                with safe_open(path, framework="pt") as f:
-                    bias = f.get_tensor(key)
-            else:
-                bias = read_state_dict(path)[key]
-            if torch.std(bias.float(), unbiased=False) > 0.09:
+            if torch.std(read_tensor(path, key).float(), unbiased=False) > 0.09:
                 return ModelType.V_PREDICTION
         return ModelType.EPS
 
@@ -160,6 +154,7 @@ class SDXL(SDUNetConfig):
     memory_usage_factor = 0.8
     family = "sdxl"
     model_class = SDXLModel
+    clip_type = "sdxl"
 
     def __init__(self, unet_config: dict[str, Any]) -> None:
         super().__init__(unet_config)

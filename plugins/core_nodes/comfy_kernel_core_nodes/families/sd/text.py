@@ -9,11 +9,12 @@ with ComfyUI's.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from typing import Any
 
 import torch
 
+from ...components.clip.files import EmbeddingDirectory, clip_l_prefix
+from ...components.clip.files import embedding_dir as _directory
 from ...components.clip.prompt import tokenize_prompt
 from ...components.clip.text_model import CLIPTextConfig, CLIPTextModel, encode_chunks
 from ...model.base import WeightsSource
@@ -22,31 +23,7 @@ from ...model.detection import Shapes
 from ...model.devices import storage_dtype
 from ...model.files import file_identity, load_module, part_reader, part_size
 
-CLIP_L_PREFIXES = (
-    "cond_stage_model.transformer.text_model.", "cond_stage_model.transformer.", "text_model.",
-    "transformer.text_model.", "clip_l.transformer.text_model.", "text_encoders.clip_l.transformer.text_model.",
-    "conditioner.embedders.0.transformer.text_model.", "",
-)
 MODEL_KEY_PREFIX = "clip_l.transformer.text_model."
-
-EmbeddingDirectory = str | list[str] | Callable[[], str | None] | None
-
-
-def clip_l_prefix(shapes: Shapes) -> str | None:
-    """Where a file keeps a CLIP-L text transformer (width 768, 12 layers), or None."""
-    for prefix in CLIP_L_PREFIXES:
-        emb = shapes.get(prefix + "embeddings.token_embedding.weight")
-        if emb is not None and emb[1] == 768 and prefix + "encoder.layers.11.mlp.fc2.weight" in shapes \
-                and prefix + "encoder.layers.12.mlp.fc2.weight" not in shapes:
-            return prefix
-    return None
-
-
-def _directory(embedding_directory: EmbeddingDirectory) -> str | None:
-    value = embedding_directory() if callable(embedding_directory) else embedding_directory
-    if isinstance(value, (list, tuple)):
-        value = next((d for d in value if os.path.isdir(d)), None)
-    return value
 
 
 class SD1Tokenizer:
@@ -101,14 +78,19 @@ def sd1_clip(path: str, prefix: str, shapes: Shapes, embedding_directory: Embedd
 
 
 def load_sd1_clip(paths: list[str], embedding_directory: EmbeddingDirectory = None) -> CLIP:
-    """CLIPLoader type ``stable_diffusion``: one CLIP-L file."""
+    """CLIPLoader type ``stable_diffusion``: one CLIP-L file (SD1.x), or one OpenCLIP-H file (SD2.x)."""
     from ...model.files import tensor_shapes
     from ...model.loading import UnsupportedModel
+    from .text_h import sd2_clip
 
     if len(paths) != 1:
         raise UnsupportedModel("CLIP type 'stable_diffusion' takes one text encoder file")
     shapes = tensor_shapes(paths[0])
     prefix = clip_l_prefix(shapes)
     if prefix is None:
-        raise UnsupportedModel(f"{os.path.basename(paths[0])}: no CLIP-L text encoder recognised in this file")
+        clip = sd2_clip(paths[0], shapes, embedding_directory)
+        if clip is not None:
+            return clip
+        raise UnsupportedModel(f"{os.path.basename(paths[0])}: no CLIP-L or OpenCLIP-H text encoder recognised "
+                               "in this file")
     return sd1_clip(paths[0], prefix, shapes, embedding_directory)

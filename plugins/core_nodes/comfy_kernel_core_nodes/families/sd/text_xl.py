@@ -18,6 +18,15 @@ from typing import Any
 import torch
 from torch import nn
 
+from ...components.clip.files import (  # noqa: F401  (text_h and others import them from here)
+    HF_G_PREFIXES,
+    OPENCLIP_G_PREFIXES,
+    hf_g_prefix,
+    hf_names,
+    openclip_g_prefix,
+    openclip_to_hf,
+)
+from ...components.clip.files import g_reader as _g_reader
 from ...components.clip.prompt import tokenize_prompt
 from ...components.clip.text_model import CLIP_G, CLIPTextConfig, CLIPTextModel, encode_chunks
 from ...model.base import WeightsSource
@@ -26,67 +35,6 @@ from ...model.detection import Shapes
 from ...model.devices import storage_dtype
 from ...model.files import combined_reader, file_identity, load_module, part_reader, part_size
 from .text import EmbeddingDirectory, _directory, clip_l_prefix
-
-OPENCLIP_G_PREFIXES = ("conditioner.embedders.1.model.", "conditioner.embedders.0.model.",
-                       "cond_stage_model.model.", "")
-HF_G_PREFIXES = ("text_model.", "clip_g.transformer.text_model.", "text_encoders.clip_g.transformer.text_model.",
-                 "conditioner.embedders.1.transformer.text_model.")
-
-
-def openclip_g_prefix(shapes: Shapes) -> str | None:
-    """Where a file keeps OpenCLIP-G's text tower in OpenCLIP's layout (width 1280, 32 blocks)."""
-    for prefix in OPENCLIP_G_PREFIXES:
-        emb = shapes.get(prefix + "token_embedding.weight")
-        if emb is not None and emb[1] == 1280 and prefix + "transformer.resblocks.31.ln_1.weight" in shapes:
-            return prefix
-    return None
-
-
-def hf_g_prefix(shapes: Shapes) -> str | None:
-    """Where a file keeps CLIP-G in the Hugging Face layout."""
-    for prefix in HF_G_PREFIXES:
-        emb = shapes.get(prefix + "embeddings.token_embedding.weight")
-        if emb is not None and emb[1] == 1280 and prefix + "encoder.layers.31.mlp.fc2.weight" in shapes:
-            return prefix
-    return None
-
-
-_BLOCK = {"ln_1": "layer_norm1", "ln_2": "layer_norm2", "attn.out_proj": "self_attn.out_proj",
-          "mlp.c_fc": "mlp.fc1", "mlp.c_proj": "mlp.fc2"}
-
-
-def hf_names(key: str) -> list[str]:
-    """The Hugging Face name(s) of one OpenCLIP text tower key (in_proj splits into q, k, v); [] to drop."""
-    if key == "token_embedding.weight":
-        return ["embeddings.token_embedding.weight"]
-    if key == "positional_embedding":
-        return ["embeddings.position_embedding.weight"]
-    if key.startswith("ln_final."):
-        return ["final_layer_norm." + key[len("ln_final."):]]
-    if key == "text_projection":
-        return ["text_projection.weight"]
-    if key.startswith("transformer.resblocks."):
-        index, rest = key[len("transformer.resblocks."):].split(".", 1)
-        layer = f"encoder.layers.{index}."
-        if rest in ("attn.in_proj_weight", "attn.in_proj_bias"):
-            kind = rest.rsplit("_", 1)[1]
-            return [f"{layer}self_attn.{name}.{kind}" for name in ("q_proj", "k_proj", "v_proj")]
-        for openclip, hf in _BLOCK.items():
-            if rest.startswith(openclip + "."):
-                return [layer + hf + rest[len(openclip):]]
-    return []
-
-
-def openclip_to_hf(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """OpenCLIP text tower tensors -> the Hugging Face CLIP names this package's model uses."""
-    out: dict[str, torch.Tensor] = {}
-    for key, tensor in sd.items():
-        names = hf_names(key)
-        if key == "text_projection":
-            tensor = tensor.transpose(0, 1).contiguous()  # used as h @ P: a Linear's weight is P transposed
-        parts = tensor.chunk(3, dim=0) if len(names) == 3 else (tensor,) * len(names)
-        out.update(zip(names, parts, strict=True))
-    return out
 
 
 class _Named(nn.Module):
@@ -102,32 +50,6 @@ class _Named(nn.Module):
 
     def encoder(self, name: str) -> CLIPTextModel:
         return getattr(self, name).transformer.text_model
-
-
-def _g_keys(shapes: Shapes, prefix: str, openclip: bool) -> frozenset[str]:
-    local = [k[len(prefix):] for k in shapes if k.startswith(prefix)]
-    if not openclip:
-        return frozenset(local)
-    return frozenset(name for k in local for name in hf_names(k))
-
-
-def _openclip_tower(key: str) -> bool:
-    return key.startswith(("token_embedding", "positional_embedding", "ln_final", "text_projection",
-                           "transformer.resblocks"))
-
-
-def _g_reader(path: str, shapes: Shapes, dtype: Any) -> tuple[Any, frozenset[str], str]:
-    prefix = openclip_g_prefix(shapes)
-    if prefix is not None:
-        reader = part_reader(path, prefix, dtype, rename=lambda k: k if _openclip_tower(k) else None,
-                             convert=openclip_to_hf)
-        tower = {k: v for k, v in shapes.items() if k.startswith(prefix) and _openclip_tower(k[len(prefix):])}
-        return reader, _g_keys(tower, prefix, True), prefix
-    prefix = hf_g_prefix(shapes)
-    if prefix is None:
-        raise ValueError("no OpenCLIP-G text encoder in this file")
-    reader = part_reader(path, prefix, dtype, rename=lambda k: None if k.endswith("position_ids") else k)
-    return reader, frozenset(k for k in _g_keys(shapes, prefix, False) if not k.endswith("position_ids")), prefix
 
 
 def _l_reader(path: str, shapes: Shapes, prefix: str, dtype: Any) -> tuple[Any, frozenset[str], str]:

@@ -1,0 +1,385 @@
+"""The LTX-2 audio-video transformer: a video stream and an audio stream that attend to each other in every block.
+
+Each block runs, per stream, adaLN-modulated self-attention (rotary positions
+over time, height and width for video, time for audio), cross-attention to
+the stream's own text tokens, then audio-to-video and video-to-audio
+cross-attention (rotary positions over time only, on the audio stream's head
+layout) modulated by their own timestep embeddings, and a gated feed-forward.
+Norms are parameter-free RMS norms; queries and keys get RMS norms across all
+heads. Rotary angles interleave pairs of channels, their frequencies spread
+geometrically from 1 to theta over each axis's share of the width, at the
+middle of each token's span in seconds (video: latent frames of 8 pixel frames
+at ``fps``, 32x32 pixels; audio: latent frames of 4 mel frames of 10 ms), both
+shifted by the causal VAEs' first frame.
+
+``forward`` is the sampler's interface: the packed audio + video latent of
+``model/nested.py`` with the parts' shapes, a timestep per stream (per token
+where frames are kept), guide-frame positions (``keyframe_idxs``) and the text
+states of both streams side by side.
+
+Module names are ComfyUI's (the released checkpoints' ``patchify_proj``,
+``adaln_single``, ``av_ca_video_scale_shift_adaln_single``,
+``transformer_blocks.N.audio_to_video_attn.q_norm``,
+``scale_shift_table_a2v_ca_video`` ...). Widths and depth are read from the
+file; heads follow ComfyUI's reading (32 per stream).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ...model import ops as _ops
+from ...model.attention import optimized_attention
+from ..flux.layers import timestep_embedding
+
+
+@dataclass(frozen=True)
+class LTX2Config:
+    in_channels: int = 128
+    out_channels: int = 128
+    dim: int = 4096
+    heads: int = 32
+    audio_in_channels: int = 128
+    audio_out_channels: int = 128
+    audio_dim: int = 2048
+    audio_heads: int = 32
+    caption_channels: int = 3840
+    num_layers: int = 48
+    theta: float = 10000.0
+    max_frames: int = 20
+    max_size: int = 2048
+    vae_scale: tuple[int, int, int] = (8, 32, 32)
+    audio_scale: int = 4
+    sample_rate: int = 16000
+    hop_length: int = 160
+    causal_offset: int = 1
+
+    @classmethod
+    def from_unet_config(cls, config: dict[str, Any]) -> LTX2Config:
+        """The network's shape from ComfyUI's ``unet_config`` (see :func:`.detect.transformer_config`)."""
+        if config.get("gated_attention") or config.get("prompt_modulation"):
+            raise ValueError("LTX-2.3 transformers (gated attention, text modulation) are not supported yet")
+        return cls(in_channels=config["in_channels"], out_channels=config["out_channels"],
+                   dim=config["num_attention_heads"] * config["attention_head_dim"],
+                   heads=config["num_attention_heads"], audio_in_channels=config["audio_in_channels"],
+                   audio_out_channels=config["audio_out_channels"],
+                   audio_dim=config["audio_num_attention_heads"] * config["audio_attention_head_dim"],
+                   audio_heads=config["audio_num_attention_heads"], caption_channels=config["caption_channels"],
+                   num_layers=config["num_layers"])
+
+
+class RMSNorm(nn.Module):
+    """RMS norm over the last dimension, with a learned scale when ``affine``."""
+
+    def __init__(self, dim: int, affine: bool = True, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.eps = eps
+        if affine:
+            self.weight = nn.Parameter(torch.empty(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight = _ops.cast_weight(self, "weight", x) if hasattr(self, "weight") else None
+        return F.rms_norm(x, (x.shape[-1],), weight, self.eps)
+
+
+def rotate(x: torch.Tensor, freqs: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """Interleaved rotary embedding over the whole width: channel pairs (2i, 2i + 1) turn together."""
+    cos, sin = freqs
+    pairs = x.unflatten(-1, (-1, 2))
+    turned = torch.stack([-pairs[..., 1], pairs[..., 0]], dim=-1).flatten(-2)
+    return (x.float() * cos + turned.float() * sin).to(x.dtype)
+
+
+class Attention(nn.Module):
+    def __init__(self, ops: Any, dim: int, heads: int, inner: int, context_dim: int | None = None) -> None:
+        super().__init__()
+        context_dim = context_dim or dim
+        self.heads = heads
+        self.to_q = ops.Linear(dim, inner)
+        self.to_k = ops.Linear(context_dim, inner)
+        self.to_v = ops.Linear(context_dim, inner)
+        self.q_norm = RMSNorm(inner)
+        self.k_norm = RMSNorm(inner)
+        self.to_out = nn.ModuleList([ops.Linear(inner, dim)])
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None, q_rope: Any = None, k_rope: Any = None,
+                mask: torch.Tensor | None = None) -> torch.Tensor:
+        context = x if context is None else context
+        q, k = self.q_norm(self.to_q(x)), self.k_norm(self.to_k(context))
+        if q_rope is not None:
+            q, k = rotate(q, q_rope), rotate(k, k_rope if k_rope is not None else q_rope)
+        return self.to_out[0](optimized_attention(q, k, self.to_v(context), self.heads, mask=mask))
+
+
+class GELUProj(nn.Module):
+    def __init__(self, ops: Any, dim: int, inner: int) -> None:
+        super().__init__()
+        self.proj = ops.Linear(dim, inner)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.gelu(self.proj(x), approximate="tanh")
+
+
+class FeedForward(nn.Module):
+    def __init__(self, ops: Any, dim: int, mult: int = 4) -> None:
+        super().__init__()
+        self.net = nn.ModuleList([GELUProj(ops, dim, dim * mult), nn.Dropout(0.0), ops.Linear(dim * mult, dim)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net[2](self.net[0](x))
+
+
+def modulation(table: torch.Tensor, emb: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """A block's table [n, D] plus a timestep embedding [B, T, n * D] -> n tensors [B, T, D]."""
+    b, t = emb.shape[:2]
+    values = table[None, None].to(emb) + emb.reshape(b, t, table.shape[0], -1)
+    return values.unbind(dim=2)
+
+
+def rms(x: torch.Tensor) -> torch.Tensor:
+    return F.rms_norm(x, (x.shape[-1],), None, 1e-6)
+
+
+class Block(nn.Module):
+    def __init__(self, ops: Any, config: LTX2Config) -> None:
+        super().__init__()
+        dim, adim = config.dim, config.audio_dim
+        self.attn1 = Attention(ops, dim, config.heads, dim)
+        self.audio_attn1 = Attention(ops, adim, config.audio_heads, adim)
+        self.attn2 = Attention(ops, dim, config.heads, dim, dim)
+        self.audio_attn2 = Attention(ops, adim, config.audio_heads, adim, adim)
+        self.audio_to_video_attn = Attention(ops, dim, config.audio_heads, adim, adim)
+        self.video_to_audio_attn = Attention(ops, adim, config.audio_heads, adim, dim)
+        self.ff = FeedForward(ops, dim)
+        self.audio_ff = FeedForward(ops, adim)
+        self.scale_shift_table = nn.Parameter(torch.empty(6, dim))
+        self.audio_scale_shift_table = nn.Parameter(torch.empty(6, adim))
+        self.scale_shift_table_a2v_ca_video = nn.Parameter(torch.empty(5, dim))
+        self.scale_shift_table_a2v_ca_audio = nn.Parameter(torch.empty(5, adim))
+
+    def _table(self, name: str, x: torch.Tensor) -> torch.Tensor:
+        return _ops.cast_weight(self, name, x)
+
+    def forward(self, x: torch.Tensor, a: torch.Tensor, context: torch.Tensor, audio_context: torch.Tensor,
+                emb: dict[str, torch.Tensor], rope: dict[str, Any], masks: dict[str, Any]) -> tuple[torch.Tensor, ...]:
+        shift, scale, gate, shift_ff, scale_ff, gate_ff = modulation(self._table("scale_shift_table", x), emb["video"])
+        x = x + self.attn1(rms(x) * (1 + scale) + shift, q_rope=rope["video"]) * gate
+        a_shift, a_scale, a_gate, a_shift_ff, a_scale_ff, a_gate_ff = modulation(
+            self._table("audio_scale_shift_table", a), emb["audio"])
+        a = a + self.audio_attn1(rms(a) * (1 + a_scale) + a_shift, q_rope=rope["audio"]) * a_gate
+
+        x = x + self.attn2(rms(x), context, mask=masks.get("video"))
+        a = a + self.audio_attn2(rms(a), audio_context, mask=masks.get("audio"))
+
+        vt, at = self._table("scale_shift_table_a2v_ca_video", x), self._table("scale_shift_table_a2v_ca_audio", a)
+        v_a2v_scale, v_a2v_shift, v_v2a_scale, v_v2a_shift = modulation(vt[:4], emb["video_cross"])
+        (a2v_gate,) = modulation(vt[4:], emb["video_gate"])
+        a_a2v_scale, a_a2v_shift, a_v2a_scale, a_v2a_shift = modulation(at[:4], emb["audio_cross"])
+        (v2a_gate,) = modulation(at[4:], emb["audio_gate"])
+        xn, an = rms(x), rms(a)
+        x = x + a2v_gate * self.audio_to_video_attn(xn * (1 + v_a2v_scale) + v_a2v_shift,
+                                                    an * (1 + a_a2v_scale) + a_a2v_shift,
+                                                    q_rope=rope["video_cross"], k_rope=rope["audio_cross"])
+        a = a + v2a_gate * self.video_to_audio_attn(an * (1 + a_v2a_scale) + a_v2a_shift,
+                                                    xn * (1 + v_v2a_scale) + v_v2a_shift,
+                                                    q_rope=rope["audio_cross"], k_rope=rope["video_cross"])
+
+        x = x + self.ff(rms(x) * (1 + scale_ff) + shift_ff) * gate_ff
+        a = a + self.audio_ff(rms(a) * (1 + a_scale_ff) + a_shift_ff) * a_gate_ff
+        return x, a
+
+
+class TimestepEmbedder(nn.Module):
+    def __init__(self, ops: Any, dim: int) -> None:
+        super().__init__()
+        self.linear_1 = ops.Linear(256, dim)
+        self.linear_2 = ops.Linear(dim, dim)
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        return self.linear_2(F.silu(self.linear_1(timestep_embedding(t, 256, time_factor=1.0).to(t.dtype))))
+
+
+class Embedding(nn.Module):
+    def __init__(self, ops: Any, dim: int) -> None:
+        super().__init__()
+        self.timestep_embedder = TimestepEmbedder(ops, dim)
+
+
+class AdaLNSingle(nn.Module):
+    """Timestep -> (``n`` modulation vectors [B, T, n * dim], the embedding [B, T, dim])."""
+
+    def __init__(self, ops: Any, dim: int, n: int) -> None:
+        super().__init__()
+        self.emb = Embedding(ops, dim)
+        self.linear = ops.Linear(dim, n * dim)
+
+    def forward(self, t: torch.Tensor, batch: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        emb = self.emb.timestep_embedder(t.flatten().to(dtype))
+        return self.linear(F.silu(emb)).view(batch, -1, self.linear.out_features), emb.view(batch, -1, emb.shape[-1])
+
+
+class CaptionProjection(nn.Module):
+    def __init__(self, ops: Any, cin: int, dim: int) -> None:
+        super().__init__()
+        self.linear_1 = ops.Linear(cin, dim)
+        self.linear_2 = ops.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear_2(F.gelu(self.linear_1(x), approximate="tanh"))
+
+
+def rope_freqs(coords: torch.Tensor, maxima: tuple[float, ...], dim: int, theta: float
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Coordinates [B, axes, N] (token middles) -> interleaved cos / sin [B, N, dim]."""
+    axes = coords.shape[1]
+    grid = torch.stack([coords[:, i] / maxima[i] for i in range(axes)], dim=-1)
+    steps = dim // (2 * axes)
+    powers = torch.pow(theta, torch.linspace(0.0, 1.0, steps, dtype=torch.float64, device=coords.device))
+    base = (powers * math.pi / 2.0).to(torch.float32)
+    freqs = ((grid.unsqueeze(-1) * 2 - 1) * base).transpose(-1, -2).flatten(2)
+    cos, sin = freqs.cos().repeat_interleave(2, dim=-1), freqs.sin().repeat_interleave(2, dim=-1)
+    pad = dim % (2 * axes)
+    if pad:
+        cos = torch.cat([torch.ones_like(cos[..., :pad]), cos], dim=-1)
+        sin = torch.cat([torch.zeros_like(sin[..., :pad]), sin], dim=-1)
+    return cos, sin
+
+
+def pixel_bounds(latent_shape: tuple[int, int, int], scale: tuple[int, int, int], batch: int = 1,
+                 device: torch.device | str = "cpu", causal: bool = True) -> torch.Tensor:
+    """The pixel spans [B, 3, N, (start, end)] of latent tokens (frames, rows, columns, in token order).
+
+    ``causal``: the VAE's first latent frame holds one pixel frame, so frame spans start 1 - 8 earlier,
+    clamped at 0 (ComfyUI's ``causal_fix``).
+    """
+    scale_t = torch.tensor(scale, dtype=torch.float32, device=device)
+    grid = torch.meshgrid(*(torch.arange(n, dtype=torch.float32, device=device) for n in latent_shape),
+                          indexing="ij")
+    starts = torch.stack(grid).flatten(1) * scale_t[:, None]
+    bounds = torch.stack([starts, starts + scale_t[:, None]], dim=-1)
+    if causal:
+        bounds[0] = (bounds[0] + 1 - scale[0]).clamp(min=0)
+    return bounds.unsqueeze(0).repeat(batch, 1, 1, 1)
+
+
+class LTX2Transformer(nn.Module):
+    def __init__(self, config: LTX2Config, ops: Any = _ops.plain, compute_dtype: torch.dtype | None = None) -> None:
+        super().__init__()
+        c = self.config = config
+        dim, adim = c.dim, c.audio_dim
+        self.patchify_proj = ops.Linear(c.in_channels, dim)
+        self.audio_patchify_proj = ops.Linear(c.audio_in_channels, adim)
+        self.caption_projection = CaptionProjection(ops, c.caption_channels, dim)
+        self.audio_caption_projection = CaptionProjection(ops, c.caption_channels, adim)
+        self.adaln_single = AdaLNSingle(ops, dim, 6)
+        self.audio_adaln_single = AdaLNSingle(ops, adim, 6)
+        self.av_ca_video_scale_shift_adaln_single = AdaLNSingle(ops, dim, 4)
+        self.av_ca_audio_scale_shift_adaln_single = AdaLNSingle(ops, adim, 4)
+        self.av_ca_a2v_gate_adaln_single = AdaLNSingle(ops, dim, 1)
+        self.av_ca_v2a_gate_adaln_single = AdaLNSingle(ops, adim, 1)
+        self.transformer_blocks = nn.ModuleList(Block(ops, c) for _ in range(c.num_layers))
+        self.scale_shift_table = nn.Parameter(torch.empty(2, dim))
+        self.audio_scale_shift_table = nn.Parameter(torch.empty(2, adim))
+        self.proj_out = ops.Linear(dim, c.out_channels)
+        self.audio_proj_out = ops.Linear(adim, c.audio_out_channels)
+
+    def video_bounds(self, frames: int, height: int, width: int, batch: int, device: torch.device) -> torch.Tensor:
+        """Token spans [B, 3, N, (start, end)] in pixels. Guide frames appended to the latent get the spans
+        LTXVAddGuide records (``keyframe_idxs``) instead."""
+        return pixel_bounds((frames, height, width), self.config.vae_scale, batch, device)
+
+    def video_coords(self, frames: int, height: int, width: int, fps: float, batch: int, device: torch.device,
+                     keyframe_idxs: torch.Tensor | None = None) -> torch.Tensor:
+        """Token middles [B, 3, N]: seconds (from the first pixel frame), pixel rows, pixel columns."""
+        bounds = self.video_bounds(frames, height, width, batch, device)
+        if keyframe_idxs is not None and keyframe_idxs.shape[2] > 0:
+            bounds[:, :, -keyframe_idxs.shape[2]:] = keyframe_idxs.to(bounds)
+        bounds[:, 0] = bounds[:, 0] / fps
+        return bounds.mean(dim=-1)
+
+    def audio_coords(self, frames: int, batch: int, device: torch.device) -> torch.Tensor:
+        """Token middles [B, 1, N] in seconds."""
+        s, c = self.config.audio_scale, self.config
+        f = torch.arange(frames, dtype=torch.float32, device=device)
+        start = (f * s + c.causal_offset - s).clip(min=0) * c.hop_length / c.sample_rate
+        end = ((f + 1) * s + c.causal_offset - s).clip(min=0) * c.hop_length / c.sample_rate
+        return ((start + end) / 2).view(1, 1, -1).expand(batch, -1, -1)
+
+    def forward_tokens(self, x: torch.Tensor, a: torch.Tensor, context: torch.Tensor, audio_context: torch.Tensor,
+                       timestep: torch.Tensor, audio_timestep: torch.Tensor, video_shape: tuple[int, int, int],
+                       fps: float, context_mask: torch.Tensor | None = None,
+                       audio_context_mask: torch.Tensor | None = None,
+                       keyframe_idxs: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Patchified video [B, N, C] and audio [B, M, C] tokens, text states [B, L, caption_channels] ->
+        the velocity tokens of both streams; timesteps are [B] or per token [B, N] / [B, M], already x1000."""
+        c, b = self.config, x.shape[0]
+        vc = self.video_coords(*video_shape, fps, b, x.device, keyframe_idxs)
+        ac = self.audio_coords(a.shape[1], b, x.device)
+        rope = {"video": rope_freqs(vc, (c.max_frames, c.max_size, c.max_size), c.dim, c.theta),
+                "audio": rope_freqs(ac, (c.max_frames,), c.audio_dim, c.theta),
+                "video_cross": rope_freqs(vc[:, :1], (c.max_frames,), c.audio_dim, c.theta),
+                "audio_cross": rope_freqs(ac, (c.max_frames,), c.audio_dim, c.theta)}
+        x, a = self.patchify_proj(x), self.audio_patchify_proj(a)
+        emb_v, embedded_v = self.adaln_single(timestep, b, x.dtype)
+        emb_a, embedded_a = self.audio_adaln_single(audio_timestep, b, a.dtype)
+        emb = {"video": emb_v, "audio": emb_a,
+               "video_cross": self.av_ca_video_scale_shift_adaln_single(timestep, b, x.dtype)[0],
+               "video_gate": self.av_ca_a2v_gate_adaln_single(timestep, b, x.dtype)[0],
+               "audio_cross": self.av_ca_audio_scale_shift_adaln_single(audio_timestep, b, a.dtype)[0],
+               "audio_gate": self.av_ca_v2a_gate_adaln_single(audio_timestep, b, a.dtype)[0]}
+        context = self.caption_projection(context)
+        audio_context = self.audio_caption_projection(audio_context)
+        masks = {"video": _key_mask(context_mask, x.dtype), "audio": _key_mask(audio_context_mask, a.dtype)}
+        for block in self.transformer_blocks:
+            x, a = block(x, a, context, audio_context, emb, rope, masks)
+        return self._out(x, embedded_v, "scale_shift_table", self.proj_out), \
+            self._out(a, embedded_a, "audio_scale_shift_table", self.audio_proj_out)
+
+    def forward(self, x: torch.Tensor, timestep: Any, context: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                frame_rate: float = 25.0, latent_shapes: list | None = None,
+                keyframe_idxs: torch.Tensor | None = None, **kwargs: Any) -> torch.Tensor:
+        """One sampler evaluation: the packed video + audio latent (``latent_shapes``; a bare video latent
+        without them), sigmas per stream (``(video, audio)``, each [B] or per token), the text states of both
+        streams side by side [B, L, 2 * caption_channels] -> the velocity, packed the same way."""
+        from ...model.nested import pack_latents, unpack_latents
+
+        c = self.config
+        parts = unpack_latents(x, latent_shapes) if latent_shapes else [x]
+        video = parts[0]
+        audio = parts[1] if len(parts) > 1 else video.new_zeros(video.shape[0], 8, 0, c.audio_in_channels // 8)
+        if context.shape[-1] != 2 * c.caption_channels:
+            raise ValueError(f"LTX-2 expects the text encoder's video and audio states side by side "
+                             f"({2 * c.caption_channels} wide), got {context.shape[-1]}")
+        v_t, a_t = timestep if isinstance(timestep, (tuple, list)) else (timestep, timestep)
+        b, channels, frames, height, width = video.shape
+        a_channels, a_frames, bins = audio.shape[1:]
+        v_tokens = video.flatten(2).transpose(1, 2)
+        a_tokens = audio.permute(0, 2, 1, 3).reshape(b, a_frames, a_channels * bins)
+        mask = attention_mask.reshape(b, -1) if attention_mask is not None else None
+        v_out, a_out = self.forward_tokens(
+            v_tokens, a_tokens, context[..., : c.caption_channels], context[..., c.caption_channels:],
+            (v_t * 1000.0).reshape(b, -1), (a_t * 1000.0).reshape(b, -1), (frames, height, width), float(frame_rate),
+            context_mask=mask, audio_context_mask=mask, keyframe_idxs=keyframe_idxs)
+        video = v_out.transpose(1, 2).reshape(b, -1, frames, height, width)
+        audio = a_out.reshape(b, a_frames, a_channels, bins).permute(0, 2, 1, 3)
+        if len(parts) == 1:
+            return video
+        return pack_latents([video, audio])[0]
+
+    def _out(self, h: torch.Tensor, embedded: torch.Tensor, table: str, proj: nn.Module) -> torch.Tensor:
+        values = _ops.cast_weight(self, table, h)[None, None] + embedded[:, :, None]
+        shift, scale = values[:, :, 0], values[:, :, 1]
+        return proj(F.layer_norm(h, (h.shape[-1],), eps=1e-6) * (1 + scale) + shift)
+
+
+def _key_mask(mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
+    """A [B, L] keep-mask of text tokens as an additive attention bias [B, 1, L]."""
+    if mask is None:
+        return None
+    return ((1 - mask.to(dtype)) * -10000.0).unsqueeze(1)
