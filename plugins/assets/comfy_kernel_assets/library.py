@@ -113,8 +113,12 @@ class AssetLibrary:
                 return path
         return None
 
-    def to_json(self, record: dict[str, Any]) -> dict[str, Any]:
-        """The Asset object of both seeds (union of their fields; absent values omitted)."""
+    def to_json(self, record: dict[str, Any], base_url: str = "") -> dict[str, Any]:
+        """The Asset object of both seeds (union of their fields; absent values omitted).
+
+        ``base_url`` (``scheme://host`` the request came to) makes ``preview_url``
+        the absolute URI both seeds type it as.
+        """
         import orjson
 
         meta = record.get("user_metadata")
@@ -137,9 +141,9 @@ class AssetLibrary:
         }
         if record.get("preview_id"):
             out["preview_id"] = record["preview_id"]
-            out["preview_url"] = f"/api/assets/{record['preview_id']}/content"
+            out["preview_url"] = f"{base_url}/api/assets/{record['preview_id']}/content"
         elif (record.get("mime_type") or "").startswith("image/"):
-            out["preview_url"] = f"/api/assets/{record['id']}/content"
+            out["preview_url"] = f"{base_url}/api/assets/{record['id']}/content"
         if record.get("job_id"):
             out["job_id"] = record["job_id"]
             out["prompt_id"] = record["job_id"]

@@ -70,7 +70,7 @@ def ck_prompt_finished(event: dict[str, Any]) -> None:
     work always runs on the loop, since the database connection lives there.
     """
     lib = _library
-    if lib is None or lib.store.db is None or lib.kernel.loop is None:
+    if lib is None or lib.store.db is None or lib.kernel.loop is None or not _has_output_files(event):
         return
     from .seeding import ingest_outputs
 
@@ -83,3 +83,14 @@ def ck_prompt_finished(event: dict[str, Any]) -> None:
         lib.spawn(coro)
     else:
         asyncio.run_coroutine_threadsafe(coro, lib.kernel.loop)
+
+
+def _has_output_files(event: dict[str, Any]) -> bool:
+    """Whether the prompt reported any file of type ``output`` (previews and text need no task)."""
+    outputs = event.get("outputs")
+    for node_output in outputs.values() if isinstance(outputs, dict) else ():
+        for items in node_output.values() if isinstance(node_output, dict) else ():
+            for item in items if isinstance(items, list) else ():
+                if isinstance(item, dict) and item.get("type", "output") == "output" and "filename" in item:
+                    return True
+    return False

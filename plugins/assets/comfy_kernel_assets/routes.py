@@ -50,11 +50,16 @@ def owner_of(request: Request) -> str:
     return request.state.identity.key
 
 
+def base_url(request: Request) -> str:
+    """``scheme://host[:port]`` the request reached (absolute ``preview_url``s are built on it)."""
+    return f"{request.url.scheme}://{request.url.netloc}"
+
+
 async def body_object(request: Request) -> dict[str, Any]:
     try:
         return await read_json(request, object_only=True)
-    except HTTPError as exc:
-        raise fail(400, "INVALID_JSON", exc.message) from None
+    except HTTPError as exc:  # invalid_json, json_too_deep, unsupported_media_type
+        raise fail(exc.status, exc.type.upper(), exc.message) from None
 
 
 def hash_param(value: Any, *, allow_sha256: bool = False) -> str:
@@ -139,7 +144,7 @@ def register(routes: RouteTable, lib: AssetLibrary) -> None:
         if wanted_id:
             existing = await store.get(wanted_id, owner, include_public=False)
             if existing is not None:
-                return json_response({**lib.to_json(existing), "created_new": False}, 200)
+                return json_response({**lib.to_json(existing, base_url(request)), "created_new": False}, 200)
             if await _id_taken(wanted_id):
                 raise fail(409, "CONFLICT", "that asset id is already in use")
         raw_name = text.get("name") or (upload_file.filename if upload_file else None)
@@ -153,7 +158,7 @@ def register(routes: RouteTable, lib: AssetLibrary) -> None:
                                                 mime_type=mime_type, tags=tags, user_metadata=user_metadata,
                                                 preview_id=preview_id, source="upload")
             record = await store.get(new_id, owner)
-            return json_response({**lib.to_json(record), "created_new": False}, 201)
+            return json_response({**lib.to_json(record, base_url(request)), "created_new": False}, 201)
         name = clean_name(raw_name or "upload")
         try:
             tmp, content_hash, size = await asyncio.to_thread(
@@ -169,7 +174,7 @@ def register(routes: RouteTable, lib: AssetLibrary) -> None:
             owner=owner, tmp=tmp, content_hash=content_hash, size=size, name=name, mime_type=mime, tags=tags,
             user_metadata=user_metadata, preview_id=preview_id, source="upload", asset_id=wanted_id)
         record = await store.get(new_id, owner)
-        return json_response({**lib.to_json(record), "created_new": created_new}, 201)
+        return json_response({**lib.to_json(record, base_url(request)), "created_new": created_new}, 201)
 
     async def _id_taken(asset_id: str) -> bool:
         async with store.db.execute("SELECT 1 FROM assets_items WHERE id = ?", (asset_id,)) as cur:
@@ -194,7 +199,7 @@ def register(routes: RouteTable, lib: AssetLibrary) -> None:
         if new_id is None:
             raise fail(404, "NOT_FOUND", "no content with that hash")
         record = await store.get(new_id, owner)
-        return json_response({**lib.to_json(record), "created_new": False}, 201)
+        return json_response({**lib.to_json(record, base_url(request)), "created_new": False}, 201)
 
     @routes.head("/assets/hash/{hash}")
     async def head_hash(request: Request) -> Response:
@@ -223,7 +228,8 @@ def register(routes: RouteTable, lib: AssetLibrary) -> None:
         except FilterError as exc:
             raise fail(400, "INVALID_QUERY", str(exc)) from None
         has_more = cursor is not None
-        body: dict[str, Any] = {"assets": [lib.to_json(r) for r in rows], "total": total, "has_more": has_more}
+        body: dict[str, Any] = {"assets": [lib.to_json(r, base_url(request)) for r in rows], "total": total,
+                                "has_more": has_more}
         if cursor:
             body["next_cursor"] = cursor
         return json_response(body)
@@ -258,7 +264,7 @@ def register(routes: RouteTable, lib: AssetLibrary) -> None:
     async def get_asset(request: Request) -> Response:
         record = await visible(request, request.path_params["id"])
         await store.touch(record["id"])
-        return json_response(lib.to_json(record))
+        return json_response(lib.to_json(record, base_url(request)))
 
     @routes.get("/assets/{id}/content")
     async def content(request: Request) -> Response:
@@ -310,7 +316,7 @@ def register(routes: RouteTable, lib: AssetLibrary) -> None:
         if not fields:
             raise fail(400, "INVALID_BODY", "nothing to update: send name, user_metadata, mime_type or preview_id")
         await store.update(record["id"], fields)
-        return json_response(lib.to_json(await store.get(record["id"], owner_of(request))))
+        return json_response(lib.to_json(await store.get(record["id"], owner_of(request)), base_url(request)))
 
     @routes.delete("/assets/{id}")
     async def delete(request: Request) -> Response:
@@ -383,12 +389,12 @@ def register(routes: RouteTable, lib: AssetLibrary) -> None:
             own = await store.list(AssetFilter(owner=owner, include_public=False, asset_hash=record["hash"],
                                                name_contains=None), limit=1)
             if own[0]:
-                imported.append(lib.to_json(own[0][0]))
+                imported.append(lib.to_json(own[0][0], base_url(request)))
                 continue
             new_id = await lib.create_reference(
                 owner=owner, content_hash=record["hash"], name=record["name"], mime_type=record["mime_type"],
                 tags=record["tags"], user_metadata={}, source="import")
-            imported.append(lib.to_json(await store.get(new_id, owner)))
+            imported.append(lib.to_json(await store.get(new_id, owner), base_url(request)))
         return json_response({"assets": imported})
 
 

@@ -23,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from comfy_kernel.files.paths import UnsafePath, safe_join
-from comfy_kernel.http import json_response, read_json
+from comfy_kernel.http import HTTPError, json_response, read_json
 
 from .content import hash_file
 from .store import PUBLIC
@@ -298,7 +298,9 @@ def register(routes: RouteTable, lib: AssetLibrary) -> None:
     async def seed(request: Request) -> Response:
         try:
             body = await read_json(request, default={}, object_only=True)
-        except Exception:
+        except HTTPError as exc:
+            if exc.type in ("unsupported_media_type", "json_too_deep"):  # the kernel's own answers
+                raise
             raise fail(400, "INVALID_JSON", "request body is not valid JSON") from None
         if not isinstance(body, dict):
             raise fail(400, "INVALID_BODY", "body must be a JSON object")

@@ -28,7 +28,7 @@ from comfy_kernel.http import json_response
 
 from .content import CHUNK
 from .library import iso
-from .routes import body_object, hash_param, owner_of
+from .routes import base_url, body_object, hash_param, owner_of
 from .store import AssetFilter
 from .validate import clean_metadata, clean_name, clean_tags, fail, guess_mime, parse_int, parse_uuid
 
@@ -205,7 +205,7 @@ async def start_download(lib: AssetLibrary, request: Request, body: dict[str, An
                                             mime_type=None, tags=payload["tags"],
                                             user_metadata=payload["user_metadata"], source=url)
         record = await lib.store.get(new_id, owner)
-        return json_response({**lib.to_json(record), "created_new": False}, 200)
+        return json_response({**lib.to_json(record, base_url(request)), "created_new": False}, 200)
     task = await lib.store.create_task(owner, "asset_download", payload, body.get("idempotency_key"))
     lib.spawn(run_download(lib, task, owner))
     return json_response({"task_id": task["id"], "status": "created",

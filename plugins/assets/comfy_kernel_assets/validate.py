@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from comfy_kernel.http import HTTPError
+from comfy_kernel.http import HTTPError, JSONTooDeep, check_depth
 
 MAX_TAGS = 64
 MAX_TAG_LEN = 128
@@ -138,6 +138,10 @@ def clean_metadata(value: Any, field: str = "user_metadata") -> dict[str, Any]:
             raise fail(400, "INVALID_BODY", f"{field} is not valid JSON") from None
     if not isinstance(value, dict):
         raise fail(400, "INVALID_BODY", f"{field} must be a JSON object")
+    try:
+        check_depth(value)
+    except JSONTooDeep as exc:
+        raise fail(400, "INVALID_BODY", f"{field}: {exc}") from None
     if len(orjson.dumps(value)) > MAX_METADATA_BYTES:
         raise fail(413, "PAYLOAD_TOO_LARGE", f"{field} is larger than {MAX_METADATA_BYTES} bytes")
     return value

@@ -242,3 +242,25 @@ def test_idempotent_id_and_preview(server):
     server.request("PUT", f"/api/assets/{model['id']}", json={"preview_id": preview["id"]})
     assert server.request("DELETE", f"/api/assets/{preview['id']}").status_code == 204
     assert "preview_id" not in server.get(f"/api/assets/{model['id']}").json()
+
+
+def test_preview_url_is_an_absolute_uri(server):
+    """Both seeds type ``preview_url`` as a URI: absolute, on the address the request reached."""
+    image = upload(server, b"\x89PNG absolute", "abs.png").json()
+    assert image["preview_url"] == f"{server.url}/api/assets/{image['id']}/content"
+    assert server.get(image["preview_url"]).content == b"\x89PNG absolute"
+    listed = server.get("/api/assets", params={"name_contains": "abs.png"}).json()["assets"]
+    assert listed[0]["preview_url"].startswith("http://127.0.0.1:")
+
+
+def test_user_metadata_nested_too_deeply_is_a_400(server):
+    deep = '{"k":' * 300 + "1" + "}" * 300
+    for body in ({"user_metadata": deep}, {"user_metadata": '{"ok": ' + '[' * 200 + ']' * 200 + "}"}):
+        r = upload(server, b"deep metadata", "deep.bin", **body)
+        assert r.status_code == 400, r.text
+        assert "128 levels" in r.json()["message"]
+    raw = '{"name": "x", "user_metadata": ' + deep + "}"
+    created = upload(server, b"to update", "upd.bin").json()
+    r = server.request("PUT", f"/api/assets/{created['id']}", content=raw, headers={"Content-Type": "application/json"})
+    assert r.status_code == 400 and "128 levels" in r.json()["message"]
+    assert "unhandled error" not in server.log()

@@ -11,7 +11,7 @@ import pytest
 
 from comfy_kernel.testing import ServerProcess
 
-SEEDS = os.path.join(os.path.dirname(__file__), "..", "..", "..", "..", "shared", "seeds")
+SEEDS = os.path.join(os.path.dirname(__file__), "data")
 SPECS = ["comfyui-openapi.yaml", "comfy-cloud-openapi.yaml"]
 ASSET_OPS = r"^/api/(assets|tags$|tasks)"
 
@@ -37,8 +37,7 @@ def st_server(tmp_path_factory):
 @pytest.mark.parametrize("spec", SPECS)
 def test_no_server_errors(st_server, spec):
     path = os.path.join(SEEDS, spec)
-    if not os.path.exists(path):
-        pytest.skip("shared/seeds is not beside the checkout")
+    assert os.path.isfile(path), f"test data missing: {path}"
     st_server.post("/api/assets", files={"file": ("seed.png", b"seed bytes", "image/png")})
     cmd = [_cli(), "run", path, "--url", st_server.url, "--include-path-regex", ASSET_OPS,
            "-n", "15", "--seed", "7", "--checks", "not_a_server_error", "--no-color",

@@ -22,7 +22,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from comfy_kernel.http import json_response, loads
+from comfy_kernel.http import JSONTooDeep, check_json_content_type, json_response, loads_checked
 from comfy_kernel.identity import Identity
 
 from . import ledger, queries
@@ -43,13 +43,17 @@ def require_owner(identity: Identity) -> None:
 
 
 async def json_body(request: Request, *, required: bool) -> dict[str, Any]:
+    """The JSON object body, under the kernel's rules: one depth limit, JSON only from other origins."""
     raw = await request.body()
     if not raw.strip():
         if required:
             raise fail(400, "invalid_request", "A JSON object body is required")
         return {}
+    check_json_content_type(request)
     try:
-        value = loads(raw)
+        value = loads_checked(raw)
+    except JSONTooDeep as exc:
+        raise fail(400, "json_too_deep", str(exc)) from None
     except ValueError:
         raise fail(400, "invalid_request", "The body is not valid JSON") from None
     if not isinstance(value, dict):

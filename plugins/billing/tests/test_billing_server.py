@@ -160,6 +160,16 @@ def test_unknown_operations_and_methods(server):
     assert anyone.post("/api/billing/topup", content=b"{not json").json()["code"] == "invalid_request"
 
 
+def test_bodies_follow_the_kernels_json_rules(server):
+    """One depth limit and one error for every JSON route; pages of other origins cannot post."""
+    anyone = Caller(server, "lim")
+    deep = b"{\"amount_cents\": 100, \"x\": " + b"[" * 200 + b"]" * 200 + b"}"
+    r = server.post("/api/billing/topup", content=deep, headers={**anyone.headers, "Content-Type": "application/json"})
+    assert r.status_code == 400 and r.json()["code"] == "json_too_deep", r.text
+    hostile = {**anyone.headers, "Origin": "null", "Content-Type": "text/plain"}
+    assert server.post("/api/billing/topup", content=b'{"amount_cents": 100}', headers=hostile).status_code == 403
+
+
 def test_no_admin_without_auth_and_the_cli_reports_usage(server):
     anyone = Caller(server, "lim")
     assert anyone.get("/api/admin/billing/usage").status_code == 403

@@ -45,8 +45,8 @@ def iso(ts: float | None) -> str | None:
 async def json_object(request: Request) -> dict[str, Any]:
     try:
         return await read_json(request, object_only=True)
-    except HTTPError as exc:
-        raise fail(400, "INVALID_JSON", exc.message) from None
+    except HTTPError as exc:  # invalid_json, json_too_deep, unsupported_media_type
+        raise fail(exc.status, exc.type.upper(), exc.message) from None
 
 
 def int_param(value: str | None, name: str, default: int, lo: int, hi: int | None = None) -> int:

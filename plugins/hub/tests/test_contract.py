@@ -19,7 +19,7 @@ from hub_helpers import disable_all_but, make_user, save_userdata, wait_seed
 
 from comfy_kernel.testing import ServerProcess
 
-SEED = os.path.join(os.path.dirname(__file__), "..", "..", "..", "..", "shared", "seeds", "comfy-cloud-openapi.yaml")
+SEED = os.path.join(os.path.dirname(__file__), "data", "comfy-cloud-openapi.yaml")
 OPERATIONS = re.compile(r"^/api/(workflows|hub/|feedback$|userdata/\{file\}/publish$|assets/import$)")
 
 jsonschema_rs = pytest.importorskip("jsonschema_rs")
@@ -42,8 +42,7 @@ def _json_schema(node):
 
 @pytest.fixture(scope="module")
 def seed():
-    if not os.path.exists(SEED):
-        pytest.skip("shared/seeds is not beside the checkout")
+    assert os.path.isfile(SEED), f"test data missing: {SEED}"
     with open(SEED, encoding="utf-8") as f:
         return yaml.safe_load(f)
 

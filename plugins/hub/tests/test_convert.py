@@ -141,6 +141,18 @@ def test_v3_widgets_dynamic_combos_and_frontend_only_values(server):
     assert not out["warnings"]
 
 
+def test_optional_widget_saved_before_it_existed_is_left_out(server):
+    """TextGenerate gained the optional ``mtp`` after some templates were saved: those leave it out (the node
+    takes its default) without a warning; a missing required value still warns."""
+    wf = {"nodes": [node(1, "TextGenerate", ["hi", 512, "on", 0.7, 64, 0.95, 0.05, 1.05, 0, 0, True, True]),
+                    node(2, "EmptyLatentImage", [64])], "links": []}
+    out = convert(server, wf)
+    inputs = out["prompt"]["1"]["inputs"]
+    assert inputs["prompt"] == "hi" and inputs["thinking"] is True and "mtp" not in inputs
+    assert [w for w in out["warnings"] if "no widget value" in w] == [
+        "node 2 (EmptyLatentImage): no widget value for height, batch_size"]
+
+
 def test_bypass_picks_the_input_by_type(server):
     """Output 0 (LATENT) of a bypassed node whose slot 0 is a MASK passes its LATENT input through."""
     wf = {"nodes": [
@@ -343,6 +355,13 @@ def only_missing_files(body: dict) -> bool:
     return bool(errors) and all(_missing_file_or_family(e, kind) for e, kind in errors)
 
 
+# Templates that are broken as published, with the one problem each has (ComfyUI refuses them the same way).
+BROKEN_TEMPLATES = {
+    # the subgraph's VIDEO output points at link 265, which the file does not contain
+    "video_ltx2_i2v_lora.json": ["75 SaveVideo: required input video missing"],
+}
+
+
 def test_workflow_templates_convert_and_validate(server, object_info):
     files = template_files()
     if not files:
@@ -370,6 +389,10 @@ def test_workflow_templates_convert_and_validate(server, object_info):
             # only templates whose nodes are all installed must be complete.
             problems = [p for p in problems if "required input" not in p]
         problems += [w for w in out["warnings"] if "no widget value" in w]
+        if name in BROKEN_TEMPLATES:
+            if problems != BROKEN_TEMPLATES[name]:
+                failures.append(f"{name}: known broken with {BROKEN_TEMPLATES[name]}, now {problems[:3]}")
+            continue
         if problems:
             failures.append(f"{name}: {problems[:3]}")
             continue
@@ -386,7 +409,7 @@ def test_workflow_templates_convert_and_validate(server, object_info):
         elif only_missing_files(v.json()):
             counts["validated"] += 1
         else:
-            failures.append(f"{name}: validation {v.text[:300]}")
+            failures.append(f"{name}: validation {v.text[:3000]}")
     print("workflow templates:", counts, "node definition differences:", len(mismatches))
     assert not failures, "\n".join(failures[:20])
     assert counts["converted"] == counts["templates"] > 600

@@ -12,7 +12,7 @@ from hub_helpers import disable_all_but
 
 from comfy_kernel.testing import ServerProcess
 
-SEED = os.path.join(os.path.dirname(__file__), "..", "..", "..", "..", "shared", "seeds", "comfy-cloud-openapi.yaml")
+SEED = os.path.join(os.path.dirname(__file__), "data", "comfy-cloud-openapi.yaml")
 HUB_OPS = r"^/api/(workflows|hub/|feedback$|userdata/\{file\}/publish$)"
 
 
@@ -25,8 +25,7 @@ pytestmark = pytest.mark.skipif(_cli() is None, reason="schemathesis is not inst
 
 
 def test_no_server_errors(tmp_path):
-    if not os.path.exists(SEED):
-        pytest.skip("shared/seeds is not beside the checkout")
+    assert os.path.isfile(SEED), f"test data missing: {SEED}"
     with ServerProcess(tmp_path / "base", *disable_all_but("hub", "userdata", "assets")) as server:
         cmd = [_cli(), "run", os.path.abspath(SEED), "--url", server.url, "--include-path-regex", HUB_OPS,
                "-n", "10", "--seed", "7", "--checks", "not_a_server_error", "--no-color", "--request-timeout", "60"]

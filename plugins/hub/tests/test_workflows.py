@@ -146,3 +146,12 @@ def test_other_users_cannot_see_or_touch(server):
     assert server.request("DELETE", f"/api/workflows/{wid}", headers=BOB).status_code == 404
     assert all(w["id"] != wid for w in server.get("/api/workflows", headers=BOB).json()["data"])
     assert server.get(f"/api/workflows/{wid}", headers=ALICE).status_code == 200
+
+
+def test_workflow_nested_too_deeply_is_refused_at_the_door(server):
+    deep = '{"k":' * 300 + "1" + "}" * 300
+    r = server.post("/api/workflows", content='{"name": "deep", "workflow_json": ' + deep + "}", headers=ALICE)
+    assert r.status_code == 400, r.text
+    assert r.json()["code"] == "JSON_TOO_DEEP" and "128 levels" in r.json()["message"]
+    assert server.get("/api/workflows", params={"name": "deep"}, headers=ALICE).json()["pagination"]["total"] == 0
+    assert "unhandled error" not in server.log()

@@ -137,6 +137,10 @@ class Catalog:
                             out.append({"name": name.strip(), "url": url.strip()})
         return out
 
+    def shown_channels(self) -> list[str]:
+        """``name::url`` lines for clients; a channel kept in a folder shows as ``local`` (no server paths)."""
+        return [f"{c['name']}::{c['url'] if '://' in c['url'] else 'local'}" for c in self.channel_list()]
+
     def resolve_channel(self, selected: str) -> tuple[str, str]:
         """Accept a channel name or URL; unknown values fall back to the default."""
         for item in self.channel_list():

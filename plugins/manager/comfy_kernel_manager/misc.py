@@ -84,7 +84,7 @@ def add_routes(routes: Any, mgr: Any) -> None:
         channels = mgr.catalog.channel_list()
         if value is None:
             selected, _ = mgr.catalog.resolve_channel(settings.get("channel_url"))
-            return ok_json({"selected": selected, "list": [f"{c['name']}::{c['url']}" for c in channels]})
+            return ok_json({"selected": selected, "list": mgr.catalog.shown_channels()})
         match = next((c for c in channels if value in (c["name"], c["url"])), None)
         if match is None:
             return text(f"unknown channel {value!r}", 400)
@@ -114,6 +114,8 @@ def add_routes(routes: Any, mgr: Any) -> None:
         body = await body_json(request)
         if not body.get("cnr_id") and not body.get("url"):
             return text("cnr_id or url is required", 400)
+        if any(body.get(k) is not None and not isinstance(body[k], str) for k in ("cnr_id", "url")):
+            return text("cnr_id and url must be strings", 400)
         info = failure_for(body.get("cnr_id")) or failure_for(body.get("url"))
         if info is None:
             return text("no failure information", 400)

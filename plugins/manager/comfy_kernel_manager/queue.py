@@ -376,6 +376,26 @@ def _target_version(view: dict[str, Any]) -> str | None:
 
 # --- routes ------------------------------------------------------------------
 
+#: Fields of a queued pack that name things: text (ids may also be numbers).
+TEXT_FIELDS = ("name", "mode", "version", "selected_version", "channel", "install_type", "reference", "title",
+               "repository")
+ID_FIELDS = ("id", "ui_id", "cnr_id")
+
+
+def item_error(item: dict[str, Any]) -> str | None:
+    """What is wrong with a queue request's pack description, or None (checked before it is queued)."""
+    for key in ("files", "pip"):
+        value = item.get(key)
+        if value is not None and (not isinstance(value, list)
+                                  or not all(isinstance(v, str) and v for v in value)):
+            return f"{key} must be a list of non-empty strings"
+    for key in (*TEXT_FIELDS, *ID_FIELDS):
+        value = item.get(key)
+        allowed = (str, int) if key in ID_FIELDS else (str,)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, allowed)):
+            return f"{key} must be a string"
+    return None
+
 
 def add_routes(routes: Any, mgr: Any) -> None:
     """``/manager/queue/*`` in the legacy GET and current POST forms."""
@@ -386,6 +406,9 @@ def add_routes(routes: Any, mgr: Any) -> None:
             item = await body_json(request)
             if not item:
                 return text("a JSON object describing the node pack is required", 400)
+            problem = item_error(item)
+            if problem is not None:
+                return text(problem, 400)
             level = risk
             channel = mgr.channel(item.get("mode"))
             pack = channel.find(str(item.get("id"))) if item.get("id") else None

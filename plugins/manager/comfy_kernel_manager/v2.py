@@ -29,7 +29,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
 from comfy_kernel import __version__ as kernel_version
-from comfy_kernel.http import json_response
+from comfy_kernel.http import JSONTooDeep, json_response, loads_checked
 
 from . import registry
 from .catalog import repo_name
@@ -67,7 +67,9 @@ async def read_body(request: Request, required: bool = True) -> dict[str, Any]:
     if not is_json_type(kind):
         raise BadRequest(f"the body must be sent as application/json (got {kind or 'no Content-Type'!r})")
     try:
-        value = orjson.loads(raw)
+        value = loads_checked(raw)
+    except JSONTooDeep as exc:
+        raise BadRequest(str(exc)) from None
     except orjson.JSONDecodeError as exc:
         raise BadRequest(f"the body is not valid JSON: {exc}") from None
     if not isinstance(value, dict):
@@ -498,8 +500,7 @@ def add_routes(routes: Any, mgr: Any) -> None:  # noqa: C901 - one flat list of 
     @route("GET", "/manager/channel_url_list")
     async def channel_list(request):
         selected, _ = mgr.catalog.resolve_channel(settings.get("channel_url"))
-        return json_response({"selected": selected,
-                              "list": [f"{c['name']}::{c['url']}" for c in mgr.catalog.channel_list()]})
+        return json_response({"selected": selected, "list": mgr.catalog.shown_channels()})
 
     @route("POST", "/manager/channel_url_list")
     async def set_channel(request):

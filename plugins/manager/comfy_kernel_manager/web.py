@@ -8,7 +8,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
-from comfy_kernel.http import json_response
+from comfy_kernel.http import json_response, parse_json_body
 
 
 def text(body: str, status: int = 200) -> Response:
@@ -21,11 +21,8 @@ def ok_json(value: Any, status: int = 200) -> Response:
 
 async def body_json(request: Request) -> dict[str, Any]:
     """The JSON object body, or {} when empty or not an object (handlers validate fields)."""
-    raw = await request.body()
-    if not raw.strip():
-        return {}
     try:
-        value = orjson.loads(raw)
+        value = await parse_json_body(request, empty={})
     except orjson.JSONDecodeError:
         return {}
     return value if isinstance(value, dict) else {}

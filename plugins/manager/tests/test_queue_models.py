@@ -65,7 +65,7 @@ def test_model_resume_hash_and_refusals(start_server, http_dir):
     (root / "big.bin").write_bytes(data)
     srv = start_server("--manager-security-level", "weak")
     target = os.path.join(srv.base_dir, "models", "loras", "big.safetensors")
-    os.makedirs(os.path.dirname(target))
+    os.makedirs(os.path.dirname(target), exist_ok=True)  # the server creates models/<folder> at start-up
     with open(target + ".part", "wb") as f:
         f.write(data[:1_000_000])  # an earlier, interrupted download
     item = model_item(f"{url}/big.bin", data, type="lora", filename="big.safetensors", ui_id="m2")

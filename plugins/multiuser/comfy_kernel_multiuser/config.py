@@ -17,6 +17,8 @@ def _csv(value: str) -> list[str]:
 
 def add_arguments(parser: Any) -> None:
     """Add the plugin's options to ``comfy-kernel serve``."""
+    from comfy_kernel.config import mark_secret
+
     group = parser.add_argument_group("authentication (multiuser plugin)")
     add = group.add_argument
     add("--auth", action="store_true",
@@ -44,10 +46,11 @@ def add_arguments(parser: Any) -> None:
         help="required audience (aud) of external identity tokens")
     add("--auth-dcr-https-hosts", type=_csv, default=[], metavar="HOSTS",
         help="hosts allowed in https redirect URIs of dynamically registered web OAuth clients")
-    add("--secrets-key", default=None, metavar="KEY",
-        help="key encrypting stored secrets (a Fernet key, or a long passphrase); "
-             "prefer --secrets-key-file or COMFY_KERNEL_SECRETS_KEY")
-    add("--secrets-key-file", default=None, metavar="PATH", help="file holding the secrets key")
+    mark_secret(add("--secrets-key", default=None, metavar="KEY",
+                    help="key encrypting stored secrets (a Fernet key, or a long passphrase); "
+                         "prefer --secrets-key-file or COMFY_KERNEL_SECRETS_KEY"))
+    mark_secret(add("--secrets-key-file", default=None, metavar="PATH", help="file holding the secrets key"),
+                is_path=True)
 
 
 @dataclass

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 
-from comfy_kernel.http import HTTPError, json_response, loads
+from comfy_kernel.http import HTTPError, JSONTooDeep, check_json_content_type, json_response, loads_checked
 from comfy_kernel.identity import Identity
 
 from .audit import Audit
@@ -90,8 +90,11 @@ async def json_body(request: Request, *, required: bool = True) -> dict[str, Any
         if required:
             raise fail(400, "invalid_request", "A JSON object body is required")
         return {}
+    check_json_content_type(request)
     try:
-        value = loads(raw)
+        value = loads_checked(raw)
+    except JSONTooDeep as exc:
+        raise fail(400, "json_too_deep", str(exc)) from None
     except ValueError:
         raise fail(400, "invalid_request", "The body is not valid JSON") from None
     if not isinstance(value, dict):

@@ -9,6 +9,12 @@ upload answers is recorded for the owner key of its prompt or request, and
 owner (a workspace's members share it) or an administrator. Unknown files
 answer 404, so their existence does not leak. ``input`` stays shared, as
 ComfyUI lists it in ``/object_info`` for every loader node.
+
+Nodes that open a file by name (``LoadImage`` with ``"x.png [output]"``) go
+through the same rule for the prompt's owner (:func:`node_may_open`, the
+``ck_file_access`` hook); a prompt knows only its owner key, so the
+administrator exception applies to prompts of an administrator's personal
+workspace.
 """
 
 from __future__ import annotations
@@ -88,10 +94,27 @@ class Ownership:
                          (path, owner, now()))
 
     def owns(self, identity: Identity, path: str) -> bool:
-        if identity.key in self.recent.get(path, ()):
+        return self.owns_key(identity.key, path)
+
+    def owns_key(self, owner: str, path: str) -> bool:
+        if owner in self.recent.get(path, ()):
             return True
-        row = self.mu.store.read_one("SELECT 1 FROM mu_files WHERE path=? AND owner=?", (path, identity.key))
+        row = self.mu.store.read_one("SELECT 1 FROM mu_files WHERE path=? AND owner=?", (path, owner))
         return row is not None
+
+
+def node_may_open(mu: MultiUser, owner: str, path: str) -> bool:
+    """Whether a node of ``owner``'s prompt may open this output or temp file (what ``/view`` allows)."""
+    ownership: Ownership | None = getattr(mu, "ownership", None)
+    if ownership is None:
+        return False
+    if ownership.owns_key(owner, path):
+        return True
+    workspace = owner[3:] if owner.startswith("ws:") else None
+    row = mu.store.read_one(
+        "SELECT 1 FROM mu_users WHERE is_admin=1 AND disabled=0 AND (personal_workspace_id=? OR id=?)",
+        (workspace, owner))
+    return row is not None
 
 
 def check_view(mu: MultiUser, conn: HTTPConnection, identity: Identity) -> None:

@@ -2,7 +2,9 @@
 
 Without ``--auth`` every hook here does nothing (no routes, no identity
 decisions, no middleware), so the server behaves as ComfyUI's single-user
-or ``--multi-user`` mode whether or not this plugin is installed.
+or ``--multi-user`` mode whether or not this plugin is installed; the hooks
+that run per request and per prompt (:mod:`.auth_hooks`) are not even
+registered then.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from starlette.middleware import Middleware
 
 from comfy_kernel import hookimpl
 
-from . import audit, config, enforcement, interrupts, outputs, sessions, tokens, users
+from . import audit, auth_hooks, config, enforcement, interrupts, outputs, sessions, tokens, users
 from .context import state
 
 log = logging.getLogger(__name__)
@@ -35,6 +37,7 @@ def ck_register_routes(routes: Any, kernel: Any) -> None:
     mu = state(kernel)
     if not mu.enabled:
         return
+    _add_auth_hooks(kernel)
     try:
         users.register(routes, mu)
         sessions.register(routes, mu)
@@ -49,6 +52,13 @@ def ck_register_routes(routes: Any, kernel: Any) -> None:
         # Same reasoning as in ck_startup: never let the kernel drop the identity hook.
         log.exception("multiuser: route registration failed; every request will be refused")
         mu.broken = True
+
+
+def _add_auth_hooks(kernel: Any) -> None:
+    """The identity, prompt and output hooks run per request and per prompt: registered only with --auth."""
+    host = getattr(kernel, "host", None)
+    if host is not None:
+        host.add_hooks("multiuser", auth_hooks)
 
 
 def _optional(name: str) -> Any:
@@ -76,6 +86,7 @@ async def ck_startup(kernel: Any) -> None:
     mu = state(kernel)
     if not mu.enabled:
         return
+    _add_auth_hooks(kernel)  # (once; an app may have been built without routes)
     try:
         secrets_module = _optional("secrets")
         if secrets_module is not None and mu.settings.secrets_key:
@@ -83,7 +94,7 @@ async def ck_startup(kernel: Any) -> None:
         await mu.store.open()
         mu.ownership = outputs.Ownership(mu)
         await _forget_expired(mu)
-        _STATES.append(mu)
+        auth_hooks.STATES.append(mu)
         mu.keys = tokens.SigningKeys(mu)
         await mu.keys.load()
         mu.started = not mu.broken
@@ -118,66 +129,12 @@ async def ck_shutdown(kernel: Any) -> None:
     mu = kernel.state.get("multiuser")
     if mu is not None and mu.enabled:
         mu.started = False
-        if mu in _STATES:
-            _STATES.remove(mu)
+        if mu in auth_hooks.STATES:
+            auth_hooks.STATES.remove(mu)
         await mu.store.close()
-
-
-@hookimpl
-def ck_resolve_identity(request: Any, kernel: Any) -> Any:
-    mu = kernel.state.get("multiuser")
-    if mu is None or not mu.enabled:
-        return None
-    return enforcement.resolve(mu, request)
 
 
 @hookimpl
 def ck_feature_flags(kernel: Any) -> dict[str, Any]:
     mu = kernel.state.get("multiuser")
     return {"auth": True} if mu is not None and getattr(mu, "enabled", False) else {}
-
-
-@hookimpl
-def ck_node_executed(event: dict[str, Any]) -> None:
-    _record_outputs(event, "output")
-
-
-@hookimpl
-def ck_prompt_finished(event: dict[str, Any]) -> None:
-    _record_outputs(event, "outputs")
-
-
-def _record_outputs(event: dict[str, Any], field: str) -> None:
-    """Remember which owner each reported output file belongs to (see outputs.py)."""
-    for mu in _enabled_states():
-        try:
-            if mu.ownership is not None:
-                mu.ownership.record(event.get("owner"), event.get(field))
-        except Exception:
-            # Never raise from a hook the kernel calls with call_each: it would drop the plugin.
-            log.exception("multiuser: could not record output ownership")
-
-
-def _enabled_states() -> list[Any]:
-    """Observer hooks get no kernel argument; the running servers' states are registered here."""
-    return [mu for mu in _STATES if mu.enabled and mu.started]
-
-
-_STATES: list[Any] = []
-
-
-@hookimpl
-def ck_on_prompt(body: dict[str, Any], request: Any) -> dict[str, Any] | None:
-    kernel = request.app.state.kernel if hasattr(request, "app") else None
-    mu = kernel.state.get("multiuser") if kernel is not None else None
-    if mu is None or not mu.enabled:
-        return None
-    from .prompts import on_prompt
-
-    try:
-        return on_prompt(mu, body, request)
-    except Exception:
-        # An exception here would make the kernel unregister the plugin, and
-        # with it authentication: log it and leave the body as it came.
-        log.exception("multiuser: prompt hook failed")
-        return None

@@ -24,7 +24,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 
-from comfy_kernel.files.paths import UnsafePath, is_within, safe_join
+from comfy_kernel.files.paths import NameTooLong, UnsafePath, is_within, safe_join
 from comfy_kernel.http import HTTPError, json_response
 from comfy_kernel.routing import RouteTable
 
@@ -63,6 +63,8 @@ def user_path(root: str, relative: str, *, forbidden: int = 403) -> str:
         raise HTTPError(400, "NUL byte in path", type="invalid_path")
     try:
         return safe_join(root, relative)
+    except NameTooLong as exc:
+        raise HTTPError(400, f"Invalid filename: {exc}", type="invalid_path") from None
     except UnsafePath:
         raise HTTPError(forbidden, "Path is outside the user directory", type="forbidden_path") from None
 
@@ -72,8 +74,11 @@ def relative_to(root: str, path: str) -> str:
 
 
 def file_info(root: str, path: str) -> dict[str, Any]:
+    """``full_info`` entries: times are integer epoch milliseconds, as both seed specs type them and
+    the frontend reads them (a JavaScript ``Date`` value); ComfyUI 0.3.64 sends float seconds."""
     st = os.stat(path)
-    return {"path": relative_to(root, path), "size": st.st_size, "modified": st.st_mtime, "created": st.st_ctime}
+    return {"path": relative_to(root, path), "size": st.st_size, "modified": st.st_mtime_ns // 1_000_000,
+            "created": st.st_ctime_ns // 1_000_000}
 
 
 def _hidden(name: str) -> bool:

@@ -9,6 +9,7 @@ module's).
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any
 
 
@@ -20,8 +21,15 @@ def _module_dir(module: Any) -> str | None:
 
 
 def pip_pack_dirs(kernel: Any) -> dict[str, str]:
-    """``{pack name: directory}`` of node packs installed with pip."""
+    """``{pack name: directory}`` of node packs installed with pip, and of loaded plugins
+    (whose package may ship example workflows too, as core_nodes ships its starter workflow)."""
     out: dict[str, str] = {}
+    for name, module in sorted(getattr(kernel.host, "plugins", {}).items()):
+        package = sys.modules.get(getattr(module, "__name__", "").split(".")[0])
+        if package is not None and getattr(package, "__path__", None):  # a package, not a lone module
+            directory = _module_dir(package)
+            if directory and os.path.isdir(directory):
+                out[name] = directory
     for name, module in sorted(getattr(kernel.host, "pip_packs", {}).items()):
         directory = _module_dir(module)
         if directory and os.path.isdir(directory):

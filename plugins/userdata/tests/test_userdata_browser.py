@@ -210,23 +210,25 @@ def test_multi_user_sign_up_and_per_user_settings(tmp_path):
 # --- queue from the UI and see the image (needs core_nodes and the tiny checkpoint) ---
 
 REPO_ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
-REFERENCE = os.path.join(os.path.dirname(REPO_ROOT), "shared", "reference")
+DATA = os.path.join(os.path.dirname(__file__), "data")
+# The checkpoint generator belongs to the core_nodes tests, which this test needs anyway.
+GENERATOR = os.path.join(REPO_ROOT, "plugins", "core_nodes", "tests", "data", "make_checkpoint.py")
 CHECKPOINT = "sd15-tiny-seed0.safetensors"
 CHECKPOINT_BYTES = 573_247_766
 
 
 def tiny_checkpoint() -> str:
-    """The tiny random-weight SD1.5 checkpoint, made once by the shared generator and cached."""
-    if not os.path.isfile(os.path.join(REFERENCE, "make_checkpoint.py")):
-        pytest.skip("the shared reference folder (<repo>/../shared/reference) is missing")
+    """The tiny random-weight SD1.5 checkpoint, made once by the core_nodes tests' generator and cached."""
+    assert os.path.isfile(GENERATOR), f"test data missing: {GENERATOR}"
     cache = os.path.join(REPO_ROOT, ".cache", "checkpoints")
     target = os.path.join(cache, CHECKPOINT)
     if os.path.isfile(target) and os.path.getsize(target) == CHECKPOINT_BYTES:
         return target
     os.makedirs(cache, exist_ok=True)
     partial = f"{target}.{os.getpid()}.partial"
-    subprocess.run([sys.executable, os.path.join(REFERENCE, "make_checkpoint.py"), "--preset", "tiny",
-                    "--seed", "0", "--out", partial], check=True, capture_output=True)
+    done = subprocess.run([sys.executable, GENERATOR, "--preset", "tiny", "--seed", "0", "--out", partial],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, f"checkpoint generator exited with {done.returncode}:\n{done.stderr[-4000:]}"
     os.replace(partial, target)
     return target
 
@@ -250,7 +252,7 @@ def test_queue_from_the_ui_shows_the_image(tmp_path):
     (root / "workflows").mkdir(parents=True)
     (root / "subgraphs").mkdir()
     (root / "comfy.settings.json").write_text(json.dumps(SEED_SETTINGS))
-    with open(os.path.join(REFERENCE, "workflows", "txt2img.json")) as f:
+    with open(os.path.join(DATA, "txt2img.json")) as f:
         workflow = json.load(f)
 
     with ServerProcess(base) as srv, Browser() as browser:

@@ -8,6 +8,7 @@ never touch anything outside the user's directory.
 from __future__ import annotations
 
 import os
+import time
 from urllib.parse import quote
 
 import pytest
@@ -53,7 +54,9 @@ def test_save_full_info_and_overwrite(server):
     assert r.status_code == 200
     info = r.json()
     assert info["path"] == name and info["size"] == 3
-    assert isinstance(info["modified"], float) and isinstance(info["created"], float)
+    # integer epoch milliseconds (the seed specs' and the frontend's unit)
+    assert isinstance(info["modified"], int) and isinstance(info["created"], int)
+    assert abs(info["modified"] - time.time() * 1000) < 120_000
     r = save(server, name, b"two", "?overwrite=false")
     assert r.status_code == 409
     assert server.get(f"/api/userdata/{enc(name)}").content == b"one"
@@ -203,7 +206,8 @@ def test_list_shapes(server):
     assert split == [["a.json", "a.json"], ["b.json", "b.json"], ["sub/c.json", "sub", "c.json"]]
     full = server.get("/api/userdata?dir=ls&recurse=true&split=false&full_info=true").json()
     assert [f["path"] for f in full] == ["a.json", "b.json", "sub/c.json"]
-    assert all(f["size"] == 2 and isinstance(f["modified"], float) for f in full)
+    assert all(f["size"] == 2 and isinstance(f["modified"], int) for f in full)
+    assert all(abs(f["modified"] - time.time() * 1000) < 120_000 for f in full)
 
 
 def test_v2_listing(server):
