@@ -4,13 +4,14 @@ Client: one WebSocket ``/ws?clientId=<id>`` open, prompts POSTed with that
 client_id; completion = the ``execution_success`` message of the prompt;
 client-side ``perf_counter``; medians. Graphs: trivial image (EmptyImage 8x8
 → ImageInvert → PreviewImage), trivial primitive (PrimitiveInt →
-PreviewAny), chain EmptyImage → N × ImageInvert → PreviewImage. By default
-the server runs the kernel with core_nodes (the counterpart of ComfyUI with its
-stock nodes); ``--setup kernel`` and ``--setup all`` use ``bench/nodepack``'s
-versions of the five nodes with no other plugin, or with every plugin.
+PreviewAny), chain EmptyImage → N × ImageInvert → PreviewImage. ``--setup``
+picks the install (see common.py; default: ``default``, kernel + core_nodes +
+userdata + compat); ``kernel`` runs ``bench/nodepack``'s versions of the five
+nodes. ComfyUI's figures are the reference file's; ``bench/prompts.py``
+measures the trivial prompts beside a running ComfyUI.
 
-Usage: ``python bench/executor.py [--quick] [--setup core|kernel|all]``; prints
-each figure beside ComfyUI's and the ratio (>1 means comfy-kernel is faster).
+Usage: ``python bench/executor.py [--quick] [--setup default|core|kernel|all]``;
+prints each figure beside ComfyUI's and the ratio (>1 means comfy-kernel is faster).
 ``--compare-billing`` instead measures what metering costs: the CPU time of
 each of its pieces per prompt, then trivial prompts with and without the
 billing plugin, interleaved (in one process, and on two servers).
@@ -37,6 +38,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 REFERENCE = os.path.join(HERE, "..", "..", "shared", "reference", "comfyui_speed.json")
 
+from common import chain, setup_flags  # noqa: E402
+
 from comfy_kernel.testing import ServerProcess  # noqa: E402
 
 
@@ -49,14 +52,6 @@ def trivial_image(c: int) -> dict:
 def trivial_primitive(v: int) -> dict:
     return {"1": {"class_type": "PrimitiveInt", "inputs": {"value": v}},
             "2": {"class_type": "PreviewAny", "inputs": {"source": ["1", 0]}}}
-
-
-def chain(n: int, color: int) -> dict:
-    p = {"0": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": color}}}
-    for k in range(1, n + 1):
-        p[str(k)] = {"class_type": "ImageInvert", "inputs": {"image": [str(k - 1), 0]}}
-    p[str(n + 1)] = {"class_type": "PreviewImage", "inputs": {"images": [str(n), 0]}}
-    return p
 
 
 class Bench:
@@ -245,6 +240,16 @@ async def billing_round(url: str, make, start: int, n: int) -> tuple[float, floa
         closed, _lat = await b.closed_loop(make, start, n)
         burst = await b.burst(make, start + n, n)
     return closed, burst
+
+
+def wait_warm(server: ServerProcess, timeout: float = 300.0) -> float:
+    """Seconds until ``GET /api/health`` says the background warm-up is done."""
+    started = time.perf_counter()
+    while time.perf_counter() - started < timeout:
+        if server.get("/api/health").json().get("warmup") in ("done", "off"):
+            break
+        time.sleep(0.05)
+    return time.perf_counter() - started
 
 
 def server_cpu(server: ServerProcess) -> float:
@@ -515,10 +520,8 @@ def main() -> None:
                         help="only compare trivial-prompt throughput with and without the billing plugin's "
                              "metering (interleaved rounds; needs comfy-kernel-billing installed)")
     parser.add_argument("--json", help="also write the figures to this file")
-    parser.add_argument("--setup", choices=["core", "kernel", "all"], default="core",
-                        help="core: kernel + core_nodes, like ComfyUI with its stock nodes (default); "
-                             "kernel: the kernel alone with bench/nodepack's five nodes; "
-                             "all: every installed plugin, bench/nodepack's nodes")
+    parser.add_argument("--setup", default="default", help="the install (see common.py): default, core, "
+                        "kernel (bench/nodepack's five nodes), all")
     args = parser.parse_args()
     if args.compare_billing:
         parts = billing_components()
@@ -533,16 +536,16 @@ def main() -> None:
     with open(REFERENCE) as f:
         ref = json.load(f)
     base = tempfile.mkdtemp(prefix="ck-bench-")
-    others = "userdata,manager,assets,hub,multiuser,compat"
-    if args.setup == "core":
-        flags = ["--disable-plugins", others]
-    else:
+    flags = setup_flags(args.setup)
+    if args.setup == "kernel":
         shutil.copytree(os.path.join(HERE, "nodepack", "bench_nodes"),
                         os.path.join(base, "custom_nodes", "bench_nodes"))
-        flags = ["--disable-plugins", "core_nodes" + ("," + others if args.setup == "kernel" else "")]
     print(f"setup: {args.setup}")
-    server = ServerProcess(base, *flags)
+    server = ServerProcess(base, *flags, warmup=True)
     server.start()
+    # Steady-state figures: the background warm-up (importing the model code) would share the CPU
+    # and the GIL with the first prompts; bench/startup.py measures the first prompts after ready on their own.
+    print(f"warm-up finished {wait_warm(server):.1f} s after ready")
     try:
         res = asyncio.run(measure(server.url, args.quick))
     finally:

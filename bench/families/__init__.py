@@ -1,0 +1,1 @@
+"""Per-family set-ups for ``txt2img.py --family``: random-weight files and the family's workflow shape."""
