@@ -65,6 +65,15 @@ def _flatten(case: str, outputs: tuple[Any, ...]) -> dict[str, np.ndarray]:
     return flat
 
 
+def assert_equal(key: str, got: np.ndarray, wanted: np.ndarray) -> None:
+    """Equal, but for one float32 rounding step: torch's vectorised and scalar loops (chosen by a
+    tensor's alignment and length) may round sqrt and pow differently in the last bit."""
+    if np.issubdtype(wanted.dtype, np.floating):
+        assert np.allclose(got, wanted, rtol=0, atol=1e-6), f"{key}: max diff {np.abs(got - wanted).max()}"
+    else:
+        assert np.array_equal(got, wanted), key
+
+
 def test_every_captured_output_is_checked(expected):
     cases = {c["case"] for c in CASES}
     assert {key.split(".")[0] for key in expected} == cases
@@ -78,7 +87,7 @@ def test_node_equals_comfyui(case, inputs, expected):
     assert sorted(got) == sorted(wanted)
     for key, value in wanted.items():
         assert got[key].shape == value.shape, key
-        assert np.array_equal(got[key], value), f"{key}: max diff {np.abs(got[key] - value).max()}"
+        assert_equal(key, got[key], value)
 
 
 def _graph_cases() -> list[dict[str, Any]]:
@@ -132,6 +141,6 @@ def test_every_case_through_the_server(graph_server, inputs, expected):
         parts = key.split(".")
         got = recorded[f"{parts[0]}.{parts[1]}_{parts[2]}" if len(parts) == 3 else key]  # list items: name_<i>
         got = got["samples"] if isinstance(got, dict) else got
-        assert np.array_equal(np.asarray(got, dtype=value.dtype), value), key
+        assert_equal(key, np.asarray(got, dtype=value.dtype), value)
         checked += 1
     assert checked == len([k for k in expected if k.split(".")[0] in outputs_of])

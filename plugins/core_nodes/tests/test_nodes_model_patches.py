@@ -31,6 +31,10 @@ from comfy_kernel_core_nodes.nodes import unet_patches as up  # noqa: E402
 
 STEPS = 2
 
+#: probes whose latent grows to hundreds with random weights, so float round-off grows with it
+#: (lcm re-noises the denoised sample at every step)
+LOOSER = {"lcm": 1e-3}
+
 
 # --- through the server, against ComfyUI ---------------------------------------------------
 
@@ -43,7 +47,7 @@ def test_patched_models_match_comfyui(graph_server, sd15_tiny_checkpoint):
     recorded = graph_server.run(prompt, timeout=1800)
     names = [n["inputs"]["name"] for n in prompt.values() if n["class_type"] == "TestProbe"]
     assert sorted(recorded) == sorted(names)
-    failures = [str(e) for name in names for e in check(name, recorded[name])]
+    failures = [str(e) for name in names for e in check(name, recorded[name], LOOSER.get(name, 1e-4))]
     assert failures == []
     baseline = recorded["baseline"]["samples"]
     for name in names:  # every patch changed the image (so the comparison above means something)

@@ -24,7 +24,7 @@ from mgr_helpers import PackServer, RangeHandler, build_wheels, pack_source  # n
 @pytest.fixture(scope="session")
 def pack_python(tmp_path_factory) -> str:
     """An isolated venv that installs into its own site-packages and sees the shared one."""
-    root = tmp_path_factory.mktemp("packvenv") / "venv"
+    root = tmp_path_factory.mktemp("session-packvenv") / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", "--system-site-packages", str(root)],
                    check=True)
     python = root / "bin" / "python"
@@ -40,8 +40,8 @@ def pack_python(tmp_path_factory) -> str:
 @pytest.fixture(scope="session")
 def wheels(tmp_path_factory) -> Path:
     """A wheelhouse of tiny packs (built once per session with one pip run)."""
-    house = tmp_path_factory.mktemp("wheelhouse")
-    work = tmp_path_factory.mktemp("wheelsrc")
+    house = tmp_path_factory.mktemp("session-wheelhouse")
+    work = tmp_path_factory.mktemp("session-wheelsrc")
     # pip resolves one batch together, so a second version of a dist goes in a second batch
     build_wheels(house, [
         pack_source(work, "tiny-pip-pack", "1.1", nodes=["TinyPipNode", "TinyPipNode2"]),
