@@ -11,10 +11,17 @@ holding random-weight model files of up to a few GB) are removed when the
 module ends, unless one of its tests failed: a whole run would otherwise keep
 every module's files until it ends and fill a small disk. Session-scoped
 fixtures name their folders ``session-*`` so they survive.
+
+tox runs the suite on two pytest-xdist workers (``--dist loadgroup``). The
+core_nodes modules load model files of several GB, in the test process and in
+the servers they start, so two of them side by side can exhaust a 24 GB
+machine: they form one group, run by one worker in order and scheduled first,
+while the other worker takes every other module (servers, HTTP, installs).
 """
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import shutil
 import sys
@@ -30,6 +37,16 @@ def _release_models_after_module():
     if manager is not None:
         manager.unload_all()
     gc.collect()
+    _return_freed_memory()
+
+
+def _return_freed_memory() -> None:
+    """Give freed heap pages back to the OS (glibc keeps them, and a worker process grows to 10 GB)."""
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except (OSError, AttributeError):
+            pass
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -43,3 +60,25 @@ def _module_folders_removed(request: pytest.FixtureRequest, tmp_path_factory: py
     for path in set(base.iterdir()) - before:
         if not path.name.startswith("session-"):
             shutil.rmtree(path, ignore_errors=True)
+
+
+MODEL_HEAVY = "plugins/core_nodes/"
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """``--dist loadgroup``: every core_nodes module in one work unit, every other module in its own.
+
+    xdist's own loadgroup reads ``xdist_group`` marks by renaming node ids, which
+    pytest 9 no longer allows, so the grouping is done here by path. Units are
+    handed out largest first, so the core_nodes unit starts at once.
+    """
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModelFilesTogether(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return "core_nodes" if nodeid.startswith(MODEL_HEAVY) else nodeid.split("::", 1)[0]
+
+    return ModelFilesTogether(config, log)

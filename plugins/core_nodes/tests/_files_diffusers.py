@@ -99,7 +99,12 @@ def _save(target: Path, parts: dict[str, tuple[Any, dict[str, Any]]], pipeline: 
         library = "transformers" if name.startswith("text_encoder") else "diffusers"
         index[name] = [library, type(model).__name__]
     (partial / "model_index.json").write_text(json.dumps(index, indent=2))
-    os.replace(partial, target)
+    try:
+        os.replace(partial, target)
+    except OSError:  # another test process wrote the folder first
+        if not target.is_dir():
+            raise
+        shutil.rmtree(partial, ignore_errors=True)
     return target
 
 

@@ -103,7 +103,7 @@ def gligen_sd(seed: int = 17, gate: float = 0.5, prefix: str = "") -> dict[str, 
 
 def shared_file(tmp_path_factory, name: str, make: Callable[[], dict[str, torch.Tensor]]) -> Path:
     """``name`` in a session-wide folder, written by ``make`` the first time a module asks for it."""
-    folder = tmp_path_factory.getbasetemp() / "shared_model_files"
+    folder = tmp_path_factory.getbasetemp() / "session-model-files"
     folder.mkdir(exist_ok=True)
     path = folder / name
     if not path.exists():
