@@ -25,6 +25,7 @@ from torch import nn
 
 from ..model.attention import optimized_attention
 from ..model.ops import CastConv2d, CastEmbedding, CastLayerNorm, CastLinear
+from .clip.text_model import CLIPMLP
 
 #: CLIP's normalisation constants (ComfyUI's defaults for every CLIP vision config).
 MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -74,10 +75,6 @@ def config_from_keys(shapes: dict[str, tuple[int, ...]]) -> VisionConfig | None:
     return None
 
 
-def _quick_gelu(x: torch.Tensor) -> torch.Tensor:
-    return x * torch.sigmoid(1.702 * x)
-
-
 class _Attention(nn.Module):
     def __init__(self, cfg: VisionConfig) -> None:
         super().__init__()
@@ -91,25 +88,13 @@ class _Attention(nn.Module):
         return self.out_proj(optimized_attention(self.q_proj(x), self.k_proj(x), self.v_proj(x), self.heads))
 
 
-class _MLP(nn.Module):
-    def __init__(self, cfg: VisionConfig) -> None:
-        super().__init__()
-        self.fc1 = CastLinear(cfg.width, cfg.mlp_width)
-        self.fc2 = CastLinear(cfg.mlp_width, cfg.width)
-        self.act = {"quick_gelu": _quick_gelu, "gelu_tanh": lambda x: F.gelu(x, approximate="tanh")}.get(
-            cfg.activation, F.gelu)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.act(self.fc1(x)))
-
-
 class _Layer(nn.Module):
     def __init__(self, cfg: VisionConfig) -> None:
         super().__init__()
         self.layer_norm1 = CastLayerNorm(cfg.width, eps=cfg.eps)
         self.self_attn = _Attention(cfg)
         self.layer_norm2 = CastLayerNorm(cfg.width, eps=cfg.eps)
-        self.mlp = _MLP(cfg)
+        self.mlp = CLIPMLP(cfg)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.self_attn(self.layer_norm1(x))

@@ -44,6 +44,11 @@ def quick_gelu(x: torch.Tensor) -> torch.Tensor:
     return x * torch.sigmoid(1.702 * x)
 
 
+#: the MLP activations of CLIP's text and image towers (and SigLIP's, tanh-approximated), by config name
+ACTIVATIONS = {"quick_gelu": quick_gelu, "gelu": F.gelu,
+               "gelu_tanh": lambda x: F.gelu(x, approximate="tanh")}
+
+
 class CLIPAttention(nn.Module):
     def __init__(self, cfg: CLIPTextConfig) -> None:
         super().__init__()
@@ -61,12 +66,14 @@ class CLIPAttention(nn.Module):
 
 
 class CLIPMLP(nn.Module):
+    """fc1, activation, fc2: the MLP of every CLIP layer, text or image (``cfg`` needs ``width``,
+    ``mlp_width`` and ``activation``)."""
+
     def __init__(self, cfg: CLIPTextConfig) -> None:
         super().__init__()
         self.fc1 = CastLinear(cfg.width, cfg.mlp_width)
         self.fc2 = CastLinear(cfg.mlp_width, cfg.width)
-
-        self.act = quick_gelu if cfg.activation == "quick_gelu" else F.gelu
+        self.act = ACTIVATIONS[cfg.activation]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc2(self.act(self.fc1(x)))
