@@ -1,16 +1,14 @@
 """Shared fixtures: the reference outputs and the tiny SD1.5 checkpoint they were made with.
 
 The reference data (ComfyUI's captured outputs, the workflows and the input
-image) lives in ``tests/data/reference``; the checkpoint is generated once (about
-14 s) by ``tests/data/make_checkpoint.py`` and cached under `.cache/checkpoints/`
-at the repository root; later sessions reuse it. Missing data fails the tests
-that need it: a parity check that cannot run must not pass as skipped.
+image) lives in ``tests/data/reference``; the checkpoint is generated once by
+``tests/data/make_checkpoint.py`` and cached (see ``_sd_checkpoints``). Missing
+data fails the tests that need it: a parity check that cannot run must not pass
+as skipped.
 """
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,15 +16,13 @@ from typing import Any
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
+import _sd_checkpoints  # noqa: E402
 from _graph import graph_server  # noqa: E402,F401  (a fixture for every test module here)
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 DATA_DIR = Path(__file__).resolve().parent / "data"
 REFERENCE_DIR = DATA_DIR / "reference"
-GENERATOR = DATA_DIR / "make_checkpoint.py"
-CHECKPOINT_CACHE = REPO_ROOT / ".cache" / "checkpoints"
-TINY_CHECKPOINT_NAME = "sd15-tiny-seed0.safetensors"
-TINY_CHECKPOINT_BYTES = 573_247_766
+GENERATOR = _sd_checkpoints.GENERATOR
 
 
 def require_data(path: Path) -> Path:
@@ -34,18 +30,6 @@ def require_data(path: Path) -> Path:
     if not path.exists():
         pytest.fail(f"test data missing: {path.relative_to(REPO_ROOT)}", pytrace=False)
     return path
-
-
-def run_generator(cmd: list[str], partial: Path) -> None:
-    """Run the checkpoint generator; a failure says why (its output, the free disk space)."""
-    import shutil
-
-    done = subprocess.run(cmd, capture_output=True, text=True)
-    if done.returncode != 0:
-        partial.unlink(missing_ok=True)
-        free = shutil.disk_usage(partial.parent).free / 2**30
-        pytest.fail(f"checkpoint generator exited with {done.returncode} ({free:.1f} GiB free in "
-                    f"{partial.parent}):\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}", pytrace=False)
 
 
 @pytest.fixture(scope="session")
@@ -61,43 +45,15 @@ def checkpoint_generator() -> Path:
 
 
 @pytest.fixture(scope="session")
-def sd15_tiny_checkpoint(checkpoint_generator: Path) -> Path:
+def sd15_tiny_checkpoint() -> Path:
     """Path of the tiny random-weight SD1.5 checkpoint all references were made with."""
-    target = CHECKPOINT_CACHE / TINY_CHECKPOINT_NAME
-    if target.is_file() and target.stat().st_size == TINY_CHECKPOINT_BYTES:
-        return target
-    CHECKPOINT_CACHE.mkdir(parents=True, exist_ok=True)
-    partial = CHECKPOINT_CACHE / f"{TINY_CHECKPOINT_NAME}.{os.getpid()}.partial"
-    cmd = [
-        sys.executable,
-        str(checkpoint_generator),
-        "--preset", "tiny", "--seed", "0",
-        "--out", str(partial),
-    ]
-    run_generator(cmd, partial)
-    os.replace(partial, target)
-    assert target.stat().st_size == TINY_CHECKPOINT_BYTES
-    return target
-
-
-SDXL_CHECKPOINT_NAME = "sdxl-seed0.safetensors"
-SDXL_CHECKPOINT_BYTES = 6_938_041_144
+    return _sd_checkpoints.tiny_checkpoint()
 
 
 @pytest.fixture(scope="session")
-def sdxl_checkpoint(checkpoint_generator: Path) -> Path:
+def sdxl_checkpoint() -> Path:
     """The random-weight SDXL base checkpoint of the SDXL references (6.9 GB, about 3 minutes to write once)."""
-    target = CHECKPOINT_CACHE / SDXL_CHECKPOINT_NAME
-    if target.is_file() and target.stat().st_size == SDXL_CHECKPOINT_BYTES:
-        return target
-    CHECKPOINT_CACHE.mkdir(parents=True, exist_ok=True)
-    partial = CHECKPOINT_CACHE / f"{SDXL_CHECKPOINT_NAME}.{os.getpid()}.partial"
-    cmd = [sys.executable, str(checkpoint_generator), "--preset", "sdxl", "--seed", "0",
-           "--out", str(partial)]
-    run_generator(cmd, partial)
-    os.replace(partial, target)
-    assert target.stat().st_size == SDXL_CHECKPOINT_BYTES
-    return target
+    return _sd_checkpoints.sdxl_checkpoint()
 
 
 @pytest.fixture(scope="session")

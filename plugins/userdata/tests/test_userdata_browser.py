@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
 from importlib.metadata import entry_points
@@ -212,25 +211,9 @@ def test_multi_user_sign_up_and_per_user_settings(tmp_path):
 REPO_ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
 DATA = os.path.join(os.path.dirname(__file__), "data")
 # The checkpoint generator belongs to the core_nodes tests, which this test needs anyway.
-GENERATOR = os.path.join(REPO_ROOT, "plugins", "core_nodes", "tests", "data", "make_checkpoint.py")
-CHECKPOINT = "sd15-tiny-seed0.safetensors"
-CHECKPOINT_BYTES = 573_247_766
-
-
-def tiny_checkpoint() -> str:
-    """The tiny random-weight SD1.5 checkpoint, made once by the core_nodes tests' generator and cached."""
-    assert os.path.isfile(GENERATOR), f"test data missing: {GENERATOR}"
-    cache = os.path.join(REPO_ROOT, ".cache", "checkpoints")
-    target = os.path.join(cache, CHECKPOINT)
-    if os.path.isfile(target) and os.path.getsize(target) == CHECKPOINT_BYTES:
-        return target
-    os.makedirs(cache, exist_ok=True)
-    partial = f"{target}.{os.getpid()}.partial"
-    done = subprocess.run([sys.executable, GENERATOR, "--preset", "tiny", "--seed", "0", "--out", partial],
-                          capture_output=True, text=True)
-    assert done.returncode == 0, f"checkpoint generator exited with {done.returncode}:\n{done.stderr[-4000:]}"
-    os.replace(partial, target)
-    return target
+sys.path.append(os.path.join(REPO_ROOT, "plugins", "core_nodes", "tests"))
+from _sd_checkpoints import TINY_CHECKPOINT_NAME as CHECKPOINT  # noqa: E402
+from _sd_checkpoints import tiny_checkpoint  # noqa: E402
 
 
 def core_nodes_installed() -> bool:
