@@ -1,21 +1,23 @@
 """Random-weight CLIP vision, style model and GLIGEN files in their real key layouts (seeded, reproducible).
 
 The ViT-L/14 image encoder is full size (304 M parameters, about 600 MB in
-fp16); :func:`shared_file` writes such a file once per test session and lets
-every module hard-link it.
+fp16); :func:`vit_l_file` writes it once into the repository's ``.cache`` (as
+:func:`_random_weights.cached_file` does every generated file) and every module
+hard-links it.
 """
 
 from __future__ import annotations
 
-import os
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _random_weights import random_state_dict, write  # noqa: E402
+from _random_weights import cached_file, random_state_dict  # noqa: E402
+
+#: in the cached files' names; change it when a recipe changes
+VERSION = "v1"
 
 
 def clip_vision_sd(name: str = "vit_l", seed: int = 11) -> dict[str, torch.Tensor]:
@@ -101,16 +103,17 @@ def gligen_sd(seed: int = 17, gate: float = 0.5, prefix: str = "") -> dict[str, 
     return sd
 
 
-def shared_file(tmp_path_factory, name: str, make: Callable[[], dict[str, torch.Tensor]]) -> Path:
-    """``name`` in a session-wide folder, written by ``make`` the first time a module asks for it."""
-    folder = tmp_path_factory.getbasetemp() / "session-model-files"
-    folder.mkdir(exist_ok=True)
-    path = folder / name
-    if not path.exists():
-        partial = folder / f"{name}.{os.getpid()}.partial"
-        write(partial, make())
-        os.replace(partial, path)
-    return path
+def vit_l_file() -> Path:
+    """The random-weight CLIP ViT-L/14 vision file, written once into the shared cache."""
+    return cached_file(f"{VERSION}-clip_vision_vit_l.safetensors", lambda: clip_vision_sd("vit_l"))
+
+
+def unclip_file(tiny_checkpoint: Path) -> Path:
+    """The tiny unCLIP checkpoint built on ``tiny_checkpoint`` and the ViT-L file, written once."""
+    from safetensors.torch import load_file
+
+    return cached_file(f"{VERSION}-unclip_l_tiny.safetensors",
+                       lambda: unclip_checkpoint_sd(tiny_checkpoint, load_file(str(vit_l_file()))))
 
 
 def link(source: Path, target: Path) -> Path:

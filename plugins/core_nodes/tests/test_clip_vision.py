@@ -16,7 +16,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from _nodes import use_base  # noqa: E402
 from _random_weights import write  # noqa: E402
-from _vision_files import clip_vision_sd, gligen_sd, shared_file, style_model_sd, to_openclip, vit_shapes  # noqa: E402
+from _vision_files import gligen_sd, style_model_sd, to_openclip, vit_l_file, vit_shapes  # noqa: E402
 
 EXPECTED = np.load(Path(__file__).parent / "data" / "clip_vision" / "expected.npz")
 
@@ -37,7 +37,7 @@ def _image() -> torch.Tensor:
 @pytest.fixture(scope="module")
 def vit_l(tmp_path_factory) -> Path:
     use_base(tmp_path_factory.mktemp("vision"))
-    return shared_file(tmp_path_factory, "vit_l.safetensors", lambda: clip_vision_sd("vit_l"))
+    return vit_l_file()
 
 
 @pytest.fixture(scope="module")

@@ -10,18 +10,15 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _random_weights import write  # noqa: E402
-from _vision_files import clip_vision_sd, gligen_sd, link, shared_file, style_model_sd, unclip_checkpoint_sd  # noqa: E402
+from _vision_files import gligen_sd, link, style_model_sd, unclip_file, vit_l_file  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def server(graph_server, tmp_path_factory, sd15_tiny_checkpoint):
-    from safetensors.torch import load_file
-
-    vit = shared_file(tmp_path_factory, "vit_l.safetensors", lambda: clip_vision_sd("vit_l"))
-    unclip = shared_file(tmp_path_factory, "unclip_l_tiny.safetensors",
-                         lambda: unclip_checkpoint_sd(sd15_tiny_checkpoint, load_file(str(vit))))
+def server(graph_server, sd15_tiny_checkpoint):
+    vit = vit_l_file()
+    unclip = unclip_file(sd15_tiny_checkpoint)
     link(sd15_tiny_checkpoint, graph_server.models_dir("checkpoints") / "tiny.safetensors")
     link(unclip, graph_server.models_dir("checkpoints") / "unclip.safetensors")
     link(vit, graph_server.models_dir("clip_vision") / "vit_l.safetensors")

@@ -11,7 +11,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from _control_files import hypernetwork_sd, tiny_lora_sd  # noqa: E402
 from _random_weights import write  # noqa: E402
-from _vision_files import clip_vision_sd, link, shared_file  # noqa: E402
+from _vision_files import link, vit_l_file  # noqa: E402
 
 from comfy_kernel_core_nodes.nodes.model_merging_specific import FAMILIES  # noqa: E402
 
@@ -19,8 +19,8 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def server(graph_server, tmp_path_factory, sd15_tiny_checkpoint):
-    vit = shared_file(tmp_path_factory, "vit_l.safetensors", lambda: clip_vision_sd("vit_l"))
+def server(graph_server, sd15_tiny_checkpoint):
+    vit = vit_l_file()
     link(sd15_tiny_checkpoint, graph_server.models_dir("checkpoints") / "tiny.safetensors")
     link(vit, graph_server.models_dir("clip_vision") / "vit_l.safetensors")
     write(graph_server.models_dir("loras") / "tiny_lora.safetensors", tiny_lora_sd())
