@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from _random_weights import cached_file, fp8_state_dict, module_shapes, random_state_dict
+from _random_weights import cached_file, fp8_state_dict, link, module_shapes, random_state_dict
 
 from comfy_kernel_core_nodes.components.llm.decoder import QWEN3_4B, QWEN25_7B, DecoderLM
 from comfy_kernel_core_nodes.components.llm.qwen_vision import QWEN25_VL_VISION
@@ -100,17 +100,7 @@ def place(path: Path, folder: Path, name: str) -> Path:
 
     Not a symlink: the folder registry refuses links that lead outside the folder.
     """
-    import os
-    import shutil
-
-    folder.mkdir(parents=True, exist_ok=True)
-    target = folder / name
-    if not target.exists():
-        try:
-            os.link(path, target)
-        except OSError:
-            shutil.copyfile(path, target)
-    return target
+    return link(path, folder / name)
 
 
 def instantx_controlnet_sd(dtype: torch.dtype = torch.bfloat16, seed: int = 5, blocks: int = 1,

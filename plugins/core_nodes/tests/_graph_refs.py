@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _random_weights import link
 
 DATA = Path(__file__).parent / "data" / "sampling_nodes"
 
@@ -23,12 +23,7 @@ def expected(name: str) -> np.ndarray:
 
 def install_checkpoint(graph_server: Any, checkpoint: Path) -> None:
     """Hard-link the tiny checkpoint into the server's checkpoints folder (a copy across file systems)."""
-    target = graph_server.models_dir("checkpoints") / checkpoint.name
-    if not target.exists():
-        try:
-            os.link(checkpoint, target)
-        except OSError:
-            shutil.copy(checkpoint, target)
+    link(checkpoint, graph_server.models_dir("checkpoints") / checkpoint.name)
     graph_server.input_dir.mkdir(parents=True, exist_ok=True)
     shutil.copy(DATA / "gradient_mask.png", graph_server.input_dir / "gradient_mask.png")
 

@@ -10,6 +10,7 @@ device) or from a key -> shape table.
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -95,3 +96,17 @@ def fp8_state_dict(sd: dict[str, torch.Tensor], scaled: bool = False,
     if scaled:
         out["scaled_fp8"] = torch.empty(0, dtype=torch.float8_e4m3fn)
     return out
+
+
+def link(source: Path, target: Path) -> Path:
+    """``source`` hard-linked as ``target`` (a copy across file systems), unless ``target`` is there.
+
+    Not a symlink: the server's model folders refuse links that lead outside them.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if not target.exists():
+        try:
+            target.hardlink_to(source)
+        except OSError:
+            shutil.copyfile(source, target)
+    return target

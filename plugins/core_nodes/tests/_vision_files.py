@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _random_weights import cached_file, random_state_dict  # noqa: E402
+from _random_weights import cached_file, link, random_state_dict  # noqa: E402,F401  (link: for the test modules)
 
 #: in the cached files' names; change it when a recipe changes
 VERSION = "v1"
@@ -114,18 +114,6 @@ def unclip_file(tiny_checkpoint: Path) -> Path:
 
     return cached_file(f"{VERSION}-unclip_l_tiny.safetensors",
                        lambda: unclip_checkpoint_sd(tiny_checkpoint, load_file(str(vit_l_file()))))
-
-
-def link(source: Path, target: Path) -> Path:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if not target.exists():
-        try:
-            target.hardlink_to(source)
-        except OSError:
-            import shutil
-
-            shutil.copy(source, target)
-    return target
 
 
 def unclip_checkpoint_sd(tiny_checkpoint: Path, vit_l: dict[str, torch.Tensor],

@@ -11,21 +11,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _control_files import control_lora_sd, controlnet_sd, t2i_adapter_sd, to_diffusers, write_controlnet  # noqa: E402
-from _random_weights import write  # noqa: E402
+from _random_weights import link, write  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
 
 def link_checkpoint(graph_server, checkpoint: Path) -> str:
-    target = graph_server.models_dir("checkpoints") / "tiny.safetensors"
-    if not target.exists():
-        try:
-            target.hardlink_to(checkpoint)
-        except OSError:
-            import shutil
-
-            shutil.copy(checkpoint, target)
-    return target.name
+    return link(checkpoint, graph_server.models_dir("checkpoints") / "tiny.safetensors").name
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,6 @@ difference 1, at most 0.5 % of values differing).
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import sys
 from pathlib import Path
 
@@ -21,6 +19,7 @@ import pytest
 from comfy_kernel.testing import ServerProcess
 
 sys.path.insert(0, str(Path(__file__).parent))
+from _random_weights import link  # noqa: E402
 from _server import PromptClient, png_pixels  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.sdxl, pytest.mark.timeout(3600)]
@@ -31,12 +30,7 @@ WORKFLOWS = ["sdxl_txt2img", "sdxl_txt2img_sdxlencode", "sdxl_dpmpp_2m_karras"]
 @pytest.fixture(scope="module")
 def sdxl_client(tmp_path_factory, sdxl_checkpoint):
     base = tmp_path_factory.mktemp("sdxl")
-    folder = base / "models" / "checkpoints"
-    folder.mkdir(parents=True)
-    try:
-        os.link(sdxl_checkpoint, folder / sdxl_checkpoint.name)
-    except OSError:
-        shutil.copy(sdxl_checkpoint, folder / sdxl_checkpoint.name)
+    link(sdxl_checkpoint, base / "models" / "checkpoints" / sdxl_checkpoint.name)
     with ServerProcess(base, env={"OMP_NUM_THREADS": "2"}, startup_timeout=120) as server:
         client = PromptClient(server)
         try:
