@@ -251,6 +251,15 @@ def encode_preview(preview: Any) -> tuple[str, bytes] | None:
     return "image/jpeg", buf.getvalue()
 
 
+def send_progress_text(text: str, node_id: str) -> None:
+    """A text line shown on ``node_id`` in the frontend (binary frame type 3) for the running prompt."""
+    state = _run.get()
+    if state is None:
+        return
+    node = str(node_id).encode("utf-8")
+    state.send_bytes(3, struct.pack(">I", len(node)) + node + text.encode("utf-8"))
+
+
 # --- ProgressBar -------------------------------------------------------------------
 
 

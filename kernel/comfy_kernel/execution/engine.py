@@ -42,6 +42,7 @@ from ..progress import (
 )
 from .caching import CacheEntry, ObjectCache, OutputCache, Signatures, make_cache
 from .graph import DependencyCycleError, DynamicPrompt, ExecutionList, NodeInputError
+from .loops import LoopError, prepare
 from .nodeclass import NodeDef, NodeDefs
 from .timing import NodeTimes, worker_device
 from .validation import exception_type_name
@@ -77,11 +78,15 @@ class Run:
         self.prompt_id = prompt_id
         self.prompt = prompt
         self.extra_data = extra_data
-        self.outputs_to_execute = outputs_to_execute
         self.client_id: str | None = extra_data.get("client_id") or None
         self.state = state
         self.defs = defs
-        self.dynprompt = DynamicPrompt(prompt)
+        self.loop_error: LoopError | None = None
+        try:  # the graph to run: the prompt, with its loops' bodies handed to their start nodes
+            self.graph, self.outputs_to_execute = prepare(prompt, outputs_to_execute, defs.loop_boundary)
+        except LoopError as exc:  # validation reports these; a prompt restored from an older queue may not
+            self.graph, self.outputs_to_execute, self.loop_error = prompt, [], exc
+        self.dynprompt = DynamicPrompt(self.graph)
         self.messages: list[list[Any]] = []
         self.final: list[tuple[str, dict[str, Any], bool]] = []
         self.executed: list[str] = []
@@ -233,7 +238,10 @@ class Engine:
         state = run.state
         state.interrupted.clear()
         self._emit(run, "execution_start", {"prompt_id": run.prompt_id})
-        prompt = run.prompt
+        if run.loop_error is not None:
+            self._failed(run, run.loop_error.node_id, run.loop_error, {})
+            return
+        prompt = run.graph
         fingerprints = {}
         for node_id, node in prompt.items():
             ndef = run.defs.get(node["class_type"])

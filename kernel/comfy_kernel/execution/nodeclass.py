@@ -36,7 +36,7 @@ class NodeDef:
                  "is_output", "input_is_list", "output_is_list", "is_async", "lazy_hook", "is_changed",
                  "validate", "validate_params", "validate_kwargs", "validate_input_types",
                  "not_idempotent", "id_in_key", "function_name", "enable_expand", "dynamic", "static",
-                 "accept_all")
+                 "accept_all", "loop_boundary")
 
     def __init__(self, class_type: str, cls: type, input_types: dict[str, Any] | None = None):
         self.cls = cls
@@ -80,6 +80,7 @@ class NodeDef:
             schema = cls.GET_SCHEMA()
             self.enable_expand = schema.enable_expand
             self.accept_all = bool(getattr(schema, "accept_all_inputs", False))
+            self.loop_boundary = getattr(schema, "loop_boundary", None)
         else:
             self.function_name = cls.FUNCTION
             fn = getattr(cls, cls.FUNCTION, None)
@@ -89,6 +90,7 @@ class NodeDef:
             self.validate = getattr(cls, "VALIDATE_INPUTS", None)
             self.enable_expand = True
             self.accept_all = False
+            self.loop_boundary = None
         self.validate_params: frozenset[str] = frozenset()
         self.validate_kwargs = False
         self.validate_input_types = False
@@ -235,3 +237,8 @@ class NodeDefs:
             ndef = current_def(class_type, cls) if cls is not None else None
             self._defs[class_type] = ndef
             return ndef
+
+    def loop_boundary(self, class_type: str) -> str | None:
+        """``"start"``/``"end"`` for the classes that open or close a loop (``execution.loops``)."""
+        ndef = self.get(class_type)
+        return ndef.loop_boundary if ndef is not None else None

@@ -17,6 +17,7 @@ from typing import Any
 
 from ..nodes.graph_utils import ExecutionBlocker, is_link
 from ..nodes.io import DYNAMIC_COMBO, MATCH_TYPE
+from .loops import LoopError, boundaries, find_loops
 from .nodeclass import NodeDef, NodeDefs
 
 
@@ -313,6 +314,16 @@ async def _validate_prompt(prompt: Any, registry: Any, partial_execution_targets
             outputs.append(node_id)
     if not outputs:
         return False, _error("prompt_no_outputs", "Prompt has no outputs", ""), [], {}
+    marks = boundaries(prompt, defs.loop_boundary)
+    if marks:
+        try:
+            find_loops(prompt, marks)
+        except LoopError as exc:
+            reason = _error("invalid_loop", "Loop nodes do not form a loop", str(exc))
+            return False, _error("prompt_outputs_failed_validation", "Prompt outputs failed validation",
+                                 f"{reason['message']}: {reason['details']}"), [], {
+                exc.node_id: {"errors": [reason], "dependent_outputs": outputs,
+                              "class_type": prompt[exc.node_id]["class_type"]}}
 
     v = Validator(prompt, defs)
     good: list[str] = []

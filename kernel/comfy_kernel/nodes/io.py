@@ -535,6 +535,7 @@ class Hidden(str, Enum):
     prompt = "PROMPT"
     extra_pnginfo = "EXTRA_PNGINFO"
     dynprompt = "DYNPROMPT"
+    execution_list = "EXECUTION_LIST"
     auth_token_comfy_org = "AUTH_TOKEN_COMFY_ORG"
     api_key_comfy_org = "API_KEY_COMFY_ORG"
 
@@ -570,6 +571,9 @@ class Schema:
     not_idempotent: bool = False
     enable_expand: bool = False
     accept_all_inputs: bool = False
+    is_dev_only: bool = False
+    loop_boundary: str | None = None
+    """``"start"`` / ``"end"``: the node opens or closes a loop (``comfy_kernel.execution.loops``)."""
 
     def finalize(self) -> Schema:
         self.inputs = list(self.inputs or [])
@@ -718,6 +722,8 @@ class ComfyNode:
                                          for o in schema.outputs]
         if schema.search_aliases:
             info["search_aliases"] = list(schema.search_aliases)
+        if schema.is_dev_only:
+            info["dev_only"] = True
         return info
 
     @classmethod
