@@ -54,10 +54,6 @@ WHY_NODE = {
                    "GL) the server does not have"),
     "BlockSparseAttention": ("not yet", "block-sparse (VSA) attention kernels for long video token sequences; "
                              "its templates are MiniMax H3 ones, whose family is not here"),
-    "StartLoop": ("not yet", "loops are expanded by ComfyUI's executor (boundaries paired at validation, the "
-                  "end node blocked until the last iteration); the kernel's executor has no loop support"),
-    "EndLoop": ("not yet", "loops are expanded by ComfyUI's executor (boundaries paired at validation, the "
-                "end node blocked until the last iteration); the kernel's executor has no loop support"),
     "ReferenceMultiLatent": ("not yet", "ComfyUI's definition was not available to check against; its Flux 3 "
                              "Klein templates also need Flux3LayoutPrompt"),
     "GetICLoRAParameters": ("not yet", "LTX-Video IC-LoRA metadata for LTXVAddGuide (LTX-Video family)"),
@@ -68,7 +64,6 @@ WHY_NODE = {
 #: ComfyUI modules of the nodes above that have no contract here (the table's module column).
 NODE_MODULES = {
     "GLSLShader": "comfy_extras.nodes_glsl", "BlockSparseAttention": "comfy_extras.nodes_sparse_attention",
-    "StartLoop": "comfy_extras.nodes_loop", "EndLoop": "comfy_extras.nodes_loop",
     "GetICLoRAParameters": "comfy_extras.nodes_lt", "GenerateTracks": "comfy_extras.nodes_wanmove",
 }
 
