@@ -54,8 +54,9 @@ WHY_NODE = {
                    "GL) the server does not have"),
     "BlockSparseAttention": ("not yet", "block-sparse (VSA) attention kernels for long video token sequences; "
                              "its templates are MiniMax H3 ones, whose family is not here"),
-    "ReferenceMultiLatent": ("not yet", "ComfyUI's definition was not available to check against; its Flux 3 "
-                             "Klein templates also need Flux3LayoutPrompt"),
+    "ReferenceMultiLatent": ("not yet", "part of the FLUX 3 Klein family (its templates also need Flux3LayoutPrompt and "
+                             "the FLUX 3 model, neither here); ComfyUI's definition is in no source available to "
+                             "match its contract against"),
     "GetICLoRAParameters": ("not yet", "LTX-Video IC-LoRA metadata for LTXVAddGuide (LTX-Video family)"),
     "BuildPoseFile": ("not yet", "SAM 3D Body pose data to animated GLB/BVH files (3D family)"),
     "GenerateTracks": ("not yet", "motion tracks for Wan-Move's track conditioning (Wan variants)"),
