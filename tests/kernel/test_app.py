@@ -51,3 +51,29 @@ def test_feature_flags_of_two_plugins_merge_under_one_key():
     assert _merged(manager, other) == {"manager": {"supports_v4": False, "supports_csrf_post": True},
                                        "assets": {"enabled": True}}
     assert _merged({"a": 1}, 2) == 2
+
+
+@pytest.mark.parametrize("host,accept,gzip", [
+    ("192.168.1.5", "gzip, deflate, br", True), ("2001:db8::1", "GZIP", True),
+    ("127.0.0.1", "gzip", False), ("127.0.0.2", "gzip", False), ("::1", "gzip", False),
+    ("192.168.1.5", "br", False), ("192.168.1.5", "", False), (None, "gzip", False), ("testclient", "gzip", False),
+])
+def test_object_info_is_compressed_for_remote_clients_only(host, accept, gzip):
+    from comfy_kernel.routes.nodes import wants_gzip
+
+    assert wants_gzip(host, accept) is gzip
+
+
+def test_object_info_gzip_is_kept_per_answer():
+    import gzip as gz
+
+    from comfy_kernel.nodes.info import ObjectInfoCache
+
+    cache = ObjectInfoCache.__new__(ObjectInfoCache)
+    cache._gzipped = None
+    body = dumps({"Node": {"input": {"required": {}}}})
+    assert cache.gzipped_now(body) is None
+    packed = cache.gzipped(body)
+    assert gz.decompress(packed) == body and cache.gzipped_now(body) is packed
+    other = dumps({"Other": {}})
+    assert cache.gzipped_now(other) is None and gz.decompress(cache.gzipped(other)) == other

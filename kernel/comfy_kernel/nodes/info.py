@@ -9,6 +9,7 @@ registry or a folder listing changes.
 
 from __future__ import annotations
 
+import gzip
 import logging
 import os
 from typing import Any
@@ -84,6 +85,7 @@ class ObjectInfoCache:
         self.folders = folders
         self._key: Any = None
         self._body: bytes = b"{}"
+        self._gzipped: tuple[bytes, bytes] | None = None  # (body, its gzip) for remote clients
         self._infos: dict[str, dict[str, Any]] = {}
 
     def _fingerprint(self) -> Any:
@@ -121,6 +123,25 @@ class ObjectInfoCache:
             self._body = dumps(self._infos)
             self._key = self._fingerprint()
         return self._body
+
+    def gzipped(self, body: bytes) -> bytes:
+        """``body`` gzip-compressed, kept until the body changes.
+
+        A browser on another machine reads an eighth of the bytes (about 40 KB
+        instead of 320 KB with every core node); compressing costs a few
+        milliseconds once per change of the answer.
+        """
+        return self.gzipped_now(body) or self._compress(body)
+
+    def gzipped_now(self, body: bytes) -> bytes | None:
+        """The kept gzip of ``body``, or None when it must be compressed first (see :meth:`gzipped`)."""
+        cached = self._gzipped
+        return cached[1] if cached is not None and cached[0] is body else None
+
+    def _compress(self, body: bytes) -> bytes:
+        compressed = gzip.compress(body, 6)
+        self._gzipped = (body, compressed)
+        return compressed
 
     def current(self) -> bytes | None:
         """The cached body while nothing it depends on changed, else None (then :meth:`body` rebuilds it).
