@@ -137,7 +137,7 @@ class Server:
 
         while self.name != "ComfyUI" and time.perf_counter() - started < timeout:
             try:
-                if self.get_json("/api/health").get("warmup") in ("done", "off"):
+                if self.get_json("/api/health").get("warmup", "done") in ("done", "off"):  # older builds: none
                     break
             except urllib.error.HTTPError:  # a checkout older than the warm-up has no /api/health
                 break
