@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -35,6 +35,8 @@ from ...model.detection import Shapes
 from ...model.files import combined_reader
 from ...model.quant import network_weights
 from ...model.vae import AudioVAE, VAEModel
+from .bigvgan import AMPBlock, activation, is_filter_key
+from .bwe_vocoder import BWELayout, VocoderWithBWE
 
 #: latent frames per spectrogram frame, and mel bins per latent bin
 DOWNSAMPLE = 4
@@ -107,6 +109,13 @@ class VocoderLayout:
     final_bias: bool = True
     final_tanh: bool = True
     output_sample_rate: int | None = None
+    #: "1" (HiFi-GAN) or "AMP1" (BigVGAN v2, anti-aliased Snake / SnakeBeta activations: ``activation``)
+    resblock: str = "1"
+    activation: str = "snakebeta"
+    #: tanh (``final_tanh``) or a clamp to [-1, 1] at the end; a bandwidth extender's generator has neither
+    final_activation: bool = True
+    #: LTX-2.3's bandwidth extension (bwe_vocoder.py)
+    bwe: BWELayout | None = None
 
 
 def pixel_norm(x: torch.Tensor) -> torch.Tensor:
@@ -293,17 +302,25 @@ class Vocoder(nn.Module):
             self.ups.append(ops.ConvTranspose1d(width, width // 2, kernel, stride=rate, padding=(kernel - rate) // 2))
             width //= 2
             for k, d in zip(layout.res_kernels, layout.dilations, strict=True):
-                self.resblocks.append(ResBlock(ops, width, k, d))
+                self.resblocks.append(AMPBlock(ops, width, k, d, layout.activation) if self.amp
+                                      else ResBlock(ops, width, k, d))
+        self.act_post = activation(width, layout.activation) if self.amp else nn.LeakyReLU()
         self.conv_post = ops.Conv1d(width, layout.out_channels, 7, padding=3, bias=layout.final_bias)
+
+    @property
+    def amp(self) -> bool:
+        return self.layout.resblock == "AMP1"
 
     def forward(self, mel: torch.Tensor) -> torch.Tensor:
         """Log-mel [B, C, T, M] -> waveform [B, out_channels, T x prod(rates)]."""
         x = self.conv_pre(mel.transpose(2, 3).flatten(1, 2))
         n = len(self.layout.res_kernels)
         for i, up in enumerate(self.ups):
-            x = up(F.leaky_relu(x, 0.1))
+            x = up(x if self.amp else F.leaky_relu(x, 0.1))
             x = sum(self.resblocks[i * n + j](x) for j in range(n)) / n
-        x = self.conv_post(F.leaky_relu(x))
+        x = self.conv_post(self.act_post(x))
+        if not self.layout.final_activation:
+            return x
         return torch.tanh(x) if self.layout.final_tanh else x.clamp(-1, 1)
 
 
@@ -317,11 +334,11 @@ class LTX2AudioVAENet(nn.Module):
 
     @classmethod
     def create(cls, layout: AudioLayout, vocoder: VocoderLayout, ops: Any = _ops.plain) -> LTX2AudioVAENet:
-        return cls(Autoencoder(ops, layout), Vocoder(ops, vocoder))
+        return cls(Autoencoder(ops, layout), make_vocoder(ops, vocoder))
 
     @property
     def dtype(self) -> torch.dtype:
-        conv = self.vocoder.conv_pre
+        conv = self.autoencoder.decoder.conv_in.conv
         return getattr(conv, "compute_dtype", None) or conv.weight.dtype
 
     def encode_mel(self, mel: torch.Tensor) -> torch.Tensor:
@@ -431,14 +448,35 @@ def audio_layout(shapes: Shapes, prefix: str, config: dict[str, Any]) -> AudioLa
 
 
 def vocoder_layout(shapes: Shapes, prefix: str, config: dict[str, Any]) -> VocoderLayout:
-    if "bwe" in config:
-        raise ValueError("LTX-2 vocoders with bandwidth extension (LTX-2.3) are not supported yet")
-    if config.get("resblock", "1") != "1":
+    """The vocoder's shape: widths, kernels and the kind of residual block from the keys, strides and the final
+    activation from the file's ``config`` (the released values when absent). LTX-2.3's files nest the vocoder
+    (``vocoder.vocoder.``) beside a bandwidth extender (``vocoder.bwe_generator.``, ``vocoder.mel_stft.``)."""
+    if prefix + "vocoder.conv_pre.weight" in shapes:
+        bwe_config = config.get("bwe", {})
+        generator = replace(_vocoder_layout(shapes, prefix + "bwe_generator.", bwe_config, BWE_GENERATOR),
+                            final_activation=False)
+        basis = shapes[prefix + "mel_stft.stft_fn.forward_basis"]
+        bwe = BWELayout(generator=generator, input_rate=int(bwe_config.get("input_sampling_rate", 16000)),
+                        output_rate=int(bwe_config.get("output_sampling_rate", 48000)),
+                        hop_length=int(bwe_config.get("hop_length", 80)), n_fft=int(basis[-1]),
+                        mels=int(shapes[prefix + "mel_stft.mel_basis"][0]))
+        main = _vocoder_layout(shapes, prefix + "vocoder.", config.get("vocoder", {}), BWE_VOCODER)
+        return replace(main, bwe=bwe, output_sample_rate=bwe.output_rate)
+    return _vocoder_layout(shapes, prefix, config, VocoderLayout())
+
+
+#: LTX-2.3's released vocoder strides (the first stage, then the bandwidth extender)
+BWE_VOCODER = VocoderLayout(rates=(5, 2, 2, 2, 2, 2), kernels=(11, 4, 4, 4, 4, 4), resblock="AMP1")
+BWE_GENERATOR = VocoderLayout(rates=(6, 5, 2, 2, 2), kernels=(12, 11, 4, 4, 4), resblock="AMP1")
+
+
+def _vocoder_layout(shapes: Shapes, prefix: str, config: dict[str, Any], defaults: VocoderLayout) -> VocoderLayout:
+    amp = prefix + "resblocks.0.acts1.0.act.alpha" in shapes
+    if config.get("resblock", "AMP1" if amp else "1") not in ("1", "AMP1"):
         raise ValueError(f"LTX-2 vocoder residual blocks of kind {config.get('resblock')!r} are not supported yet")
     pre = shapes[prefix + "conv_pre.weight"]
     ups = _count(shapes, prefix + "ups.{}.weight")
     kernels = tuple(int(shapes[f"{prefix}ups.{i}.weight"][2]) for i in range(ups))
-    defaults = VocoderLayout()
     rates = tuple(config.get("upsample_rates", defaults.rates if kernels == defaults.kernels else ()))
     if len(rates) != ups:
         raise ValueError("the LTX-2 vocoder's upsampling rates are not in the file's config")
@@ -447,7 +485,10 @@ def vocoder_layout(shapes: Shapes, prefix: str, config: dict[str, Any]) -> Vocod
         in_channels=int(pre[1]), width=int(pre[0]), rates=rates, kernels=kernels, res_kernels=res_kernels,
         dilations=tuple(tuple(d) for d in config.get("resblock_dilation_sizes", defaults.dilations)),
         out_channels=int(shapes[prefix + "conv_post.weight"][0]), final_bias=prefix + "conv_post.bias" in shapes,
-        final_tanh=bool(config.get("use_tanh_at_final", True)), output_sample_rate=config.get("output_sample_rate"))
+        final_tanh=bool(config.get("use_tanh_at_final", True)), output_sample_rate=config.get("output_sample_rate"),
+        resblock="AMP1" if amp else "1",
+        activation="snakebeta" if prefix + "resblocks.0.acts1.0.act.beta" in shapes else "snake",
+        final_activation=bool(config.get("apply_final_activation", True)))
 
 
 def load_audio_vae(path: str, prefix: str = "", shapes: Shapes | None = None) -> LTX2AudioVAE:
@@ -467,7 +508,8 @@ def load_audio_vae(path: str, prefix: str = "", shapes: Shapes | None = None) ->
     # ComfyUI runs this VAE in float32 only
     sources = {name: network_weights(path, prefix, shapes, f"LTX-2 {name}", "vae",
                                      lambda ops, compute, name=name: _part(name, layout, vocoder, ops),
-                                     supported=(torch.float32,))
+                                     supported=(torch.float32,),
+                                     rename=lambda key: None if is_filter_key(key) else key)
                for name, prefix in parts.items()}
 
     def build(sd: dict[str, torch.Tensor]) -> nn.Module:
@@ -487,4 +529,9 @@ def load_audio_vae(path: str, prefix: str = "", shapes: Shapes | None = None) ->
 
 
 def _part(name: str, layout: AudioLayout, vocoder: VocoderLayout, ops: Any) -> nn.Module:
-    return Autoencoder(ops, layout) if name == "autoencoder" else Vocoder(ops, vocoder)
+    return Autoencoder(ops, layout) if name == "autoencoder" else make_vocoder(ops, vocoder)
+
+
+def make_vocoder(ops: Any, layout: VocoderLayout) -> nn.Module:
+    """The vocoder, with its bandwidth extender when the layout has one."""
+    return VocoderWithBWE(ops, layout, layout.bwe) if layout.bwe is not None else Vocoder(ops, layout)

@@ -50,6 +50,8 @@ class LTX2Model(BaseModel):
         cross_attn = kwargs.get("cross_attn")
         if cross_attn is not None:
             out["c_crossattn"] = C.CONDRegular(cross_attn)
+        if kwargs.get("unprocessed_ltxav_embeds"):
+            out["unprocessed_ltxav_embeds"] = C.CONDConstant(True)
         out["frame_rate"] = C.CONDConstant(kwargs.get("frame_rate", 25))
         shapes = kwargs.get("latent_shapes")
         denoise_mask = kwargs.get("concat_mask", kwargs.get("denoise_mask"))
@@ -106,20 +108,26 @@ class LTX2(ModelConfig):
         return LTX2Model(self, ModelType.FLUX, weights)
 
     def load(self, path: str, shapes: Shapes, prefix: str, weight_dtype: torch.dtype | None = None) -> BaseModel:
-        layout = LTX2Config.from_unet_config(self.unet_config)
+        from .audio_vae import file_config
+
+        # like ComfyUI, the rotary layout comes from the file's ``config`` metadata (interleaved without one)
+        rope = file_config(path).get("transformer", {}).get("rope_type", "interleaved")
+        layout = LTX2Config.from_unet_config({**self.unet_config, "rope_type": rope})
+        own_connectors = bool(layout.connector_layers)
         weights = network_weights(path, prefix, shapes, "LTX-2 transformer", "unet",
                                   lambda ops, compute: LTX2Transformer(layout, ops, compute),
-                                  weight_dtype=weight_dtype, supported=SUPPORTED, rename=_transformer_key)
+                                  weight_dtype=weight_dtype, supported=SUPPORTED,
+                                  rename=lambda key: _transformer_key(key, own_connectors))
         return self.get_model(weights, shapes, prefix)
 
     def load_clip(self, path: str, shapes: Shapes, embedding_directory: Any = None) -> Any:
         return None
 
 
-def _transformer_key(key: str) -> str | None:
-    """The network's keys; the text connectors a checkpoint keeps beside the transformer belong to the text
-    encoder."""
-    return None if "embeddings_connector." in key else key
+def _transformer_key(key: str, own_connectors: bool) -> str | None:
+    """The network's keys; LTX-2's text connectors, kept beside the transformer, belong to the text encoder
+    (LTX-2.3's run in the diffusion model)."""
+    return None if "embeddings_connector." in key and not own_connectors else key
 
 
 CONFIGS = [LTX2]

@@ -14,13 +14,11 @@ normed state) are normalised and projected to one feature per token:
 
 The released LTX-2 checkpoints also carry two 3840-wide "embeddings
 connectors" (``model.diffusion_model.video_embeddings_connector`` and
-``audio_embeddings_connector``): a 1-d transformer of two blocks
-(parameter-free RMS pre-norms, self-attention with RMS-normed queries and keys
-and split-half rotary positions, a tanh-GELU feed-forward) over the tokens
-followed by learned register tokens up to a multiple of 128 (at least 1024
-tokens), then a final RMS norm. As in ComfyUI, those two run here, on the
-text encoder's side, and the conditioning is their outputs side by side
-([video | audio], 2 x 3840 wide); the transformer splits it. Files whose
+``audio_embeddings_connector``, connectors.py): a 1-d transformer of two
+blocks over the tokens followed by learned register tokens. As in ComfyUI,
+those two run here, on the text encoder's side, and the conditioning is their
+outputs side by side ([video | audio], 2 x 3840 wide); the transformer splits
+it. Files whose
 connectors are wider or deeper (LTX-2.3) leave them to the diffusion model
 and the conditioning is marked ``unprocessed_ltxav_embeds``.
 """
@@ -32,21 +30,9 @@ import re
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from ...model import ops as _ops
-from .transformer import GELUProj
-
-CONNECTOR_HEAD_DIM = 128
-CONNECTOR_MIN_TOKENS = 1024
-CONNECTOR_MAX_POSITION = 4096.0
-CONNECTOR_THETA = 10000.0
-CONNECTORS = ("video_embeddings_connector", "audio_embeddings_connector")
-
-
-def rms(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
+from .connectors import CONNECTORS, Connector, rms
 
 
 class DualProjection(nn.Module):
@@ -63,83 +49,6 @@ class DualProjection(nn.Module):
         outs = [proj(x * math.sqrt(proj.out_features / width))
                 for proj in (self.video_aggregate_embed, self.audio_aggregate_embed)]
         return torch.cat(outs, dim=-1)
-
-
-class ConnectorAttention(nn.Module):
-    def __init__(self, ops: Any, dim: int, heads: int) -> None:
-        super().__init__()
-        self.heads = heads
-        self.to_q = ops.Linear(dim, dim)
-        self.to_k = ops.Linear(dim, dim)
-        self.to_v = ops.Linear(dim, dim)
-        self.q_norm = ops.RMSNorm(dim, eps=1e-5)
-        self.k_norm = ops.RMSNorm(dim, eps=1e-5)
-        self.to_out = nn.ModuleList([ops.Linear(dim, dim)])
-
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        b, n, _ = x.shape
-        q = split_rotate(self.q_norm(self.to_q(x)).view(b, n, self.heads, -1).transpose(1, 2), cos, sin)
-        k = split_rotate(self.k_norm(self.to_k(x)).view(b, n, self.heads, -1).transpose(1, 2), cos, sin)
-        v = self.to_v(x).view(b, n, self.heads, -1).transpose(1, 2)
-        out = F.scaled_dot_product_attention(q, k, v)
-        return self.to_out[0](out.transpose(1, 2).reshape(b, n, -1))
-
-
-def split_rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotary embedding turning channel i with channel i + half of each head ([B, H, N, D]; cos/sin [H, N, D/2])."""
-    first, second = x.chunk(2, dim=-1)
-    return torch.cat([first * cos - second * sin, second * cos + first * sin], dim=-1)
-
-
-class ConnectorFeedForward(nn.Module):
-    def __init__(self, ops: Any, dim: int) -> None:
-        super().__init__()
-        self.net = nn.ModuleList([GELUProj(ops, dim, 4 * dim), nn.Dropout(0.0), ops.Linear(4 * dim, dim)])
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net[2](self.net[0](x))
-
-
-class ConnectorBlock(nn.Module):
-    def __init__(self, ops: Any, dim: int, heads: int) -> None:
-        super().__init__()
-        self.attn1 = ConnectorAttention(ops, dim, heads)
-        self.ff = ConnectorFeedForward(ops, dim)
-
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn1(rms(x), cos, sin)
-        return x + self.ff(rms(x))
-
-
-class Connector(nn.Module):
-    """A 1-d transformer over the text tokens and learned registers (see the module's docstring)."""
-
-    def __init__(self, ops: Any, dim: int, layers: int, registers: int) -> None:
-        super().__init__()
-        self.heads = dim // CONNECTOR_HEAD_DIM
-        self.transformer_1d_blocks = nn.ModuleList(ConnectorBlock(ops, dim, self.heads) for _ in range(layers))
-        self.learnable_registers = nn.Parameter(torch.empty(registers, dim))
-
-    def rotary(self, tokens: int, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        """cos / sin [heads, tokens, head_dim / 2]: frequencies spread geometrically from 1 to theta (times
-        pi / 2) over half the width, at positions mapped from [0, 4096) onto [-1, 1)."""
-        dim = self.learnable_registers.shape[1]
-        steps = torch.linspace(0.0, 1.0, dim // 2, dtype=torch.float64)
-        grid = (torch.pow(torch.tensor(CONNECTOR_THETA, dtype=torch.float64), steps) * math.pi / 2).float()
-        position = torch.arange(tokens, dtype=torch.float32) / CONNECTOR_MAX_POSITION * 2 - 1
-        freqs = (position[:, None] * grid[None]).view(tokens, self.heads, -1).transpose(0, 1)
-        return freqs.cos().to(device=device, dtype=dtype), freqs.sin().to(device=device, dtype=dtype)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        registers = _ops.cast_weight(self, "learnable_registers", x)
-        count = registers.shape[0]
-        total = math.ceil(max(CONNECTOR_MIN_TOKENS, x.shape[1]) / count) * count
-        filler = registers.repeat(total // count, 1)[x.shape[1]:]
-        x = torch.cat([x, filler[None].expand(x.shape[0], -1, -1)], dim=1)
-        cos, sin = self.rotary(total, x.device, x.dtype)
-        for block in self.transformer_1d_blocks:
-            x = block(x, cos, sin)
-        return rms(x)
 
 
 class TextHead(nn.Module):

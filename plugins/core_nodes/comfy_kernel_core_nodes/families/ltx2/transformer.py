@@ -6,11 +6,20 @@ the stream's own text tokens, then audio-to-video and video-to-audio
 cross-attention (rotary positions over time only, on the audio stream's head
 layout) modulated by their own timestep embeddings, and a gated feed-forward.
 Norms are parameter-free RMS norms; queries and keys get RMS norms across all
-heads. Rotary angles interleave pairs of channels, their frequencies spread
-geometrically from 1 to theta over each axis's share of the width, at the
-middle of each token's span in seconds (video: latent frames of 8 pixel frames
-at ``fps``, 32x32 pixels; audio: latent frames of 4 mel frames of 10 ms), both
-shifted by the causal VAEs' first frame.
+heads. Rotary angles (rope.py) are taken at the middle of each token's span
+in seconds (video: latent frames of 8 pixel frames at ``fps``, 32x32 pixels;
+audio: latent frames of 4 mel frames of 10 ms), both shifted by the causal
+VAEs' first frame.
+
+LTX-2.3 adds, found from the keys: per-head sigmoid gates on every attention
+(``to_gate_logits``); text modulation: three more rows in each block's table
+shift, scale and gate the text cross-attention's queries while the text
+itself is shifted and scaled by a per-block table plus an embedding of the
+stream's sigma (``prompt_adaln_single``, absent from LTX-2.5, whose table
+alone then applies); no caption projection, the text connectors
+(connectors.py) running here instead on the text encoder's projected
+features; and the cross-modal modulation of each stream taken from the other
+stream's sigma. LTX-2.5's video feed-forward has no biases.
 
 ``forward`` is the sampler's interface: the packed audio + video latent of
 ``model/nested.py`` with the parts' shapes, a timestep per stream (per token
@@ -26,7 +35,6 @@ file; heads follow ComfyUI's reading (32 per stream).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +45,9 @@ from torch import nn
 from ...model import ops as _ops
 from ...model.attention import optimized_attention
 from ..flux.layers import timestep_embedding
+from .connectors import Connector
+from .layers import FeedForward, RMSNorm, head_gates, rms
+from .rope import rope_freqs, rotate
 
 
 @dataclass(frozen=True)
@@ -59,45 +70,54 @@ class LTX2Config:
     sample_rate: int = 16000
     hop_length: int = 160
     causal_offset: int = 1
+    #: LTX-2.3's per-head attention gates
+    gated_attention: bool = False
+    #: LTX-2.3's text modulation (9-row block tables, per-block prompt tables)
+    prompt_modulation: bool = False
+    #: the prompt tables' timestep embedding (``prompt_adaln_single``); LTX-2.5 has none
+    prompt_adaln: bool = False
+    #: LTX-2's caption projection; LTX-2.3 feeds the connectors' output as it is
+    caption_projection: bool = True
+    ff_bias: bool = True
+    audio_ff_bias: bool = True
+    #: each stream's cross-modal modulation from the other stream's sigma (LTX-2.3)
+    cross_timestep: bool = False
+    #: rotary layout: split halves per head (the released files' ``rope_type``) or interleaved pairs
+    rope_split: bool = False
+    #: the text connectors inside the diffusion model (LTX-2.3): depth, registers, heads, gates
+    connector_layers: int = 0
+    connector_registers: int = 128
+    connector_heads: int = 0
+    audio_connector_heads: int = 0
+    connector_gated: bool = False
 
     @classmethod
     def from_unet_config(cls, config: dict[str, Any]) -> LTX2Config:
         """The network's shape from ComfyUI's ``unet_config`` (see :func:`.detect.transformer_config`)."""
-        if config.get("gated_attention") or config.get("prompt_modulation"):
-            raise ValueError("LTX-2.3 transformers (gated attention, text modulation) are not supported yet")
+        if config.get("keyframes_abs_pos_embedding"):
+            raise ValueError("LTX-2.5 transformers (keyframe position embedding) are not supported yet")
+        modulation = bool(config.get("prompt_modulation"))
+        connector = config.get("connector") or {}
         return cls(in_channels=config["in_channels"], out_channels=config["out_channels"],
                    dim=config["num_attention_heads"] * config["attention_head_dim"],
                    heads=config["num_attention_heads"], audio_in_channels=config["audio_in_channels"],
                    audio_out_channels=config["audio_out_channels"],
                    audio_dim=config["audio_num_attention_heads"] * config["audio_attention_head_dim"],
-                   audio_heads=config["audio_num_attention_heads"], caption_channels=config["caption_channels"],
-                   num_layers=config["num_layers"])
-
-
-class RMSNorm(nn.Module):
-    """RMS norm over the last dimension, with a learned scale when ``affine``."""
-
-    def __init__(self, dim: int, affine: bool = True, eps: float = 1e-6) -> None:
-        super().__init__()
-        self.eps = eps
-        if affine:
-            self.weight = nn.Parameter(torch.empty(dim))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        weight = _ops.cast_weight(self, "weight", x) if hasattr(self, "weight") else None
-        return F.rms_norm(x, (x.shape[-1],), weight, self.eps)
-
-
-def rotate(x: torch.Tensor, freqs: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-    """Interleaved rotary embedding over the whole width: channel pairs (2i, 2i + 1) turn together."""
-    cos, sin = freqs
-    pairs = x.unflatten(-1, (-1, 2))
-    turned = torch.stack([-pairs[..., 1], pairs[..., 0]], dim=-1).flatten(-2)
-    return (x.float() * cos + turned.float() * sin).to(x.dtype)
+                   audio_heads=config["audio_num_attention_heads"],
+                   caption_channels=config.get("caption_channels") or 0, num_layers=config["num_layers"],
+                   gated_attention=bool(config.get("gated_attention")), prompt_modulation=modulation,
+                   prompt_adaln=bool(config.get("prompt_adaln")),
+                   caption_projection=config.get("caption_channels") is not None,
+                   ff_bias=config.get("ff_bias", True), audio_ff_bias=config.get("audio_ff_bias", True),
+                   cross_timestep=modulation, rope_split=config.get("rope_type", "interleaved") == "split",
+                   connector_layers=connector.get("layers", 0), connector_registers=connector.get("registers", 128),
+                   connector_heads=connector.get("heads", 0), audio_connector_heads=connector.get("audio_heads", 0),
+                   connector_gated=bool(connector.get("gated")))
 
 
 class Attention(nn.Module):
-    def __init__(self, ops: Any, dim: int, heads: int, inner: int, context_dim: int | None = None) -> None:
+    def __init__(self, ops: Any, dim: int, heads: int, inner: int, context_dim: int | None = None,
+                 gated: bool = False) -> None:
         super().__init__()
         context_dim = context_dim or dim
         self.heads = heads
@@ -107,6 +127,7 @@ class Attention(nn.Module):
         self.q_norm = RMSNorm(inner)
         self.k_norm = RMSNorm(inner)
         self.to_out = nn.ModuleList([ops.Linear(inner, dim)])
+        self.to_gate_logits = ops.Linear(dim, heads) if gated else None
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None, q_rope: Any = None, k_rope: Any = None,
                 mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -114,25 +135,8 @@ class Attention(nn.Module):
         q, k = self.q_norm(self.to_q(x)), self.k_norm(self.to_k(context))
         if q_rope is not None:
             q, k = rotate(q, q_rope), rotate(k, k_rope if k_rope is not None else q_rope)
-        return self.to_out[0](optimized_attention(q, k, self.to_v(context), self.heads, mask=mask))
-
-
-class GELUProj(nn.Module):
-    def __init__(self, ops: Any, dim: int, inner: int) -> None:
-        super().__init__()
-        self.proj = ops.Linear(dim, inner)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.gelu(self.proj(x), approximate="tanh")
-
-
-class FeedForward(nn.Module):
-    def __init__(self, ops: Any, dim: int, mult: int = 4) -> None:
-        super().__init__()
-        self.net = nn.ModuleList([GELUProj(ops, dim, dim * mult), nn.Dropout(0.0), ops.Linear(dim * mult, dim)])
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net[2](self.net[0](x))
+        out = optimized_attention(q, k, self.to_v(context), self.heads, mask=mask)
+        return self.to_out[0](head_gates(self.to_gate_logits, x, out, self.heads))
 
 
 def modulation(table: torch.Tensor, emb: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -142,40 +146,56 @@ def modulation(table: torch.Tensor, emb: torch.Tensor) -> tuple[torch.Tensor, ..
     return values.unbind(dim=2)
 
 
-def rms(x: torch.Tensor) -> torch.Tensor:
-    return F.rms_norm(x, (x.shape[-1],), None, 1e-6)
-
-
 class Block(nn.Module):
     def __init__(self, ops: Any, config: LTX2Config) -> None:
         super().__init__()
-        dim, adim = config.dim, config.audio_dim
-        self.attn1 = Attention(ops, dim, config.heads, dim)
-        self.audio_attn1 = Attention(ops, adim, config.audio_heads, adim)
-        self.attn2 = Attention(ops, dim, config.heads, dim, dim)
-        self.audio_attn2 = Attention(ops, adim, config.audio_heads, adim, adim)
-        self.audio_to_video_attn = Attention(ops, dim, config.audio_heads, adim, adim)
-        self.video_to_audio_attn = Attention(ops, adim, config.audio_heads, adim, dim)
-        self.ff = FeedForward(ops, dim)
-        self.audio_ff = FeedForward(ops, adim)
-        self.scale_shift_table = nn.Parameter(torch.empty(6, dim))
-        self.audio_scale_shift_table = nn.Parameter(torch.empty(6, adim))
+        dim, adim, gated = config.dim, config.audio_dim, config.gated_attention
+        self.attn1 = Attention(ops, dim, config.heads, dim, gated=gated)
+        self.audio_attn1 = Attention(ops, adim, config.audio_heads, adim, gated=gated)
+        self.attn2 = Attention(ops, dim, config.heads, dim, dim, gated=gated)
+        self.audio_attn2 = Attention(ops, adim, config.audio_heads, adim, adim, gated=gated)
+        self.audio_to_video_attn = Attention(ops, dim, config.audio_heads, adim, adim, gated=gated)
+        self.video_to_audio_attn = Attention(ops, adim, config.audio_heads, adim, dim, gated=gated)
+        self.ff = FeedForward(ops, dim, bias=config.ff_bias)
+        self.audio_ff = FeedForward(ops, adim, bias=config.audio_ff_bias)
+        rows = 9 if config.prompt_modulation else 6
+        self.scale_shift_table = nn.Parameter(torch.empty(rows, dim))
+        self.audio_scale_shift_table = nn.Parameter(torch.empty(rows, adim))
+        if config.prompt_modulation:
+            self.prompt_scale_shift_table = nn.Parameter(torch.empty(2, dim))
+            self.audio_prompt_scale_shift_table = nn.Parameter(torch.empty(2, adim))
         self.scale_shift_table_a2v_ca_video = nn.Parameter(torch.empty(5, dim))
         self.scale_shift_table_a2v_ca_audio = nn.Parameter(torch.empty(5, adim))
 
     def _table(self, name: str, x: torch.Tensor) -> torch.Tensor:
         return _ops.cast_weight(self, name, x)
 
+    def _text(self, attn: Attention, x: torch.Tensor, context: torch.Tensor, mask: Any, values: tuple,
+              prompt_table: str, prompt_emb: torch.Tensor | None) -> torch.Tensor:
+        """The text cross-attention's residual; with LTX-2.3's modulation of the queries and of the text."""
+        if len(values) == 6:
+            return attn(rms(x), context, mask=mask)
+        shift_q, scale_q, gate_q = values[6:]
+        table = self._table(prompt_table, x)
+        if prompt_emb is None:
+            shift_kv, scale_kv = table[None, None].unbind(dim=2)
+        else:
+            shift_kv, scale_kv = modulation(table, prompt_emb)
+        return attn(rms(x) * (1 + scale_q) + shift_q, context * (1 + scale_kv) + shift_kv, mask=mask) * gate_q
+
     def forward(self, x: torch.Tensor, a: torch.Tensor, context: torch.Tensor, audio_context: torch.Tensor,
-                emb: dict[str, torch.Tensor], rope: dict[str, Any], masks: dict[str, Any]) -> tuple[torch.Tensor, ...]:
-        shift, scale, gate, shift_ff, scale_ff, gate_ff = modulation(self._table("scale_shift_table", x), emb["video"])
+                emb: dict[str, Any], rope: dict[str, Any], masks: dict[str, Any]) -> tuple[torch.Tensor, ...]:
+        v = modulation(self._table("scale_shift_table", x), emb["video"])
+        shift, scale, gate, shift_ff, scale_ff, gate_ff = v[:6]
         x = x + self.attn1(rms(x) * (1 + scale) + shift, q_rope=rope["video"]) * gate
-        a_shift, a_scale, a_gate, a_shift_ff, a_scale_ff, a_gate_ff = modulation(
-            self._table("audio_scale_shift_table", a), emb["audio"])
+        av = modulation(self._table("audio_scale_shift_table", a), emb["audio"])
+        a_shift, a_scale, a_gate, a_shift_ff, a_scale_ff, a_gate_ff = av[:6]
         a = a + self.audio_attn1(rms(a) * (1 + a_scale) + a_shift, q_rope=rope["audio"]) * a_gate
 
-        x = x + self.attn2(rms(x), context, mask=masks.get("video"))
-        a = a + self.audio_attn2(rms(a), audio_context, mask=masks.get("audio"))
+        x = x + self._text(self.attn2, x, context, masks.get("video"), v, "prompt_scale_shift_table",
+                           emb.get("video_prompt"))
+        a = a + self._text(self.audio_attn2, a, audio_context, masks.get("audio"), av,
+                           "audio_prompt_scale_shift_table", emb.get("audio_prompt"))
 
         vt, at = self._table("scale_shift_table_a2v_ca_video", x), self._table("scale_shift_table_a2v_ca_audio", a)
         v_a2v_scale, v_a2v_shift, v_v2a_scale, v_v2a_shift = modulation(vt[:4], emb["video_cross"])
@@ -234,23 +254,6 @@ class CaptionProjection(nn.Module):
         return self.linear_2(F.gelu(self.linear_1(x), approximate="tanh"))
 
 
-def rope_freqs(coords: torch.Tensor, maxima: tuple[float, ...], dim: int, theta: float
-               ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Coordinates [B, axes, N] (token middles) -> interleaved cos / sin [B, N, dim]."""
-    axes = coords.shape[1]
-    grid = torch.stack([coords[:, i] / maxima[i] for i in range(axes)], dim=-1)
-    steps = dim // (2 * axes)
-    powers = torch.pow(theta, torch.linspace(0.0, 1.0, steps, dtype=torch.float64, device=coords.device))
-    base = (powers * math.pi / 2.0).to(torch.float32)
-    freqs = ((grid.unsqueeze(-1) * 2 - 1) * base).transpose(-1, -2).flatten(2)
-    cos, sin = freqs.cos().repeat_interleave(2, dim=-1), freqs.sin().repeat_interleave(2, dim=-1)
-    pad = dim % (2 * axes)
-    if pad:
-        cos = torch.cat([torch.ones_like(cos[..., :pad]), cos], dim=-1)
-        sin = torch.cat([torch.zeros_like(sin[..., :pad]), sin], dim=-1)
-    return cos, sin
-
-
 def pixel_bounds(latent_shape: tuple[int, int, int], scale: tuple[int, int, int], batch: int = 1,
                  device: torch.device | str = "cpu", causal: bool = True) -> torch.Tensor:
     """The pixel spans [B, 3, N, (start, end)] of latent tokens (frames, rows, columns, in token order).
@@ -275,14 +278,24 @@ class LTX2Transformer(nn.Module):
         dim, adim = c.dim, c.audio_dim
         self.patchify_proj = ops.Linear(c.in_channels, dim)
         self.audio_patchify_proj = ops.Linear(c.audio_in_channels, adim)
-        self.caption_projection = CaptionProjection(ops, c.caption_channels, dim)
-        self.audio_caption_projection = CaptionProjection(ops, c.caption_channels, adim)
-        self.adaln_single = AdaLNSingle(ops, dim, 6)
-        self.audio_adaln_single = AdaLNSingle(ops, adim, 6)
+        if c.caption_projection:
+            self.caption_projection = CaptionProjection(ops, c.caption_channels, dim)
+            self.audio_caption_projection = CaptionProjection(ops, c.caption_channels, adim)
+        rows = 9 if c.prompt_modulation else 6
+        self.adaln_single = AdaLNSingle(ops, dim, rows)
+        self.audio_adaln_single = AdaLNSingle(ops, adim, rows)
+        if c.prompt_adaln:
+            self.prompt_adaln_single = AdaLNSingle(ops, dim, 2)
+            self.audio_prompt_adaln_single = AdaLNSingle(ops, adim, 2)
         self.av_ca_video_scale_shift_adaln_single = AdaLNSingle(ops, dim, 4)
         self.av_ca_audio_scale_shift_adaln_single = AdaLNSingle(ops, adim, 4)
         self.av_ca_a2v_gate_adaln_single = AdaLNSingle(ops, dim, 1)
         self.av_ca_v2a_gate_adaln_single = AdaLNSingle(ops, adim, 1)
+        if c.connector_layers:
+            self.video_embeddings_connector = Connector(ops, dim, c.connector_layers, c.connector_registers,
+                                                        c.connector_heads, c.connector_gated)
+            self.audio_embeddings_connector = Connector(ops, adim, c.connector_layers, c.connector_registers,
+                                                        c.audio_connector_heads, c.connector_gated)
         self.transformer_blocks = nn.ModuleList(Block(ops, c) for _ in range(c.num_layers))
         self.scale_shift_table = nn.Parameter(torch.empty(2, dim))
         self.audio_scale_shift_table = nn.Parameter(torch.empty(2, adim))
@@ -311,30 +324,50 @@ class LTX2Transformer(nn.Module):
         end = ((f + 1) * s + c.causal_offset - s).clip(min=0) * c.hop_length / c.sample_rate
         return ((start + end) / 2).view(1, 1, -1).expand(batch, -1, -1)
 
+    @property
+    def text_widths(self) -> tuple[int, int]:
+        """The widths of the video and audio text states the blocks read side by side."""
+        c = self.config
+        return (c.caption_channels, c.caption_channels) if c.caption_projection else (c.dim, c.audio_dim)
+
+    def connect(self, context: torch.Tensor) -> torch.Tensor:
+        """LTX-2.3: the text encoder's projected features [B, L, dim + audio_dim] through the connectors kept here
+        -> the text states [B, L', dim + audio_dim] (registers appended)."""
+        video, audio = context.split(list(self.text_widths), dim=-1)
+        return torch.cat([self.video_embeddings_connector(video), self.audio_embeddings_connector(audio)], dim=-1)
+
     def forward_tokens(self, x: torch.Tensor, a: torch.Tensor, context: torch.Tensor, audio_context: torch.Tensor,
                        timestep: torch.Tensor, audio_timestep: torch.Tensor, video_shape: tuple[int, int, int],
                        fps: float, context_mask: torch.Tensor | None = None,
                        audio_context_mask: torch.Tensor | None = None,
                        keyframe_idxs: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Patchified video [B, N, C] and audio [B, M, C] tokens, text states [B, L, caption_channels] ->
+        """Patchified video [B, N, C] and audio [B, M, C] tokens, text states of each stream [B, L, width] ->
         the velocity tokens of both streams; timesteps are [B] or per token [B, N] / [B, M], already x1000."""
         c, b = self.config, x.shape[0]
         vc = self.video_coords(*video_shape, fps, b, x.device, keyframe_idxs)
         ac = self.audio_coords(a.shape[1], b, x.device)
-        rope = {"video": rope_freqs(vc, (c.max_frames, c.max_size, c.max_size), c.dim, c.theta),
-                "audio": rope_freqs(ac, (c.max_frames,), c.audio_dim, c.theta),
-                "video_cross": rope_freqs(vc[:, :1], (c.max_frames,), c.audio_dim, c.theta),
-                "audio_cross": rope_freqs(ac, (c.max_frames,), c.audio_dim, c.theta)}
+        heads, audio_heads = (c.heads, c.audio_heads) if c.rope_split else (0, 0)
+        rope = {"video": rope_freqs(vc, (c.max_frames, c.max_size, c.max_size), c.dim, c.theta, heads),
+                "audio": rope_freqs(ac, (c.max_frames,), c.audio_dim, c.theta, audio_heads),
+                "video_cross": rope_freqs(vc[:, :1], (c.max_frames,), c.audio_dim, c.theta, audio_heads),
+                "audio_cross": rope_freqs(ac, (c.max_frames,), c.audio_dim, c.theta, audio_heads)}
         x, a = self.patchify_proj(x), self.audio_patchify_proj(a)
         emb_v, embedded_v = self.adaln_single(timestep, b, x.dtype)
         emb_a, embedded_a = self.audio_adaln_single(audio_timestep, b, a.dtype)
+        # sigmas per sample: the largest timestep of the stream (frames kept by a noise mask have less)
+        v_sigma, a_sigma = timestep.reshape(b, -1).amax(dim=1), audio_timestep.reshape(b, -1).amax(dim=1)
+        v_cross, a_cross = (a_sigma, v_sigma) if c.cross_timestep else (timestep, audio_timestep)
         emb = {"video": emb_v, "audio": emb_a,
-               "video_cross": self.av_ca_video_scale_shift_adaln_single(timestep, b, x.dtype)[0],
-               "video_gate": self.av_ca_a2v_gate_adaln_single(timestep, b, x.dtype)[0],
-               "audio_cross": self.av_ca_audio_scale_shift_adaln_single(audio_timestep, b, a.dtype)[0],
-               "audio_gate": self.av_ca_v2a_gate_adaln_single(audio_timestep, b, a.dtype)[0]}
-        context = self.caption_projection(context)
-        audio_context = self.audio_caption_projection(audio_context)
+               "video_cross": self.av_ca_video_scale_shift_adaln_single(v_cross, b, x.dtype)[0],
+               "video_gate": self.av_ca_a2v_gate_adaln_single(v_cross, b, x.dtype)[0],
+               "audio_cross": self.av_ca_audio_scale_shift_adaln_single(a_cross, b, a.dtype)[0],
+               "audio_gate": self.av_ca_v2a_gate_adaln_single(a_cross, b, a.dtype)[0]}
+        if c.prompt_adaln:
+            emb["video_prompt"] = self.prompt_adaln_single(v_sigma, b, x.dtype)[0]
+            emb["audio_prompt"] = self.audio_prompt_adaln_single(a_sigma, b, a.dtype)[0]
+        if c.caption_projection:
+            context = self.caption_projection(context)
+            audio_context = self.audio_caption_projection(audio_context)
         masks = {"video": _key_mask(context_mask, x.dtype), "audio": _key_mask(audio_context_mask, a.dtype)}
         for block in self.transformer_blocks:
             x, a = block(x, a, context, audio_context, emb, rope, masks)
@@ -343,19 +376,24 @@ class LTX2Transformer(nn.Module):
 
     def forward(self, x: torch.Tensor, timestep: Any, context: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 frame_rate: float = 25.0, latent_shapes: list | None = None,
-                keyframe_idxs: torch.Tensor | None = None, **kwargs: Any) -> torch.Tensor:
+                keyframe_idxs: torch.Tensor | None = None, unprocessed_ltxav_embeds: bool = False,
+                **kwargs: Any) -> torch.Tensor:
         """One sampler evaluation: the packed video + audio latent (``latent_shapes``; a bare video latent
         without them), sigmas per stream (``(video, audio)``, each [B] or per token), the text states of both
-        streams side by side [B, L, 2 * caption_channels] -> the velocity, packed the same way."""
+        streams side by side (:attr:`text_widths`; LTX-2.3's before its connectors when
+        ``unprocessed_ltxav_embeds``) -> the velocity, packed the same way."""
         from ...model.nested import pack_latents, unpack_latents
 
         c = self.config
         parts = unpack_latents(x, latent_shapes) if latent_shapes else [x]
         video = parts[0]
         audio = parts[1] if len(parts) > 1 else video.new_zeros(video.shape[0], 8, 0, c.audio_in_channels // 8)
-        if context.shape[-1] != 2 * c.caption_channels:
+        widths = self.text_widths
+        if context.shape[-1] != sum(widths):
             raise ValueError(f"LTX-2 expects the text encoder's video and audio states side by side "
-                             f"({2 * c.caption_channels} wide), got {context.shape[-1]}")
+                             f"({sum(widths)} wide), got {context.shape[-1]}")
+        if unprocessed_ltxav_embeds and c.connector_layers:
+            context, attention_mask = self.connect(context), None
         v_t, a_t = timestep if isinstance(timestep, (tuple, list)) else (timestep, timestep)
         b, channels, frames, height, width = video.shape
         a_channels, a_frames, bins = audio.shape[1:]
@@ -363,7 +401,7 @@ class LTX2Transformer(nn.Module):
         a_tokens = audio.permute(0, 2, 1, 3).reshape(b, a_frames, a_channels * bins)
         mask = attention_mask.reshape(b, -1) if attention_mask is not None else None
         v_out, a_out = self.forward_tokens(
-            v_tokens, a_tokens, context[..., : c.caption_channels], context[..., c.caption_channels:],
+            v_tokens, a_tokens, context[..., : widths[0]], context[..., widths[0]:],
             (v_t * 1000.0).reshape(b, -1), (a_t * 1000.0).reshape(b, -1), (frames, height, width), float(frame_rate),
             context_mask=mask, audio_context_mask=mask, keyframe_idxs=keyframe_idxs)
         video = v_out.transpose(1, 2).reshape(b, -1, frames, height, width)

@@ -1,0 +1,80 @@
+"""Random-weight files of LTX-2.3 in ComfyUI's released key layouts (see _random_weights).
+
+The audio VAE file keeps LTX-2's autoencoder (``audio_vae.``) and LTX-2.3's
+vocoder with bandwidth extension (``vocoder.vocoder.``,
+``vocoder.bwe_generator.``, ``vocoder.mel_stft.``) at reduced widths (128
+and 64; released: 1536 and 512) with the released strides and the ``config``
+metadata. The STFT bases are a Hann-windowed DFT and the mel filters Slaney's
+(the files carry both); the anti-aliasing filters are written as the files
+have them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import torch
+from _files_ltx2 import AUDIO_CONFIG, AUDIO_LAYOUT, _shapes
+from _random_weights import cached_file, random_state_dict
+
+from comfy_kernel_core_nodes.families.ltx2.audio_vae import Autoencoder, VocoderLayout, mel_filters
+from comfy_kernel_core_nodes.families.ltx2.bigvgan import kaiser_sinc
+from comfy_kernel_core_nodes.families.ltx2.bwe_vocoder import BWELayout, VocoderWithBWE
+from comfy_kernel_core_nodes.model import ops
+
+VERSION = "v1"
+BWE = BWELayout(generator=VocoderLayout(width=64, rates=(6, 5, 2, 2, 2), kernels=(12, 11, 4, 4, 4), resblock="AMP1",
+                                        final_bias=False, final_activation=False))
+VOCODER_23 = VocoderLayout(width=128, rates=(5, 2, 2, 2, 2, 2), kernels=(11, 4, 4, 4, 4, 4), resblock="AMP1",
+                           final_bias=False, final_tanh=False, bwe=BWE, output_sample_rate=48000)
+_AMP = {"resblock_kernel_sizes": [3, 7, 11], "resblock_dilation_sizes": [[1, 3, 5]] * 3, "stereo": True,
+        "resblock": "AMP1", "activation": "snakebeta", "use_bias_at_final": False}
+#: the ``config`` metadata: LTX-2's audio VAE section, LTX-2.3's nested vocoder section
+AUDIO_CONFIG_23 = {
+    "audio_vae": AUDIO_CONFIG["audio_vae"],
+    "vocoder": {
+        "vocoder": {**_AMP, "upsample_rates": [5, 2, 2, 2, 2, 2], "upsample_kernel_sizes": [11, 4, 4, 4, 4, 4],
+                    "upsample_initial_channel": VOCODER_23.width, "use_tanh_at_final": False},
+        "bwe": {**_AMP, "upsample_rates": [6, 5, 2, 2, 2], "upsample_kernel_sizes": [12, 11, 4, 4, 4],
+                "upsample_initial_channel": BWE.generator.width, "input_sampling_rate": 16000,
+                "output_sampling_rate": 48000, "hop_length": 80, "n_fft": 512, "num_mels": 64}},
+}
+
+
+def stft_bases(n_fft: int = 512) -> torch.Tensor:
+    """Real then imaginary rows of the DFT times a Hann window [n_fft + 2, 1, n_fft]."""
+    n = torch.arange(n_fft, dtype=torch.float64)
+    k = torch.arange(n_fft // 2 + 1, dtype=torch.float64)[:, None]
+    window = torch.hann_window(n_fft, periodic=True, dtype=torch.float64)
+    angle = 2 * math.pi * k * n / n_fft
+    return torch.cat([torch.cos(angle) * window, -torch.sin(angle) * window]).float()[:, None]
+
+
+def bwe_vocoder_sd(seed: int) -> dict[str, torch.Tensor]:
+    """The vocoder with its bandwidth extender, keys as under ``vocoder.`` (without it)."""
+    sd = random_state_dict(_shapes(lambda: VocoderWithBWE(ops.plain, VOCODER_23, BWE)), seed, torch.float32)
+    sd["mel_stft.stft_fn.forward_basis"] = sd["mel_stft.stft_fn.inverse_basis"] = stft_bases()
+    sd["mel_stft.mel_basis"] = mel_filters(512, 64, 16000).T.contiguous()
+    up, down = kaiser_sinc(0.25, 0.3, 12).view(1, 1, -1), kaiser_sinc(0.25, 0.3, 12).view(1, 1, -1)
+    for key in [k for k in sd if k.endswith(".act.alpha")]:
+        stem = key[: -len("act.alpha")]
+        sd[stem + "upsample.filter"], sd[stem + "downsample.lowpass.filter"] = up, down
+    return sd
+
+
+def audio_vae_sd(seed: int = 42) -> dict[str, torch.Tensor]:
+    ae = random_state_dict(_shapes(lambda: Autoencoder(ops.plain, AUDIO_LAYOUT)), seed, torch.float16)
+    generator = torch.Generator().manual_seed(seed)
+    size = ae["per_channel_statistics.mean-of-means"].shape[0]
+    ae["per_channel_statistics.mean-of-means"] = (0.1 * torch.randn(size, generator=generator)).half()
+    ae["per_channel_statistics.std-of-means"] = (0.5 + torch.rand(size, generator=generator)).half()
+    voc = {k: v.bfloat16() for k, v in bwe_vocoder_sd(seed + 1).items()}
+    return {**{"audio_vae." + k: v for k, v in ae.items()}, **{"vocoder." + k: v for k, v in voc.items()}}
+
+
+def audio_vae_file() -> Path:
+    """LTX-2.3's audio VAE and vocoder alone, with the ``config`` metadata."""
+    return cached_file(f"{VERSION}-ltx23_audio_vae_small.safetensors", audio_vae_sd,
+                       metadata={"config": json.dumps(AUDIO_CONFIG_23)})
