@@ -50,8 +50,6 @@ WHY = {
 #: Why single nodes of an otherwise covered module are not here.
 WHY_NODE = {
     # newer than 0.3.64, used by the local templates, without a contract here yet
-    "GLSLShader": ("not yet", "renders GLSL ES fragment shaders, which needs an OpenGL context (a GPU or a software "
-                   "GL) the server does not have"),
     "BlockSparseAttention": ("not yet", "block-sparse (VSA) attention kernels for long video token sequences; "
                              "its templates are MiniMax H3 ones, whose family is not here"),
     "ReferenceMultiLatent": ("not yet", "part of the FLUX 3 Klein family (its templates also need Flux3LayoutPrompt and "
@@ -64,7 +62,7 @@ WHY_NODE = {
 
 #: ComfyUI modules of the nodes above that have no contract here (the table's module column).
 NODE_MODULES = {
-    "GLSLShader": "comfy_extras.nodes_glsl", "BlockSparseAttention": "comfy_extras.nodes_sparse_attention",
+    "BlockSparseAttention": "comfy_extras.nodes_sparse_attention",
     "GetICLoRAParameters": "comfy_extras.nodes_lt", "GenerateTracks": "comfy_extras.nodes_wanmove",
 }
 
