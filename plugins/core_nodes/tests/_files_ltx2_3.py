@@ -6,7 +6,10 @@ vocoder with bandwidth extension (``vocoder.vocoder.``,
 and 64; released: 1536 and 512) with the released strides and the ``config``
 metadata. The STFT bases are a Hann-windowed DFT and the mel filters Slaney's
 (the files carry both); the anti-aliasing filters are written as the files
-have them.
+have them. The checkpoint joins LTX-2.3's transformer (gates, text
+modulation, its own gated connectors), text projection and audio side with
+_files_ltx2's video VAE; a LoRA for the small Gemma of _files_ltx2_text goes
+with it.
 """
 
 from __future__ import annotations
@@ -16,12 +19,15 @@ import math
 from pathlib import Path
 
 import torch
-from _files_ltx2 import AUDIO_CONFIG, AUDIO_LAYOUT, _shapes
+from _files_ltx2 import AUDIO_CONFIG, AUDIO_LAYOUT, _shapes, video_vae_sd
+from _files_ltx2_text import GEMMA, STATES
 from _random_weights import cached_file, random_state_dict
 
 from comfy_kernel_core_nodes.families.ltx2.audio_vae import Autoencoder, VocoderLayout, mel_filters
 from comfy_kernel_core_nodes.families.ltx2.bigvgan import kaiser_sinc
 from comfy_kernel_core_nodes.families.ltx2.bwe_vocoder import BWELayout, VocoderWithBWE
+from comfy_kernel_core_nodes.families.ltx2.text_head import TextHead
+from comfy_kernel_core_nodes.families.ltx2.transformer import LTX2Config, LTX2Transformer
 from comfy_kernel_core_nodes.model import ops
 
 VERSION = "v1"
@@ -78,3 +84,49 @@ def audio_vae_file() -> Path:
     """LTX-2.3's audio VAE and vocoder alone, with the ``config`` metadata."""
     return cached_file(f"{VERSION}-ltx23_audio_vae_small.safetensors", audio_vae_sd,
                        metadata={"config": json.dumps(AUDIO_CONFIG_23)})
+
+
+#: LTX-2.3's transformer at 128 / 64 wide streams of 32 heads (ComfyUI's reading), two blocks, gated attention,
+#: text modulation and two-block gated connectors (4 heads each; released: 8 blocks of 32 heads) in the
+#: diffusion model, reading the text projection's 128 / 64 wide features
+TRANSFORMER_23 = LTX2Config(dim=128, heads=32, audio_dim=64, audio_heads=32, caption_channels=0, num_layers=2,
+                            gated_attention=True, prompt_modulation=True, prompt_adaln=True, caption_projection=False,
+                            cross_timestep=True, rope_split=True, connector_layers=2, connector_registers=128,
+                            connector_heads=4, audio_connector_heads=4, connector_gated=True)
+#: the text projection of _files_ltx2_text's Gemma (8 states of 256) onto the two streams' widths
+HEAD_23 = {"projection": "dual_linear", "in_features": STATES * GEMMA.hidden_size, "video_width": 128,
+           "audio_width": 64}
+#: the released files' transformer section of the ``config`` metadata (the part read here)
+TRANSFORMER_METADATA = {"rope_type": "split", "frequencies_precision": "float64", "apply_gated_attention": True,
+                        "cross_attention_adaln": True, "caption_proj_before_connector": True}
+
+
+def checkpoint_sd(seed: int) -> dict[str, torch.Tensor]:
+    sd = random_state_dict(_shapes(lambda: LTX2Transformer(TRANSFORMER_23)), seed, torch.bfloat16)
+    for key in [k for k in sd if k.endswith("learnable_registers")]:
+        sd[key] = (torch.rand(sd[key].shape, generator=torch.Generator().manual_seed(seed)) * 2 - 1).bfloat16()
+    head = random_state_dict(_shapes(lambda: TextHead(ops.plain, HEAD_23)), seed + 1, torch.bfloat16)
+    return {**{"model.diffusion_model." + k: v for k, v in sd.items()}, **head, **video_vae_sd("vae."),
+            **audio_vae_sd(seed + 2)}
+
+
+def checkpoint_file(seed: int = 51) -> Path:
+    """A whole LTX-2.3 checkpoint: the transformer with its connectors, the text projection, the video VAE (LTX-2's
+    layout), the audio VAE and the vocoder with bandwidth extension, with the ``config`` metadata."""
+    config = {"transformer": TRANSFORMER_METADATA, **AUDIO_CONFIG_23}
+    return cached_file(f"{VERSION}-ltx23_checkpoint_small_{seed}.safetensors", lambda: checkpoint_sd(seed),
+                       metadata={"config": json.dumps(config)})
+
+
+def gemma_lora_file(seed: int = 52, rank: int = 4) -> Path:
+    """A LoRA on the small Gemma's first attention projections, under ComfyUI's text encoder names."""
+    def make() -> dict[str, torch.Tensor]:
+        generator = torch.Generator().manual_seed(seed)
+        sd = {}
+        for name, (cout, cin) in (("q_proj", (128, 256)), ("v_proj", (64, 256))):
+            key = f"text_encoders.gemma3_12b.transformer.model.layers.0.self_attn.{name}"
+            sd[key + ".lora_A.weight"] = (0.1 * torch.randn(rank, cin, generator=generator)).bfloat16()
+            sd[key + ".lora_B.weight"] = (0.1 * torch.randn(cout, rank, generator=generator)).bfloat16()
+        return sd
+
+    return cached_file(f"{VERSION}-ltx23_gemma_lora_small_{seed}.safetensors", make)

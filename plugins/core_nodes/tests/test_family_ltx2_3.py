@@ -194,3 +194,31 @@ def test_ltx23_audio_vae_is_loaded_and_decodes_at_48_khz(monkeypatch):
     net.load_state_dict({k: v for k, v in sd.items() if not is_filter_key(k)})
     with torch.no_grad():
         close(audio["waveform"], net.decode_raw(latent), rtol=1e-3)
+
+
+def test_ltx23_checkpoint_is_loaded_and_runs_its_connectors():
+    """The 2.3 checkpoint's transformer is detected with every key (its connectors included, split rotary from
+    the metadata); conditioning marked ``unprocessed_ltxav_embeds`` goes through the connectors in the model."""
+    from _files_ltx2_3 import TRANSFORMER_23, checkpoint_file
+
+    from comfy_kernel_core_nodes.model.files import tensor_shapes
+    from comfy_kernel_core_nodes.model.loading import load_diffusion_model
+
+    path = str(checkpoint_file())
+    model = load_diffusion_model(path).model
+    expected = {k.removeprefix("model.diffusion_model.") for k in tensor_shapes(path)
+                if k.startswith("model.diffusion_model.")}
+    assert set(model.weights.keys) == expected
+    net = model.diffusion_model.float()
+    assert net.config == TRANSFORMER_23
+    conds = model.extra_conds(cross_attn=torch.zeros(1, 3, 192), unprocessed_ltxav_embeds=True)
+    assert conds["unprocessed_ltxav_embeds"].cond is True
+    torch.manual_seed(2)
+    latent, context = torch.randn(1, 128, 2, 2, 2), torch.randn(1, 5, 192)
+    sigma = torch.tensor([0.7])
+    with torch.no_grad():
+        raw = net(latent, sigma, context, unprocessed_ltxav_embeds=True)
+        connected = net.connect(context)
+        assert connected.shape == (1, 1024, 192)
+        close(raw, net(latent, sigma, connected))
+        assert (raw - net(latent, sigma, context)).abs().max() > 1e-3
