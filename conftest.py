@@ -65,6 +65,24 @@ def _module_folders_removed(request: pytest.FixtureRequest, tmp_path_factory: py
 MODEL_HEAVY = "plugins/core_nodes/"
 
 
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory: pytest.TempPathFactory):
+    """A PostgreSQL server for this test process (Debian's ``postgresql`` package); see ``PostgresServer``."""
+    from comfy_kernel.testing import PostgresServer
+
+    with PostgresServer(tmp_path_factory.mktemp("session-postgres")) as server:
+        yield server
+
+
+@pytest.fixture
+def postgres_url(postgres, request: pytest.FixtureRequest) -> str:
+    """A new, empty database on the session's PostgreSQL server, for one test."""
+    import re
+
+    name = "t_" + re.sub(r"[^a-z0-9]+", "_", request.node.name.lower())[:40] + f"_{id(request) % 100000}"
+    return postgres.new_database(name)
+
+
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config: pytest.Config, log):
     """``--dist loadgroup``: every core_nodes module in one work unit, every other module in its own.

@@ -34,6 +34,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .kernel import Kernel
     from .nodes.registry import NodeRegistry
     from .routing import RouteTable
+    from .storage import Migrations
 
 PROJECT = "comfy_kernel"
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -94,6 +95,18 @@ def ck_register_nodes(registry: NodeRegistry) -> None:
 
     Called at start-up in plugin order, before legacy ``custom_nodes/``
     packs load. Classic and V3 node classes are both accepted.
+    """
+
+
+@hookspec
+def ck_migrations(kernel: Kernel) -> list[Migrations]:
+    """The plugin's schema migrations: Alembic revision scripts on a branch of its own.
+
+    Return ``[Migrations("<name>", <folder of revision scripts>, head="<newest revision>")]``;
+    each script sets ``branch_labels = ("<name>",)`` on its first revision.
+    Before ``ck_startup`` the kernel brings ``kernel.database`` (SQLite or
+    PostgreSQL, see ``comfy_kernel.storage``) to every branch's head. Store
+    statements written with SQLAlchemy Core then run on either back-end.
     """
 
 

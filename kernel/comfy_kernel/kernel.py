@@ -21,6 +21,7 @@ from .logs import LogCapture
 from .nodes.info import ObjectInfoCache
 from .nodes.registry import NodeRegistry
 from .plugins import PluginHost
+from .storage import Database, Migrations, SQLiteDatabase, connect, is_postgres_url, upgrade
 from .ws import WsHub
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,8 @@ class Kernel:
         self.host = host or PluginHost(disabled=config.disable_plugins)
         self.executor: Any = None
         self.webhooks: Any = None
+        #: The database of the kernel's stores and the plugins' tables (opened by :meth:`startup`).
+        self.database: Database = connect(self.database_url)
         self.extension_dirs: dict[str, str] = {}
         #: The directory served at ``/`` (the web frontend), once the app is built; None without one.
         self.web_root: str | None = None
@@ -69,9 +72,36 @@ class Kernel:
         return self.host.pm.hook
 
     @property
+    def database_url(self) -> str:
+        """``--database``: a ``postgresql://`` URL, or the SQLite file (default ``<user>/comfy-kernel.db``)."""
+        configured = self.config.database
+        if configured and is_postgres_url(configured):
+            return configured
+        return self.database_path
+
+    @property
     def database_path(self) -> str:
-        """The embedded SQLite file shared by the kernel's stores and plugins' tables."""
-        return os.path.abspath(self.config.database or os.path.join(self.dirs.user, "comfy-kernel.db"))
+        """The embedded SQLite file, for plugins that keep their tables in SQLite themselves.
+
+        With a PostgreSQL database there is none: such a plugin fails to start, by name, instead of
+        keeping its state in a file only one machine sees.
+        """
+        configured = self.config.database
+        if configured and is_postgres_url(configured):
+            raise RuntimeError("this plugin keeps its tables in SQLite and cannot use the PostgreSQL database "
+                               "given with --database; disable it or use SQLite")
+        if configured and configured.startswith("sqlite:///"):
+            configured = configured[len("sqlite:///"):]
+        return os.path.abspath(configured or os.path.join(self.dirs.user, "comfy-kernel.db"))
+
+    def migrations(self) -> list[Migrations]:
+        """The kernel's schema migrations and every plugin's (``ck_migrations``)."""
+        from .migrations import KERNEL
+
+        found = [KERNEL]
+        for extra in self.host.call_each("ck_migrations", kernel=self):
+            found.extend(extra or [])
+        return found
 
     @property
     def max_upload_size(self) -> int | float:
@@ -152,6 +182,10 @@ class Kernel:
         self.loop = asyncio.get_running_loop()
         self.ws.start()
         self.logs.attach(self)
+        if isinstance(self.database, SQLiteDatabase):
+            os.makedirs(os.path.dirname(self.database.path), exist_ok=True)
+        await self.database.open()
+        await upgrade(self.database, self.migrations())
         if self.executor is not None:
             await self.executor.start()
         if self.webhooks is not None:
@@ -238,6 +272,7 @@ class Kernel:
         if self.executor is not None:
             await self.executor.stop()
         await self.ws.stop()
+        await self.database.close()
         self.logs.detach(self)
         shutil.rmtree(self.dirs.temp, ignore_errors=True)
 

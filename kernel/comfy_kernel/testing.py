@@ -118,3 +118,156 @@ class ServerProcess:
         url = f"ws://127.0.0.1:{self.port}/ws" + (f"?clientId={client_id}" if client_id else "")
         with connect(url, max_size=None, **kw) as conn:
             yield conn
+
+
+def _postgres_bindir() -> str | None:
+    """Where Debian's (or any) PostgreSQL server binaries are: ``pg_config --bindir``, else the newest packaged."""
+    import glob
+    import shutil
+
+    pg_config = shutil.which("pg_config")
+    if pg_config:
+        out = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True)
+        if out.returncode == 0 and os.path.isfile(os.path.join(out.stdout.strip(), "postgres")):
+            return out.stdout.strip()
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/postgres"),
+                   key=lambda p: int(p.split("/")[-3]) if p.split("/")[-3].isdigit() else 0)
+    return os.path.dirname(found[-1]) if found else None
+
+
+def postgres_available() -> bool:
+    return _postgres_bindir() is not None
+
+
+class PostgresServer:
+    """A throwaway PostgreSQL server for tests: its own data directory, on 127.0.0.1, trust authentication.
+
+    ``url`` names the database ``ck``; :meth:`new_database` makes another one
+    (a test that needs an empty database). Run as root, the server runs as the
+    ``postgres`` user (PostgreSQL refuses root). Stopped by its PID.
+    """
+
+    def __init__(self, base_dir: Any, port: int | None = None):
+        self.base_dir = os.path.abspath(str(base_dir))
+        self.port = port or free_port()
+        self._own_dir: str | None = None
+        if os.geteuid() == 0:  # the postgres user must reach its folders: not under root's private temp dirs
+            import tempfile
+
+            self._own_dir = tempfile.mkdtemp(prefix="ck-postgres-")
+            os.chmod(self._own_dir, 0o755)
+            self.server_dir = self._own_dir
+        else:
+            self.server_dir = self.base_dir
+        self.data = os.path.join(self.server_dir, "pgdata")
+        self.sockets = os.path.join(self.server_dir, "pgsock")
+        self.proc: subprocess.Popen | None = None
+        bindir = _postgres_bindir()
+        if bindir is None:
+            raise RuntimeError("PostgreSQL's server binaries are not installed (Debian: apt-get install postgresql)")
+        self.bindir = bindir
+
+    def _as_owner(self, cmd: list[str]) -> list[str]:
+        return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd
+
+    @property
+    def url(self) -> str:
+        return self.database_url("ck")
+
+    def database_url(self, name: str) -> str:
+        return f"postgresql://ck@127.0.0.1:{self.port}/{name}"
+
+    def __enter__(self) -> PostgresServer:
+        os.makedirs(self.base_dir, exist_ok=True)
+        os.makedirs(self.sockets, exist_ok=True)
+        if os.geteuid() == 0:
+            import pwd
+
+            user = pwd.getpwnam("postgres")
+            for path in (self.server_dir, self.sockets):
+                os.chown(path, user.pw_uid, user.pw_gid)
+        if not os.path.isdir(self.data):
+            done = subprocess.run(self._as_owner([os.path.join(self.bindir, "initdb"), "-D", self.data, "-U", "ck",
+                                                  "--auth", "trust", "-E", "UTF8", "--no-sync", "--locale", "C"]),
+                                  capture_output=True, text=True)
+            if done.returncode:
+                raise RuntimeError(f"initdb failed: {done.stderr.strip() or done.stdout.strip()}")
+        self.start()
+        self.new_database("ck")
+        return self
+
+    def start(self) -> None:
+        log = open(os.path.join(self.base_dir, "postgres.log"), "ab")
+        self.proc = subprocess.Popen(
+            self._as_owner([os.path.join(self.bindir, "postgres"), "-D", self.data, "-p", str(self.port),
+                            "-k", self.sockets, "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off",
+                            "-c", "max_connections=200"]),
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        log.close()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                return
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"PostgreSQL exited; see {self.base_dir}/postgres.log")
+            time.sleep(0.05)
+        raise TimeoutError("PostgreSQL did not start in 30 s")
+
+    def new_database(self, name: str) -> str:
+        """Create database ``name`` (if missing); returns its URL. Safe to call inside an event loop."""
+        psql = [os.path.join(self.bindir, "psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "ck",
+                "-d", "postgres", "-v", "ON_ERROR_STOP=1", "-qtA"]
+        for attempt in range(100):  # the server may still be starting up
+            found = subprocess.run([*psql, "-c", f"SELECT 1 FROM pg_database WHERE datname='{name}'"],
+                                   capture_output=True, text=True)
+            if found.returncode == 0:
+                break
+            if attempt == 99:
+                raise RuntimeError(f"PostgreSQL is not answering: {found.stderr.strip()}")
+            time.sleep(0.1)
+        if found.stdout.strip() != "1":
+            subprocess.run([*psql, "-c", f'CREATE DATABASE "{name}"'], check=True, capture_output=True)
+        return self.database_url(name)
+
+    def kill(self) -> None:
+        """SIGKILL the server (a crash); :meth:`start` brings it back with its data."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+        # postgres's own children (backends) follow their postmaster; wait for its lock file to go
+        pid_file = os.path.join(self.data, "postmaster.pid")
+        deadline = time.monotonic() + 10
+        while os.path.exists(pid_file) and time.monotonic() < deadline:
+            time.sleep(0.05)
+            with contextlib.suppress(OSError):
+                with open(pid_file) as f:
+                    pid = int(f.readline().strip() or 0)
+                if pid and not _alive(pid):
+                    os.unlink(pid_file)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)  # fast shutdown
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.proc = None
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+        if self._own_dir is not None:
+            import shutil
+
+            shutil.rmtree(self._own_dir, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

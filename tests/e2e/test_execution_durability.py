@@ -1,4 +1,9 @@
-"""Crash durability: kill -9 a real server with prompts queued, start it again, they run."""
+"""Crash durability: kill -9 a real server with prompts queued, start it again, they run.
+
+Each test runs on both databases: the embedded SQLite file and a PostgreSQL
+server (started for the test run), and with PostgreSQL also across a kill -9
+of the database server itself.
+"""
 
 from __future__ import annotations
 
@@ -36,19 +41,31 @@ def wait_running(server: ServerProcess, prompt_id: str, timeout: float = 20) -> 
     raise TimeoutError(prompt_id)
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request) -> list[str]:
+    """``serve`` arguments naming the database (none: the default SQLite file)."""
+    if request.param == "sqlite":
+        return []
+    return ["--database", request.getfixturevalue("postgres_url"), "--disable-plugins", SQLITE_PLUGINS]
+
+
+SQLITE_PLUGINS = "assets,billing,hub,manager,multiuser"
+"""Plugins that keep their tables in SQLite themselves (they refuse a PostgreSQL database)."""
+
+
 @pytest.mark.slow
-def test_kill9_with_pending_prompts_then_restart(tmp_path):
+def test_kill9_with_pending_prompts_then_restart(tmp_path, database):
     base = tmp_path / "base"
     install_pack(base)
     port = None
-    server = ServerProcess(base).start()
+    server = ServerProcess(base, *database).start()
     port = server.port
     running = server.post("/prompt", json={"prompt": sleeper(1, 5.0)}).json()["prompt_id"]
     pending = [server.post("/prompt", json={"prompt": sleeper(10 + i, 0.0)}).json()["prompt_id"] for i in range(3)]
     wait_running(server, running)
     server.kill()
 
-    server = ServerProcess(base, port=port).start()
+    server = ServerProcess(base, *database, port=port).start()
     try:
         for pid in pending:
             assert wait_history(server, pid)["status"]["status_str"] == "success"
@@ -61,17 +78,17 @@ def test_kill9_with_pending_prompts_then_restart(tmp_path):
 
 
 @pytest.mark.slow
-def test_prompt_that_dies_twice_is_marked_failed(tmp_path):
+def test_prompt_that_dies_twice_is_marked_failed(tmp_path, database):
     base = tmp_path / "base"
     install_pack(base)
-    server = ServerProcess(base).start()
+    server = ServerProcess(base, *database).start()
     pid = server.post("/prompt", json={"prompt": sleeper(2, 30.0)}).json()["prompt_id"]
     wait_running(server, pid)
     server.kill()
-    server = ServerProcess(base).start()
+    server = ServerProcess(base, *database).start()
     wait_running(server, pid)  # re-queued once
     server.kill()
-    server = ServerProcess(base).start()
+    server = ServerProcess(base, *database).start()
     try:
         hist = wait_history(server, pid)
         assert hist["status"]["status_str"] == "error"
@@ -81,3 +98,34 @@ def test_prompt_that_dies_twice_is_marked_failed(tmp_path):
         assert wait_history(server, ok)["status"]["status_str"] == "success"
     finally:
         server.stop()
+
+
+@pytest.mark.slow
+def test_postgres_killed_and_restarted_under_a_running_server(tmp_path, postgres):
+    """kill -9 of PostgreSQL while prompts are queued and running: once it is back, each is recorded once."""
+    base = tmp_path / "base"
+    install_pack(base)
+    url = postgres.new_database("t_pg_killed")
+    server = ServerProcess(base, "--database", url, "--disable-plugins", SQLITE_PLUGINS).start()
+    try:
+        running = server.post("/prompt", json={"prompt": sleeper(1, 1.5)}).json()["prompt_id"]
+        pending = [server.post("/prompt", json={"prompt": sleeper(10 + i, 0.0)}).json()["prompt_id"]
+                   for i in range(3)]
+        wait_running(server, running)
+        postgres.kill()
+        time.sleep(0.5)
+        postgres.start()
+        later = server.post("/prompt", json={"prompt": sleeper(20, 0.0)}).json()["prompt_id"]
+        for pid in [running, *pending, later]:
+            assert wait_history(server, pid)["status"]["status_str"] == "success"
+        assert len(server.get("/history").json()) == 5
+        assert server.get("/queue").json() == {"queue_running": [], "queue_pending": []}
+    finally:
+        server.stop()
+
+
+def test_plugins_keeping_sqlite_tables_fail_by_name_on_postgres(tmp_path, postgres_url):
+    with ServerProcess(tmp_path / "base", "--database", postgres_url) as server:
+        health = server.get("/api/health").json()
+        assert {"assets", "billing", "hub", "manager", "multiuser"} <= set(health["failed_plugins"])
+        assert server.get("/queue").status_code == 200

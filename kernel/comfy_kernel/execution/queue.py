@@ -120,7 +120,7 @@ class Executor:
 
     def __init__(self, kernel: Any):
         self.kernel = kernel
-        self.store = Store(kernel.database_path, getattr(kernel.config, "history_max_items", 10000) or 10000)
+        self.store = Store(kernel.database, getattr(kernel.config, "history_max_items", 10000) or 10000)
         self.heap: list[QueuedPrompt] = []
         self.running: dict[str, QueuedPrompt] = {}  # prompt id -> item
         self.starting: dict[str, QueuedPrompt] = {}  # taken from the queue, not yet marked running
@@ -140,9 +140,6 @@ class Executor:
     # -- lifecycle ------------------------------------------------------------------
 
     async def start(self) -> None:
-        import os
-
-        os.makedirs(os.path.dirname(self.store.path), exist_ok=True)
         await self.store.open()
         self.jobs.start(asyncio.get_running_loop())
         self.wakeup = asyncio.Condition()

@@ -86,7 +86,7 @@ class Webhooks:
         self.allow_private = bool(getattr(config, "webhook_allow_private", False))
         self.max_attempts = max(int(getattr(config, "webhook_max_attempts", 9) or 9), 1)
         self.retry_delay = max(float(getattr(config, "webhook_retry_delay", 5.0) or 5.0), 0.01)
-        self.store = WebhookStore(kernel.database_path)
+        self.store = WebhookStore(kernel.database)
         self.open_jobs: dict[str, dict[str, Any]] = {}
         self.endpoint_owners: set[str] = set()
         self.inflight: set[str] = set()

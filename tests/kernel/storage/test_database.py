@@ -1,0 +1,149 @@
+"""The storage layer on both back-ends: statements, transactions, migrations, and the kernel's stores on them."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import orjson
+import pytest
+from sqlalchemy import Column, Integer, MetaData, Table, Text, bindparam, func, select, text
+
+from comfy_kernel.execution.store import Store
+from comfy_kernel.migrations import KERNEL
+from comfy_kernel.storage import connect, upgrade
+from comfy_kernel.storage.migrations import VERSION_TABLE, Migrations, script_heads
+from comfy_kernel.webhooks.store import WebhookStore
+
+metadata = MetaData()
+notes = Table("notes", metadata, Column("id", Text, primary_key=True), Column("n", Integer))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def db(request, tmp_path):
+    target = str(tmp_path / "k.db") if request.param == "sqlite" else request.getfixturevalue("postgres_url")
+    database = connect(target)
+    await database.open()
+    await upgrade(database, [KERNEL])
+    await database.execute(text("CREATE TABLE notes (id TEXT PRIMARY KEY, n INTEGER)"))
+    yield database
+    await database.close()
+
+
+async def test_statements_run_the_same_on_both(db):
+    add = db.prepare(notes.insert().values(id=bindparam("id"), n=bindparam("n")))
+    for i in range(3):
+        assert await db.execute(add, {"id": f"a{i}", "n": i}) == 1
+    upsert = db.insert(notes).values(id="a1", n=10)
+    await db.execute(upsert.on_conflict_do_update(index_elements=["id"], set_={"n": upsert.excluded.n}))
+    await db.execute(db.insert(notes).values(id="a2", n=99).on_conflict_do_nothing(index_elements=["id"]))
+    assert await db.fetch_all(select(notes.c.id, notes.c.n).order_by(notes.c.id)) == [
+        ("a0", 0), ("a1", 10), ("a2", 2)]
+    assert await db.scalar(select(func.sum(notes.c.n)).where(notes.c.id.in_(["a0", "a1"]))) == 10
+    assert await db.execute(notes.delete().where(notes.c.id.in_(["a0", "zz"]))) == 1
+
+
+async def test_a_failed_transaction_leaves_nothing(db):
+    with pytest.raises(RuntimeError):
+        async with db.transaction() as tx:
+            await tx.execute(notes.insert().values(id="x", n=1))
+            assert await tx.scalar(select(func.count()).select_from(notes)) == 1
+            raise RuntimeError("stop")
+    assert await db.scalar(select(func.count()).select_from(notes)) == 0
+    async with db.transaction() as tx:
+        await tx.execute(notes.insert().values(id="y", n=2))
+    assert await db.fetch_all(select(notes.c.id)) == [("y",)]
+
+
+async def test_migrations_run_once_and_record_each_branch(db, tmp_path):
+    assert await upgrade(db, [KERNEL]) == []  # already at the head: nothing to do
+    versions = tmp_path / "extra"
+    versions.mkdir()
+    (versions / "x0001_first.py").write_text(
+        'import sqlalchemy as sa\nfrom alembic import op\n'
+        'revision = "x0001"\ndown_revision = None\nbranch_labels = ("extra",)\ndepends_on = None\n'
+        'def upgrade():\n    op.create_table("extra_items", sa.Column("id", sa.Text, primary_key=True))\n'
+        'def downgrade():\n    op.drop_table("extra_items")\n')
+    extra = Migrations("extra", str(versions), head="x0001")
+    assert await upgrade(db, [KERNEL, extra]) == ["x0001"]
+    assert await upgrade(db, [KERNEL, extra]) == []
+    rows = await db.fetch_all(text(f"SELECT version_num FROM {VERSION_TABLE} ORDER BY version_num"))
+    assert rows == [(KERNEL.head,), ("x0001",)]
+    await db.execute(text("INSERT INTO extra_items (id) VALUES ('ok')"))
+
+
+def test_the_kernels_declared_head_is_its_newest_script():
+    assert script_heads([KERNEL]) == [KERNEL.head]
+
+
+async def test_an_existing_sqlite_file_is_adopted(tmp_path):
+    path = str(tmp_path / "old.db")
+    with sqlite3.connect(path) as conn:  # the schema as it was before migrations existed
+        conn.executescript(
+            "CREATE TABLE ck_queue (prompt_id TEXT PRIMARY KEY, owner TEXT NOT NULL, number REAL NOT NULL, "
+            "item BLOB NOT NULL, state TEXT NOT NULL DEFAULT 'pending', attempts INTEGER NOT NULL DEFAULT 0, "
+            "created REAL NOT NULL, started REAL);"
+            "INSERT INTO ck_queue VALUES ('p1', 'o', 1, x'5b5d', 'pending', 0, 1.0, NULL);")
+    store = Store(path)
+    await store.open()
+    try:
+        requeue, failed = await store.recover()
+        assert requeue == [("o", [])] and failed == []
+    finally:
+        await store.close()
+
+
+RESULT = {"outputs": {"2": {"text": ["x"]}}, "meta": {}, "status": {"status_str": "success", "completed": True,
+                                                                 "messages": []}}
+
+
+async def test_queue_and_history_on_both(db):
+    store = Store(db, history_max_items=3)
+    await store.open()
+    items = [[i, f"p{i}", {"1": {"inputs": {"v": i}}}, {"auth_token_comfy_org": "secret"}, ["1"]] for i in range(5)]
+    blobs = [await store.enqueue("o", it) for it in items]
+    await store.mark_running("p0")
+    await store.mark_running("p0")
+    await store.mark_running("p1")
+    requeue, failed = await store.recover()
+    assert [it[1] for _, it in requeue] == ["p1", "p2", "p3", "p4"] and [it[1] for _, it, _ in failed] == ["p0"]
+    assert await store.delete_pending(["p4"], "someone else") == 0
+    assert await store.delete_pending(["p4"], "o") == 1
+    for it, blob in zip(items[:4], blobs[:4], strict=True):
+        await store.finish("o", it, RESULT, 1.0, 2.0, 0.5, item_blob=blob)
+    assert [pid for pid, _ in await store.history("o", None, 0)] == ["p1", "p2", "p3"]  # bound of 3
+    assert [pid for pid, _ in await store.history("o", 2, -1)] == ["p2", "p3"]
+    entry = orjson.loads(await store.history_entry("o", "p2"))
+    assert entry["prompt"][3] == {} and entry["outputs"] == RESULT["outputs"]
+    assert (await store.history_record("o", "p3"))[1:] == (0.5, 1.0, 2.0)
+    assert [r[0] for r in await store.history_rows("o")] == ["p1", "p2", "p3"]
+    await store.delete_history("o", ["p1"])
+    assert [pid for pid, _ in await store.history("o", None, 0)] == ["p2", "p3"]
+    assert await store.history("nobody", None, 0) == []
+
+
+async def test_webhook_tables_on_both(db):
+    store = WebhookStore(db)
+    record = {"id": "e1", "owner": "o", "url": "http://127.0.0.1:1/h", "events": ["execution_success"],
+              "secret": "s", "description": "", "enabled": True, "created": 1.0, "updated": 1.0}
+    await store.add_endpoint(record)
+    await store.update_endpoint("e1", {"enabled": False, "events": ["a", "b"]})
+    got = await store.endpoint("e1")
+    assert got["events"] == ["a", "b"] and got["enabled"] is False
+    assert await store.owner_secret("o", lambda: "first") == "first"
+    assert await store.owner_secret("o", lambda: "second") == "first"
+    await store.track("p1", "o", [{"url": "u"}], "http://base")
+    rows = [{"id": f"d{i}", "prompt_id": "p1", "owner": "o", "event": "e", "url": "u", "payload": b"{}"}
+            for i in range(2)]
+    await store.add_deliveries(rows, final_of="p1")
+    await store.add_deliveries(rows)  # queued twice: still two
+    due = await store.due(10**10, set(), 10)
+    assert [d["id"] for d in due] == ["d0", "d1"] and due[0]["payload"] == b"{}"
+
+    class Outcome:
+        status, error, duration_ms = 200, None, 5
+
+    await store.record_attempt(due[0], Outcome(), "delivered", 0.0)
+    assert not await store.still_due(due[0]) and await store.still_due(due[1])
+    assert await store.next_due({"d1"}) is None
+    log = await store.job_deliveries("p1", "o")
+    assert [len(d["log"]) for d in log] == [1, 0] and await store.tracked() == []
