@@ -65,6 +65,23 @@ def _module_folders_removed(request: pytest.FixtureRequest, tmp_path_factory: py
 MODEL_HEAVY = "plugins/core_nodes/"
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _servers_on_postgres(request: pytest.FixtureRequest):
+    """``CK_TEST_DATABASE=postgresql`` (tox's ``postgres`` env): every server the tests start keeps its state in
+    PostgreSQL instead of its SQLite file (``comfy_kernel.testing.TEST_POSTGRES``)."""
+    import os
+
+    if os.environ.get("CK_TEST_DATABASE") != "postgresql":
+        yield
+        return
+    from comfy_kernel.testing import TEST_POSTGRES
+
+    server = request.getfixturevalue("postgres")
+    os.environ[TEST_POSTGRES] = server.database_url("postgres")
+    yield
+    os.environ.pop(TEST_POSTGRES, None)
+
+
 @pytest.fixture(scope="session")
 def postgres(tmp_path_factory: pytest.TempPathFactory):
     """A PostgreSQL server for this test process (Debian's ``postgresql`` package); see ``PostgresServer``."""

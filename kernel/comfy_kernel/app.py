@@ -28,6 +28,7 @@ from .http import HTTPError, error_body, json_response
 from .identity import LOCAL_USER, Identity
 from .kernel import Kernel
 from .routing import IndexedRouter, RouteTable
+from .storage.database import UnstorableText
 
 log = logging.getLogger(__name__)
 
@@ -218,6 +219,9 @@ class KernelMiddleware:
         except HTTPError as exc:
             if not started:
                 await _send_response(exc.response(), scope, receive, send)
+        except UnstorableText as exc:
+            if not started:
+                await _send_response(json_response(error_body(str(exc), "invalid_text"), 400), scope, receive, send)
         except Exception:
             log.exception("unhandled error in %s %s", scope.get("method"), path)
             if not started:

@@ -32,6 +32,59 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+TEST_POSTGRES = "CK_TEST_POSTGRES"
+"""Set (to a PostgreSQL server's URL) by the test suite's PostgreSQL run: every server a test starts keeps its
+state there, in a database of its own named after its base directory (a restart finds it again)."""
+
+
+def database_for(server_url: str, base_dir: str) -> str:
+    """The database (created when missing) that the server with ``base_dir`` uses on ``server_url``."""
+    import hashlib
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(server_url)
+    name = "s_" + hashlib.sha1(os.path.abspath(base_dir).encode()).hexdigest()[:20]
+    bindir = _postgres_bindir()
+    psql = [os.path.join(bindir or "", "psql") if bindir else "psql", "-h", parts.hostname or "127.0.0.1",
+            "-p", str(parts.port or 5432), "-U", parts.username or "ck", "-d", "postgres", "-qtA"]
+    found = subprocess.run([*psql, "-c", f"SELECT 1 FROM pg_database WHERE datname='{name}'"],
+                           capture_output=True, text=True, check=True)
+    if found.stdout.strip() != "1":
+        subprocess.run([*psql, "-c", f'CREATE DATABASE "{name}"'], capture_output=True, check=True)
+    return parts._replace(path=f"/{name}").geturl()
+
+
+def server_database(base_dir: Any) -> str:
+    """The database a test server with ``base_dir`` uses: its SQLite file, or its PostgreSQL database."""
+    server = os.environ.get(TEST_POSTGRES)
+    if server:
+        return database_for(server, str(base_dir))
+    return os.path.join(str(base_dir), "user", "comfy-kernel.db")
+
+
+def run_sql(target: str, sql: str, params: dict[str, Any] | None = None) -> list[tuple]:
+    """Run one SQL statement (``:name`` parameters) on ``target`` outside any server; returns its rows."""
+    import asyncio
+
+    from sqlalchemy import text
+
+    from .storage import connect
+
+    async def run() -> list[tuple]:
+        db = connect(target)
+        await db.open()
+        try:
+            stmt = text(sql)
+            if stmt.text.lstrip().upper().startswith("SELECT"):
+                return await db.fetch_all(stmt, params)
+            await db.execute(stmt, params)
+            return []
+        finally:
+            await db.close()
+
+    return asyncio.run(run())
+
+
 class ServerProcess:
     def __init__(self, base_dir: Any, *args: str, env: dict[str, str] | None = None,
                  startup_timeout: float = 60.0, port: int | None = None, warmup: bool = False):
@@ -50,6 +103,9 @@ class ServerProcess:
     def start(self) -> ServerProcess:
         os.makedirs(self.base_dir, exist_ok=True)
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
+        server = os.environ.get(TEST_POSTGRES)
+        if server and "--database" not in self.args and "COMFY_KERNEL_DATABASE" not in self.env:
+            env["COMFY_KERNEL_DATABASE"] = database_for(server, self.base_dir)
         cmd = [sys.executable, "-m", "comfy_kernel.cli", "serve", "--listen", "127.0.0.1",
                "--port", str(self.port), "--base-directory", self.base_dir, *self.args]
         self._log = open(self.log_path, "ab")

@@ -76,6 +76,7 @@ def run_and_read_history(client: Client, prompt: dict[str, Any], final: str) -> 
             return pid, seen[1], seen[0]
 
 
+@pytest.mark.sqlite_file
 def test_history_is_readable_when_success_arrives(exec_server, client):
     db = os.path.join(exec_server.base_dir, "user", "comfy-kernel.db")
     with LockHolder(db) as holder:
@@ -90,6 +91,7 @@ def test_history_is_readable_when_success_arrives(exec_server, client):
     assert holder.held > 10  # the lock really was contended
 
 
+@pytest.mark.sqlite_file
 def test_history_is_readable_when_error_arrives(exec_server, client):
     db = os.path.join(exec_server.base_dir, "user", "comfy-kernel.db")
     with LockHolder(db):

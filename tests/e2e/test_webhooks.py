@@ -5,11 +5,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import sqlite3
 import time
 
 import pytest
 
+from comfy_kernel.testing import run_sql, server_database
 from comfy_kernel.webhooks import WebhookVerificationError, verify
 
 from .integration_helpers import failing_prompt, image_prompt, sleep_prompt, start_server
@@ -195,9 +195,9 @@ def test_a_final_event_lost_in_a_crash_is_recovered_at_start(tmp_path):
             prompt_id = r.json()["prompt_id"]
             rx.wait_for(1)
             srv.kill()
-            with sqlite3.connect(base / "user" / "comfy-kernel.db") as db:  # undo what the crash would have lost
-                db.execute("DELETE FROM ck_webhook_deliveries WHERE prompt_id=?", (prompt_id,))
-                db.execute("UPDATE ck_webhook_jobs SET final_queued=0 WHERE prompt_id=?", (prompt_id,))
+            database = server_database(base)  # undo what the crash would have lost
+            run_sql(database, "DELETE FROM ck_webhook_deliveries WHERE prompt_id=:pid", {"pid": prompt_id})
+            run_sql(database, "UPDATE ck_webhook_jobs SET final_queued=0 WHERE prompt_id=:pid", {"pid": prompt_id})
             srv.start()
             got = rx.wait_for(2)
             time.sleep(1.0)

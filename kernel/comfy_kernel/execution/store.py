@@ -136,7 +136,7 @@ class Store:
     async def delete_pending(self, prompt_ids: list[str] | None, owner: str | None) -> int:
         stmt = delete(queue_table).where(Q.state == "pending")
         if prompt_ids is not None:
-            stmt = stmt.where(Q.prompt_id.in_(list(prompt_ids)))
+            stmt = stmt.where(Q.prompt_id.in_([p for p in prompt_ids if self.db.storable(p)]))
         if owner is not None:
             stmt = stmt.where(Q.owner == owner)
         return await self.db.execute(stmt)
@@ -205,6 +205,8 @@ class Store:
         return rows
 
     async def history(self, owner: str, max_items: int | None, offset: int) -> list[tuple[str, bytes]]:
+        if max_items is not None and max_items < 0:  # no bound, as SQLite reads a negative LIMIT
+            max_items = None
         if offset < 0 and max_items is not None:
             total = await self.db.scalar(select(func.count()).select_from(history_table).where(H.owner == owner))
             offset = max(total - max_items, 0)
@@ -214,6 +216,8 @@ class Store:
         return [(r[0], _bytes(r[1])) for r in await self.db.fetch_all(stmt)]
 
     async def history_entry(self, owner: str, prompt_id: str) -> bytes | None:
+        if not self.db.storable(prompt_id):
+            return None
         row = await self.db.fetch_one(_HISTORY_ENTRY, {"owner": owner, "pid": prompt_id})
         return _bytes(row[0]) if row else None
 
@@ -225,6 +229,8 @@ class Store:
     async def history_record(self, owner: str, prompt_id: str) -> tuple[bytes, float | None, float | None,
                                                                       float | None] | None:
         """One finished prompt's entry with its created, started and ended times (Unix seconds)."""
+        if not self.db.storable(prompt_id):
+            return None
         row = await self.db.fetch_one(select(H.entry, H.created, H.started, H.ended)
                                       .where(H.owner == owner, H.prompt_id == prompt_id))
         return (_bytes(row[0]), row[1], row[2], row[3]) if row else None
@@ -233,7 +239,7 @@ class Store:
         self._history_rows = None
         stmt = delete(history_table).where(H.owner == owner)
         if prompt_ids is not None:
-            stmt = stmt.where(H.prompt_id.in_(list(prompt_ids)))
+            stmt = stmt.where(H.prompt_id.in_([p for p in prompt_ids if self.db.storable(p)]))
         await self.db.execute(stmt)
         self._history_rows = None
 

@@ -58,6 +58,14 @@ def connect(target: str) -> Database:
     return SQLiteDatabase(target)
 
 
+class UnstorableText(ValueError):
+    """A text value PostgreSQL cannot hold (a NUL character, or an unpaired surrogate from a JSON body).
+
+    SQLite stores such strings; PostgreSQL refuses them. The server answers a
+    request that carried one with 400 (``invalid_text``) instead of failing.
+    """
+
+
 class Database:
     """The shared surface of both back-ends (see the module docstring)."""
 
@@ -109,8 +117,24 @@ class Database:
             sql, names, defaults = self._compile(stmt, literal=True)
         if params:
             merged = {**defaults, **params}
-            return sql, [merged[n] for n in names]
-        return sql, [defaults[n] for n in names]
+            args = [merged[n] for n in names]
+        else:
+            args = [defaults[n] for n in names]
+        for value in args:
+            if type(value) is str and not value.isascii():
+                try:
+                    value.encode("utf-8")
+                except UnicodeEncodeError:
+                    raise UnstorableText("text with an unpaired surrogate cannot be stored") from None
+        return sql, args
+
+    def storable(self, text: str) -> bool:
+        """Whether this database can hold ``text`` (a key that cannot be stored cannot be found either)."""
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            return False
+        return self.kind != "postgresql" or "\x00" not in text
 
     # -- running (back-ends) --
     async def execute(self, stmt: ClauseElement, params: Params = None) -> int:
@@ -312,6 +336,13 @@ class PostgresDatabase(Database):
     def dsn(self) -> str:
         """The URL with its credentials, for drivers."""
         return self._dsn
+
+    def sql(self, stmt: ClauseElement | str, params: Params = None) -> tuple[str, list[Any]]:
+        sql, args = super().sql(stmt, params)
+        for value in args:
+            if type(value) is str and "\x00" in value:
+                raise UnstorableText("text with a NUL character cannot be stored")
+        return sql, args
 
     async def open(self) -> None:
         import asyncpg

@@ -10,7 +10,7 @@ from sqlalchemy import Column, Integer, MetaData, Table, Text, bindparam, func, 
 
 from comfy_kernel.execution.store import Store
 from comfy_kernel.migrations import KERNEL
-from comfy_kernel.storage import connect, upgrade
+from comfy_kernel.storage import UnstorableText, connect, upgrade
 from comfy_kernel.storage.migrations import VERSION_TABLE, Migrations, script_heads
 from comfy_kernel.webhooks.store import WebhookStore
 
@@ -147,3 +147,27 @@ async def test_webhook_tables_on_both(db):
     assert await store.next_due({"d1"}) is None
     log = await store.job_deliveries("p1", "o")
     assert [len(d["log"]) for d in log] == [1, 0] and await store.tracked() == []
+
+
+async def test_text_a_database_cannot_hold_is_refused_by_name(db):
+    """A NUL: SQLite stores it, PostgreSQL refuses it; an unpaired surrogate: neither. Refused as UnstorableText
+    (a request that carried one is answered 400)."""
+    await db.execute(notes.insert().values(id="fine\u00e9", n=0))
+    if db.kind == "sqlite":
+        await db.execute(notes.insert().values(id="a\x00b", n=1))
+        assert await db.scalar(select(notes.c.n).where(notes.c.id == "a\x00b")) == 1
+    else:
+        with pytest.raises(UnstorableText):
+            await db.execute(notes.insert().values(id="a\x00b", n=1))
+        with pytest.raises(UnstorableText):
+            await db.fetch_all(select(notes.c.n).where(notes.c.id == "a\x00b"))
+    with pytest.raises(UnstorableText):
+        await db.execute(notes.insert().values(id="x\ud800y", n=1))
+
+
+async def test_a_negative_history_bound_means_none(db):
+    store = Store(db)
+    await store.open()
+    item = [0, "p0", {}, {}, []]
+    await store.finish("o", item, RESULT, 1.0, 2.0, 0.5, item_blob=await store.enqueue("o", item))
+    assert [pid for pid, _ in await store.history("o", -5, 0)] == ["p0"]
