@@ -223,8 +223,9 @@ class PostgresServer:
             raise RuntimeError("PostgreSQL's server binaries are not installed (Debian: apt-get install postgresql)")
         self.bindir = bindir
 
-    def _as_owner(self, cmd: list[str]) -> list[str]:
-        return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd
+    def _owner(self) -> dict[str, Any]:
+        """``Popen`` arguments that run a command as the ``postgres`` user when we are root (signals reach it)."""
+        return {"user": "postgres", "group": "postgres", "extra_groups": []} if os.geteuid() == 0 else {}
 
     @property
     def url(self) -> str:
@@ -243,9 +244,9 @@ class PostgresServer:
             for path in (self.server_dir, self.sockets):
                 os.chown(path, user.pw_uid, user.pw_gid)
         if not os.path.isdir(self.data):
-            done = subprocess.run(self._as_owner([os.path.join(self.bindir, "initdb"), "-D", self.data, "-U", "ck",
-                                                  "--auth", "trust", "-E", "UTF8", "--no-sync", "--locale", "C"]),
-                                  capture_output=True, text=True)
+            done = subprocess.run([os.path.join(self.bindir, "initdb"), "-D", self.data, "-U", "ck", "--auth", "trust",
+                                   "-E", "UTF8", "--no-sync", "--locale", "C"],
+                                  capture_output=True, text=True, cwd=self.server_dir, **self._owner())
             if done.returncode:
                 raise RuntimeError(f"initdb failed: {done.stderr.strip() or done.stdout.strip()}")
         self.start()
@@ -255,10 +256,9 @@ class PostgresServer:
     def start(self) -> None:
         log = open(os.path.join(self.base_dir, "postgres.log"), "ab")
         self.proc = subprocess.Popen(
-            self._as_owner([os.path.join(self.bindir, "postgres"), "-D", self.data, "-p", str(self.port),
-                            "-k", self.sockets, "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off",
-                            "-c", "max_connections=200"]),
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            [os.path.join(self.bindir, "postgres"), "-D", self.data, "-p", str(self.port), "-k", self.sockets,
+             "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "max_connections=200"],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=self.server_dir, **self._owner())
         log.close()
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:

@@ -24,6 +24,7 @@ from .database import Database
 log = logging.getLogger(__name__)
 
 VERSION_TABLE = "ck_schema_versions"
+MIGRATION_LOCK = 0x636B6D69  # PostgreSQL advisory lock key held while migrating ("ckmi")
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,9 @@ async def _upgrade_postgres(db: Any, components: list[Migrations]) -> list[str]:
     engine = create_async_engine(db.dsn.replace("postgresql://", "postgresql+asyncpg://", 1))
     try:
         async with engine.begin() as conn:
+            # Front-ends and workers of a cluster may start together: one migrates, the others wait for
+            # it here and then find nothing left to do.
+            await conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")
             return await conn.run_sync(_run, components)
     finally:
         await engine.dispose()

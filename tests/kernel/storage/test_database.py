@@ -171,3 +171,18 @@ async def test_a_negative_history_bound_means_none(db):
     item = [0, "p0", {}, {}, []]
     await store.finish("o", item, RESULT, 1.0, 2.0, 0.5, item_blob=await store.enqueue("o", item))
     assert [pid for pid, _ in await store.history("o", -5, 0)] == ["p0"]
+
+
+async def test_processes_starting_together_migrate_once(postgres_url):
+    """Several processes of a cluster upgrading one PostgreSQL database at the same moment: one applies, none fails."""
+    import asyncio
+
+    dbs = [connect(postgres_url) for _ in range(4)]
+    for d in dbs:
+        await d.open()
+    try:
+        applied = await asyncio.gather(*(upgrade(d, [KERNEL]) for d in dbs))
+        assert sorted(len(a) for a in applied) == [0, 0, 0, 2]
+    finally:
+        for d in dbs:
+            await d.close()
