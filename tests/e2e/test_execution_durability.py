@@ -122,10 +122,3 @@ def test_postgres_killed_and_restarted_under_a_running_server(tmp_path, postgres
         assert server.get("/queue").json() == {"queue_running": [], "queue_pending": []}
     finally:
         server.stop()
-
-
-def test_plugins_keeping_sqlite_tables_fail_by_name_on_postgres(tmp_path, postgres_url):
-    with ServerProcess(tmp_path / "base", "--database", postgres_url) as server:
-        health = server.get("/api/health").json()
-        assert {"assets", "billing", "hub", "manager", "multiuser"} <= set(health["failed_plugins"])
-        assert server.get("/queue").status_code == 200

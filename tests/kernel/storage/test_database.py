@@ -186,3 +186,17 @@ async def test_processes_starting_together_migrate_once(postgres_url):
     finally:
         for d in dbs:
             await d.close()
+
+
+def test_the_sqlite_path_is_refused_by_name_with_a_postgres_database(tmp_path):
+    """A plugin that still opens the SQLite file itself fails to start on PostgreSQL instead of splitting state."""
+    from comfy_kernel.config import default_config
+    from comfy_kernel.kernel import Kernel
+    from comfy_kernel.storage import PostgresDatabase, SQLiteDatabase
+
+    local = Kernel(default_config(base_directory=str(tmp_path)))
+    assert isinstance(local.database, SQLiteDatabase) and local.database.path == local.database_path
+    shared = Kernel(default_config(base_directory=str(tmp_path), database="postgresql://ck@127.0.0.1:1/ck"))
+    assert isinstance(shared.database, PostgresDatabase)
+    with pytest.raises(RuntimeError, match="cannot use the PostgreSQL database"):
+        _ = shared.database_path
