@@ -63,10 +63,11 @@ _MARK_RUNNING = (update(queue_table).where(Q.prompt_id == bindparam("pid"))
                  .values(state="running", attempts=Q.attempts + 1, started=bindparam("now")))
 _DEQUEUE = delete(queue_table).where(Q.prompt_id == bindparam("pid"))
 _UNHISTORY = delete(history_table).where(H.prompt_id == bindparam("pid"))
-_INSERT_HISTORY = history_table.insert().values(
+_HISTORY_VALUES = dict(
     prompt_id=bindparam("pid"), owner=bindparam("owner"), status=bindparam("status"), entry=bindparam("entry"),
     created=bindparam("created"), started=bindparam("started"), ended=bindparam("ended"),
     outputs_count=bindparam("count"))
+_INSERT_HISTORY = history_table.insert().values(**_HISTORY_VALUES)
 _COUNT_HISTORY = select(func.count()).select_from(history_table)
 _TRIM_HISTORY = delete(history_table).where(
     H.seq.in_(select(H.seq).order_by(H.seq).limit(bindparam("n")).scalar_subquery()))
@@ -105,6 +106,10 @@ class Store:
         ).on_conflict_do_update(index_elements=["prompt_id"], set_={
             "owner": insert.excluded.owner, "number": insert.excluded.number, "item": insert.excluded.item,
             "state": "pending", "attempts": 0, "created": insert.excluded.created, "started": None})
+        # A prompt id finished again (a client may choose ids) replaces its row, which then comes last:
+        # inserted when new (one statement, the usual case), else deleted and inserted again.
+        self._add_history = (self.db.insert(history_table).values(**_HISTORY_VALUES)
+                             .on_conflict_do_nothing(index_elements=["prompt_id"]))
 
     async def open(self) -> None:
         if self.owns_db:
@@ -113,8 +118,8 @@ class Store:
 
             await self.db.open()
             await upgrade(self.db, [KERNEL])
-        for stmt in (self._enqueue, _MARK_RUNNING, _DEQUEUE, _UNHISTORY, _INSERT_HISTORY, _COUNT_HISTORY,
-                     _TRIM_HISTORY, _HISTORY_ENTRY):
+        for stmt in (self._enqueue, self._add_history, _MARK_RUNNING, _DEQUEUE, _UNHISTORY, _INSERT_HISTORY,
+                     _COUNT_HISTORY, _TRIM_HISTORY, _HISTORY_ENTRY):
             self.db.prepare(stmt)
 
     async def close(self) -> None:
@@ -174,13 +179,14 @@ class Store:
                     for v in o.values() if isinstance(v, list))
         keep = self.history_max_items
         pid = item[1]
+        row = {"pid": pid, "owner": owner, "status": result["status"]["status_str"], "entry": blob,
+               "created": created, "started": started, "ended": ended, "count": count}
         try:
             async with self.db.transaction() as tx:
                 await tx.execute(_DEQUEUE, {"pid": pid})
-                await tx.execute(_UNHISTORY, {"pid": pid})  # a prompt id finished again replaces its row
-                await tx.execute(_INSERT_HISTORY, {
-                    "pid": pid, "owner": owner, "status": result["status"]["status_str"], "entry": blob,
-                    "created": created, "started": started, "ended": ended, "count": count})
+                if not await tx.execute(self._add_history, row):
+                    await tx.execute(_UNHISTORY, {"pid": pid})
+                    await tx.execute(_INSERT_HISTORY, row)
                 rows = await self._trim(tx, keep) if keep > 0 else None
         except BaseException:
             self._history_rows = None

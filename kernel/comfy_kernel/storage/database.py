@@ -111,13 +111,13 @@ class Database:
         """``stmt`` as this dialect's SQL text and positional arguments."""
         if isinstance(stmt, str):
             return stmt, list((params or {}).values())
-        if id(stmt) in self._compiled and self._compiled[id(stmt)][0] is stmt:
-            sql, names, defaults = self._compile_cached(stmt)
+        hit = self._compiled.get(id(stmt))
+        if hit is not None and hit[0] is stmt:
+            sql, names, defaults = hit[1], hit[2], hit[3]
         else:
             sql, names, defaults = self._compile(stmt, literal=True)
         if params:
-            merged = {**defaults, **params}
-            args = [merged[n] for n in names]
+            args = [params[n] if n in params else defaults[n] for n in names]
         else:
             args = [defaults[n] for n in names]
         for value in args:

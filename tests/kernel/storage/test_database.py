@@ -118,6 +118,8 @@ async def test_queue_and_history_on_both(db):
     assert [r[0] for r in await store.history_rows("o")] == ["p1", "p2", "p3"]
     await store.delete_history("o", ["p1"])
     assert [pid for pid, _ in await store.history("o", None, 0)] == ["p2", "p3"]
+    await store.finish("o", items[2], RESULT, 1.0, 2.0, 0.5)  # the same prompt id finished again: now last
+    assert [pid for pid, _ in await store.history("o", None, 0)] == ["p3", "p2"]
     assert await store.history("nobody", None, 0) == []
 
 
