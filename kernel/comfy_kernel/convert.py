@@ -48,6 +48,12 @@ UPLOAD_VALUES = {"image", "video", "audio", "mesh", "file", None, ""}
 VIRTUAL_NODES = {"Note", "MarkdownNote", "Reroute", "PrimitiveNode", "Label (rgthree)"}
 
 
+#: Widgets the frontend itself adds to a node, beyond its declared inputs: the names of the values that
+#: follow the declared ones in ``widgets_values`` and are sent with the prompt (any further values are the
+#: frontend's own, such as CustomCombo's option texts, and are not).
+FRONTEND_WIDGETS = {"CustomCombo": ("index",)}
+
+
 class ConversionError(ValueError):
     """The input is not a workflow that can be converted."""
 
@@ -305,6 +311,10 @@ class Converter:
         values = list(values or [])
         out, used, missing = consume_widget_values(values, widgets)
         out = {**unstored_widgets(info), **out}
+        extra = FRONTEND_WIDGETS.get(node.get("type") or "")
+        if extra is not None:
+            out.update(zip(extra, values[used:], strict=False))
+            used = len(values)
         if used < len(values):
             forced = widget_inputs(info, with_forced=True)
             if len(forced) > len(widgets):

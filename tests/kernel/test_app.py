@@ -77,3 +77,21 @@ def test_object_info_gzip_is_kept_per_answer():
     assert gz.decompress(packed) == body and cache.gzipped_now(body) is packed
     other = dumps({"Other": {}})
     assert cache.gzipped_now(other) is None and gz.decompress(cache.gzipped(other)) == other
+
+
+def test_frontend_defined_widgets_are_converted():
+    """CustomCombo's selected index is a widget the frontend adds; the API prompt carries it as ``index``."""
+    from comfy_kernel.convert import convert_workflow
+
+    info = {"CustomCombo": {"input": {"required": {"choice": ["COMBO", {"options": []}]}}, "input_order":
+                            {"required": ["choice"]}, "output": ["STRING", "INT"], "output_node": False},
+            "PreviewAny": {"input": {"required": {"source": ["*", {}]}}, "input_order": {"required": ["source"]},
+                           "output": ["STRING"], "output_node": True}}
+    workflow = {"nodes": [
+        {"id": 1, "type": "CustomCombo", "mode": 0, "inputs": [], "outputs": [{"name": "INDEX", "links": [1]}],
+         "widgets_values": ["screen", 1, "add", "screen", "soft", ""]},
+        {"id": 2, "type": "PreviewAny", "mode": 0, "inputs": [{"name": "source", "link": 1}], "outputs": []}],
+        "links": [[1, 1, 1, 2, 0, "INT"]]}
+    result = convert_workflow(workflow, info)
+    assert result.prompt["1"]["inputs"] == {"choice": "screen", "index": 1}
+    assert not [w for w in result.warnings if "left over" in w]
