@@ -303,6 +303,6 @@ def load_ltxv_clip(paths: list[str], embedding_directory: Any = None) -> CLIP:
     gemma = [p for p in paths if gemma3_prefix(tensor_shapes(p)) is not None]
     rest = [p for p in paths if p not in gemma]
     if len(gemma) != 1 or len(rest) > 1:
-        raise UnsupportedModel("CLIP type 'ltxv' takes a Gemma 3 text encoder file (and an LTX-2 checkpoint); "
-                               "T5 for LTX-Video 0.9 is not supported yet")
+        raise UnsupportedModel("CLIP type 'ltxv' takes a Gemma 3 text encoder file (and an LTX-2 checkpoint), "
+                               "or a T5-XXL file alone (LTX-Video 0.9)")
     return ltxav_clip(gemma[0], rest[0] if rest else None, embedding_directory)
