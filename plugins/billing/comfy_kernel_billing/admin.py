@@ -14,15 +14,19 @@ import time
 from typing import Any
 from urllib.parse import unquote
 
+from sqlalchemy import select
 from starlette.requests import Request
 from starlette.responses import Response
 
 from comfy_kernel.http import json_response
+from comfy_kernel.storage import Database
 
-from . import ledger, queries
+from . import ledger, queries, tables
 from .config import MICROS
 from .routes import caller, csv_response, int_param, json_body, text, usage_response, when
 from .service import Billing, fail
+from .store import BillingStore
+from .tables import ACCOUNT_COLUMNS, OP_COLUMNS
 
 CREDIT_KINDS = ("grant", "topup", "adjustment")
 
@@ -32,17 +36,23 @@ def register(routes: Any, billing: Billing) -> None:
         identity, _account = caller(request)
         if not identity.is_admin:
             raise fail(403, "forbidden", "Administrator role required")
-        if not billing.started or billing.db is None:
+        if not billing.started or billing.store is None:
             raise fail(503, "unavailable", "Billing is not available; see the server log")
         return identity
+
+    def store() -> BillingStore:
+        assert billing.store is not None
+        return billing.store
+
+    async def fresh() -> Database:
+        return await billing.fresh()
 
     async def account_of(raw: str) -> str:
         name = unquote(raw).strip()
         if not name or len(name) > 300:
             raise fail(400, "invalid_request", "An account key is required")
         if name.startswith("user:"):
-            assert billing.db is not None
-            found = await billing.db.read(lambda conn: resolve_user(billing, name[5:]))
+            found = await billing.tables.personal_account(name[5:])
             if found is None:
                 raise fail(404, "not_found", f"No user {name[5:]!r}")
             return found
@@ -66,20 +76,18 @@ def register(routes: Any, billing: Billing) -> None:
     async def usage(request: Request) -> Response:
         """Totals per user, workspace, account, model, device, plan or status, per hour/day/month/year."""
         admin(request)
-        return await usage_response(request, usage_filter(request), billing.db)
+        return await usage_response(request, usage_filter(request), await fresh())
 
     @routes.get("/admin/billing/prompts", api_only=True)
     async def prompts(request: Request) -> Response:
         admin(request)
-        return await usage_response(request, usage_filter(request), billing.db, view="prompts")
+        return await usage_response(request, usage_filter(request), await fresh(), view="prompts")
 
     @routes.get("/admin/billing/accounts", api_only=True)
     async def accounts(request: Request) -> Response:
         admin(request)
-        assert billing.db is not None
-        rows = await billing.db.read(lambda conn: [dict(r) for r in conn.execute(
-            "SELECT * FROM bl_accounts ORDER BY account")])
-        return json_response({"accounts": [account_json(r) for r in rows]})
+        rows = await (await fresh()).fetch_all(select(tables.accounts).order_by(tables.accounts.c.account))
+        return json_response({"accounts": [account_json(dict(zip(ACCOUNT_COLUMNS, r, strict=True))) for r in rows]})
 
     @routes.get("/admin/billing/accounts/{account}", api_only=True)
     async def one_account(request: Request) -> Response:
@@ -101,9 +109,8 @@ def register(routes: Any, billing: Billing) -> None:
             raise fail(400, "invalid_request", "amount must be positive (negative only for an adjustment)")
         note = text(body, "note", max_len=500)
         key = text(body, "idempotency_key", max_len=200)
-        assert billing.db is not None
-        done = await billing.db.write(lambda conn: ledger.credit(
-            conn, billing.settings, account=account, amount=amount, kind=kind, now=time.time(),
+        done = await store().write(lambda tx: ledger.credit(
+            tx, billing.settings, account=account, amount=amount, kind=kind, now=time.time(),
             key=f"admin:{account}:{key}" if key else None, actor=identity.user_id, note=note))
         row = await billing.refresh(account)
         return json_response({"applied": done, **account_json(row)})
@@ -116,9 +123,8 @@ def register(routes: Any, billing: Billing) -> None:
         plan = billing.settings.plan(slug)
         if plan is None:
             raise fail(400, "invalid_plan", f"There is no plan {slug!r}")
-        assert billing.db is not None
-        await billing.db.write(lambda conn: ledger.apply_plan(
-            conn, billing.settings, account, plan, time.time(), op_id=f"admin-{time.time_ns()}",
+        await store().write(lambda tx: ledger.apply_plan(
+            tx, billing.settings, account, plan, time.time(), op_id=f"admin-{time.time_ns()}",
             actor=identity.user_id, force_immediate=True, seats_of=billing.tables.seats))
         return json_response(account_json(await billing.refresh(account)))
 
@@ -129,8 +135,7 @@ def register(routes: Any, billing: Billing) -> None:
         account = await account_of(raw) if raw else None
         limit = int_param(request, "limit", 100, 1, 10_000)
         offset = int_param(request, "offset", 0, 0, 10**12)
-        assert billing.db is not None
-        rows, total = await billing.db.read(lambda conn: queries.ledger_rows(conn, account, limit, offset))
+        rows, total = await queries.ledger_rows(await fresh(), account, limit, offset)
         if request.query_params.get("format") == "csv":
             fields = ("id", "created", "account", "user_id", "kind", "bucket", "amount_micros", "prompt_id", "op_id",
                       "actor", "note", "key")
@@ -141,13 +146,10 @@ def register(routes: Any, billing: Billing) -> None:
     async def ops(request: Request) -> Response:
         admin(request)
         status = request.query_params.get("status")
-        sql, args = "SELECT * FROM bl_ops", []
+        stmt = select(tables.ops).order_by(tables.ops.c.started.desc()).limit(1000)
         if status:
-            sql += " WHERE status=?"
-            args.append(status)
-        sql += " ORDER BY started DESC LIMIT 1000"
-        assert billing.db is not None
-        rows = await billing.db.read(lambda conn: [dict(r) for r in conn.execute(sql, args)])
+            stmt = stmt.where(tables.ops.c.status == status)
+        rows = [dict(zip(OP_COLUMNS, r, strict=True)) for r in await store().db.fetch_all(stmt)]
         return json_response({"ops": [{**ledger.op_json(r), "account": r["account"], "user_id": r["user_id"],
                                        "kind": r["kind"], "params": json.loads(r["params"]),
                                        "provider": r["provider"]} for r in rows]})
@@ -158,8 +160,7 @@ def register(routes: Any, billing: Billing) -> None:
         reason = None
         if not succeeded:
             reason = text(await json_body(request, required=False), "reason", max_len=500) or "Declined"
-        assert billing.db is not None
-        op = await billing.db.read(lambda conn: ledger.get_op(conn, op_id))
+        op = await ledger.get_op(store().db, op_id)
         if op is None:
             raise fail(404, "not_found", "Billing operation not found")
         if op["status"] != "pending":
@@ -186,17 +187,3 @@ def _amount(body: dict[str, Any]) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not abs(value) < 10**9:
         raise fail(400, "invalid_request", "amount (in currency units) or amount_micros is required")
     return round(value * MICROS)
-
-
-def resolve_user(billing: Billing, who: str) -> str | None:
-    """``user:<id or username>`` -> that user's personal workspace account (the user id without workspaces)."""
-    import sqlite3
-
-    try:
-        row = billing.tables.conn().execute(
-            "SELECT personal_workspace_id FROM mu_users WHERE id=? OR username=?", (who, who)).fetchone()
-    except sqlite3.Error:
-        return who or None
-    if row is None or not row[0]:
-        return None
-    return f"ws:{row[0]}"

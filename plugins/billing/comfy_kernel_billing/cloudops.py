@@ -198,14 +198,12 @@ async def _job_status(kernel: Any, owner: str, job_id: str) -> dict[str, Any] | 
 
 
 async def _history_times(ex: Any, owner: str, job_id: str) -> tuple[Any, Any, Any] | None:
-    """(created, started, ended) of a finished prompt, from the kernel's history table."""
-    db = getattr(ex.store, "db", None)
-    if db is None:
+    """(created, started, ended) of a finished prompt, from the kernel's history."""
+    store = getattr(ex, "store", None)
+    if store is None or not hasattr(store, "history_record"):
         return None
     try:
-        async with db.execute("SELECT created, started, ended FROM ck_history WHERE owner=? AND prompt_id=?",
-                              (owner, job_id)) as cur:
-            row = await cur.fetchone()
-    except Exception:
+        found = await store.history_record(owner, job_id)
+    except Exception:  # noqa: BLE001 - the times are a refinement; the entry's timestamps stand in
         return None
-    return tuple(row) if row else None
+    return tuple(found[1:]) if found else None

@@ -4,8 +4,8 @@ Flags (also ``COMFY_KERNEL_<DEST>`` or entries in ``comfy-kernel.toml``, as
 for every ``serve`` option): ``--billing`` turns metering, quotas and billing
 on; ``--billing-config`` names the plan file (TOML, default
 ``<user directory>/billing.toml``, else :data:`DEFAULT_PLANS`);
-``--billing-database`` the SQLite file; ``--billing-provider`` the payment
-provider.
+``--billing-database`` a billing file of an older version to import (see
+:mod:`.adopt`); ``--billing-provider`` the payment provider.
 
 Money: configuration amounts are in units of ``currency`` (``monthly_credits
 = 5.0`` is five dollars for ``usd``). Stored amounts are integer micros
@@ -53,8 +53,8 @@ def add_arguments(parser: Any) -> None:
     add("--billing-config", default=None, metavar="PATH",
         help="plan file (TOML); default: <user directory>/billing.toml, else one built-in free plan")
     add("--billing-database", default=None, metavar="PATH",
-        help="SQLite file of usage, ledger and subscriptions (default: comfy-kernel-billing.db beside the "
-             "kernel's database)")
+        help="billing's own SQLite file from versions before billing moved into the kernel's database: its rows "
+             "are imported once (default: comfy-kernel-billing.db beside the kernel's SQLite file)")
     add("--billing-provider", default="manual", metavar="NAME",
         help="payment provider (default: manual, administrators approve top-ups and paid plans)")
 
@@ -108,7 +108,7 @@ class Plan:
 class Settings:
     enabled: bool = False
     config_path: str | None = None
-    database: str = ""
+    import_from: str = ""
     provider: str = "manual"
     currency: str = "usd"
     default_plan: str | None = None
@@ -126,18 +126,21 @@ class Settings:
         return self.plans.get(slug) if slug else None
 
     @classmethod
-    def from_config(cls, config: Any, kernel_database: str, user_dir: str) -> Settings:
-        """Read the flags; the plan file is read by :meth:`load_plans` (start-up, where errors are reported)."""
+    def from_config(cls, config: Any, kernel_dir: str, user_dir: str) -> Settings:
+        """Read the flags; the plan file is read by :meth:`load_plans` (start-up, where errors are reported).
+
+        ``kernel_dir`` is the directory of the kernel's SQLite file (where older
+        versions kept ``comfy-kernel-billing.db``).
+        """
         def get(name: str, default: Any = None) -> Any:
             value = getattr(config, name, default)
             return default if value is None else value
 
-        database = get("billing_database") or os.path.join(os.path.dirname(kernel_database),
-                                                          "comfy-kernel-billing.db")
+        legacy = get("billing_database") or os.path.join(kernel_dir, "comfy-kernel-billing.db")
         path = get("billing_config")
         if path is None and os.path.isfile(os.path.join(user_dir, "billing.toml")):
             path = os.path.join(user_dir, "billing.toml")
-        return cls(enabled=bool(get("billing", False)), config_path=path, database=os.path.abspath(database),
+        return cls(enabled=bool(get("billing", False)), config_path=path, import_from=os.path.abspath(legacy),
                    provider=str(get("billing_provider", "manual")))
 
     def load_plans(self) -> None:

@@ -3,8 +3,7 @@
 The cheap part runs on the server loop when the event arrives (who, which
 worker, how long, what it costs, so the balance is right for the next
 ``/prompt``); the file-system part (models used, output files and their
-sizes) runs on the billing database's thread just before the record is
-written.
+sizes) runs on a thread just before the record is written.
 
 What counts:
 

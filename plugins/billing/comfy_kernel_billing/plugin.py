@@ -76,6 +76,15 @@ def ck_add_commands(subparsers: Any) -> None:
 
 
 @hookimpl
+def ck_migrations(kernel: Any) -> list[Any]:
+    """The billing tables, in the kernel's database whether or not ``--billing`` is on (a later start may turn it
+    on, and the ``comfy-kernel billing`` command works on them either way)."""
+    from .migrations import BILLING
+
+    return [BILLING]
+
+
+@hookimpl
 def ck_register_routes(routes: Any, kernel: Any) -> None:
     cloudops.register(routes, kernel)
     billing = state(kernel)

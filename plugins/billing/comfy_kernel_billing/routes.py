@@ -19,15 +19,19 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+from sqlalchemy import select
 from starlette.requests import Request
 from starlette.responses import Response
 
 from comfy_kernel.http import JSONTooDeep, check_json_content_type, json_response, loads_checked
 from comfy_kernel.identity import Identity
+from comfy_kernel.storage import Database
 
 from . import ledger, queries
 from .providers import Answer
 from .service import Billing, fail, resolve
+from .store import BillingStore
+from .tables import ops
 
 MAX_KEY = 200
 
@@ -116,10 +120,14 @@ def plan_info(billing: Billing, plan: Any, account: str, seats: int, row: dict[s
 
 
 def register(routes: Any, billing: Billing) -> None:
-    def db() -> Any:
-        if not billing.started or billing.db is None:
+    def store() -> BillingStore:
+        if not billing.started or billing.store is None:
             raise fail(503, "unavailable", "Billing is not available; see the server log")
-        return billing.db
+        return billing.store
+
+    async def fresh() -> Database:
+        store()
+        return await billing.fresh()
 
     def availability(plan: Any, row: dict[str, Any], seats: int, kind: str | None) -> dict[str, Any]:
         if row["plan"] == plan.slug and row["status"] == "active":
@@ -133,11 +141,12 @@ def register(routes: Any, billing: Billing) -> None:
         return {"available": True}
 
     async def seats_and_kind(account: str) -> tuple[int, str | None]:
-        return await db().read(lambda conn: (billing.tables.seats(account), billing.tables.workspace_kind(account)))
+        store()
+        return await billing.tables.seats(account), await billing.tables.workspace_kind(account)
 
     @routes.get("/billing/balance", api_only=True)
     async def balance(request: Request) -> Response:
-        db()
+        store()
         _identity, account = caller(request)
         row = await billing.account(account)
         total = billing.balance(row)
@@ -151,8 +160,8 @@ def register(routes: Any, billing: Billing) -> None:
         _identity, account = caller(request)
         row = await billing.account(account)
         plan = billing.active_plan(row)
-        pending = await db().read(lambda conn: conn.execute(
-            "SELECT 1 FROM bl_ops WHERE account=? AND kind='subscribe' AND status='pending'", (account,)).fetchone())
+        pending = await store().db.fetch_one(select(ops.c.id).where(
+            ops.c.account == account, ops.c.kind == "subscribe", ops.c.status == "pending").limit(1))
         out: dict[str, Any] = {"is_active": plan is not None,
                                "has_funds": billing.balance(row) > billing.settings.min_balance_micros}
         if pending:
@@ -195,13 +204,14 @@ def register(routes: Any, billing: Billing) -> None:
         return plan
 
     async def preview_of(account: str, plan: Any) -> tuple[dict[str, Any], dict[str, Any], int, str | None]:
-        def job(conn: Any) -> tuple[dict[str, Any], dict[str, Any], int, str | None]:
-            row = ledger.ensure_account(conn, billing.settings, account, seats_of=billing.tables.seats)
-            now = time.time()
-            return (ledger.preview_change(billing.settings, row, plan, now, billing.tables.seats), row,
-                    billing.tables.seats(account), billing.tables.workspace_kind(account))
+        seats, kind = await seats_and_kind(account)
 
-        return await db().write(job)
+        async def job(tx: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+            row = await ledger.ensure_account(tx, billing.settings, account, seats_of=billing.tables.seats)
+            return ledger.preview_change(billing.settings, row, plan, time.time(), seats), row
+
+        preview, row = await store().write(job)
+        return preview, row, seats, kind
 
     @routes.post("/billing/preview-subscribe", api_only=True)
     async def preview_subscribe(request: Request) -> Response:
@@ -265,7 +275,7 @@ def register(routes: Any, billing: Billing) -> None:
         op, created = await billing.create_op(account, identity.user_id, "cancel", {}, key)
         if created:
             try:
-                await db().write(lambda conn: _check_cancellable(conn, billing, account))
+                await store().write(lambda tx: _check_cancellable(tx, billing, account))
             except LookupError as exc:
                 await billing.settle_op(op["id"], False, error=str(exc))
                 raise fail(400, "no_active_subscription", str(exc)) from None
@@ -274,7 +284,7 @@ def register(routes: Any, billing: Billing) -> None:
                 await billing.settle_op(op["id"], False, error=answer.error)
                 raise fail(400, "cancel_failed", answer.error or "The payment provider refused the cancellation")
             try:
-                await db().write(lambda conn: ledger.cancel(conn, billing.settings, account, time.time(), op["id"]))
+                await store().write(lambda tx: ledger.cancel(tx, billing.settings, account, time.time(), op["id"]))
             except LookupError as exc:
                 await billing.settle_op(op["id"], False, error=str(exc))
                 raise fail(400, "no_active_subscription", str(exc)) from None
@@ -296,7 +306,7 @@ def register(routes: Any, billing: Billing) -> None:
             try:
                 if answer.status == "failed":
                     raise LookupError(answer.error or "The payment provider refused")
-                await db().write(lambda conn: ledger.resume(conn, billing.settings, account, time.time(), op["id"]))
+                await store().write(lambda tx: ledger.resume(tx, billing.settings, account, time.time(), op["id"]))
             except LookupError as exc:
                 await billing.settle_op(op["id"], False, error=str(exc))
                 raise fail(400, "not_in_grace_period", str(exc)) from None
@@ -320,7 +330,7 @@ def register(routes: Any, billing: Billing) -> None:
         key = text(body, "idempotency_key", max_len=MAX_KEY)
         op, created = await billing.create_op(account, identity.user_id, "topup", {"amount_cents": amount}, key)
         if created:
-            await db().write(lambda conn: ledger.add_event(conn, account, "topup.requested", {
+            await store().write(lambda tx: ledger.add_event(tx, account, "topup.requested", {
                 "op_id": op["id"], "amount_cents": amount, "user_id": identity.user_id}, time.time()))
             answer = await billing.call_provider("start_topup", billing.public_op(op), amount)
             op = await billing.follow(op, answer)
@@ -335,7 +345,7 @@ def register(routes: Any, billing: Billing) -> None:
         require_owner(identity)
         return_url = text(await json_body(request, required=False), "return_url")
         assert billing.provider is not None
-        db()
+        store()
         url = await resolve(billing.provider.portal_url(account, return_url))
         if not url:
             raise fail(400, "portal_unavailable", "No payment portal is configured; ask an administrator")
@@ -345,7 +355,7 @@ def register(routes: Any, billing: Billing) -> None:
     async def get_op(request: Request) -> Response:
         _identity, account = caller(request)
         op_id = request.path_params["id"]
-        op = await db().read(lambda conn: ledger.get_op(conn, op_id))
+        op = await ledger.get_op(store().db, op_id)
         if op is None or op["account"] != account:
             raise fail(404, "not_found", "Billing operation not found")
         return json_response(ledger.op_json(op))
@@ -355,7 +365,7 @@ def register(routes: Any, billing: Billing) -> None:
         _identity, account = caller(request)
         page = int_param(request, "page", 1, 1, 10**9)
         limit = int_param(request, "limit", 20, 1, 100)
-        return json_response(await db().read(lambda conn: queries.events_page(conn, account, page, limit)))
+        return json_response(await queries.events_page(await fresh(), account, page, limit))
 
     @routes.get("/billing/usage", api_only=True)
     async def usage(request: Request) -> Response:
@@ -365,10 +375,10 @@ def register(routes: Any, billing: Billing) -> None:
                                    end=when(request.query_params.get("to"), "to"), account=account)
         if identity.extra.get("role") == "member":
             filt.user_id = identity.user_id
-        return await usage_response(request, filt, db())
+        return await usage_response(request, filt, await fresh())
 
 
-async def usage_response(request: Request, filt: queries.UsageFilter, database: Any,
+async def usage_response(request: Request, filt: queries.UsageFilter, database: Database,
                          view: str | None = None) -> Response:
     """Shared by the caller's and the administrators' usage views: a summary, or the prompts themselves."""
     params = request.query_params
@@ -379,7 +389,7 @@ async def usage_response(request: Request, filt: queries.UsageFilter, database: 
     if view == "prompts":
         limit = int_param(request, "limit", 100, 1, 10_000)
         offset = int_param(request, "offset", 0, 0, 10**12)
-        rows, total = await database.read(lambda conn: queries.usage_prompts(conn, filt, limit, offset))
+        rows, total = await queries.usage_prompts(database, filt, limit, offset)
         if fmt == "csv":
             return csv_response(queries.to_csv(rows, queries.PROMPT_FIELDS), "usage-prompts.csv")
         return json_response({"prompts": rows, "total": total, "limit": limit, "offset": offset})
@@ -391,7 +401,7 @@ async def usage_response(request: Request, filt: queries.UsageFilter, database: 
         raise fail(400, "invalid_request", f"group_by must be one of {', '.join(queries.GROUPS)}")
     if bucket not in queries.BUCKETS:
         raise fail(400, "invalid_request", f"bucket must be one of {', '.join(queries.BUCKETS)}")
-    rows = await database.read(lambda conn: queries.usage_summary(conn, filt, group_by, bucket))
+    rows = await queries.usage_summary(database, filt, group_by, bucket)
     if fmt == "csv":
         return csv_response(queries.to_csv(rows, queries.SUMMARY_FIELDS), f"usage-by-{group_by}.csv")
     return json_response({"group_by": group_by, "bucket": bucket, "from": ledger.iso(filt.start),
@@ -403,7 +413,7 @@ def csv_response(body: str, filename: str) -> Response:
                     headers={"Content-Disposition": f'attachment; filename="{filename}"'})
 
 
-def _check_cancellable(conn: Any, billing: Billing, account: str) -> None:
-    row = ledger.ensure_account(conn, billing.settings, account, seats_of=billing.tables.seats)
+async def _check_cancellable(tx: Any, billing: Billing, account: str) -> None:
+    row = await ledger.ensure_account(tx, billing.settings, account, seats_of=billing.tables.seats)
     if row["status"] != "active" or row["plan"] is None or row["plan"] == billing.settings.default_plan:
         raise LookupError("There is no active subscription to cancel")

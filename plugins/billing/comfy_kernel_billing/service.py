@@ -1,6 +1,7 @@
 """The running billing state of one server (``kernel.state["billing"]``).
 
-It holds the plan file, the database thread, a cache of account rows (plan,
+It holds the plan file, the write path to the billing tables in the kernel's
+database (:class:`.store.BillingStore`), a cache of account rows (plan,
 buckets, period) that ``/prompt`` decides on without touching the database,
 and the payment provider. The kernel's hooks call in here:
 
@@ -17,24 +18,29 @@ and the payment provider. The kernel's hooks call in here:
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import inspect
 import itertools
 import logging
-import sqlite3
-import threading
+import os
 import time
 import uuid
 from typing import Any
 
 import orjson
+from sqlalchemy import func, or_, select
 
 from comfy_kernel.http import HTTPError
+from comfy_kernel.storage import Database
 
 from . import ledger, limits
+from .adopt import import_file
 from .config import MICROS, Settings
 from .metering import STAMP, busy_seconds, crashed, models_used, node_figures, output_figures, status_of
 from .providers import Answer, ManualProvider, PaymentProvider
-from .store import Database
+from .store import BillingStore
+from .tables import history_table, meta, mu_members, mu_users, mu_workspaces, usage
 
 log = logging.getLogger(__name__)
 
@@ -56,61 +62,72 @@ async def resolve(value: Any) -> Any:
     return await value if inspect.isawaitable(value) else value
 
 
-class KernelTables:
-    """Read-only look-ups in the kernel's database: workspace members and kinds, history after a crash.
+def kernel_directory(kernel: Any) -> str:
+    """Where the kernel's SQLite file is (the user directory on PostgreSQL): older billing files lie beside it."""
+    path = getattr(kernel.database, "path", None)
+    return os.path.dirname(os.path.abspath(path)) if path else kernel.dirs.user
 
-    Used only on the billing database's thread.
+
+class KernelTables:
+    """Look-ups in tables billing does not own: workspace members and kinds, users, history after a crash.
+
+    The multiuser plugin's tables are missing when it is not installed: those
+    reads run on their own, outside any transaction (a failed statement would
+    end a PostgreSQL transaction), and answer a default.
     """
 
-    def __init__(self, path: str):
-        self.path = path
-        self._conn: sqlite3.Connection | None = None
+    def __init__(self, db: Database):
+        self.db = db
 
-    def conn(self) -> sqlite3.Connection:
-        if self._conn is None:
-            self._conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False)
-            self._conn.row_factory = sqlite3.Row
-            self._conn.execute("PRAGMA busy_timeout=5000")
-        return self._conn
-
-    def seats(self, account: str) -> int:
+    async def seats(self, account: str) -> int:
         if not account.startswith("ws:"):
             return 1
         try:
-            row = self.conn().execute("SELECT COUNT(*) FROM mu_members WHERE workspace_id=?", (account[3:],)).fetchone()
-        except sqlite3.Error:
+            found = await self.db.scalar(select(func.count()).select_from(mu_members)
+                                         .where(mu_members.c.workspace_id == account[3:]))
+        except Exception:  # noqa: BLE001 - no multiuser tables
             return 1
-        return max(1, int(row[0]))
+        return max(1, int(found or 0))
 
-    def workspace_kind(self, account: str) -> str | None:
+    async def workspace_kind(self, account: str) -> str | None:
         if not account.startswith("ws:"):
             return "personal"
         try:
-            row = self.conn().execute("SELECT type FROM mu_workspaces WHERE id=?", (account[3:],)).fetchone()
-        except sqlite3.Error:
+            return await self.db.scalar(select(mu_workspaces.c.type).where(mu_workspaces.c.id == account[3:]))
+        except Exception:  # noqa: BLE001 - no multiuser tables
             return None
-        return row[0] if row else None
 
-    def finished_since(self, since: float) -> list[sqlite3.Row]:
+    async def personal_account(self, who: str) -> str | None:
+        """``ws:<personal workspace>`` of the user with id or (case-insensitive) name ``who``."""
+        u = mu_users.c
         try:
-            return self.conn().execute(
-                "SELECT prompt_id, owner, started, ended, CAST(entry AS TEXT) AS entry FROM ck_history "
-                "WHERE ended>=? ORDER BY seq", (since,)).fetchall()
-        except sqlite3.Error:
-            return []
+            row = await self.db.fetch_one(select(u.personal_workspace_id).where(
+                or_(u.id == who, func.lower(u.username) == who.lower())))
+        except Exception:  # noqa: BLE001 - no multiuser tables: users are their own accounts
+            return who or None
+        if row is None or not row[0]:
+            return None
+        return f"ws:{row[0]}"
 
-    def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+    @staticmethod
+    async def finished_since(tx: Any, since: float) -> list[tuple[str, str, float | None, float | None, bytes]]:
+        """(prompt id, owner, started, ended, entry JSON) of the prompts that finished since ``since``."""
+        h = history_table.c
+        rows = await tx.fetch_all(select(h.prompt_id, h.owner, h.started, h.ended, h.entry)
+                                  .where(h.ended >= since).order_by(h.seq))
+        return [(r[0], r[1], r[2], r[3], bytes(r[4])) for r in rows]
 
 
 class Billing:
+    #: How often finished prompts' usage records are written (seconds). A crash loses at most
+    #: this much, and the next start charges those prompts from the kernel's history.
+    FLUSH = 0.25
+
     def __init__(self, kernel: Any):
         self.kernel = kernel
-        self.settings = Settings.from_config(kernel.config, kernel.database_path, kernel.dirs.user)
-        self.db: Database | None = None
-        self.tables = KernelTables(kernel.database_path)
+        self.settings = Settings.from_config(kernel.config, kernel_directory(kernel), kernel.dirs.user)
+        self.store: BillingStore | None = None
+        self.tables = KernelTables(kernel.database)
         self.accounts: dict[str, dict[str, Any]] = {}
         self.plan_of: dict[str, str | None] = {}
         self.provider: PaymentProvider | None = None
@@ -120,11 +137,18 @@ class Billing:
         self._run_prefix = uuid.uuid4().hex[:16] + "-"
         self._runs = itertools.count(1)
         self._unwritten: list[tuple[Any, ...]] = []
-        self._unwritten_lock = threading.Lock()
+        self._metering: asyncio.Task | None = None
+        self._due: asyncio.Event | None = None
+        self._flushing: asyncio.Lock | None = None
 
     @property
     def enabled(self) -> bool:
         return self.settings.enabled
+
+    @property
+    def db(self) -> Database | None:
+        """The kernel's database, once billing started (routes read usage, the ledger and events there)."""
+        return self.store.db if self.store is not None else None
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -138,21 +162,35 @@ class Billing:
             raise LookupError(f"payment provider {self.settings.provider!r} is not installed "
                               f"(have: {', '.join(sorted(providers))})")
         self.provider = providers[self.settings.provider]
-        self.db = Database(self.settings.database, on_external_change=self.invalidate)
-        await self.db.open()
-        recovered = await self.db.write(self._reconcile)
+        self.store = BillingStore(self.kernel.database, on_external_change=self.invalidate)
+        await self.store.open()
+        await import_file(self.store, self.settings.import_from)
+        recovered = await self.store.write(self._reconcile)
         if recovered:
             log.info("billing: charged %d prompt(s) that finished before the last stop was recorded", recovered)
+        self._due, self._flushing = asyncio.Event(), asyncio.Lock()
+        self._metering = asyncio.get_running_loop().create_task(self._meter())
         self.started = True
 
     async def stop(self) -> None:
         self.started = False
-        if self.db is not None:
-            await self.db.write(lambda conn: self.tables.close())
-            await self.db.close()
+        task, self._metering = self._metering, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self.store is not None:
+            await self.flush()
+            await self.store.close()
+
+    async def fresh(self) -> Database:
+        """The database, once the usage records of the prompts that finished are written: what readers expect."""
+        await self.flush()
+        assert self.store is not None
+        return self.store.db
 
     def invalidate(self) -> None:
-        """Another process (``comfy-kernel billing``) changed the database: read accounts again."""
+        """Another process (``comfy-kernel billing``, another server) changed the tables: read accounts again."""
         self.accounts.clear()
 
     # -- accounts ----------------------------------------------------------------------------
@@ -161,10 +199,11 @@ class Billing:
         row = self.accounts.get(account)
         if row is not None and row["period_end"] and row["period_end"] > time.time():
             return row
-        if not self.started or self.db is None:
+        if not self.started or self.store is None:
             raise fail(503, "unavailable", "Billing is not available; see the server log")
-        row = await self.db.write(lambda conn: ledger.ensure_account(conn, self.settings, account,
-                                                                       seats_of=self.tables.seats))
+        await self.flush()  # the charges of prompts that finished: the row read next includes them
+        row = await self.store.write(lambda tx: ledger.ensure_account(tx, self.settings, account,
+                                                                     seats_of=self.tables.seats))
         return self._remember(row)
 
     def _remember(self, row: dict[str, Any]) -> dict[str, Any]:
@@ -262,13 +301,13 @@ class Billing:
     # -- metering -------------------------------------------------------------------------------
 
     def finished(self, event: dict[str, Any]) -> None:
-        """Charge a finished prompt in memory now; write its usage record on the database thread.
+        """Charge a finished prompt in memory now; its usage record is written within :attr:`FLUSH` seconds.
 
         Only what the next ``/prompt`` needs (the cost, the balance) is done on
         the server loop; building the record (per-node figures, models, output
-        sizes) happens with the write.
+        sizes) happens on a thread just before the write.
         """
-        if not self.started or self.db is None:
+        if not self.started or self._due is None:
             return
         owner = event["owner"]
         status = event.get("status") or {}
@@ -285,70 +324,84 @@ class Billing:
             from_monthly, from_prepaid = ledger.split_charge(row["monthly_micros"], row["prepaid_micros"], cost)
             row["monthly_micros"] -= from_monthly
             row["prepaid_micros"] -= from_prepaid
-        # Keep only what the record needs until it is written (not the whole event); records
-        # queued together are written by one job.
-        kept = (event["prompt_id"], owner, event.get("extra_data"), status, nodes, worker, event.get("started"),
-                event.get("ended"), event.get("created"), event.get("outputs"), event.get("prompt"), busy, plan,
-                cost)
-        with self._unwritten_lock:
-            self._unwritten.append(kept)
-            first = len(self._unwritten) == 1
-        if first:
-            self.db.submit(self._write_usages)
+        # Keep only what the record needs until it is written (not the whole event).
+        self._unwritten.append((event["prompt_id"], owner, event.get("extra_data"), status, nodes, worker,
+                                event.get("started"), event.get("ended"), event.get("created"), event.get("outputs"),
+                                event.get("prompt"), busy, plan, cost))
+        if len(self._unwritten) == 1:
+            self._due.set()
 
-    def _write_usages(self, conn: sqlite3.Connection) -> None:
-        """Write the usage records queued since the last call: free runs in one statement.
+    async def _meter(self) -> None:
+        """Write the usage records of finished prompts, those of a :attr:`FLUSH` period together."""
+        assert self._due is not None
+        while True:
+            await self._due.wait()
+            await asyncio.sleep(self.FLUSH)
+            self._due.clear()
+            try:
+                await self.flush()
+            except Exception:  # noqa: BLE001 - logged; the records of a failed flush were logged one by one
+                log.exception("billing: writing usage records failed")
 
-        Never raises: a record that cannot be built or written is logged and
-        skipped (the next start's reconciliation charges its prompt from
-        history), so one bad record cannot cost the others.
-        """
-        with self._unwritten_lock:
+    async def flush(self) -> None:
+        """Write the usage records not written yet (now, and wait for it)."""
+        if not self._unwritten or self.store is None or self._flushing is None:
+            return
+        async with self._flushing:
             batch, self._unwritten = self._unwritten, []
-        free: list[tuple[Any, ...]] = []
+            if not batch:
+                return
+            records = await asyncio.to_thread(self._build_usages, batch)
+            jobs = [self._charge_job(record, kept) for record, kept in records]
+            for (_record, kept), error in zip(records, await self.store.write_batch(jobs), strict=True):
+                if error is not None:
+                    log.error("billing: could not charge prompt %s: %s", kept[0], error)
+
+    def _build_usages(self, batch: list[tuple[Any, ...]]) -> list[tuple[dict[str, Any], tuple[Any, ...]]]:
+        """The usage records of ``batch`` (on a thread: per-node figures, models, output file sizes).
+
+        A record that cannot be built is logged and skipped (the next start's
+        reconciliation charges its prompt from history); the others go on.
+        """
+        out = []
         for kept in batch:
             try:
-                row, cost = self._usage_row(conn, kept)
-            except Exception:
+                out.append((self._usage_record(kept), kept))
+            except Exception:  # noqa: BLE001 - one bad record must not cost the others
                 log.exception("billing: could not build the usage record of prompt %s", kept[0])
-                continue
-            if not cost:
-                free.append(row)
-                continue
-            conn.execute("SAVEPOINT usage")
-            try:
-                ledger.record_usage(conn, self.settings, dict(zip(ledger.USAGE_COLUMNS, row, strict=True)))
-            except Exception:
-                conn.execute("ROLLBACK TO usage")
-                log.exception("billing: could not charge prompt %s", kept[0])
-            conn.execute("RELEASE usage")
-        if free:
-            try:
-                conn.executemany(ledger.INSERT_USAGE, free)
-            except sqlite3.Error:
-                log.exception("billing: could not write %d usage records", len(free))
+        return out
 
-    def _usage_row(self, conn: sqlite3.Connection, kept: tuple[Any, ...]) -> tuple[tuple[Any, ...], int]:
+    def _usage_record(self, kept: tuple[Any, ...]) -> dict[str, Any]:
         prompt_id, owner, extra, status, nodes, worker, started, ended, created, outputs, prompt, busy, plan, cost = kept
         stamp = extra.get(STAMP) if isinstance(extra, dict) else None
         if not isinstance(stamp, dict):
             stamp = {}
         ended = ended or time.time()
-        if plan is None:  # not cached on the loop (queued before a restart): the stored plan decides
-            plan = self.active_plan(ledger.ensure_account(conn, self.settings, owner, ended, self.tables.seats))
-            cost = plan.cost_micros(busy, worker) if plan is not None else 0
         outputs_count, outputs_bytes = output_figures(self.kernel.dirs, outputs or {})
-        row = (str(stamp.get("run") or f"prompt:{prompt_id}"), prompt_id, owner,
-               stamp.get("user") or (None if owner.startswith("ws:") else owner), stamp.get("workspace"),
-               plan.slug if plan is not None else None, worker.get("id"), worker.get("type"), worker.get("name"),
-               "crashed" if busy == 0.0 and crashed(status) else status_of(status), created, started, ended,
-               max(0.0, ended - started) if started else 0.0, busy,
-               orjson.dumps(node_figures(nodes)).decode(),
-               orjson.dumps(models_used(self.kernel.folders, prompt, nodes)).decode(),
-               outputs_count, outputs_bytes, cost, 0)
-        return row, cost
+        return {"run_id": str(stamp.get("run") or f"prompt:{prompt_id}"), "prompt_id": prompt_id, "account": owner,
+                "user_id": stamp.get("user") or (None if owner.startswith("ws:") else owner),
+                "workspace_id": stamp.get("workspace"), "plan": plan.slug if plan is not None else None,
+                "worker": worker.get("id"), "device_type": worker.get("type"), "device_name": worker.get("name"),
+                "status": "crashed" if busy == 0.0 and crashed(status) else status_of(status),
+                "created": created, "started": started, "ended": ended,
+                "wall_s": max(0.0, ended - started) if started else 0.0, "busy_s": busy,
+                "nodes": orjson.dumps(node_figures(nodes)).decode(),
+                "models": orjson.dumps(models_used(self.kernel.folders, prompt, nodes)).decode(),
+                "outputs_count": outputs_count, "outputs_bytes": outputs_bytes, "cost_micros": cost, "recovered": 0}
 
-    def _reconcile(self, conn: sqlite3.Connection) -> int:
+    def _charge_job(self, record: dict[str, Any], kept: tuple[Any, ...]) -> Any:
+        async def job(tx: Any) -> bool:
+            if kept[12] is None:  # not cached on the loop (queued before a restart): the stored plan decides
+                account = await ledger.ensure_account(tx, self.settings, record["account"], record["ended"],
+                                                      self.tables.seats)
+                plan = self.active_plan(account)
+                record["plan"] = plan.slug if plan is not None else None
+                record["cost_micros"] = plan.cost_micros(kept[11], kept[5]) if plan is not None else 0
+            return await ledger.record_usage(tx, self.settings, record, self.tables.seats)
+
+        return job
+
+    async def _reconcile(self, tx: Any) -> int:
         """Charge prompts whose history was written but whose usage was not (a crash in between).
 
         Their per-node figures are gone; they are charged for their wall time
@@ -356,15 +409,16 @@ class Billing:
         server gave up on because it crashed under them are recorded free.
         """
         now = time.time()
-        meta = dict(conn.execute("SELECT key, value FROM bl_meta").fetchall())
-        since = float(meta.get("metering_since", now))
-        if "metering_since" not in meta:
-            conn.execute("INSERT INTO bl_meta(key, value) VALUES ('metering_since', ?)", (str(now),))
-        since = max(since, float(meta.get("reconciled_until", since)) - 3600)
+        known = dict(await tx.fetch_all(select(meta.c.key, meta.c.value)))
+        since = float(known.get("metering_since", now))
+        if "metering_since" not in known:
+            await tx.execute(tx.db.insert(meta).values(key="metering_since", value=str(now))
+                             .on_conflict_do_nothing(index_elements=["key"]))
+        since = max(since, float(known.get("reconciled_until", since)) - 3600)
         recovered = 0
-        for row in self.tables.finished_since(since):
+        for prompt_id, owner, started, ended, blob in await self.tables.finished_since(tx, since):
             try:
-                entry = orjson.loads(row["entry"])
+                entry = orjson.loads(blob)
                 extra = entry["prompt"][3]
             except (ValueError, KeyError, IndexError, TypeError):
                 continue
@@ -372,44 +426,44 @@ class Billing:
             if not isinstance(stamp, dict) or not stamp.get("run"):
                 continue
             run_id = str(stamp["run"])
-            if conn.execute("SELECT 1 FROM bl_usage WHERE run_id=?", (run_id,)).fetchone():
+            if await tx.scalar(select(usage.c.run_id).where(usage.c.run_id == run_id)) is not None:
                 continue
-            owner, status = row["owner"], entry.get("status") or {}
-            account = ledger.ensure_account(conn, self.settings, owner, row["ended"], self.tables.seats)
+            status = entry.get("status") or {}
+            account = await ledger.ensure_account(tx, self.settings, owner, ended, self.tables.seats)
             plan = self.active_plan(account)
             died = crashed(status)
-            wall = max(0.0, (row["ended"] or 0) - (row["started"] or row["ended"] or 0))
+            wall = max(0.0, (ended or 0) - (started or ended or 0))
             busy = 0.0 if died else wall
-            usage = {"run_id": run_id, "prompt_id": row["prompt_id"], "account": owner,
-                     "user_id": stamp.get("user"), "workspace_id": stamp.get("workspace"),
-                     "plan": plan.slug if plan else None, "status": "crashed" if died else status_of(status),
-                     "started": row["started"], "ended": row["ended"], "wall_s": wall, "busy_s": busy,
-                     "nodes": {}, "models": models_used(self.kernel.folders, entry["prompt"][2],
-                                                        list(entry["prompt"][4] or [])),
-                     "cost_micros": plan.cost_micros(busy, None) if plan else 0, "recovered": True}
-            usage["outputs_count"], usage["outputs_bytes"] = output_figures(self.kernel.dirs, entry.get("outputs"))
-            if ledger.record_usage(conn, self.settings, usage):
+            record = {"run_id": run_id, "prompt_id": prompt_id, "account": owner,
+                      "user_id": stamp.get("user"), "workspace_id": stamp.get("workspace"),
+                      "plan": plan.slug if plan else None, "status": "crashed" if died else status_of(status),
+                      "started": started, "ended": ended, "wall_s": wall, "busy_s": busy,
+                      "nodes": {}, "models": models_used(self.kernel.folders, entry["prompt"][2],
+                                                         list(entry["prompt"][4] or [])),
+                      "cost_micros": plan.cost_micros(busy, None) if plan else 0, "recovered": True}
+            record["outputs_count"], record["outputs_bytes"] = output_figures(self.kernel.dirs, entry.get("outputs"))
+            if await ledger.record_usage(tx, self.settings, record, self.tables.seats):
                 recovered += 1
-        conn.execute("INSERT OR REPLACE INTO bl_meta(key, value) VALUES ('reconciled_until', ?)", (str(now),))
+        until = tx.db.insert(meta).values(key="reconciled_until", value=str(now))
+        await tx.execute(until.on_conflict_do_update(index_elements=["key"], set_={"value": until.excluded.value}))
         return recovered
 
     # -- operations -------------------------------------------------------------------------------
 
     async def create_op(self, account: str, user_id: str | None, kind: str, params: dict[str, Any],
                         idempotency_key: str | None) -> tuple[dict[str, Any], bool]:
-        assert self.db is not None and self.provider is not None
+        assert self.store is not None and self.provider is not None
         name = getattr(self.provider, "name", self.settings.provider)
-        return await self.db.write(lambda conn: ledger.create_op(
-            conn, account=account, user_id=user_id, kind=kind, params=params, idempotency_key=idempotency_key,
+        return await self.store.write(lambda tx: ledger.create_op(
+            tx, account=account, user_id=user_id, kind=kind, params=params, idempotency_key=idempotency_key,
             provider=name, now=time.time()))
 
     async def settle_op(self, op_id: str, succeeded: bool, *, error: str | None = None,
                         actor: str | None = None) -> dict[str, Any]:
         """Complete a pending operation (a provider's callback, or an administrator's approval)."""
-        assert self.db is not None
-        op = await self.db.write(lambda conn: ledger.settle_op(conn, self.settings, op_id, succeeded, time.time(),
-                                                                 error=error, actor=actor,
-                                                                 seats_of=self.tables.seats))
+        assert self.store is not None
+        op = await self.store.write(lambda tx: ledger.settle_op(tx, self.settings, op_id, succeeded, time.time(),
+                                                               error=error, actor=actor, seats_of=self.tables.seats))
         await self.refresh(op["account"])
         return op
 

@@ -12,11 +12,27 @@ from typing import Any
 
 import httpx
 import numpy as np
+import pytest
 from cryptography.fernet import Fernet
 from safetensors.numpy import save_file
 
 from comfy_kernel.plugins import ENTRY_POINT_GROUPS
-from comfy_kernel.testing import ServerProcess
+from comfy_kernel.testing import TEST_POSTGRES, ServerProcess, server_database
+
+
+def _multiuser_on_the_storage_layer() -> bool:
+    """Whether the multiuser plugin keeps its tables in the kernel's database (then it runs on PostgreSQL too)."""
+    try:
+        from comfy_kernel_multiuser import plugin
+    except ImportError:
+        return False
+    return hasattr(plugin, "ck_migrations")
+
+
+#: Tests with ``--auth`` servers: the multiuser plugin must be able to start on the run's database.
+needs_multiuser = pytest.mark.skipif(
+    os.environ.get("CK_TEST_DATABASE") == "postgresql" and not _multiuser_on_the_storage_layer(),
+    reason="the multiuser plugin keeps its tables in SQLite (kernel.database_path) and cannot start on PostgreSQL")
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
 PLANS = os.path.join(DATA, "plans.toml")
@@ -52,8 +68,12 @@ def workflow(value: int, seconds: float, width: int = 8, height: int = 8, batch:
 
 
 def cli(base: Any, *args: str, stdin: str = "") -> subprocess.CompletedProcess:
+    """A ``comfy-kernel`` command on the database of the test server with ``base`` (as ServerProcess picks it)."""
+    env = dict(os.environ)
+    if os.environ.get(TEST_POSTGRES):
+        env["COMFY_KERNEL_DATABASE"] = server_database(base)
     return subprocess.run([sys.executable, "-m", "comfy_kernel.cli", *args, "--base-directory", str(base)],
-                          input=stdin, capture_output=True, text=True, timeout=120, cwd=str(base))
+                          input=stdin, capture_output=True, text=True, timeout=120, cwd=str(base), env=env)
 
 
 class User:

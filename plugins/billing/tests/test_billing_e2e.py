@@ -26,6 +26,7 @@ def balance(user: User) -> dict:
 
 
 @pytest.mark.slow
+@h.needs_multiuser
 def test_two_users_two_plans_quota_topup_and_crash(tmp_path):
     base = h.prepare_base(tmp_path / "base")
     h.create_admin(base)

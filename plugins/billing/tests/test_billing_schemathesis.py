@@ -27,7 +27,8 @@ def _cli() -> str | None:
     return exe if os.path.exists(exe) else None
 
 
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(_cli() is None, reason="schemathesis is not installed")]
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(_cli() is None, reason="schemathesis is not installed"),
+              h.needs_multiuser]
 
 
 @pytest.fixture(scope="module")
