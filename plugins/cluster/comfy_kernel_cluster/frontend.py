@@ -46,7 +46,7 @@ class ClusterExecutor(Executor):
         self.ack_wait = ack_wait
         self.nc: Any = None
         self.js: Any = None
-        self.claims = Claims(self.store.path, "front-end", ack_wait)
+        self.claims = Claims(kernel.database, "front-end", ack_wait)
         self._tasks: list[asyncio.Task] = []
         self._refresh_now = asyncio.Event()
         self._republish_now = asyncio.Event()
@@ -58,10 +58,7 @@ class ClusterExecutor(Executor):
     # -- lifecycle ------------------------------------------------------------------
 
     async def start(self) -> None:
-        import os
-
-        os.makedirs(os.path.dirname(self.store.path), exist_ok=True)
-        await self.store.open()
+        await self.store.open()  # the kernel's database: opened and migrated by Kernel.startup
         await self.claims.open()
         self.jobs.start(asyncio.get_running_loop())
         self.wakeup = asyncio.Condition()

@@ -48,6 +48,15 @@ def ck_add_commands(subparsers: Any) -> None:
 
 
 @hookimpl
+def ck_migrations(kernel: Any) -> list[Any]:
+    """The leases table, in every process that has the plugin (the ``worker`` command and ``serve`` alike: one
+    schema whatever role a process runs)."""
+    from .migrations import CLUSTER
+
+    return [CLUSTER]
+
+
+@hookimpl
 def ck_make_executor(kernel: Any) -> Any:
     config = kernel.config
     if getattr(config, "role", "all") != "api":

@@ -206,8 +206,10 @@ class WorkerRuntime:
         self.names = names
         self.ack_wait = ack_wait
         self.id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-        self.store = Store(kernel.database_path, getattr(kernel.config, "history_max_items", 10000) or 10000)
-        self.claims = Claims(self.store.path, self.id, ack_wait)
+        # The kernel's database (SQLite on one host, PostgreSQL across hosts), opened and migrated by
+        # Kernel.startup before it starts this runtime.
+        self.store = Store(kernel.database, getattr(kernel.config, "history_max_items", 10000) or 10000)
+        self.claims = Claims(kernel.database, self.id, ack_wait)
         self.events: EventPublisher = kernel.ws
         self.jobs: Any = self.events  # the engine records job messages here
         self.nc: Any = None
@@ -247,7 +249,6 @@ class WorkerRuntime:
     async def start(self) -> None:
         import nats
 
-        os.makedirs(os.path.dirname(self.store.path), exist_ok=True)
         await self.store.open()
         await self.claims.open()
         while True:  # a worker started before NATS waits for it

@@ -7,14 +7,14 @@ import os
 import shutil
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import sysconfig
 import time
 from typing import Any
 
-from comfy_kernel.testing import ServerProcess, free_port
+from comfy_kernel.storage import is_postgres_url
+from comfy_kernel.testing import TEST_POSTGRES, ServerProcess, database_for, free_port, run_sql
 
 PACK = os.path.join(os.path.dirname(__file__), "..", "..", "..", "tests", "nodepacks", "testing_nodes")
 OTHER_PLUGINS = "core_nodes,userdata,manager,assets,hub,multiuser,compat,billing"
@@ -128,11 +128,19 @@ class WorkerProcess:
 
 
 class Cluster:
-    """One NATS server, ``fronts`` front-ends and ``workers`` workers sharing one SQLite file."""
+    """One NATS server, ``fronts`` front-ends and ``workers`` workers sharing one database.
 
-    def __init__(self, root: Any, fronts: int = 2, workers: int = 3, ack_wait: float = 2.0):
+    That is ``database`` if given, else a PostgreSQL database in the test run's PostgreSQL mode
+    (``CK_TEST_DATABASE=postgresql``), else a SQLite file (processes on one host).
+    """
+
+    def __init__(self, root: Any, fronts: int = 2, workers: int = 3, ack_wait: float = 2.0,
+                 database: str | None = None):
         self.root = str(root)
-        self.database = os.path.join(self.root, "shared", "comfy-kernel.db")
+        shared = os.path.join(self.root, "shared")
+        server = os.environ.get(TEST_POSTGRES)
+        self.database = database or (database_for(server, shared) if server
+                                     else os.path.join(shared, "comfy-kernel.db"))
         self.output = os.path.join(self.root, "shared", "output")
         os.makedirs(self.output, exist_ok=True)
         self.ack_wait = ack_wait
@@ -143,7 +151,12 @@ class Cluster:
 
     def start(self) -> Cluster:
         self.nats.start()
-        for _ in range(self.n_workers):
+        self.workers.append(self.add_worker())
+        if not is_postgres_url(self.database):
+            # The kernel migrates a new SQLite file without a lock across processes (PostgreSQL has one):
+            # processes starting together could both apply a revision. One migrates first here.
+            self.workers[0].wait_ready()
+        for _ in range(self.n_workers - 1):
             self.workers.append(self.add_worker())
         for i in range(self.n_fronts):
             base = os.path.join(self.root, f"front{i}")
@@ -197,5 +210,14 @@ def wait_running(front: ServerProcess, prompt_ids: set[str], timeout: float = 20
 
 
 def history_rows(cluster: Cluster, prompt_id: str) -> int:
-    with sqlite3.connect(cluster.database) as conn:
-        return conn.execute("SELECT COUNT(*) FROM ck_history WHERE prompt_id=?", (prompt_id,)).fetchone()[0]
+    return run_sql(cluster.database, "SELECT COUNT(*) FROM ck_history WHERE prompt_id=:pid", {"pid": prompt_id})[0][0]
+
+
+def lease_holder(cluster: Cluster, prompt_id: str) -> str | None:
+    """The worker holding ``prompt_id``'s lease, read from the shared database."""
+    rows = run_sql(cluster.database, "SELECT worker FROM ck_cluster_claims WHERE prompt_id=:pid", {"pid": prompt_id})
+    return rows[0][0] if rows else None
+
+
+def leases(cluster: Cluster) -> int:
+    return run_sql(cluster.database, "SELECT COUNT(*) FROM ck_cluster_claims")[0][0]

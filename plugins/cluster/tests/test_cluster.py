@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 import threading
 import time
 import uuid
 
 import pytest
-from cluster_helpers import history_rows, sleeper, wait_history, wait_running
+from cluster_helpers import history_rows, lease_holder, leases, sleeper, wait_history, wait_running
 
 pytestmark = pytest.mark.slow
 
@@ -106,8 +105,7 @@ def test_worker_killed_mid_prompt_is_redelivered_and_recorded_once(cluster):
     a, b = cluster.fronts
     pid = a.post("/prompt", json={"prompt": sleeper(11, 5.0)}).json()["prompt_id"]
     wait_running(b, {pid})
-    with sqlite3.connect(cluster.database) as conn:
-        holder = conn.execute("SELECT worker FROM ck_cluster_claims WHERE prompt_id=?", (pid,)).fetchone()[0]
+    holder = lease_holder(cluster, pid)
     victim = next(w for w in cluster.workers if f"-{w.pid}-" in holder)
     victim.kill()
     cluster.workers.remove(victim)
@@ -115,8 +113,7 @@ def test_worker_killed_mid_prompt_is_redelivered_and_recorded_once(cluster):
     assert hist["status"]["status_str"] == "success" and hist["outputs"]["2"] == {"text": ["11"]}
     assert history_rows(cluster, pid) == 1
     assert a.get("/history").json()[pid] == hist
-    with sqlite3.connect(cluster.database) as conn:
-        assert conn.execute("SELECT COUNT(*) FROM ck_cluster_claims").fetchone()[0] == 0
+    assert leases(cluster) == 0
 
 
 def test_nats_killed_and_restarted_loses_nothing_queued(cluster):

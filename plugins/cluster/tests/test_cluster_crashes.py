@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import sqlite3
 import time
 
 import pytest
-from cluster_helpers import history_rows, sleeper, wait_history, wait_running
+from cluster_helpers import history_rows, lease_holder, sleeper, wait_history, wait_running
 
 from comfy_kernel.testing import ServerProcess
 
@@ -16,10 +15,9 @@ pytestmark = pytest.mark.slow
 def holder_of(cluster, prompt_id: str, other_than: str | None = None, timeout: float = 20) -> str:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        with sqlite3.connect(cluster.database) as conn:
-            row = conn.execute("SELECT worker FROM ck_cluster_claims WHERE prompt_id=?", (prompt_id,)).fetchone()
-        if row and row[0] != other_than:
-            return row[0]
+        holder = lease_holder(cluster, prompt_id)
+        if holder and holder != other_than:
+            return holder
         time.sleep(0.05)
     raise TimeoutError(prompt_id)
 
