@@ -120,6 +120,18 @@ def cmd_run(args: argparse.Namespace, host: PluginHost) -> int:
     return run_main(args, host)
 
 
+def apply_command_defaults(parser: argparse.ArgumentParser, argv: list[str]) -> None:
+    """Give the command ``argv`` chooses, nested ones included, its defaults from the config file and the
+    environment (so `comfy-kernel billing credit ...` reads COMFY_KERNEL_DATABASE as `serve` does)."""
+    chosen, rest = parser, argv
+    while rest and chosen._subparsers is not None:
+        choices = chosen._subparsers._group_actions[0].choices
+        if rest[0] not in choices:
+            break
+        chosen, rest = choices[rest[0]], rest[1:]
+        apply_layered_defaults(chosen, rest)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     host = PluginHost()
@@ -144,9 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     mark_secret_options(parser)
     if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version")):
         argv = ["serve", *argv]  # `comfy-kernel [serve options]` serves, as ComfyUI's main.py does
-    sub_parsers = parser._subparsers._group_actions[0].choices if parser._subparsers else {}
-    if argv[0] in sub_parsers:
-        apply_layered_defaults(sub_parsers[argv[0]], argv[1:])
+    apply_command_defaults(parser, argv)
     args = parser.parse_args(argv)
     if hasattr(args, "max_upload_size"):
         normalise(args)

@@ -37,3 +37,19 @@ def test_precedence(tmp_path, monkeypatch):
 def test_repeatable_extra_paths():
     cfg = parse(["--extra-model-paths-config", "a.yaml", "b.yaml", "--extra-model-paths-config", "c.yaml"])
     assert cfg.extra_model_paths_config == ["a.yaml", "b.yaml", "c.yaml"]
+
+
+def test_nested_commands_read_the_environment(monkeypatch):
+    import argparse
+
+    from comfy_kernel.cli import apply_command_defaults
+    from comfy_kernel.config import add_server_arguments
+
+    parser = argparse.ArgumentParser()
+    tool = parser.add_subparsers(dest="command").add_parser("tool")
+    action = tool.add_subparsers(dest="action").add_parser("credit")
+    add_server_arguments(action)
+    monkeypatch.setenv("COMFY_KERNEL_DATABASE", "postgresql://ck@db/ck")
+    argv = ["tool", "credit"]
+    apply_command_defaults(parser, argv)
+    assert parser.parse_args(argv).database == "postgresql://ck@db/ck"

@@ -58,14 +58,21 @@ async def upgrade(db: Database, components: list[Migrations]) -> list[str]:
 
 
 def _upgrade_sqlite(url: str, components: list[Migrations]) -> list[str]:
+    """Migrate under an exclusive lock on ``<file>.migrating``: processes starting together on one file
+    (a cluster's workers on one host) wait for the first, then find nothing left to do."""
+    import fcntl
+
     from sqlalchemy import create_engine
 
-    engine = create_engine(url)
-    try:
-        with engine.begin() as conn:
-            return _run(conn, components)
-    finally:
-        engine.dispose()
+    path = url[len("sqlite:///"):]
+    with open(path + ".migrating", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        engine = create_engine(url)
+        try:
+            with engine.begin() as conn:
+                return _run(conn, components)
+        finally:
+            engine.dispose()
 
 
 async def _upgrade_postgres(db: Any, components: list[Migrations]) -> list[str]:

@@ -202,3 +202,19 @@ def test_the_sqlite_path_is_refused_by_name_with_a_postgres_database(tmp_path):
     assert isinstance(shared.database, PostgresDatabase)
     with pytest.raises(RuntimeError, match="cannot use the PostgreSQL database"):
         _ = shared.database_path
+
+
+def test_processes_starting_together_migrate_a_sqlite_file_once(tmp_path):
+    """Separate processes (threads here cannot share the lock file's point) upgrading one new SQLite file together."""
+    import subprocess
+    import sys
+
+    path = str(tmp_path / "shared.db")
+    script = ("import asyncio, sys\nfrom comfy_kernel.storage import connect, upgrade\nfrom comfy_kernel.migrations "
+              "import KERNEL\nasync def main():\n    db = connect(sys.argv[1]); await db.open()\n"
+              "    print(len(await upgrade(db, [KERNEL]))); await db.close()\nasyncio.run(main())\n")
+    procs = [subprocess.Popen([sys.executable, "-c", script, path], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for _ in range(4)]
+    results = [p.communicate(timeout=60) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [err for _, err in results]
+    assert sorted(int(out) for out, _ in results) == [0, 0, 0, 2]
