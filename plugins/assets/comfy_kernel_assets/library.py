@@ -33,7 +33,7 @@ class AssetLibrary:
         self.content = ContentStore(self.root)
         self.exports_dir = os.path.join(self.root, "exports")
         os.makedirs(self.exports_dir, exist_ok=True)
-        self.store = AssetStore(kernel.database_path)
+        self.store = AssetStore(kernel.database)
         self.background: set[asyncio.Task] = set()
 
     async def open(self) -> None:
@@ -59,21 +59,23 @@ class AssetLibrary:
                                preview_id: str | None = None, job_id: str | None = None,
                                source: str | None = None, asset_id: str | None = None
                                ) -> tuple[str, bool]:
-        """Store hashed temp bytes (once per hash) and add an asset; return ``(id, created_new)``."""
+        """Store hashed temp bytes (once per hash) and add an asset; return ``(id, created_new)``.
+
+        The blob is moved into place first: if recording the asset then fails,
+        the blob stays without a content row, which the next upload of the same
+        bytes simply adopts.
+        """
         store = self.store
         async with store.lock:
             try:
-                created_new = await store.ensure_content(content_hash, size, mime_type, blob=True)
                 await asyncio.to_thread(self.content.commit, tmp, content_hash)
-                new_id = await store.insert_asset(owner=owner, name=name, content_hash=content_hash, size=size,
-                                                  mime_type=mime_type, tags=tags, user_metadata=user_metadata,
-                                                  preview_id=preview_id, job_id=job_id, source=source,
-                                                  asset_id=asset_id)
             except BaseException:
-                await store.db.rollback()
                 self.content.discard(tmp)
                 raise
-        return new_id, created_new
+            return await store.insert_asset(owner=owner, name=name, content_hash=content_hash, size=size,
+                                            mime_type=mime_type, tags=tags, user_metadata=user_metadata,
+                                            preview_id=preview_id, job_id=job_id, source=source,
+                                            asset_id=asset_id, record_content=True, blob=True)
 
     async def create_reference(self, *, owner: str, content_hash: str, name: str, mime_type: str | None,
                                tags: list[str], user_metadata: dict[str, Any], preview_id: str | None = None,
@@ -83,20 +85,16 @@ class AssetLibrary:
             content = await self.store.content(content_hash)
             if content is None:
                 return None
-            return await self.store.insert_asset(
+            asset_id, _ = await self.store.insert_asset(
                 owner=owner, name=name, content_hash=content_hash, size=content["size"],
                 mime_type=mime_type or content["mime_type"], tags=tags, user_metadata=user_metadata,
                 preview_id=preview_id, job_id=job_id, source=source)
+            return asset_id
 
     async def delete(self, record: dict[str, Any], delete_content: bool) -> bool:
         """Delete an asset; with ``delete_content`` also its blob, if nothing else refers to it."""
-        removed = False
         async with self.store.lock:
-            await self.store.delete(record["id"])
-            if delete_content and await self.store.references(record["hash"]) == 0:
-                await self.store.drop_content(record["hash"])
-                removed = True
-            await self.store.db.commit()
+            removed = await self.store.delete(record["id"], record["hash"] if delete_content else None)
             if removed:
                 await asyncio.to_thread(self.content.remove, record["hash"])
         return removed

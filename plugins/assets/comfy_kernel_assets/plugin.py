@@ -7,6 +7,7 @@ import logging
 from typing import Any
 
 from comfy_kernel import hookimpl
+from comfy_kernel.storage import Migrations
 
 from . import routes as asset_routes
 from .library import AssetLibrary
@@ -43,6 +44,14 @@ def ck_register_routes(routes: Any, kernel: Any) -> None:
 
 
 @hookimpl
+def ck_migrations(kernel: Any) -> list[Migrations]:
+    """The library's tables (``store``), created and upgraded by the kernel before ``ck_startup``."""
+    from .migrations import ASSETS
+
+    return [ASSETS]
+
+
+@hookimpl
 async def ck_startup(kernel: Any) -> None:
     lib = library(kernel)
     await lib.open()
@@ -70,7 +79,7 @@ def ck_prompt_finished(event: dict[str, Any]) -> None:
     work always runs on the loop, since the database connection lives there.
     """
     lib = _library
-    if lib is None or lib.store.db is None or lib.kernel.loop is None or not _has_output_files(event):
+    if lib is None or not lib.store.ready or lib.kernel.loop is None or not _has_output_files(event):
         return
     from .seeding import ingest_outputs
 

@@ -145,7 +145,7 @@ def register(routes: RouteTable, lib: AssetLibrary) -> None:
             existing = await store.get(wanted_id, owner, include_public=False)
             if existing is not None:
                 return json_response({**lib.to_json(existing, base_url(request)), "created_new": False}, 200)
-            if await _id_taken(wanted_id):
+            if await store.id_taken(wanted_id):
                 raise fail(409, "CONFLICT", "that asset id is already in use")
         raw_name = text.get("name") or (upload_file.filename if upload_file else None)
         if upload_file is None:
@@ -175,10 +175,6 @@ def register(routes: RouteTable, lib: AssetLibrary) -> None:
             user_metadata=user_metadata, preview_id=preview_id, source="upload", asset_id=wanted_id)
         record = await store.get(new_id, owner)
         return json_response({**lib.to_json(record, base_url(request)), "created_new": created_new}, 201)
-
-    async def _id_taken(asset_id: str) -> bool:
-        async with store.db.execute("SELECT 1 FROM assets_items WHERE id = ?", (asset_id,)) as cur:
-            return await cur.fetchone() is not None
 
     @routes.post("/assets/from-hash")
     async def from_hash(request: Request) -> Response:

@@ -138,12 +138,8 @@ class Seeder:
             files = await asyncio.to_thread(self._files, roots)
             self.status["files_total"] = len(files)
             self.status["seconds_listing"] = round(time.perf_counter() - t0, 3)
-            async with store.db.execute("SELECT path, size, mtime, hash FROM assets_seen_files") as cur:
-                known = {r[0]: (r[1], r[2], r[3]) for r in await cur.fetchall()}
-            async with store.db.execute(
-                    "SELECT file_path, id, missing FROM assets_items WHERE owner = '' AND file_path IS NOT NULL"
-            ) as cur:
-                rows = await cur.fetchall()
+            known = await store.seen_files()
+            rows = await store.seeded_files()
             assets = {r[0]: r[1] for r in rows}
             self._missing = {r[1] for r in rows if r[2]}
             t0 = time.perf_counter()
@@ -151,12 +147,11 @@ class Seeder:
             self.status["seconds_comparing"] = round(time.perf_counter() - t0, 3)
             if revive:
                 await store.set_missing(revive, False)
-                await store.db.commit()
             self._report(force=True)
             t0 = time.perf_counter()
             await self._hash_and_record(todo, assets)
             self.status["seconds_hashing"] = round(time.perf_counter() - t0, 3)
-            await store.db.execute("PRAGMA optimize")
+            await store.optimize()
             self.status["status"] = "cancelled" if self.cancel_requested else "completed"
         except asyncio.CancelledError:
             self.status["status"] = "cancelled"
@@ -245,48 +240,34 @@ class Seeder:
         store = self.lib.store
         now = time.time()
         async with store.lock:
-            db = store.db
-            await db.executemany(
-                "INSERT OR IGNORE INTO assets_contents(hash, size, mime_type, has_blob, created_at)"
-                " VALUES (?,?,?,0,?)",
-                [(h, s, guess_mime(p), now) for p, _, _, _, h, s in batch])
-            new_rows, tag_rows, updates = [], [], []
+            contents, new_assets, new_tags, changed = [], [], [], []
             for path, tags, _, _, content_hash, size in batch:
+                contents.append({"hash": content_hash, "size": size, "mime_type": guess_mime(path), "has_blob": 0,
+                                 "created_at": now})
                 existing = assets.get(path)
                 if existing:
-                    updates.append((content_hash, size, now, existing))
+                    changed.append({"aid": existing, "new_hash": content_hash, "new_size": size, "now": now})
                     continue
                 asset_id = str(uuid.uuid4())
                 assets[path] = asset_id
-                meta = orjson.dumps({"filename": os.path.basename(path)}).decode()
-                new_rows.append((asset_id, PUBLIC, os.path.basename(path), content_hash, size, guess_mime(path),
-                                 meta, path, "seed", now, now, now))
-                tag_rows += [(asset_id, t, PUBLIC) for t in tags]
-            await db.executemany(
-                "INSERT INTO assets_items(id, owner, name, hash, size, mime_type, user_metadata, file_path,"
-                " source, created_at, updated_at, last_access) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", new_rows)
-            await db.executemany("INSERT OR IGNORE INTO assets_tags(asset_id, tag, owner) VALUES (?, ?, ?)",
-                                 tag_rows)
-            await db.executemany("UPDATE assets_items SET hash = ?, size = ?, updated_at = ? WHERE id = ?", updates)
-            await store.set_missing([u[3] for u in updates], False)
-            await db.executemany(
-                "INSERT INTO assets_seen_files(path, size, mtime, hash) VALUES (?,?,?,?)"
-                " ON CONFLICT(path) DO UPDATE SET size = excluded.size, mtime = excluded.mtime,"
-                " hash = excluded.hash", [(p, sz, mt, h) for p, _, sz, mt, h, _ in batch])
-            await db.commit()
-        self.status["assets_created"] += len(new_rows)
+                name = os.path.basename(path)
+                new_assets.append({
+                    "id": asset_id, "owner": PUBLIC, "name": name, "hash": content_hash, "size": size,
+                    "mime_type": guess_mime(path), "user_metadata": orjson.dumps({"filename": name}).decode(),
+                    "preview_id": None, "job_id": None, "file_path": path, "source": "seed", "missing": 0,
+                    "created_at": now, "updated_at": now, "last_access": now})
+                new_tags += [{"asset_id": asset_id, "tag": t, "owner": PUBLIC, "missing": 0} for t in tags]
+            seen = [{"path": p, "size": sz, "mtime": mt, "hash": h} for p, _, sz, mt, h, _ in batch]
+            await store.record_scan(contents, new_assets, new_tags, changed, seen)
+        self.status["assets_created"] += len(new_assets)
 
     async def prune(self) -> int:
         """Mark shared assets whose backing file is gone; return how many were marked."""
         store = self.lib.store
-        async with store.db.execute("SELECT id, file_path FROM assets_items WHERE owner = ''"
-                                    " AND file_path IS NOT NULL AND missing = 0") as cur:
-            rows = [(r[0], r[1]) for r in await cur.fetchall()]
+        rows = [(asset_id, path) for path, asset_id, _ in await store.seeded_files(present_only=True)]
         gone = await asyncio.to_thread(lambda: [(i, p) for i, p in rows if not os.path.isfile(p)])
         if gone:
-            await store.set_missing([i for i, _ in gone], True)
-            await store.db.executemany("DELETE FROM assets_seen_files WHERE path = ?", [(p,) for _, p in gone])
-            await store.db.commit()
+            await store.forget_files(gone)
         return len(gone)
 
 
@@ -358,18 +339,15 @@ async def ingest_outputs(lib: AssetLibrary, event: dict[str, Any]) -> int:
     created = 0
     store = lib.store
     for path in files:
-        async with store.db.execute("SELECT 1 FROM assets_items WHERE owner = ? AND job_id = ? AND file_path = ?",
-                                    (owner, job_id, path)) as cur:
-            if await cur.fetchone():
-                continue
+        if await store.has_job_file(owner, job_id, path):
+            continue
         try:
             content_hash, size = await asyncio.to_thread(hash_file, path)
         except OSError:
             continue
         async with store.lock:
-            await store.ensure_content(content_hash, size, guess_mime(path), blob=False)
             await store.insert_asset(owner=owner, name=os.path.basename(path), content_hash=content_hash,
                                      size=size, mime_type=guess_mime(path), tags=["output"], user_metadata={},
-                                     job_id=job_id or None, file_path=path, source="prompt")
+                                     job_id=job_id or None, file_path=path, source="prompt", record_content=True)
         created += 1
     return created

@@ -349,9 +349,7 @@ def register(routes: RouteTable, lib: AssetLibrary) -> None:
             "asset_ids": list(records), "naming_strategy": strategy, "export_name": ""})
         export_name = f"assets-{task['id'][:8]}-{stamp}.zip"
         task["payload"]["export_name"] = export_name
-        await store.db.execute("UPDATE assets_tasks SET payload = json_set(payload, '$.export_name', ?)"
-                               " WHERE id = ?", (export_name, task["id"]))
-        await store.db.commit()
+        await store.set_task_payload(task["id"], export_name=export_name)
         lib.spawn(run_export(lib, task, owner, list(records.values())))
         return json_response({"task_id": task["id"], "status": "created", "export_name": export_name,
                               "message": "Export task created. Use task_id to track progress."}, 202)
@@ -361,12 +359,9 @@ def register(routes: RouteTable, lib: AssetLibrary) -> None:
         name = request.path_params["name"]
         if not EXPORT_NAME_RE.match(name):
             raise fail(400, "INVALID_NAME", "not an export name")
-        async with store.db.execute(
-                "SELECT id FROM assets_tasks WHERE owner = ? AND task_name = 'asset_export' AND status = 'completed'"
-                " AND json_extract(payload, '$.export_name') = ?", (owner_of(request), name)) as cur:
-            row = await cur.fetchone()
+        done = await store.export_done(owner_of(request), name)
         path = os.path.join(lib.exports_dir, name)
-        if row is None or not os.path.isfile(path):
+        if not done or not os.path.isfile(path):
             raise fail(404, "NOT_FOUND", "no finished export with that name")
         want_file = request.query_params.get("download", "").lower() in ("1", "true", "yes")
         if want_file:
@@ -475,10 +470,10 @@ async def workflow_assets(lib: AssetLibrary, owner: str, workflow: dict[str, Any
                 continue
             seen.add(value)
             base = value.replace("\\", "/").rsplit("/", 1)[-1]
-            rows = await _by_name(lib, owner, base)
+            found = await lib.store.by_name(owner, base)
             is_model = value.lower().endswith(MODEL_EXTENSIONS)
-            if rows:
-                r = rows[0]
+            if found is not None:
+                r = found
                 assets.append({"id": r["id"], "name": r["name"], "preview_url": f"/api/assets/{r['id']}/content",
                                "storage_url": f"/api/assets/{r['id']}/content", "model": is_model,
                                "public": r["owner"] == "", "in_library": r["owner"] == owner,
@@ -499,9 +494,3 @@ async def workflow_assets(lib: AssetLibrary, owner: str, workflow: dict[str, Any
                 missing.append(entry)
     return {"assets": assets, "missing": missing}
 
-
-async def _by_name(lib: AssetLibrary, owner: str, name: str) -> list[dict[str, Any]]:
-    async with lib.store.db.execute(
-            "SELECT * FROM assets_items WHERE name = ? AND owner IN (?, '') AND missing = 0"
-            " ORDER BY owner = '' , created_at DESC LIMIT 1", (name, owner)) as cur:
-        return [dict(r) for r in await cur.fetchall()]
