@@ -2,8 +2,9 @@
 
 One :class:`Manager` per server lives in ``kernel.state["manager"]``. Its
 working files sit in ``<user>/__manager/`` (config.ini, channels.list,
-snapshots, components); the task queue lives in the kernel's shared SQLite
-database so it survives restarts.
+snapshots, components); the task queue lives in the kernel's database (SQLite
+or PostgreSQL, tables created by this plugin's migrations) so it survives
+restarts.
 
 The frontend shows its own Nodes Manager only when ``/system_stats`` lists
 ``--enable-manager`` in ``system.argv`` and the server's feature flags carry
@@ -21,6 +22,7 @@ from typing import Any
 
 from comfy_kernel import hookimpl
 from comfy_kernel.routing import RouteTable
+from comfy_kernel.storage import Migrations
 
 from . import catalog as catalog_mod
 from . import misc
@@ -54,7 +56,7 @@ class Manager:
         self.packs.extra_protected = {p.strip() for p in extra.split(",") if p.strip()}
         self.models = Models(kernel)
         self.snapshots = Snapshots(self.packs, os.path.join(self.dir, "snapshots"))
-        self.queue = TaskQueue(self, kernel.database_path)
+        self.queue = TaskQueue(self, kernel.database)
         self.guard = Guard(self)
         self.imported_v2: dict[str, Any] = {}  # the installed packs as this server run imported them
 
@@ -181,6 +183,14 @@ def ck_feature_flags(kernel: Any) -> dict[str, Any]:
 def ck_system_stats(kernel: Any) -> dict[str, Any]:
     missing = [f for f in manager_argv(kernel.config) if f not in sys.argv]
     return {"argv": [*sys.argv, *missing]} if missing else {}
+
+
+@hookimpl
+def ck_migrations(kernel: Any) -> list[Migrations]:
+    """The task queue's tables (``store``), created and upgraded by the kernel before ``ck_startup``."""
+    from .migrations import MANAGER
+
+    return [MANAGER]
 
 
 @hookimpl

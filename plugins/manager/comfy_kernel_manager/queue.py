@@ -1,6 +1,6 @@
-"""The manager's task queue (``/manager/queue/*`` and ``/v2/manager/queue/*``), kept in SQLite.
+"""The manager's task queue (``/manager/queue/*`` and ``/v2/manager/queue/*``), kept in the kernel's database.
 
-Tasks are rows in ``manager_tasks`` in the kernel's shared database, so a
+Tasks are rows in ``manager_tasks`` (see ``store``) in the kernel's database, so a
 queue filled before a restart (or a reboot through the API) is still there
 afterwards; a task that was running when the process died goes back to
 pending, and a queue that was processing resumes by itself. Progress goes to
@@ -21,35 +21,17 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-import json
 import logging
 import platform
 import time
 import uuid
 from typing import Any
 
-import aiosqlite
+from comfy_kernel.storage import Database
+
+from .store import QueueStore
 
 log = logging.getLogger(__name__)
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS manager_tasks (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    kind TEXT NOT NULL,
-    item TEXT NOT NULL,
-    status TEXT NOT NULL DEFAULT 'pending',
-    result TEXT,
-    created REAL NOT NULL,
-    finished REAL
-);
-CREATE TABLE IF NOT EXISTS manager_meta (key TEXT PRIMARY KEY, value TEXT);
-CREATE TABLE IF NOT EXISTS manager_batches (
-    id TEXT PRIMARY KEY,
-    started REAL NOT NULL,
-    finished REAL NOT NULL,
-    record TEXT NOT NULL
-);
-"""
 
 # Manager 4 task kinds as the v1 queue names them.
 V1_KINDS = {"install_model": "install-model", "update_comfyui": "update-comfyui", "reinstall": "install"}
@@ -85,21 +67,17 @@ def history_view(row_id: int, kind: str, item: dict[str, Any], status: str, resu
 class TaskQueue:
     """Durable FIFO of manager tasks with one worker."""
 
-    def __init__(self, manager: Any, db_path: str):
+    def __init__(self, manager: Any, db: Database):
         self.manager = manager
-        self.db_path = db_path
-        self.db: aiosqlite.Connection | None = None
+        self.store = QueueStore(db)
         self.worker: asyncio.Task | None = None
         self.lock = asyncio.Lock()
         # Manager 4's history covers this server run only (the frontend forgets it on restart too).
         self.session_start = time.time()
 
     async def open(self) -> None:
-        self.db = await aiosqlite.connect(self.db_path, timeout=30)
-        await self.db.executescript(SCHEMA)
-        await self.db.execute("UPDATE manager_tasks SET status='pending' WHERE status='running'")
-        await self.db.commit()
-        if await self._meta("processing") == "1" and await self._count("pending"):
+        await self.store.requeue_running()
+        if await self.store.meta("processing") == "1" and await self.store.count("pending"):
             log.info("manager: resuming the task queue after a restart")
             self.start()
 
@@ -111,74 +89,33 @@ class TaskQueue:
             except (asyncio.CancelledError, Exception):
                 pass
             # the interrupted task runs again next time; keep the queue marked as processing
-        if self.db is not None:
-            await self.db.close()
-            self.db = None
-
-    async def _meta(self, key: str) -> str | None:
-        assert self.db is not None
-        async with self.db.execute("SELECT value FROM manager_meta WHERE key=?", (key,)) as cur:
-            row = await cur.fetchone()
-        return row[0] if row else None
-
-    async def _set_meta(self, key: str, value: str) -> None:
-        assert self.db is not None
-        await self.db.execute("INSERT OR REPLACE INTO manager_meta(key, value) VALUES (?, ?)", (key, value))
-        await self.db.commit()
-
-    async def _count(self, *statuses: str) -> int:
-        assert self.db is not None
-        marks = ",".join("?" * len(statuses))
-        async with self.db.execute(f"SELECT COUNT(*) FROM manager_tasks WHERE status IN ({marks})", statuses) as cur:
-            row = await cur.fetchone()
-        return int(row[0]) if row else 0
 
     async def add(self, kind: str, item: dict[str, Any]) -> int:
-        assert self.db is not None
-        cur = await self.db.execute("INSERT INTO manager_tasks(kind, item, created) VALUES (?, ?, ?)",
-                                    (kind, json.dumps(item), time.time()))
-        await self.db.commit()
-        return int(cur.lastrowid or 0)
+        return await self.store.add(kind, item)
 
     async def reset(self) -> None:
         """Drop pending and finished tasks (a running one finishes)."""
-        assert self.db is not None
-        await self.db.execute("DELETE FROM manager_tasks WHERE status != 'running'")
-        await self.db.commit()
+        await self.store.reset()
 
     async def drop_pending(self) -> int:
         """Manager 4's reset: forget the tasks not started yet; history stays."""
-        assert self.db is not None
-        cur = await self.db.execute("DELETE FROM manager_tasks WHERE status = 'pending'")
-        await self.db.commit()
-        return int(cur.rowcount or 0)
+        return await self.store.drop_pending()
 
     async def status(self) -> dict[str, Any]:
-        total = await self._count("pending", "running", "done", "failed")
-        done = await self._count("done", "failed")
-        running = await self._count("running")
+        total = await self.store.count("pending", "running", "done", "failed")
+        done = await self.store.count("done", "failed")
+        running = await self.store.count("running")
         return {"total_count": total, "done_count": done, "in_progress_count": running,
                 "is_processing": self.processing}
 
     async def tasks(self) -> list[dict[str, Any]]:
-        assert self.db is not None
-        async with self.db.execute("SELECT id, kind, item, status, result FROM manager_tasks ORDER BY id") as cur:
-            rows = await cur.fetchall()
-        return [{"id": r[0], "kind": r[1], "item": json.loads(r[2]), "status": r[3],
-                 "result": json.loads(r[4]) if r[4] else None} for r in rows]
+        return await self.store.tasks()
 
     # --- the Manager 4 views ------------------------------------------------------
 
-    async def _rows(self, where: str, args: tuple = ()) -> list[tuple]:
-        assert self.db is not None
-        sql = f"SELECT id, kind, item, status, result, finished FROM manager_tasks WHERE {where}"
-        async with self.db.execute(sql, args) as cur:
-            rows = await cur.fetchall()
-        return [(r[0], r[1], json.loads(r[2]), r[3], json.loads(r[4]) if r[4] else None, r[5]) for r in rows]
-
     async def queued(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """(running, pending) as ``QueueTaskItem`` lists, in queue order."""
-        rows = await self._rows("status IN ('running', 'pending') ORDER BY id")
+        rows = await self.store.queued()
         running = [task_view(r[0], r[1], r[2]) for r in rows if r[3] == "running"]
         pending = [task_view(r[0], r[1], r[2]) for r in rows if r[3] == "pending"]
         return running, pending
@@ -186,8 +123,7 @@ class TaskQueue:
     async def history(self, client_id: str | None = None, ui_id: str | None = None,
                       max_items: int | None = None, offset: int = -1) -> dict[str, dict[str, Any]]:
         """This server run's finished tasks by ui_id, oldest first (Manager 4's paging rules)."""
-        rows = await self._rows("status IN ('done', 'failed') AND finished >= ? ORDER BY finished, id",
-                                (self.session_start,))
+        rows = await self.store.finished(self.session_start)
         items = [history_view(*r) for r in rows]
         if ui_id is not None:
             items = [h for h in items if h["ui_id"] == ui_id]
@@ -225,15 +161,10 @@ class TaskQueue:
                 "installed_packs": installed}
 
     async def batch_ids(self) -> list[str]:
-        assert self.db is not None
-        async with self.db.execute("SELECT id FROM manager_batches ORDER BY finished DESC") as cur:
-            return [r[0] for r in await cur.fetchall()]
+        return await self.store.batch_ids()
 
     async def batch(self, batch_id: str) -> dict[str, Any] | None:
-        assert self.db is not None
-        async with self.db.execute("SELECT record FROM manager_batches WHERE id=?", (batch_id,)) as cur:
-            row = await cur.fetchone()
-        return json.loads(row[0]) if row else None
+        return await self.store.batch(batch_id)
 
     # --- the worker ---------------------------------------------------------------
 
@@ -247,17 +178,6 @@ class TaskQueue:
             return False
         self.worker = asyncio.get_running_loop().create_task(self._run())
         return True
-
-    async def _next(self) -> tuple[int, str, dict[str, Any]] | None:
-        assert self.db is not None
-        async with self.db.execute(
-                "SELECT id, kind, item FROM manager_tasks WHERE status='pending' ORDER BY id LIMIT 1") as cur:
-            row = await cur.fetchone()
-        if row is None:
-            return None
-        await self.db.execute("UPDATE manager_tasks SET status='running' WHERE id=?", (row[0],))
-        await self.db.commit()
-        return row[0], row[1], json.loads(row[2])
 
     def send_queue_status(self, data: dict[str, Any]) -> None:
         """Manager 3's ``cm-queue-status`` goes to every client except the Manager 4 frontends
@@ -286,15 +206,13 @@ class TaskQueue:
         while a batch finishes is either seen by it or finds the worker gone
         (and ``queue/start`` starts a new one), never stranded.
         """
-        assert self.db is not None
         while True:
             await self._run_batch()
-            if not await self._count("pending"):
+            if not await self.store.count("pending"):
                 return
 
     async def _run_batch(self) -> None:
-        assert self.db is not None
-        await self._set_meta("processing", "1")
+        await self.store.set_meta("processing", "1")
         nodepack_result: dict[str, str] = {}
         model_result: dict[str, str] = {}
         batch_id = f"batch_{time.strftime('%Y%m%d_%H%M%S')}_{uuid.uuid4().hex[:8]}"
@@ -302,7 +220,7 @@ class TaskQueue:
         state_before = await self._system_state()
         operations: list[dict[str, Any]] = []
         while True:
-            task = await self._next()
+            task = await self.store.take_next()
             if task is None:
                 break
             task_id, kind, item = task
@@ -325,9 +243,7 @@ class TaskQueue:
             (model_result if kind in ("install_model", "install-model") else nodepack_result)[target] = \
                 "success" if status == "done" else result.get("msg", "failed")
             finished = time.time()
-            await self.db.execute("UPDATE manager_tasks SET status=?, result=?, finished=? WHERE id=?",
-                                  (status, json.dumps(result, default=str), finished, task_id))
-            await self.db.commit()
+            await self.store.finish(task_id, status, result, finished)
             done = history_view(task_id, kind, item, status, result, finished)
             operations.append({"operation_id": view["ui_id"], "operation_type": view["kind"],
                                "target": _target(view), "target_version": _target_version(view),
@@ -340,14 +256,13 @@ class TaskQueue:
         if operations:
             await self._save_batch(batch_id, batch_start, state_before, operations)
         st = await self.status()
-        await self._set_meta("processing", "0")
+        await self.store.set_meta("processing", "0")
         self.send_queue_status({"status": "done", "nodepack_result": nodepack_result, "model_result": model_result,
                                 "total_count": st["total_count"], "done_count": st["done_count"]})
         self.send_queue_status({"status": "all-done"})
 
     async def _save_batch(self, batch_id: str, started: float, state_before: dict[str, Any],
                           operations: list[dict[str, Any]]) -> None:
-        assert self.db is not None
         finished = time.time()
         ok = sum(1 for op in operations if op["result"] == "success")
         record = {"batch_id": batch_id, "start_time": iso(started), "end_time": iso(finished),
@@ -355,9 +270,7 @@ class TaskQueue:
                   "operations": operations, "total_operations": len(operations),
                   "successful_operations": ok, "failed_operations": len(operations) - ok,
                   "skipped_operations": 0}
-        await self.db.execute("INSERT OR REPLACE INTO manager_batches(id, started, finished, record) "
-                              "VALUES (?, ?, ?, ?)", (batch_id, started, finished, json.dumps(record, default=str)))
-        await self.db.commit()
+        await self.store.save_batch(batch_id, started, finished, record)
 
 
 def _target(view: dict[str, Any]) -> str:

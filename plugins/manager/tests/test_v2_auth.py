@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from importlib.metadata import entry_points
@@ -11,6 +12,7 @@ import pytest
 
 from comfy_kernel.http import json_response
 from comfy_kernel.identity import Identity
+from comfy_kernel.testing import TEST_POSTGRES, server_database
 from comfy_kernel_manager.security import admin_only
 
 pytestmark = pytest.mark.skipif(not any(ep.name == "multiuser" for ep in entry_points(group="comfy_kernel.plugins")),
@@ -50,9 +52,12 @@ def sign_in(url: str, username: str, password: str) -> httpx.Client:
 def test_only_administrators(start_server, tmp_path):
     base = tmp_path / "auth"
     base.mkdir()
+    env = dict(os.environ)
+    if os.environ.get(TEST_POSTGRES):  # the PostgreSQL run: the database the server on ``base`` will use
+        env["COMFY_KERNEL_DATABASE"] = server_database(base)
     made = subprocess.run([sys.executable, "-m", "comfy_kernel.cli", "users", "create", "--admin", "--username",
                            ADMIN[0], "--password-stdin", "--base-directory", str(base)], input=ADMIN[1] + "\n",
-                          capture_output=True, text=True, timeout=120, cwd=str(base))
+                          capture_output=True, text=True, timeout=120, cwd=str(base), env=env)
     assert made.returncode == 0, made.stderr
     srv = start_server("--auth", "--enable-manager", "--auth-rate-limit", "10000", base=base)
     admin = sign_in(srv.url, *ADMIN)
