@@ -12,8 +12,9 @@ import logging
 from typing import Any
 
 import orjson
+from sqlalchemy import select
 
-from .store import Store, now
+from .store import Store, audit_log, now
 
 log = logging.getLogger("comfy_kernel.audit")
 
@@ -28,23 +29,17 @@ class Audit:
         log.info("audit %s %s user=%s actor=%s address=%s %s", event, outcome, user_id, actor_id, address,
                  detail or "")
         try:
-            await self.store.run(
-                "INSERT INTO mu_audit(at, event, outcome, user_id, actor_id, address, detail) "
-                "VALUES (?,?,?,?,?,?,?)",
-                (now(), event, outcome, user_id, actor_id, address,
-                 orjson.dumps(detail, default=str).decode()))
+            await self.store.run(audit_log.insert().values(
+                at=now(), event=event, outcome=outcome, user_id=user_id, actor_id=actor_id, address=address,
+                detail=orjson.dumps(detail, default=str).decode()))
         except Exception:
             log.exception("could not write audit event %s", event)
 
     async def events(self, limit: int = 100, offset: int = 0, event: str | None = None) -> list[dict[str, Any]]:
-        sql = "SELECT * FROM mu_audit"
-        args: list[Any] = []
+        stmt = select(audit_log)
         if event:
-            sql += " WHERE event=?"
-            args.append(event)
-        sql += " ORDER BY seq DESC LIMIT ? OFFSET ?"
-        args += [limit, offset]
-        rows = await self.store.all(sql, tuple(args))
+            stmt = stmt.where(audit_log.c.event == event)
+        rows = await self.store.all(stmt.order_by(audit_log.c.seq.desc()).limit(limit).offset(offset))
         from .store import iso
 
         return [{"seq": r["seq"], "at": iso(r["at"]), "event": r["event"], "outcome": r["outcome"],

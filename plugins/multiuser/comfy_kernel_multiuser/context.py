@@ -1,8 +1,8 @@
 """Per-server state of the plugin and the helpers every route module shares.
 
 One :class:`MultiUser` exists per kernel (``kernel.state["multiuser"]``). It
-is created when routes are registered (before start-up) and opens its
-database in ``ck_startup``.
+is created when routes are registered (before start-up); its tables live in
+``kernel.database``, which the kernel opens and migrates before ``ck_startup``.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ class MultiUser:
     def __init__(self, kernel: Any):
         self.kernel = kernel
         self.settings = Settings.from_config(kernel.config)
-        self.store = Store(kernel.database_path)
+        self.store = Store(kernel.database)
         self.audit = Audit(self.store)
         self.limiter = RateLimiter(self.settings.rate_limit, self.settings.max_failures, self.settings.lockout)
         self.keys: SigningKeys | None = None

@@ -27,6 +27,7 @@ import logging
 import re
 from typing import Any
 
+from sqlalchemy import bindparam, select
 from starlette.requests import HTTPConnection
 from starlette.routing import compile_path
 
@@ -36,7 +37,7 @@ from comfy_kernel.identity import Identity
 
 from .context import FULL_SCOPES, MultiUser, fail, same
 from .outputs import check_view
-from .store import digest, now
+from .store import digest, hot, now, sessions, users
 from .tokens import verify_access_token, verify_api_key
 
 log = logging.getLogger(__name__)
@@ -79,6 +80,12 @@ ADMIN_PREFIXES = ("/manager/", "/customnode/", "/snapshot/", "/externalmodel/", 
 
 WORKSPACE_HEADER = "comfy-workspace"
 MAX_CLIENT_IDS = 100_000
+
+_SESSION = hot(select(sessions.c.token_hash, sessions.c.csrf_token, sessions.c.expires_at, sessions.c.workspace_id,
+                      users.c.id, users.c.is_admin, users.c.disabled, users.c.username,
+                      users.c.personal_workspace_id)
+               .select_from(sessions.join(users, users.c.id == sessions.c.user_id))
+               .where(sessions.c.token_hash == bindparam("hash")))
 
 
 def _strip_api(path: str) -> str:
@@ -140,11 +147,7 @@ def session_identity(mu: MultiUser, conn: HTTPConnection, token: str, method: st
     if _cross_origin(conn):
         return None
     hashed = digest(token)
-    row = mu.store.read_one(
-        "SELECT s.token_hash, s.csrf_token, s.expires_at, s.workspace_id, u.id, u.is_admin, u.disabled, "
-        "u.username, u.personal_workspace_id FROM mu_sessions s JOIN mu_users u ON u.id=s.user_id "
-        "WHERE s.token_hash=?",
-        (hashed,))
+    row = mu.store.read_one(_SESSION, {"hash": hashed})
     if row is None or not same(row["token_hash"], hashed) or row["expires_at"] <= now() or row["disabled"]:
         return None
     if method not in SAFE_METHODS and conn.scope["type"] == "http":

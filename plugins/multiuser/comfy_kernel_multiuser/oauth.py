@@ -28,6 +28,7 @@ import unicodedata
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
+from sqlalchemy import select, update
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
@@ -45,7 +46,19 @@ from .context import (
     ok,
     same,
 )
-from .store import digest, new_id, new_token, now
+from .store import (
+    digest,
+    members,
+    new_id,
+    new_token,
+    now,
+    oauth_clients,
+    oauth_codes,
+    oauth_consents,
+    oauth_requests,
+    refresh_tokens,
+    workspaces,
+)
 from .users import PAGE_HEADERS, _page
 
 REQUEST_TTL = 600
@@ -62,6 +75,8 @@ RESERVED_NAMES = ("claude", "anthropic", "cursor", "windsurf", "codeium", "chatg
 LOOPBACK_HOSTS = {"127.0.0.1", "::1", "localhost"}
 VERIFIER_RE = re.compile(r"^[A-Za-z0-9._~-]{43,128}$")
 REVERSE_DNS_SCHEME = re.compile(r"^[a-z][a-z0-9+-]*(\.[a-z0-9+-]+)+$")
+
+C, Q, D, R = oauth_clients.c, oauth_requests.c, oauth_codes.c, refresh_tokens.c
 
 
 def _fold(name: str) -> str:
@@ -192,10 +207,9 @@ def register(routes: RouteTable, mu: MultiUser) -> None:
             if not redirect_allowed(uri, app_type, mu.settings.dcr_https_hosts):
                 return register_error("invalid_redirect_uri", f"Redirect URI not allowed for {app_type} clients")
         client_id, issued = "comfy-dyn-" + new_token(16), now()
-        await mu.store.run(
-            "INSERT INTO mu_oauth_clients(client_id, client_name, application_type, redirect_uris, grant_types, "
-            "response_types, created_at) VALUES (?,?,?,?,?,?,?)",
-            (client_id, name, app_type, json.dumps(uris), json.dumps(grants), json.dumps(responses), issued))
+        await mu.store.run(oauth_clients.insert().values(
+            client_id=client_id, client_name=name, application_type=app_type, redirect_uris=json.dumps(uris),
+            grant_types=json.dumps(grants), response_types=json.dumps(responses), created_at=issued))
         await mu.audit.record("oauth.register", address=client_address(request), client_id=client_id)
         return no_store(ok({"client_id": client_id, "client_id_issued_at": int(issued), "client_name": name,
                             "redirect_uris": uris, "grant_types": grants, "response_types": responses,
@@ -205,15 +219,16 @@ def register(routes: RouteTable, mu: MultiUser) -> None:
 
     async def challenge(request: Request, row: Any) -> Response:
         identity = identity_of(request)
-        client = await mu.store.one("SELECT client_name FROM mu_oauth_clients WHERE client_id=?", (row["client_id"],))
-        workspaces = await mu.store.all(
-            "SELECT w.id, w.name, w.type, m.role FROM mu_workspaces w JOIN mu_members m ON m.workspace_id=w.id "
-            "WHERE m.user_id=? AND w.deleted_at IS NULL ORDER BY w.type DESC, w.created_at", (identity.user_id,))
+        client_name = await mu.store.scalar(select(C.client_name).where(C.client_id == row["client_id"]))
+        W, M = workspaces.c, members.c
+        choices = await mu.store.all(
+            select(W.id, W.name, W.type, M.role).select_from(workspaces.join(members, M.workspace_id == W.id))
+            .where(M.user_id == identity.user_id, W.deleted_at.is_(None)).order_by(W.type.desc(), W.created_at))
         return ok({"oauth_request_id": row["id"], "csrf_token": row["csrf_token"],
-                   "client_display_name": client["client_name"] if client else row["client_id"],
+                   "client_display_name": client_name if client_name is not None else row["client_id"],
                    "resource_display_name": RESOURCE_NAME, "scopes": row["scope"].split(),
                    "workspaces": [{"id": w["id"], "name": w["name"], "type": w["type"], "role": w["role"]}
-                                  for w in workspaces]})
+                                  for w in choices]})
 
     def signed_in(request: Request) -> bool:
         identity = identity_of(request)
@@ -234,11 +249,11 @@ def register(routes: RouteTable, mu: MultiUser) -> None:
         q = request.query_params
         request_id = q.get("oauth_request_id")
         if request_id:
-            row = await mu.store.one("SELECT * FROM mu_oauth_requests WHERE id=?", (request_id,))
+            row = await mu.store.one(select(oauth_requests).where(Q.id == request_id))
             if row is None or row["consumed_at"] is not None or row["expires_at"] <= now():
                 raise fail(400, "invalid_request", "This authorization request is unknown, expired or used")
             return to_browser_page(request, row["id"]) or await challenge(request, row)
-        client = await mu.store.one("SELECT * FROM mu_oauth_clients WHERE client_id=?", (q.get("client_id") or "",))
+        client = await mu.store.one(select(oauth_clients).where(C.client_id == (q.get("client_id") or "")))
         redirect_uri = q.get("redirect_uri") or ""
         if client is None:
             raise fail(400, "invalid_request", "Unknown client_id")
@@ -265,12 +280,11 @@ def register(routes: RouteTable, mu: MultiUser) -> None:
         if wanted_resource.rstrip("/") != resource(request):
             return refuse("invalid_target", "Unknown resource")
         row_id = new_id()
-        await mu.store.run(
-            "INSERT INTO mu_oauth_requests(id, client_id, redirect_uri, scope, state, code_challenge, resource, "
-            "csrf_token, created_at, expires_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
-            (row_id, client["client_id"], redirect_uri, " ".join(sorted(set(scopes))), state, challenge_value,
-             resource(request), new_token(), now(), now() + REQUEST_TTL))
-        row = await mu.store.one("SELECT * FROM mu_oauth_requests WHERE id=?", (row_id,))
+        await mu.store.run(oauth_requests.insert().values(
+            id=row_id, client_id=client["client_id"], redirect_uri=redirect_uri, scope=" ".join(sorted(set(scopes))),
+            state=state, code_challenge=challenge_value, resource=resource(request), csrf_token=new_token(),
+            created_at=now(), expires_at=now() + REQUEST_TTL))
+        row = await mu.store.one(select(oauth_requests).where(Q.id == row_id), fresh=True)
         return to_browser_page(request, row_id) or await challenge(request, row)
 
     @routes.post("/oauth/authorize", api_mirror=False)
@@ -279,7 +293,7 @@ def register(routes: RouteTable, mu: MultiUser) -> None:
             raise fail(401, "unauthorized", "Sign in to answer an authorization request")
         identity = identity_of(request)
         body = await json_body(request)
-        row = await mu.store.one("SELECT * FROM mu_oauth_requests WHERE id=?", (str(body.get("oauth_request_id")),))
+        row = await mu.store.one(select(oauth_requests).where(Q.id == str(body.get("oauth_request_id"))))
         if row is None or row["consumed_at"] is not None or row["expires_at"] <= now():
             raise fail(400, "invalid_request", "This authorization request is unknown, expired or used")
         if not same(str(body.get("csrf_token") or ""), row["csrf_token"]):
@@ -292,8 +306,8 @@ def register(routes: RouteTable, mu: MultiUser) -> None:
         workspace_id = str(body.get("workspace_id") or "")
         if decision == "allow" and await mu.store.membership(workspace_id, identity.user_id) is None:
             raise fail(400, "invalid_request", "That workspace is not accessible")
-        consumed = await mu.store.run("UPDATE mu_oauth_requests SET consumed_at=?, user_id=? WHERE id=? "
-                                      "AND consumed_at IS NULL", (now(), identity.user_id, row["id"]))
+        consumed = await mu.store.run(update(oauth_requests).where(Q.id == row["id"], Q.consumed_at.is_(None))
+                                      .values(consumed_at=now(), user_id=identity.user_id))
         if not consumed:
             raise fail(400, "invalid_request", "This authorization request was already answered")
         iss = row["resource"]
@@ -305,15 +319,17 @@ def register(routes: RouteTable, mu: MultiUser) -> None:
                 "state": row["state"], "iss": iss})})
         code = new_token()
         t = now()
+        consent_row = mu.store.insert(oauth_consents).values(
+            user_id=identity.user_id, client_id=row["client_id"], resource=row["resource"], workspace_id=workspace_id,
+            scope=row["scope"], granted_at=t)
         await mu.store.run_many([
-            ("INSERT INTO mu_oauth_codes(code_hash, client_id, user_id, workspace_id, scope, resource, redirect_uri, "
-             "code_challenge, expires_at) VALUES (?,?,?,?,?,?,?,?,?)",
-             (digest(code), row["client_id"], identity.user_id, workspace_id, row["scope"], row["resource"],
-              row["redirect_uri"], row["code_challenge"], t + CODE_TTL)),
-            ("INSERT INTO mu_oauth_consents(user_id, client_id, resource, workspace_id, scope, granted_at) "
-             "VALUES (?,?,?,?,?,?) ON CONFLICT(user_id, client_id, resource, workspace_id) "
-             "DO UPDATE SET scope=excluded.scope, granted_at=excluded.granted_at",
-             (identity.user_id, row["client_id"], row["resource"], workspace_id, row["scope"], t)),
+            oauth_codes.insert().values(
+                code_hash=digest(code), client_id=row["client_id"], user_id=identity.user_id,
+                workspace_id=workspace_id, scope=row["scope"], resource=row["resource"],
+                redirect_uri=row["redirect_uri"], code_challenge=row["code_challenge"], expires_at=t + CODE_TTL),
+            consent_row.on_conflict_do_update(
+                index_elements=["user_id", "client_id", "resource", "workspace_id"],
+                set_={"scope": consent_row.excluded.scope, "granted_at": consent_row.excluded.granted_at}),
         ])
         await mu.audit.record("oauth.consent", user_id=identity.user_id, address=client_address(request),
                               client_id=row["client_id"], workspace_id=workspace_id, scope=row["scope"])
@@ -344,18 +360,17 @@ def register(routes: RouteTable, mu: MultiUser) -> None:
                                        extra={"client_id": client_id, "fam": family})
         refresh = new_token()
         t = now()
-        await mu.store.run(
-            "INSERT INTO mu_refresh_tokens(token_hash, family_id, client_id, user_id, workspace_id, scope, resource, "
-            "created_at, expires_at) VALUES (?,?,?,?,?,?,?,?,?)",
-            (digest(refresh), family, client_id, user_id, workspace_id, scope, resource_url, t,
-             t + mu.settings.refresh_ttl))
+        await mu.store.run(refresh_tokens.insert().values(
+            token_hash=digest(refresh), family_id=family, client_id=client_id, user_id=user_id,
+            workspace_id=workspace_id, scope=scope, resource=resource_url, created_at=t,
+            expires_at=t + mu.settings.refresh_ttl))
         return no_store(ok({"access_token": access, "token_type": "Bearer", "expires_in": mu.settings.token_ttl,
                             "refresh_token": refresh, "scope": scope}))
 
     async def revoke_family(family: str | None) -> None:
         if family:
-            await mu.store.run("UPDATE mu_refresh_tokens SET revoked_at=? WHERE family_id=? AND revoked_at IS NULL",
-                               (now(), family))
+            await mu.store.run(update(refresh_tokens).where(R.family_id == family, R.revoked_at.is_(None))
+                               .values(revoked_at=now()))
 
     @routes.post("/oauth/token", api_mirror=False)
     async def token(request: Request) -> Response:
@@ -370,14 +385,14 @@ def register(routes: RouteTable, mu: MultiUser) -> None:
         if "client_secret" in params:
             return token_error("invalid_client", "Only public clients are supported", 401)
         client_id = params.get("client_id", "")
-        client = await mu.store.one("SELECT * FROM mu_oauth_clients WHERE client_id=?", (client_id,))
+        client = await mu.store.one(select(oauth_clients).where(C.client_id == client_id))
         if client is None:
             return token_error("invalid_client", "Unknown client", 401)
         grant = params.get("grant_type")
         address = client_address(request)
         if grant == "authorization_code":
             code = params.get("code", "")
-            row = await mu.store.one("SELECT * FROM mu_oauth_codes WHERE code_hash=?", (digest(code),))
+            row = await mu.store.one(select(oauth_codes).where(D.code_hash == digest(code)))
             if row is None or row["client_id"] != client_id:
                 return token_error("invalid_grant", "Invalid authorization code")
             if row["used_at"] is not None:
@@ -394,8 +409,8 @@ def register(routes: RouteTable, mu: MultiUser) -> None:
                                       reason="pkce")
                 return token_error("invalid_grant", "PKCE verification failed")
             family = new_id("f-")
-            used = await mu.store.run("UPDATE mu_oauth_codes SET used_at=?, family_id=? WHERE code_hash=? "
-                                      "AND used_at IS NULL", (now(), family, row["code_hash"]))
+            used = await mu.store.run(update(oauth_codes).where(D.code_hash == row["code_hash"], D.used_at.is_(None))
+                                      .values(used_at=now(), family_id=family))
             if not used:
                 return token_error("invalid_grant", "Invalid authorization code")
             await mu.audit.record("oauth.token", user_id=row["user_id"], address=address, client_id=client_id,
@@ -407,7 +422,7 @@ def register(routes: RouteTable, mu: MultiUser) -> None:
             if "refresh_token" not in json.loads(client["grant_types"]):
                 return token_error("unauthorized_client", "This client may not use refresh tokens")
             presented = params.get("refresh_token", "")
-            row = await mu.store.one("SELECT * FROM mu_refresh_tokens WHERE token_hash=?", (digest(presented),))
+            row = await mu.store.one(select(refresh_tokens).where(R.token_hash == digest(presented)))
             if row is None or row["client_id"] != client_id:
                 return token_error("invalid_grant", "Invalid refresh token")
             if row["revoked_at"] is not None:
@@ -425,8 +440,9 @@ def register(routes: RouteTable, mu: MultiUser) -> None:
                 if not wanted <= set(scope.split()):
                     return token_error("invalid_scope", "A refresh cannot widen the granted scopes")
                 scope = " ".join(sorted(wanted))
-            rotated = await mu.store.run("UPDATE mu_refresh_tokens SET rotated_at=? WHERE token_hash=? "
-                                         "AND rotated_at IS NULL AND revoked_at IS NULL", (now(), row["token_hash"]))
+            rotated = await mu.store.run(update(refresh_tokens).where(
+                R.token_hash == row["token_hash"], R.rotated_at.is_(None), R.revoked_at.is_(None))
+                .values(rotated_at=now()))
             if not rotated:  # lost a race with another use of the same token: that is reuse too
                 await revoke_family(row["family_id"])
                 return token_error("invalid_grant", "Invalid refresh token")

@@ -23,16 +23,24 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
+from sqlalchemy import bindparam, or_, select
 from starlette.requests import HTTPConnection
 
 from comfy_kernel.files.paths import safe_join, split_annotation
 from comfy_kernel.identity import Identity
 
 from .context import MultiUser, fail
+from .store import files, hot, users
 
 PRIVATE_TYPES = ("output", "temp")
 VIEW_PATHS = ("/view", "/api/view")
 MAX_REMEMBERED = 200_000
+
+_OWNED = hot(select(files.c.owner).where(files.c.path == bindparam("path"), files.c.owner == bindparam("owner")))
+_ADMIN_OWNER = hot(select(users.c.id).where(
+    users.c.is_admin == 1, users.c.disabled == 0,
+    or_(users.c.personal_workspace_id == bindparam("ws"), users.c.id == bindparam("owner"))).limit(1))
+
 
 def file_path(mu: MultiUser, filename: str, kind: str | None, subfolder: str | None) -> str | None:
     """The real path ``/view`` would serve for these parameters (the same rules), or None."""
@@ -70,6 +78,9 @@ class Ownership:
     def __init__(self, mu: MultiUser):
         self.mu = mu
         self.recent: dict[str, set[str]] = {}
+        self._record = mu.store.db.prepare(
+            mu.store.insert(files).values(path=bindparam("path"), owner=bindparam("owner"),
+                                          created_at=bindparam("at")).on_conflict_do_nothing())
 
     def record(self, owner: str | None, output: Any) -> None:
         """Remember the files of one UI output for ``owner`` (synchronous; the write follows)."""
@@ -90,8 +101,7 @@ class Ownership:
             owners.add(owner)
             if len(self.recent) > MAX_REMEMBERED:
                 self.recent.pop(next(iter(self.recent)))
-            _touch_later(self.mu, "INSERT OR IGNORE INTO mu_files(path, owner, created_at) VALUES (?,?,?)",
-                         (path, owner, now()))
+            _touch_later(self.mu, self._record, {"path": path, "owner": owner, "at": now()})
 
     def owns(self, identity: Identity, path: str) -> bool:
         return self.owns_key(identity.key, path)
@@ -99,8 +109,7 @@ class Ownership:
     def owns_key(self, owner: str, path: str) -> bool:
         if owner in self.recent.get(path, ()):
             return True
-        row = self.mu.store.read_one("SELECT 1 FROM mu_files WHERE path=? AND owner=?", (path, owner))
-        return row is not None
+        return self.mu.store.reads.fetch_one(_OWNED, {"path": path, "owner": owner}) is not None
 
 
 def node_may_open(mu: MultiUser, owner: str, path: str) -> bool:
@@ -111,10 +120,7 @@ def node_may_open(mu: MultiUser, owner: str, path: str) -> bool:
     if ownership.owns_key(owner, path):
         return True
     workspace = owner[3:] if owner.startswith("ws:") else None
-    row = mu.store.read_one(
-        "SELECT 1 FROM mu_users WHERE is_admin=1 AND disabled=0 AND (personal_workspace_id=? OR id=?)",
-        (workspace, owner))
-    return row is not None
+    return mu.store.reads.fetch_one(_ADMIN_OWNER, {"ws": workspace, "owner": owner}) is not None
 
 
 def check_view(mu: MultiUser, conn: HTTPConnection, identity: Identity) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 from starlette.middleware import Middleware
 
 from comfy_kernel import hookimpl
+from comfy_kernel.storage import Migrations
 
 from . import audit, auth_hooks, config, enforcement, interrupts, outputs, sessions, tokens, users
 from .context import state
@@ -30,6 +31,14 @@ def ck_add_arguments(parser: Any) -> None:
 @hookimpl
 def ck_add_commands(subparsers: Any) -> None:
     users.add_commands(subparsers)
+
+
+@hookimpl
+def ck_migrations(kernel: Any) -> list[Migrations]:
+    """The plugin's tables, with or without ``--auth``: a database once used with it keeps its versions."""
+    from .migrations import MULTIUSER
+
+    return [MULTIUSER]
 
 
 @hookimpl
@@ -111,16 +120,18 @@ async def ck_startup(kernel: Any) -> None:
 
 async def _forget_expired(mu: Any) -> None:
     """Drop credentials that can no longer be used, so the tables do not grow forever."""
-    from .store import now
+    from sqlalchemy import delete
+
+    from .store import now, oauth_codes, oauth_requests, refresh_tokens, sessions, setup_tokens, signing_keys
 
     t = now()
     await mu.store.run_many([
-        ("DELETE FROM mu_sessions WHERE expires_at<?", (t,)),
-        ("DELETE FROM mu_oauth_requests WHERE expires_at<?", (t,)),
-        ("DELETE FROM mu_oauth_codes WHERE expires_at<?", (t - 3600,)),
-        ("DELETE FROM mu_refresh_tokens WHERE expires_at<?", (t,)),
-        ("DELETE FROM mu_setup_tokens WHERE expires_at<?", (t,)),
-        ("DELETE FROM mu_signing_keys WHERE verify_until<?", (t,)),
+        delete(sessions).where(sessions.c.expires_at < t),
+        delete(oauth_requests).where(oauth_requests.c.expires_at < t),
+        delete(oauth_codes).where(oauth_codes.c.expires_at < t - 3600),
+        delete(refresh_tokens).where(refresh_tokens.c.expires_at < t),
+        delete(setup_tokens).where(setup_tokens.c.expires_at < t),
+        delete(signing_keys).where(signing_keys.c.verify_until < t),
     ])
 
 

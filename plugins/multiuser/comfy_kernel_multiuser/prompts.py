@@ -16,13 +16,21 @@
 
 from __future__ import annotations
 
-import sqlite3
 import uuid
 from typing import Any
 
+from sqlalchemy import bindparam, select, update
+
+from comfy_kernel.execution.store import history_table, queue_table
+
 from .context import MultiUser, identity_of
 from .enforcement import client_id_allowed
-from .store import new_token, now
+from .store import hot, new_token, now, user_secrets
+
+_OWNERS = tuple(hot(select(table.c.owner).where(table.c.prompt_id == bindparam("pid")))
+                for table in (queue_table, history_table))
+_MARK_USED = hot(update(user_secrets).where(user_secrets.c.id == bindparam("id"))
+                 .values(last_used_at=bindparam("at")))
 
 
 def on_prompt(mu: MultiUser, body: dict[str, Any], request: Any) -> dict[str, Any] | None:
@@ -71,17 +79,14 @@ def prompt_owner(mu: MultiUser, prompt_id: str) -> str | None:
     running = getattr(executor, "running", None)
     if isinstance(running, dict) and prompt_id in running:
         return str(getattr(running[prompt_id], "owner", "")) or None
-    for table in ("ck_queue", "ck_history"):
-        try:
-            row = mu.store.read_one(f"SELECT owner FROM {table} WHERE prompt_id=?", (prompt_id,))
-        except sqlite3.Error:
-            continue  # that executor table does not exist in this installation
+    for stmt in _OWNERS:
+        row = mu.store.reads.fetch_one(stmt, {"pid": prompt_id})
         if row is not None:
-            return str(row["owner"])
+            return str(row[0])
     return None
 
 
 def _mark_used(mu: MultiUser, secret_id: str) -> None:
     from .tokens import _touch_later
 
-    _touch_later(mu, "UPDATE mu_secrets SET last_used_at=? WHERE id=?", (now(), secret_id))
+    _touch_later(mu, _MARK_USED, {"id": secret_id, "at": now()})

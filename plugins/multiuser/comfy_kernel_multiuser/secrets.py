@@ -17,23 +17,28 @@ from __future__ import annotations
 
 import base64
 import binascii
-import sqlite3
 from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from sqlalchemy import bindparam, delete, select, update
 from starlette.requests import Request
 from starlette.responses import Response
 
 from comfy_kernel.routing import RouteTable
 
 from .context import MultiUser, client_address, fail, json_body, ok, require_identity, text_field
-from .store import iso, new_id, now
+from .store import hot, is_conflict, iso, new_id, now, user_secrets
 
 #: Providers whose secret is handed to nodes, and the ``extra_data`` key ComfyUI reads it from.
 PROVIDER_EXTRA_DATA = {"comfy_org": "api_key_comfy_org", "comfyorg": "api_key_comfy_org"}
 MAX_VALUE = 16 * 1024
+
+X = user_secrets.c
+_VALUE = hot(select(X.id, X.ciphertext).where(X.user_id == bindparam("user"), X.workspace_id == bindparam("ws"),
+                                              X.provider == bindparam("provider"))
+             .order_by(X.updated_at.desc()).limit(1))
 
 
 class SecretBox:
@@ -77,9 +82,7 @@ def read_value(mu: MultiUser, user_id: str, workspace_id: str, provider: str) ->
     """(id, plaintext) of the caller's newest secret for ``provider`` in the workspace (synchronous)."""
     if mu.secret_box is None:
         return None
-    row = mu.store.read_one(
-        "SELECT id, ciphertext FROM mu_secrets WHERE user_id=? AND workspace_id=? AND provider=? "
-        "ORDER BY updated_at DESC LIMIT 1", (user_id, workspace_id, provider))
+    row = mu.store.read_one(_VALUE, {"user": user_id, "ws": workspace_id, "provider": provider})
     if row is None:
         return None
     try:
@@ -96,8 +99,8 @@ def register(routes: RouteTable, mu: MultiUser) -> None:
 
     async def owned(request: Request) -> Any:
         identity = require_identity(request)
-        row = await mu.store.one("SELECT * FROM mu_secrets WHERE id=? AND workspace_id=?",
-                                 (request.path_params["secret_id"], identity.workspace_id))
+        row = await mu.store.one(select(user_secrets).where(X.id == request.path_params["secret_id"],
+                                                            X.workspace_id == identity.workspace_id))
         if row is None:
             raise fail(404, "not_found", "Secret not found")
         if row["user_id"] != identity.user_id:
@@ -108,8 +111,9 @@ def register(routes: RouteTable, mu: MultiUser) -> None:
     async def list_secrets(request: Request) -> Response:
         identity = require_identity(request)
         box()
-        rows = await mu.store.all("SELECT * FROM mu_secrets WHERE user_id=? AND workspace_id=? ORDER BY created_at",
-                                  (identity.user_id, identity.workspace_id))
+        rows = await mu.store.all(select(user_secrets).where(X.user_id == identity.user_id,
+                                                             X.workspace_id == identity.workspace_id)
+                                  .order_by(X.created_at))
         return ok({"data": [secret_json(r) for r in rows]})
 
     @routes.post("/secrets")
@@ -124,22 +128,23 @@ def register(routes: RouteTable, mu: MultiUser) -> None:
             raise fail(422, "validation_error", "secret_value must be a non-empty string")
         if provider:
             provider = provider.lower()
-            clash = await mu.store.one("SELECT 1 FROM mu_secrets WHERE user_id=? AND workspace_id=? AND provider=?",
-                                       (identity.user_id, identity.workspace_id, provider))
+            clash = await mu.store.one(select(X.id).where(X.user_id == identity.user_id,
+                                                          X.workspace_id == identity.workspace_id,
+                                                          X.provider == provider))
             if clash:
                 raise fail(409, "conflict", "A secret for this provider already exists")
         secret_id, t = new_id(), now()
         try:
-            await mu.store.run(
-                "INSERT INTO mu_secrets(id, user_id, workspace_id, name, provider, ciphertext, created_at, updated_at) "
-                "VALUES (?,?,?,?,?,?,?,?)",
-                (secret_id, identity.user_id, identity.workspace_id, name, provider,
-                 sealed.encrypt(value.encode("utf-8")), t, t))
-        except sqlite3.IntegrityError:
+            await mu.store.run(user_secrets.insert().values(
+                id=secret_id, user_id=identity.user_id, workspace_id=identity.workspace_id, name=name,
+                provider=provider, ciphertext=sealed.encrypt(value.encode("utf-8")), created_at=t, updated_at=t))
+        except Exception as exc:
+            if not is_conflict(exc):
+                raise
             raise fail(409, "conflict", "A secret with this name already exists") from None
         await mu.audit.record("secret.create", user_id=identity.user_id, address=client_address(request),
                               secret_id=secret_id, provider=provider)
-        return ok(secret_json(await mu.store.one("SELECT * FROM mu_secrets WHERE id=?", (secret_id,))), 201)
+        return ok(secret_json(await mu.store.one(select(user_secrets).where(X.id == secret_id), fresh=True)), 201)
 
     @routes.get("/secrets/{secret_id}")
     async def get_secret(request: Request) -> Response:
@@ -155,26 +160,26 @@ def register(routes: RouteTable, mu: MultiUser) -> None:
         value = body.get("secret_value")
         if value is not None and (not isinstance(value, str) or not value or len(value) > MAX_VALUE):
             raise fail(400, "invalid_request", "secret_value must be a non-empty string")
-        statements: list[tuple[str, tuple]] = []
+        changes: dict[str, Any] = {}
         if name is not None:
-            statements.append(("UPDATE mu_secrets SET name=? WHERE id=?", (name, row["id"])))
+            changes["name"] = name
         if value is not None:
-            statements.append(("UPDATE mu_secrets SET ciphertext=? WHERE id=?",
-                               (sealed.encrypt(value.encode("utf-8")), row["id"])))
-        statements.append(("UPDATE mu_secrets SET updated_at=? WHERE id=?", (now(), row["id"])))
+            changes["ciphertext"] = sealed.encrypt(value.encode("utf-8"))
         try:
-            await mu.store.run_many(statements)
-        except sqlite3.IntegrityError:
+            await mu.store.run(update(user_secrets).where(X.id == row["id"]).values(**changes, updated_at=now()))
+        except Exception as exc:
+            if not is_conflict(exc):
+                raise
             raise fail(409, "conflict", "A secret with this name already exists") from None
         await mu.audit.record("secret.update", user_id=row["user_id"], address=client_address(request),
                               secret_id=row["id"], value_changed=value is not None)
-        return ok(secret_json(await mu.store.one("SELECT * FROM mu_secrets WHERE id=?", (row["id"],))))
+        return ok(secret_json(await mu.store.one(select(user_secrets).where(X.id == row["id"]), fresh=True)))
 
     @routes.delete("/secrets/{secret_id}")
     async def delete_secret(request: Request) -> Response:
         box()
         row = await owned(request)
-        await mu.store.run("DELETE FROM mu_secrets WHERE id=?", (row["id"],))
+        await mu.store.run(delete(user_secrets).where(X.id == row["id"]))
         await mu.audit.record("secret.delete", user_id=row["user_id"], address=client_address(request),
                               secret_id=row["id"])
         return Response(status_code=204)

@@ -16,13 +16,14 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from sqlalchemy import delete, select, update
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
 from comfy_kernel.routing import RouteTable
 
 from .context import MultiUser, auth_method, client_address, fail, identity_of, json_body, ok, throttle
-from .store import digest, iso, new_token, now
+from .store import digest, iso, new_token, now, sessions
 from .users import PAGE_HEADERS, _page, verify_password
 
 COOKIE = "session"
@@ -46,11 +47,10 @@ async def create_session(mu: MultiUser, request: Request, user_id: str) -> tuple
     """Store a new session; returns (cookie token, CSRF token). Always a fresh token (no fixation)."""
     token, csrf = new_token(), new_token()
     t = now()
-    await mu.store.run(
-        "INSERT INTO mu_sessions(token_hash, user_id, csrf_token, created_at, expires_at, address, user_agent) "
-        "VALUES (?,?,?,?,?,?,?)",
-        (digest(token), user_id, csrf, t, t + mu.settings.session_ttl, client_address(request),
-         (request.headers.get("user-agent") or "")[:300]))
+    await mu.store.run(sessions.insert().values(
+        token_hash=digest(token), user_id=user_id, csrf_token=csrf, created_at=t,
+        expires_at=t + mu.settings.session_ttl, address=client_address(request),
+        user_agent=(request.headers.get("user-agent") or "")[:300]))
     return token, csrf
 
 
@@ -107,8 +107,8 @@ def register(routes: RouteTable, mu: MultiUser) -> None:
                                 "workspace_id": identity.workspace_id, "method": auth_method(identity),
                                 "is_admin": identity.is_admin}
         if auth_method(identity) == "session":
-            row = await mu.store.one("SELECT csrf_token, expires_at FROM mu_sessions WHERE token_hash=?",
-                                     (identity.extra.get("session"),))
+            row = await mu.store.one(select(sessions.c.csrf_token, sessions.c.expires_at)
+                                     .where(sessions.c.token_hash == identity.extra.get("session")))
             if row is not None:
                 info.update(csrf_token=row["csrf_token"], expires_at=iso(row["expires_at"]))
         return ok(info)
@@ -122,8 +122,8 @@ def register(routes: RouteTable, mu: MultiUser) -> None:
         workspace_id = (await json_body(request)).get("workspace_id")
         if not isinstance(workspace_id, str) or await mu.store.membership(workspace_id, identity.user_id) is None:
             raise fail(404, "not_found", "Workspace not found or not a member")
-        await mu.store.run("UPDATE mu_sessions SET workspace_id=? WHERE token_hash=?",
-                           (workspace_id, identity.extra.get("session")))
+        await mu.store.run(update(sessions).where(sessions.c.token_hash == identity.extra.get("session"))
+                           .values(workspace_id=workspace_id))
         return ok({"success": True, "workspace_id": workspace_id})
 
     @routes.delete("/auth/session", api_only=True)
@@ -131,7 +131,7 @@ def register(routes: RouteTable, mu: MultiUser) -> None:
         """Sign out: revoke the session when the request proved it is ours, and clear the cookie."""
         identity = identity_of(request)
         if identity.authenticated and auth_method(identity) == "session":
-            await mu.store.run("DELETE FROM mu_sessions WHERE token_hash=?", (identity.extra.get("session"),))
+            await mu.store.run(delete(sessions).where(sessions.c.token_hash == identity.extra.get("session")))
             await mu.audit.record("signout", user_id=identity.user_id, address=client_address(request))
         response = ok({"success": True})
         clear_session_cookie(response, request, mu)

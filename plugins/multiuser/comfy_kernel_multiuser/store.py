@@ -1,203 +1,155 @@
-"""The plugin's tables in the kernel's SQLite database (all prefixed ``mu_``).
+"""The plugin's tables in the kernel's database (all prefixed ``mu_``), SQLite or PostgreSQL.
 
-Route handlers read through one aiosqlite connection and write through a
-plain connection in a worker thread, each transaction whole (see
-:meth:`Store._write`). The identity hook, which the
-kernel calls synchronously for every request, uses a second, plain
-``sqlite3`` connection for its point lookups: they hit primary keys or
-unique indexes and take microseconds, which costs less than a thread hop.
-WAL mode lets that reader see every committed write without blocking it.
+The tables are declared here with SQLAlchemy Core and created by the
+plugin's migrations (:mod:`.migrations`); route handlers run their
+statements through ``kernel.database``. The hooks the kernel calls
+synchronously (who is calling, may a node open a file) read through
+:class:`.blocking.BlockingReads` instead. Statements run on every request
+are marked :func:`~.blocking.hot` and compiled once. A handler that reads
+back what it just wrote asks for a ``fresh`` read, made in a transaction: on
+SQLite ``kernel.database`` reads through one shared connection, which can
+answer from an older snapshot while another read is in flight on it.
 
 Secret material is never stored in the clear: sessions, API keys, setup
 links, invites, authorization codes and refresh tokens are stored as SHA-256
 digests of high-entropy random tokens; passwords as Argon2id hashes; secret
-values and private signing keys encrypted (see :mod:`.crypto`).
+values and private signing keys encrypted (see :mod:`.secrets`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
-import os
 import secrets
-import sqlite3
-import threading
 import time
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
-import aiosqlite
+from sqlalchemy import (
+    Column,
+    Double,
+    Integer,
+    LargeBinary,
+    MetaData,
+    Table,
+    Text,
+    bindparam,
+    func,
+    select,
+)
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS mu_users (
-    id TEXT PRIMARY KEY,
-    username TEXT NOT NULL UNIQUE COLLATE NOCASE,
-    display_name TEXT NOT NULL,
-    email TEXT COLLATE NOCASE,
-    password_hash TEXT,
-    is_admin INTEGER NOT NULL DEFAULT 0,
-    disabled INTEGER NOT NULL DEFAULT 0,
-    personal_workspace_id TEXT NOT NULL,
-    created_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS mu_external_identities (
-    issuer TEXT NOT NULL,
-    subject TEXT NOT NULL,
-    user_id TEXT NOT NULL,
-    PRIMARY KEY (issuer, subject)
-);
-CREATE TABLE IF NOT EXISTS mu_workspaces (
-    id TEXT PRIMARY KEY,
-    name TEXT NOT NULL,
-    type TEXT NOT NULL,
-    created_by TEXT NOT NULL,
-    created_at REAL NOT NULL,
-    deleted_at REAL
-);
-CREATE TABLE IF NOT EXISTS mu_members (
-    workspace_id TEXT NOT NULL,
-    user_id TEXT NOT NULL,
-    role TEXT NOT NULL,
-    joined_at REAL NOT NULL,
-    PRIMARY KEY (workspace_id, user_id)
-);
-CREATE INDEX IF NOT EXISTS mu_members_user ON mu_members(user_id);
-CREATE TABLE IF NOT EXISTS mu_invites (
-    id TEXT PRIMARY KEY,
-    workspace_id TEXT NOT NULL,
-    email TEXT NOT NULL COLLATE NOCASE,
-    token_hash TEXT NOT NULL UNIQUE,
-    invited_by TEXT NOT NULL,
-    created_at REAL NOT NULL,
-    expires_at REAL NOT NULL,
-    accepted_at REAL,
-    revoked_at REAL
-);
-CREATE TABLE IF NOT EXISTS mu_sessions (
-    token_hash TEXT PRIMARY KEY,
-    user_id TEXT NOT NULL,
-    csrf_token TEXT NOT NULL,
-    workspace_id TEXT,
-    created_at REAL NOT NULL,
-    expires_at REAL NOT NULL,
-    address TEXT,
-    user_agent TEXT
-);
-CREATE INDEX IF NOT EXISTS mu_sessions_user ON mu_sessions(user_id);
-CREATE TABLE IF NOT EXISTS mu_api_keys (
-    id TEXT PRIMARY KEY,
-    key_hash TEXT NOT NULL UNIQUE,
-    key_prefix TEXT NOT NULL,
-    workspace_id TEXT NOT NULL,
-    user_id TEXT NOT NULL,
-    name TEXT NOT NULL,
-    description TEXT NOT NULL DEFAULT '',
-    created_at REAL NOT NULL,
-    expires_at REAL,
-    last_used_at REAL,
-    revoked_at REAL
-);
-CREATE INDEX IF NOT EXISTS mu_api_keys_ws ON mu_api_keys(workspace_id, user_id);
-CREATE TABLE IF NOT EXISTS mu_signing_keys (
-    kid TEXT PRIMARY KEY,
-    private_key BLOB NOT NULL,
-    public_jwk TEXT NOT NULL,
-    created_at REAL NOT NULL,
-    sign_until REAL NOT NULL,
-    verify_until REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS mu_secrets (
-    id TEXT PRIMARY KEY,
-    user_id TEXT NOT NULL,
-    workspace_id TEXT NOT NULL,
-    name TEXT NOT NULL,
-    provider TEXT,
-    ciphertext BLOB NOT NULL,
-    created_at REAL NOT NULL,
-    updated_at REAL NOT NULL,
-    last_used_at REAL,
-    UNIQUE (user_id, workspace_id, name)
-);
-CREATE TABLE IF NOT EXISTS mu_oauth_clients (
-    client_id TEXT PRIMARY KEY,
-    client_name TEXT NOT NULL,
-    application_type TEXT NOT NULL,
-    redirect_uris TEXT NOT NULL,
-    grant_types TEXT NOT NULL,
-    response_types TEXT NOT NULL,
-    created_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS mu_oauth_requests (
-    id TEXT PRIMARY KEY,
-    client_id TEXT NOT NULL,
-    redirect_uri TEXT NOT NULL,
-    scope TEXT NOT NULL,
-    state TEXT NOT NULL,
-    code_challenge TEXT NOT NULL,
-    resource TEXT NOT NULL,
-    csrf_token TEXT NOT NULL,
-    user_id TEXT,
-    created_at REAL NOT NULL,
-    expires_at REAL NOT NULL,
-    consumed_at REAL
-);
-CREATE TABLE IF NOT EXISTS mu_oauth_codes (
-    code_hash TEXT PRIMARY KEY,
-    client_id TEXT NOT NULL,
-    user_id TEXT NOT NULL,
-    workspace_id TEXT NOT NULL,
-    scope TEXT NOT NULL,
-    resource TEXT NOT NULL,
-    redirect_uri TEXT NOT NULL,
-    code_challenge TEXT NOT NULL,
-    expires_at REAL NOT NULL,
-    used_at REAL,
-    family_id TEXT
-);
-CREATE TABLE IF NOT EXISTS mu_refresh_tokens (
-    token_hash TEXT PRIMARY KEY,
-    family_id TEXT NOT NULL,
-    client_id TEXT NOT NULL,
-    user_id TEXT NOT NULL,
-    workspace_id TEXT NOT NULL,
-    scope TEXT NOT NULL,
-    resource TEXT NOT NULL,
-    created_at REAL NOT NULL,
-    expires_at REAL NOT NULL,
-    rotated_at REAL,
-    revoked_at REAL
-);
-CREATE INDEX IF NOT EXISTS mu_refresh_family ON mu_refresh_tokens(family_id);
-CREATE TABLE IF NOT EXISTS mu_oauth_consents (
-    user_id TEXT NOT NULL,
-    client_id TEXT NOT NULL,
-    resource TEXT NOT NULL,
-    workspace_id TEXT NOT NULL,
-    scope TEXT NOT NULL,
-    granted_at REAL NOT NULL,
-    PRIMARY KEY (user_id, client_id, resource, workspace_id)
-);
-CREATE TABLE IF NOT EXISTS mu_setup_tokens (
-    token_hash TEXT PRIMARY KEY,
-    created_at REAL NOT NULL,
-    expires_at REAL NOT NULL,
-    used_at REAL
-);
-CREATE TABLE IF NOT EXISTS mu_files (
-    path TEXT NOT NULL,
-    owner TEXT NOT NULL,
-    created_at REAL NOT NULL,
-    PRIMARY KEY (path, owner)
-);
-CREATE TABLE IF NOT EXISTS mu_audit (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    at REAL NOT NULL,
-    event TEXT NOT NULL,
-    outcome TEXT NOT NULL,
-    user_id TEXT,
-    actor_id TEXT,
-    address TEXT,
-    detail TEXT NOT NULL DEFAULT '{}'
-);
-"""
+from comfy_kernel.storage import Database
+
+from .blocking import BlockingReads, hot
+
+Record = dict[str, Any]
+Params = Mapping[str, Any] | None
+
+metadata = MetaData()
+users = Table(
+    "mu_users", metadata,
+    Column("id", Text, primary_key=True), Column("username", Text), Column("display_name", Text),
+    Column("email", Text), Column("password_hash", Text), Column("is_admin", Integer), Column("disabled", Integer),
+    Column("personal_workspace_id", Text), Column("created_at", Double),
+)
+external_identities = Table(
+    "mu_external_identities", metadata,
+    Column("issuer", Text, primary_key=True), Column("subject", Text, primary_key=True), Column("user_id", Text),
+)
+workspaces = Table(
+    "mu_workspaces", metadata,
+    Column("id", Text, primary_key=True), Column("name", Text), Column("type", Text), Column("created_by", Text),
+    Column("created_at", Double), Column("deleted_at", Double),
+)
+members = Table(
+    "mu_members", metadata,
+    Column("workspace_id", Text, primary_key=True), Column("user_id", Text, primary_key=True),
+    Column("role", Text), Column("joined_at", Double),
+)
+invites = Table(
+    "mu_invites", metadata,
+    Column("id", Text, primary_key=True), Column("workspace_id", Text), Column("email", Text),
+    Column("token_hash", Text), Column("invited_by", Text), Column("created_at", Double),
+    Column("expires_at", Double), Column("accepted_at", Double), Column("revoked_at", Double),
+)
+sessions = Table(
+    "mu_sessions", metadata,
+    Column("token_hash", Text, primary_key=True), Column("user_id", Text), Column("csrf_token", Text),
+    Column("workspace_id", Text), Column("created_at", Double), Column("expires_at", Double),
+    Column("address", Text), Column("user_agent", Text),
+)
+api_keys = Table(
+    "mu_api_keys", metadata,
+    Column("id", Text, primary_key=True), Column("key_hash", Text), Column("key_prefix", Text),
+    Column("workspace_id", Text), Column("user_id", Text), Column("name", Text), Column("description", Text),
+    Column("created_at", Double), Column("expires_at", Double), Column("last_used_at", Double),
+    Column("revoked_at", Double),
+)
+signing_keys = Table(
+    "mu_signing_keys", metadata,
+    Column("kid", Text, primary_key=True), Column("private_key", LargeBinary), Column("public_jwk", Text),
+    Column("created_at", Double), Column("sign_until", Double), Column("verify_until", Double),
+)
+user_secrets = Table(
+    "mu_secrets", metadata,
+    Column("id", Text, primary_key=True), Column("user_id", Text), Column("workspace_id", Text),
+    Column("name", Text), Column("provider", Text), Column("ciphertext", LargeBinary), Column("created_at", Double),
+    Column("updated_at", Double), Column("last_used_at", Double),
+)
+oauth_clients = Table(
+    "mu_oauth_clients", metadata,
+    Column("client_id", Text, primary_key=True), Column("client_name", Text), Column("application_type", Text),
+    Column("redirect_uris", Text), Column("grant_types", Text), Column("response_types", Text),
+    Column("created_at", Double),
+)
+oauth_requests = Table(
+    "mu_oauth_requests", metadata,
+    Column("id", Text, primary_key=True), Column("client_id", Text), Column("redirect_uri", Text),
+    Column("scope", Text), Column("state", Text), Column("code_challenge", Text), Column("resource", Text),
+    Column("csrf_token", Text), Column("user_id", Text), Column("created_at", Double), Column("expires_at", Double),
+    Column("consumed_at", Double),
+)
+oauth_codes = Table(
+    "mu_oauth_codes", metadata,
+    Column("code_hash", Text, primary_key=True), Column("client_id", Text), Column("user_id", Text),
+    Column("workspace_id", Text), Column("scope", Text), Column("resource", Text), Column("redirect_uri", Text),
+    Column("code_challenge", Text), Column("expires_at", Double), Column("used_at", Double),
+    Column("family_id", Text),
+)
+refresh_tokens = Table(
+    "mu_refresh_tokens", metadata,
+    Column("token_hash", Text, primary_key=True), Column("family_id", Text), Column("client_id", Text),
+    Column("user_id", Text), Column("workspace_id", Text), Column("scope", Text), Column("resource", Text),
+    Column("created_at", Double), Column("expires_at", Double), Column("rotated_at", Double),
+    Column("revoked_at", Double),
+)
+oauth_consents = Table(
+    "mu_oauth_consents", metadata,
+    Column("user_id", Text, primary_key=True), Column("client_id", Text, primary_key=True),
+    Column("resource", Text, primary_key=True), Column("workspace_id", Text, primary_key=True),
+    Column("scope", Text), Column("granted_at", Double),
+)
+setup_tokens = Table(
+    "mu_setup_tokens", metadata,
+    Column("token_hash", Text, primary_key=True), Column("created_at", Double), Column("expires_at", Double),
+    Column("used_at", Double),
+)
+files = Table(
+    "mu_files", metadata,
+    Column("path", Text, primary_key=True), Column("owner", Text, primary_key=True), Column("created_at", Double),
+)
+audit_log = Table(
+    "mu_audit", metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True), Column("at", Double), Column("event", Text),
+    Column("outcome", Text), Column("user_id", Text), Column("actor_id", Text), Column("address", Text),
+    Column("detail", Text),
+)
+U, W, M = users.c, workspaces.c, members.c
+
+_USER = hot(select(users).where(U.id == bindparam("id")))
+_MEMBERSHIP = hot(select(M.role).select_from(members.join(workspaces, W.id == M.workspace_id))
+                  .where(M.workspace_id == bindparam("ws"), M.user_id == bindparam("user"), W.deleted_at.is_(None)))
 
 
 def now() -> float:
@@ -237,150 +189,98 @@ def new_id(prefix: str = "") -> str:
     return prefix + str(uuid.uuid4())
 
 
-def init_schema(conn: sqlite3.Connection) -> None:
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.executescript(SCHEMA)
-    conn.commit()
+def folded(column: Any, value: str) -> Any:
+    """``column`` equals ``value`` whatever the case (usernames, e-mail addresses), on both back-ends."""
+    return func.lower(column) == func.lower(value)
 
 
-def connect_sync(path: str) -> sqlite3.Connection:
-    """A plain connection (identity lookups, the ``users`` CLI command)."""
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    conn = sqlite3.connect(path, timeout=10.0, check_same_thread=False, isolation_level=None)
-    conn.row_factory = sqlite3.Row
-    conn.execute("PRAGMA busy_timeout=10000")
-    return conn
+def is_conflict(exc: BaseException) -> bool:
+    """Whether ``exc`` is a broken constraint (a taken unique name) from either back-end's driver.
+
+    sqlite3 raises ``IntegrityError``, asyncpg a subclass of
+    ``IntegrityConstraintViolationError``; the store imports neither driver.
+    """
+    return any(c.__name__ in ("IntegrityError", "IntegrityConstraintViolationError") for c in type(exc).__mro__)
+
+
+def _names(stmt: Any) -> list[str]:
+    return list(stmt.selected_columns.keys())
 
 
 class Store:
-    """Async access for handlers plus a synchronous reader for the identity hook."""
+    """Async access for handlers (``kernel.database``) plus blocking reads for the synchronous hooks."""
 
-    def __init__(self, path: str):
-        self.path = path
-        self.db: aiosqlite.Connection | None = None
-        self.reader: sqlite3.Connection | None = None
-        self.writer: sqlite3.Connection | None = None
-        self._reader_lock = threading.Lock()
-        self._writer_lock = threading.Lock()
-        self.write_lock = None  # asyncio.Lock, created on the loop in open()
-
-    async def open(self) -> None:
-        import asyncio
-
-        setup = connect_sync(self.path)
-        init_schema(setup)
-        setup.close()
-        # Autocommit: the async connection only reads; writes go through ``writer``.
-        self.db = await aiosqlite.connect(self.path, timeout=10.0, isolation_level=None)
-        self.db.row_factory = aiosqlite.Row
-        await self.db.execute("PRAGMA busy_timeout=10000")
-        await self.db.execute("PRAGMA foreign_keys=ON")
-        self.reader = connect_sync(self.path)
-        self.writer = connect_sync(self.path)
+    def __init__(self, db: Database):
+        self.db = db
+        self.reads = BlockingReads(db)
+        #: Serialises read-then-write sequences of this process (setup link, signing keys, external users).
         self.write_lock = asyncio.Lock()
 
+    async def open(self) -> None:
+        """Open the blocking reads (``kernel.database`` is opened and migrated by the kernel)."""
+        await self.reads.open()
+
     async def close(self) -> None:
-        if self.db is not None:
-            await self.db.close()
-            self.db = None
-        # A write or identity lookup may still be running in a thread; closing
-        # a connection under it crashes the interpreter, so wait for the locks.
-        import asyncio
+        await self.reads.close()
 
-        await asyncio.to_thread(self._close_sync)
-
-    def _close_sync(self) -> None:
-        with self._reader_lock:
-            if self.reader is not None:
-                self.reader.close()
-                self.reader = None
-        with self._writer_lock:
-            if self.writer is not None:
-                self.writer.close()
-                self.writer = None
+    def insert(self, table: Table) -> Any:
+        """``INSERT`` with this database's ``on_conflict_do_update``/``on_conflict_do_nothing``."""
+        return self.db.insert(table)
 
     # --- async helpers ------------------------------------------------------
 
-    async def one(self, sql: str, args: tuple = ()) -> aiosqlite.Row | None:
-        assert self.db is not None
-        async with self.db.execute(sql, args) as cur:
-            return await cur.fetchone()
+    async def one(self, stmt: Any, params: Params = None, *, fresh: bool = False) -> Record | None:
+        """The first row as a dict; ``fresh``: read in a transaction, which sees every committed write."""
+        self.reads.ready(stmt)
+        if fresh:
+            async with self.db.transaction() as tx:
+                row = await tx.fetch_one(stmt, params)
+        else:
+            row = await self.db.fetch_one(stmt, params)
+        return dict(zip(_names(stmt), row, strict=True)) if row is not None else None
 
-    async def all(self, sql: str, args: tuple = ()) -> list[aiosqlite.Row]:
-        assert self.db is not None
-        async with self.db.execute(sql, args) as cur:
-            return list(await cur.fetchall())
+    async def all(self, stmt: Any, params: Params = None) -> list[Record]:
+        rows = await self.db.fetch_all(self.reads.ready(stmt), params)
+        names = _names(stmt)
+        return [dict(zip(names, row, strict=True)) for row in rows]
 
-    async def run(self, sql: str, args: tuple = ()) -> int:
+    async def scalar(self, stmt: Any, params: Params = None) -> Any:
+        return await self.db.scalar(self.reads.ready(stmt), params)
+
+    async def run(self, stmt: Any, params: Params = None) -> int:
         """Execute one write in its own transaction; returns the changed row count."""
-        return (await self._write([(sql, args)]))[0]
+        return await self.db.execute(self.reads.ready(stmt), params)
 
-    async def run_many(self, statements: list[tuple[str, tuple]]) -> None:
-        """Several writes in one transaction."""
-        await self._write(statements)
+    async def run_many(self, statements: Sequence[Any]) -> list[int]:
+        """Several writes in one transaction; returns each one's changed row count."""
+        async with self.db.transaction() as tx:
+            return [await tx.execute(stmt) for stmt in statements]
 
-    async def _write(self, statements: list[tuple[str, tuple]]) -> list[int]:
-        """Run a whole transaction in a worker thread, BEGIN to COMMIT.
+    # --- blocking reads (synchronous hooks) ------------------------------------
 
-        A transaction must never stay open across an ``await``: other stores
-        write to this database synchronously on the event loop, and one that
-        waits there for our lock would stop the loop that is to commit it.
-        """
-        import asyncio
-
-        return await asyncio.to_thread(self._write_sync, statements)
-
-    def _write_sync(self, statements: list[tuple[str, tuple]]) -> list[int]:
-        with self._writer_lock:
-            if self.writer is None:
-                raise RuntimeError("the multiuser store is closed")
-            self.writer.execute("BEGIN IMMEDIATE")
-            try:
-                counts = [self.writer.execute(sql, args).rowcount for sql, args in statements]
-            except BaseException:
-                self.writer.execute("ROLLBACK")
-                raise
-            self.writer.execute("COMMIT")
-            return counts
-
-    # --- sync reader (identity hook) -------------------------------------------
-
-    def read_one(self, sql: str, args: tuple = ()) -> sqlite3.Row | None:
-        with self._reader_lock:
-            if self.reader is None:
-                raise RuntimeError("the multiuser store is closed")
-            return self.reader.execute(sql, args).fetchone()
-
-    def read_all(self, sql: str, args: tuple = ()) -> list[sqlite3.Row]:
-        with self._reader_lock:
-            if self.reader is None:
-                raise RuntimeError("the multiuser store is closed")
-            return list(self.reader.execute(sql, args).fetchall())
+    def read_one(self, stmt: Any, params: Params = None) -> Record | None:
+        row = self.reads.fetch_one(stmt, params)
+        return dict(zip(_names(stmt), row, strict=True)) if row is not None else None
 
     # --- shared queries --------------------------------------------------------
 
-    def user_sync(self, user_id: str) -> sqlite3.Row | None:
-        return self.read_one("SELECT * FROM mu_users WHERE id=?", (user_id,))
+    def user_sync(self, user_id: str) -> Record | None:
+        return self.read_one(_USER, {"id": user_id})
 
-    def membership_sync(self, workspace_id: str, user_id: str) -> str | None:
+    def membership_sync(self, workspace_id: str | None, user_id: str) -> str | None:
         """The user's role in a live workspace, or None."""
-        row = self.read_one(
-            "SELECT m.role FROM mu_members m JOIN mu_workspaces w ON w.id=m.workspace_id "
-            "WHERE m.workspace_id=? AND m.user_id=? AND w.deleted_at IS NULL", (workspace_id, user_id))
-        return row["role"] if row else None
+        row = self.reads.fetch_one(_MEMBERSHIP, {"ws": workspace_id, "user": user_id})
+        return row[0] if row else None
 
-    async def user(self, user_id: str) -> aiosqlite.Row | None:
-        return await self.one("SELECT * FROM mu_users WHERE id=?", (user_id,))
+    async def user(self, user_id: str, *, fresh: bool = False) -> Record | None:
+        return await self.one(_USER, {"id": user_id}, fresh=fresh)
 
-    async def user_by_name(self, username: str) -> aiosqlite.Row | None:
-        return await self.one("SELECT * FROM mu_users WHERE username=?", (username,))
+    async def user_by_name(self, username: str) -> Record | None:
+        return await self.one(select(users).where(folded(U.username, username)))
 
-    async def membership(self, workspace_id: str, user_id: str) -> str | None:
-        row = await self.one(
-            "SELECT m.role FROM mu_members m JOIN mu_workspaces w ON w.id=m.workspace_id "
-            "WHERE m.workspace_id=? AND m.user_id=? AND w.deleted_at IS NULL", (workspace_id, user_id))
+    async def membership(self, workspace_id: str | None, user_id: str, *, fresh: bool = False) -> str | None:
+        row = await self.one(_MEMBERSHIP, {"ws": workspace_id, "user": user_id}, fresh=fresh)
         return row["role"] if row else None
 
     async def user_count(self) -> int:
-        row = await self.one("SELECT COUNT(*) AS n FROM mu_users")
-        return int(row["n"]) if row else 0
+        return int(await self.db.scalar(select(func.count()).select_from(users)) or 0)

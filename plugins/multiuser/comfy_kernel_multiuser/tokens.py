@@ -24,6 +24,7 @@ from typing import Any
 import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from sqlalchemy import bindparam, case, func, select, update
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 
@@ -44,7 +45,22 @@ from .context import (
     text_field,
     throttle,
 )
-from .store import digest, iso, new_id, new_token, now, parse_iso
+from .store import (
+    Params,
+    api_keys,
+    digest,
+    external_identities,
+    hot,
+    iso,
+    new_id,
+    new_token,
+    now,
+    parse_iso,
+    refresh_tokens,
+    signing_keys,
+    users,
+    workspaces,
+)
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +75,14 @@ ROLE_PERMISSIONS = {
               "invites:manage", "api_keys:create", "api_keys:manage_all", "jobs:run"],
     "member": ["workspace:read", "members:read", "api_keys:create", "api_keys:manage_own", "jobs:run"],
 }
+
+K, S = api_keys.c, signing_keys.c
+_API_KEY = hot(select(api_keys, users.c.is_admin, users.c.disabled, users.c.username)
+               .select_from(api_keys.join(users, users.c.id == K.user_id)).where(K.key_hash == bindparam("hash")))
+_TOUCH_KEY = hot(update(api_keys).where(K.id == bindparam("id")).values(last_used_at=bindparam("at")))
+_PUBLIC_KEY = hot(select(S.public_jwk, S.verify_until).where(S.kid == bindparam("kid")))
+_FAMILY_REVOKED = hot(select(refresh_tokens.c.token_hash).where(
+    refresh_tokens.c.family_id == bindparam("family"), refresh_tokens.c.revoked_at.is_not(None)).limit(1))
 
 
 # --- API keys ------------------------------------------------------------------------------
@@ -85,9 +109,7 @@ def verify_api_key(mu: MultiUser, key: str) -> Identity | None:
     if not key.startswith(API_KEY_PREFIX) or len(key) > 200:
         return None
     hashed = digest(key)
-    row = mu.store.read_one(
-        "SELECT k.*, u.is_admin, u.disabled, u.username FROM mu_api_keys k JOIN mu_users u ON u.id=k.user_id "
-        "WHERE k.key_hash=?", (hashed,))
+    row = mu.store.read_one(_API_KEY, {"hash": hashed})
     if row is None or not same(row["key_hash"], hashed):
         return None
     t = now()
@@ -98,20 +120,20 @@ def verify_api_key(mu: MultiUser, key: str) -> Identity | None:
     if role is None:
         return None
     if row["last_used_at"] is None or t - row["last_used_at"] > LAST_USED_EVERY:
-        _touch_later(mu, "UPDATE mu_api_keys SET last_used_at=? WHERE id=?", (t, row["id"]))
+        _touch_later(mu, _TOUCH_KEY, {"id": row["id"], "at": t})
     return Identity(user_id=row["user_id"], workspace_id=row["workspace_id"], authenticated=True,
                     is_admin=bool(row["is_admin"]), scopes=FULL_SCOPES,
                     extra={"method": "api_key", "role": role, "api_key_id": row["id"],
                            "username": row["username"]})
 
 
-def _touch_later(mu: MultiUser, sql: str, args: tuple) -> None:
+def _touch_later(mu: MultiUser, stmt: Any, params: Params = None) -> None:
     """Record last use without delaying the request (the hook is synchronous)."""
     try:
         loop = asyncio.get_running_loop()
     except RuntimeError:
         return
-    task = loop.create_task(mu.store.run(sql, args))
+    task = loop.create_task(mu.store.run(stmt, params))
     task.add_done_callback(lambda t: t.exception() and log.debug("last-use update failed: %s", t.exception()))
 
 
@@ -143,7 +165,7 @@ class SigningKeys:
         return box.decrypt(blob)
 
     async def load(self) -> None:
-        rows = await self.mu.store.all("SELECT * FROM mu_signing_keys WHERE verify_until>?", (now(),))
+        rows = await self.mu.store.all(select(signing_keys).where(S.verify_until > now()))
         for row in rows:
             self._remember(row["kid"], row["public_jwk"], row["verify_until"])
         await self.signing_key()
@@ -158,8 +180,8 @@ class SigningKeys:
         if self._signing is not None and self._signing[2] > t:
             return self._signing[0], self._signing[1]
         async with self.mu.store.write_lock:
-            row = await self.mu.store.one(
-                "SELECT * FROM mu_signing_keys WHERE sign_until>? ORDER BY created_at DESC LIMIT 1", (t,))
+            row = await self.mu.store.one(select(signing_keys).where(S.sign_until > t)
+                                          .order_by(S.created_at.desc()).limit(1))
             if row is None:
                 return await self._create()
             try:
@@ -182,9 +204,9 @@ class SigningKeys:
         verify_until = sign_until + self.max_token_lifetime + 60
         pem = private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                     serialization.NoEncryption())
-        await self.mu.store.run(
-            "INSERT INTO mu_signing_keys(kid, private_key, public_jwk, created_at, sign_until, verify_until) "
-            "VALUES (?,?,?,?,?,?)", (kid, self._encrypt(pem), json.dumps(public_jwk), t, sign_until, verify_until))
+        await self.mu.store.run(signing_keys.insert().values(
+            kid=kid, private_key=self._encrypt(pem), public_jwk=json.dumps(public_jwk), created_at=t,
+            sign_until=sign_until, verify_until=verify_until))
         self._signing = (kid, private, sign_until)
         self._remember(kid, json.dumps(public_jwk), verify_until)
         await self.mu.audit.record("signing_key.create", kid=kid)
@@ -194,9 +216,9 @@ class SigningKeys:
         """Start signing with a new key now; the old ones keep verifying until their tokens expire."""
         t = now()
         async with self.mu.store.write_lock:
-            await self.mu.store.run(
-                "UPDATE mu_signing_keys SET sign_until=?, verify_until=MIN(verify_until, ?) WHERE sign_until>?",
-                (t, t + self.max_token_lifetime + 60, t))
+            cap = t + self.max_token_lifetime + 60
+            await self.mu.store.run(update(signing_keys).where(S.sign_until > t).values(
+                sign_until=t, verify_until=case((S.verify_until < cap, S.verify_until), else_=cap)))
             self._signing = None
             kid, _ = await self._create()
         return kid
@@ -205,7 +227,7 @@ class SigningKeys:
         """Verification key by ``kid`` (synchronous: used by the identity hook)."""
         entry = self._public.get(kid)
         if entry is None:
-            row = self.mu.store.read_one("SELECT public_jwk, verify_until FROM mu_signing_keys WHERE kid=?", (kid,))
+            row = self.mu.store.read_one(_PUBLIC_KEY, {"kid": kid})
             if row is None:
                 return None
             self._remember(kid, row["public_jwk"], row["verify_until"])
@@ -214,8 +236,8 @@ class SigningKeys:
         return key if verify_until > now() else None
 
     async def jwks(self) -> dict[str, Any]:
-        rows = await self.mu.store.all(
-            "SELECT public_jwk FROM mu_signing_keys WHERE verify_until>? ORDER BY created_at DESC", (now(),))
+        rows = await self.mu.store.all(select(S.public_jwk).where(S.verify_until > now())
+                                       .order_by(S.created_at.desc()))
         return {"keys": [json.loads(r["public_jwk"]) for r in rows]}
 
     async def mint(self, *, user_id: str, workspace_id: str, role: str, scopes: frozenset[str] | set[str],
@@ -260,9 +282,7 @@ def verify_access_token(mu: MultiUser, token: str, request: HTTPConnection) -> I
         return None
     family = claims.get("fam")
     if family:
-        revoked = mu.store.read_one("SELECT 1 FROM mu_refresh_tokens WHERE family_id=? AND revoked_at IS NOT NULL",
-                                    (family,))
-        if revoked is not None:
+        if mu.store.reads.fetch_one(_FAMILY_REVOKED, {"family": family}) is not None:
             return None
     scopes = frozenset(str(claims.get("scope", "")).split()) & FULL_SCOPES
     oauth = bool(claims.get("client_id"))
@@ -312,10 +332,10 @@ async def user_for_external(mu: MultiUser, issuer: str, claims: dict[str, Any]) 
     from .users import USERNAME_RE, create_user
 
     subject = str(claims["sub"])
-    row = await mu.store.one("SELECT user_id FROM mu_external_identities WHERE issuer=? AND subject=?",
-                             (issuer, subject))
-    if row is not None:
-        return row["user_id"]
+    found = await mu.store.scalar(select(external_identities.c.user_id).where(
+        external_identities.c.issuer == issuer, external_identities.c.subject == subject))
+    if found is not None:
+        return str(found)
     email = claims.get("email") if claims.get("email_verified", True) else None
     base = str(claims.get("preferred_username") or (email or "").split("@")[0] or "user")
     base = "".join(c for c in base if c.isalnum() or c in "_.-")[:48] or "user"
@@ -333,8 +353,7 @@ async def user_for_external(mu: MultiUser, issuer: str, claims: dict[str, Any]) 
         else:
             name = f"user-{new_token(6)}"
             user_id = await create_user(mu, name, None, email=email)
-        await mu.store.run("INSERT INTO mu_external_identities(issuer, subject, user_id) VALUES (?,?,?)",
-                           (issuer, subject, user_id))
+        await mu.store.run(external_identities.insert().values(issuer=issuer, subject=subject, user_id=user_id))
     await mu.audit.record("user.create", user_id=user_id, via="external_issuer", issuer=issuer)
     return user_id
 
@@ -377,16 +396,17 @@ def register(routes: RouteTable, mu: MultiUser) -> None:
             if not identity.authenticated or auth_method(identity) not in ("session", "api_key"):
                 raise fail(401, "unauthorized", "Send an identity token as Bearer, or sign in")
             user_id, method = identity.user_id, auth_method(identity)
-        user = await mu.store.user(user_id)
+        new = method == "external"  # (perhaps created just now: read what was committed)
+        user = await mu.store.user(user_id, fresh=new)
         if user is None or user["disabled"]:
             raise fail(401, "unauthorized", "This account is disabled")
         body = await json_body(request, required=False)
         workspace_id = body.get("workspace_id") or user["personal_workspace_id"]
         if not isinstance(workspace_id, str):
             raise fail(400, "invalid_request", "workspace_id must be a string")
-        role = await mu.store.membership(workspace_id, user_id)
-        workspace = await mu.store.one("SELECT * FROM mu_workspaces WHERE id=? AND deleted_at IS NULL",
-                                       (workspace_id,))
+        role = await mu.store.membership(workspace_id, user_id, fresh=new)
+        workspace = await mu.store.one(select(workspaces).where(workspaces.c.id == workspace_id,
+                                                                workspaces.c.deleted_at.is_(None)), fresh=new)
         if role is None or workspace is None:
             raise fail(404, "not_found", "Workspace not found or not a member")
         token, expires = await mu.keys.mint(user_id=user_id, workspace_id=workspace_id, role=role,
@@ -400,12 +420,10 @@ def register(routes: RouteTable, mu: MultiUser) -> None:
     @routes.get("/workspace/api-keys")
     async def list_keys(request: Request) -> Response:
         identity = require_identity(request)
-        sql = "SELECT * FROM mu_api_keys WHERE workspace_id=?"
-        args: tuple = (identity.workspace_id,)
+        stmt = select(api_keys).where(K.workspace_id == identity.workspace_id)
         if identity.extra.get("role") != "owner":
-            sql += " AND user_id=?"
-            args += (identity.user_id,)
-        rows = await mu.store.all(sql + " ORDER BY created_at", args)
+            stmt = stmt.where(K.user_id == identity.user_id)
+        rows = await mu.store.all(stmt.order_by(K.created_at))
         return ok({"api_keys": [key_json(r) for r in rows]})
 
     @routes.post("/workspace/api-keys")
@@ -427,18 +445,16 @@ def register(routes: RouteTable, mu: MultiUser) -> None:
                 raise fail(422, "validation_error", "expires_at must be an RFC 3339 timestamp") from None
             if expires_at <= now():
                 raise fail(422, "validation_error", "expires_at must be in the future")
-        count = await mu.store.one(
-            "SELECT COUNT(*) AS n FROM mu_api_keys WHERE workspace_id=? AND user_id=? AND revoked_at IS NULL",
-            (identity.workspace_id, identity.user_id))
-        if count and count["n"] >= MAX_KEYS_PER_USER:
+        count = await mu.store.scalar(select(func.count()).select_from(api_keys).where(
+            K.workspace_id == identity.workspace_id, K.user_id == identity.user_id, K.revoked_at.is_(None)))
+        if count and count >= MAX_KEYS_PER_USER:
             raise fail(429, "key_limit", f"At most {MAX_KEYS_PER_USER} active keys per user and workspace")
         key, prefix = new_api_key()
         key_id = new_id()
         t = now()
-        await mu.store.run(
-            "INSERT INTO mu_api_keys(id, key_hash, key_prefix, workspace_id, user_id, name, description, created_at, "
-            "expires_at) VALUES (?,?,?,?,?,?,?,?,?)",
-            (key_id, digest(key), prefix, identity.workspace_id, identity.user_id, name, description, t, expires_at))
+        await mu.store.run(api_keys.insert().values(
+            id=key_id, key_hash=digest(key), key_prefix=prefix, workspace_id=identity.workspace_id,
+            user_id=identity.user_id, name=name, description=description, created_at=t, expires_at=expires_at))
         await mu.audit.record("api_key.create", user_id=identity.user_id, address=client_address(request),
                               key_id=key_id, workspace_id=identity.workspace_id)
         out = {"id": key_id, "name": name, "description": description, "key": key, "key_prefix": prefix,
@@ -450,13 +466,13 @@ def register(routes: RouteTable, mu: MultiUser) -> None:
     @routes.delete("/workspace/api-keys/{key_id}")
     async def revoke_key(request: Request) -> Response:
         identity = require_identity(request)
-        row = await mu.store.one("SELECT * FROM mu_api_keys WHERE id=? AND workspace_id=?",
-                                 (request.path_params["key_id"], identity.workspace_id))
+        row = await mu.store.one(select(api_keys).where(K.id == request.path_params["key_id"],
+                                                        K.workspace_id == identity.workspace_id))
         if row is None:
             raise fail(404, "not_found", "API key not found")
         if row["user_id"] != identity.user_id and identity.extra.get("role") != "owner":
             raise fail(403, "forbidden", "Not authorized to revoke this key")
-        await mu.store.run("UPDATE mu_api_keys SET revoked_at=? WHERE id=? AND revoked_at IS NULL", (now(), row["id"]))
+        await mu.store.run(update(api_keys).where(K.id == row["id"], K.revoked_at.is_(None)).values(revoked_at=now()))
         await mu.audit.record("api_key.revoke", user_id=row["user_id"], actor_id=identity.user_id,
                               address=client_address(request), key_id=row["id"])
         return Response(status_code=204)
@@ -469,9 +485,8 @@ def register(routes: RouteTable, mu: MultiUser) -> None:
         member = request.path_params["user_id"].strip()
         if not member:
             raise fail(422, "validation_error", "user_id is required")
-        count = await mu.store.run(
-            "UPDATE mu_api_keys SET revoked_at=? WHERE workspace_id=? AND user_id=? AND revoked_at IS NULL",
-            (now(), identity.workspace_id, member))
+        count = await mu.store.run(update(api_keys).where(
+            K.workspace_id == identity.workspace_id, K.user_id == member, K.revoked_at.is_(None)).values(revoked_at=now()))
         await mu.audit.record("api_key.bulk_revoke", user_id=member, actor_id=identity.user_id,
                               address=client_address(request), workspace_id=identity.workspace_id, count=count)
         return ok({"revoked_count": count})

@@ -12,14 +12,15 @@ import argparse
 import asyncio
 import getpass
 import logging
+import os
 import re
-import sqlite3
 import sys
 from importlib import resources
 from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+from sqlalchemy import delete, select, update
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
@@ -37,7 +38,21 @@ from .context import (
     same,
     throttle,
 )
-from .store import connect_sync, digest, init_schema, iso, new_id, new_token, now
+from .store import (
+    audit_log,
+    digest,
+    folded,
+    is_conflict,
+    iso,
+    members,
+    new_id,
+    new_token,
+    now,
+    sessions,
+    setup_tokens,
+    users,
+    workspaces,
+)
 
 log = logging.getLogger(__name__)
 
@@ -76,18 +91,17 @@ def check_password(password: Any) -> str:
 
 
 def user_rows(user_id: str, username: str, password_hash: str | None, *, admin: bool, email: str | None,
-              display_name: str | None = None) -> list[tuple[str, tuple]]:
+              display_name: str | None = None) -> list[Any]:
     """The statements creating a user, its personal workspace and its owner membership."""
     t = now()
     workspace_id = new_id("w-")
     return [
-        ("INSERT INTO mu_users(id, username, display_name, email, password_hash, is_admin, disabled, "
-         "personal_workspace_id, created_at) VALUES (?,?,?,?,?,?,0,?,?)",
-         (user_id, username, display_name or username, email, password_hash, int(admin), workspace_id, t)),
-        ("INSERT INTO mu_workspaces(id, name, type, created_by, created_at) VALUES (?,?,?,?,?)",
-         (workspace_id, "Personal", "personal", user_id, t)),
-        ("INSERT INTO mu_members(workspace_id, user_id, role, joined_at) VALUES (?,?,?,?)",
-         (workspace_id, user_id, "owner", t)),
+        users.insert().values(id=user_id, username=username, display_name=display_name or username, email=email,
+                              password_hash=password_hash, is_admin=int(admin), disabled=0,
+                              personal_workspace_id=workspace_id, created_at=t),
+        workspaces.insert().values(id=workspace_id, name="Personal", type="personal", created_by=user_id,
+                                   created_at=t),
+        members.insert().values(workspace_id=workspace_id, user_id=user_id, role="owner", joined_at=t),
     ]
 
 
@@ -100,7 +114,9 @@ async def create_user(mu: MultiUser, username: str, password: str | None, *, adm
     try:
         await mu.store.run_many(user_rows(user_id, username, password_hash, admin=admin, email=email,
                                           display_name=display_name))
-    except sqlite3.IntegrityError:
+    except Exception as exc:
+        if not is_conflict(exc):
+            raise
         raise ValueError("username already taken") from None
     return user_id
 
@@ -119,8 +135,8 @@ async def ensure_setup_link(mu: MultiUser) -> str | None:
     if await mu.store.user_count() > 0:
         return None
     token = new_token()
-    await mu.store.run("INSERT INTO mu_setup_tokens(token_hash, created_at, expires_at) VALUES (?,?,?)",
-                       (digest(token), now(), now() + SETUP_TTL))
+    await mu.store.run(setup_tokens.insert().values(token_hash=digest(token), created_at=now(),
+                                                    expires_at=now() + SETUP_TTL))
     config = mu.kernel.config
     host = (config.listen or "127.0.0.1").split(",")[0].strip()
     host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else (f"[{host}]" if ":" in host else host)
@@ -179,7 +195,7 @@ def register(routes: RouteTable, mu: MultiUser) -> None:
     @routes.get("/admin/users")
     async def list_users(request: Request) -> Response:
         require_admin(request)
-        rows = await mu.store.all("SELECT * FROM mu_users ORDER BY created_at")
+        rows = await mu.store.all(select(users).order_by(users.c.created_at))
         return ok({"users": [user_json(r) for r in rows]})
 
     @routes.patch("/admin/users/{user_id}")
@@ -190,26 +206,27 @@ def register(routes: RouteTable, mu: MultiUser) -> None:
         if row is None:
             raise fail(404, "not_found", "User not found")
         body = await json_body(request)
-        changes: list[tuple[str, tuple]] = []
+        changes: list[Any] = []
+        this_user = update(users).where(users.c.id == user_id)
         if "is_admin" in body:
             if user_id == actor.user_id and not body["is_admin"]:
                 raise fail(400, "invalid_request", "You cannot remove your own administrator role")
-            changes.append(("UPDATE mu_users SET is_admin=? WHERE id=?", (int(bool(body["is_admin"])), user_id)))
+            changes.append(this_user.values(is_admin=int(bool(body["is_admin"]))))
         if "disabled" in body:
             if user_id == actor.user_id:
                 raise fail(400, "invalid_request", "You cannot disable yourself")
-            changes.append(("UPDATE mu_users SET disabled=? WHERE id=?", (int(bool(body["disabled"])), user_id)))
+            changes.append(this_user.values(disabled=int(bool(body["disabled"]))))
             if body["disabled"]:
-                changes.append(("DELETE FROM mu_sessions WHERE user_id=?", (user_id,)))
+                changes.append(delete(sessions).where(sessions.c.user_id == user_id))
         if "password" in body:
             try:
                 hashed = await asyncio.to_thread(hash_password, check_password(body["password"]))
             except ValueError as exc:
                 raise fail(400, "invalid_password", str(exc)) from None
-            changes.append(("UPDATE mu_users SET password_hash=? WHERE id=?", (hashed, user_id)))
-            changes.append(("DELETE FROM mu_sessions WHERE user_id=?", (user_id,)))
+            changes.append(this_user.values(password_hash=hashed))
+            changes.append(delete(sessions).where(sessions.c.user_id == user_id))
         if "email" in body:
-            changes.append(("UPDATE mu_users SET email=? WHERE id=?", (body["email"] or None, user_id)))
+            changes.append(this_user.values(email=body["email"] or None))
         await mu.store.run_many(changes)
         await mu.audit.record("user.update", user_id=user_id, actor_id=actor.user_id,
                               address=client_address(request), fields=sorted(k for k in body if k != "password")
@@ -217,7 +234,7 @@ def register(routes: RouteTable, mu: MultiUser) -> None:
         if "is_admin" in body:
             await mu.audit.record("role.change", user_id=user_id, actor_id=actor.user_id,
                                   address=client_address(request), is_admin=bool(body["is_admin"]))
-        return ok(user_json(await mu.store.user(user_id)))
+        return ok(user_json(await mu.store.user(user_id, fresh=True)))
 
     @routes.post("/user/password")
     async def change_password(request: Request) -> Response:
@@ -237,8 +254,9 @@ def register(routes: RouteTable, mu: MultiUser) -> None:
             raise fail(400, "invalid_password", str(exc)) from None
         keep = identity.extra.get("session")
         await mu.store.run_many([
-            ("UPDATE mu_users SET password_hash=? WHERE id=?", (hashed, identity.user_id)),
-            ("DELETE FROM mu_sessions WHERE user_id=? AND token_hash IS NOT ?", (identity.user_id, keep)),
+            update(users).where(users.c.id == identity.user_id).values(password_hash=hashed),
+            delete(sessions).where(sessions.c.user_id == identity.user_id,
+                                   sessions.c.token_hash.is_distinct_from(keep)),
         ])
         await mu.audit.record("password.change", user_id=identity.user_id, address=client_address(request))
         return ok({"success": True})
@@ -260,7 +278,7 @@ def register(routes: RouteTable, mu: MultiUser) -> None:
         if not isinstance(token, str) or not token:
             raise fail(400, "invalid_request", "token is required")
         async with mu.store.write_lock:
-            row = await mu.store.one("SELECT * FROM mu_setup_tokens WHERE token_hash=?", (digest(token),))
+            row = await mu.store.one(select(setup_tokens).where(setup_tokens.c.token_hash == digest(token)))
             if row is None or row["used_at"] is not None or row["expires_at"] < now() \
                     or not same(row["token_hash"], digest(token)) or await mu.store.user_count() > 0:
                 await mu.audit.record("setup", outcome="failure", address=client_address(request))
@@ -270,7 +288,8 @@ def register(routes: RouteTable, mu: MultiUser) -> None:
                                             admin=True, email=body.get("email"))
             except ValueError as exc:
                 raise fail(400, "invalid_user", str(exc)) from None
-            await mu.store.run("UPDATE mu_setup_tokens SET used_at=? WHERE token_hash=?", (now(), digest(token)))
+            await mu.store.run(update(setup_tokens).where(setup_tokens.c.token_hash == digest(token))
+                               .values(used_at=now()))
         await mu.audit.record("user.create", user_id=user_id, address=client_address(request), admin=True,
                               via="setup_link")
         return no_store(ok({"id": user_id, "is_admin": True}, 201))
@@ -305,23 +324,41 @@ def _read_password(args: argparse.Namespace) -> str:
 def run_command(args: argparse.Namespace) -> int:
     from comfy_kernel.kernel import Kernel
 
-    path = Kernel(args).database_path
-    conn = connect_sync(path)
-    init_schema(conn)
+    kernel = Kernel(args)
+    kernel.host.discover()  # every plugin's migrations: the database may already hold their versions
     try:
-        return _command(conn, args)
+        return asyncio.run(_with_database(kernel, args))
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+
+
+async def _with_database(kernel: Any, args: argparse.Namespace) -> int:
+    """Open ``kernel.database`` (as a server would: migrated to every head), run the command, close it."""
+    from comfy_kernel.storage import upgrade
+
+    db = kernel.database
+    if db.kind == "sqlite":
+        os.makedirs(os.path.dirname(db.path), exist_ok=True)
+    await db.open()
+    try:
+        await upgrade(db, kernel.migrations())
+        return await _command(db, args)
     finally:
-        conn.close()
+        await db.close()
 
 
-def _command(conn: sqlite3.Connection, args: argparse.Namespace) -> int:
+def _cli_audit(event: str, user_id: str) -> Any:
+    return audit_log.insert().values(at=now(), event=event, outcome="success", user_id=user_id,
+                                     detail='{"via":"cli"}')
+
+
+async def _command(db: Any, args: argparse.Namespace) -> int:
     if args.action == "list":
-        for row in conn.execute("SELECT * FROM mu_users ORDER BY created_at"):
-            flags = ",".join(f for f, on in (("admin", row["is_admin"]), ("disabled", row["disabled"])) if on)
-            print(f"{row['id']}  {row['username']}  {flags}")
+        for row in await db.fetch_all(select(users.c.id, users.c.username, users.c.is_admin, users.c.disabled)
+                                      .order_by(users.c.created_at)):
+            flags = ",".join(f for f, on in (("admin", row[2]), ("disabled", row[3])) if on)
+            print(f"{row[0]}  {row[1]}  {flags}")
         return 0
     if not args.username:
         raise ValueError("--username is required")
@@ -330,29 +367,29 @@ def _command(conn: sqlite3.Connection, args: argparse.Namespace) -> int:
         password_hash = hash_password(check_password(_read_password(args)))
         user_id = new_id("u-")
         try:
-            conn.execute("BEGIN")
-            for sql, params in user_rows(user_id, username, password_hash, admin=args.admin, email=args.email):
-                conn.execute(sql, params)
-            conn.execute("INSERT INTO mu_audit(at, event, outcome, user_id, detail) VALUES (?,?,?,?,?)",
-                         (now(), "user.create", "success", user_id, '{"via":"cli"}'))
-            conn.execute("COMMIT")
-        except sqlite3.IntegrityError:
-            conn.execute("ROLLBACK")
+            async with db.transaction() as tx:
+                for stmt in user_rows(user_id, username, password_hash, admin=args.admin, email=args.email):
+                    await tx.execute(stmt)
+                await tx.execute(_cli_audit("user.create", user_id))
+        except Exception as exc:
+            if not is_conflict(exc):
+                raise
             raise ValueError("username already taken") from None
         print(user_id)
         return 0
-    row = conn.execute("SELECT id FROM mu_users WHERE username=?", (args.username,)).fetchone()
-    if row is None:
+    user_id = await db.scalar(select(users.c.id).where(folded(users.c.username, args.username)))
+    if user_id is None:
         raise ValueError("no such user")
-    if args.action == "set-password":
-        hashed = hash_password(check_password(_read_password(args)))
-        conn.execute("UPDATE mu_users SET password_hash=? WHERE id=?", (hashed, row["id"]))
-        conn.execute("DELETE FROM mu_sessions WHERE user_id=?", (row["id"],))
-    else:
-        conn.execute("UPDATE mu_users SET disabled=? WHERE id=?", (int(args.action == "disable"), row["id"]))
-        if args.action == "disable":
-            conn.execute("DELETE FROM mu_sessions WHERE user_id=?", (row["id"],))
-    conn.execute("INSERT INTO mu_audit(at, event, outcome, user_id, detail) VALUES (?,?,?,?,?)",
-                 (now(), f"user.{args.action}", "success", row["id"], '{"via":"cli"}'))
+    this_user = update(users).where(users.c.id == user_id)
+    hashed = hash_password(check_password(_read_password(args))) if args.action == "set-password" else None
+    async with db.transaction() as tx:
+        if hashed is not None:
+            await tx.execute(this_user.values(password_hash=hashed))
+            await tx.execute(delete(sessions).where(sessions.c.user_id == user_id))
+        else:
+            await tx.execute(this_user.values(disabled=int(args.action == "disable")))
+            if args.action == "disable":
+                await tx.execute(delete(sessions).where(sessions.c.user_id == user_id))
+        await tx.execute(_cli_audit(f"user.{args.action}", user_id))
     print("ok")
     return 0

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import delete, func, select, update
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -23,10 +24,26 @@ from comfy_kernel.identity import Identity
 from comfy_kernel.routing import RouteTable
 
 from .context import MultiUser, client_address, fail, json_body, ok, require_identity, text_field
-from .store import digest, iso, new_id, new_token, now, parse_iso
+from .store import (
+    api_keys,
+    digest,
+    folded,
+    invites,
+    iso,
+    members,
+    new_id,
+    new_token,
+    now,
+    parse_iso,
+    refresh_tokens,
+    users,
+    workspaces,
+)
 
 INVITE_TTL = 7 * 24 * 3600
 MAX_WORKSPACES_PER_USER = 100
+
+W, M, V = workspaces.c, members.c, invites.c
 
 
 def workspace_json(row: Any) -> dict[str, Any]:
@@ -38,32 +55,26 @@ def _require_owner(identity: Identity) -> None:
         raise fail(403, "forbidden", "Workspace owner role required")
 
 
-def _is_personal(mu: MultiUser, workspace_id: str | None) -> bool:
-    row = mu.store.read_one("SELECT type FROM mu_workspaces WHERE id=?", (workspace_id,))
-    return row is None or row["type"] == "personal"
+async def _is_personal(mu: MultiUser, workspace_id: str | None) -> bool:
+    kind = await mu.store.scalar(select(W.type).where(W.id == workspace_id))
+    return kind is None or kind == "personal"
 
 
 async def revoke_workspace_credentials(mu: MultiUser, workspace_id: str, user_id: str | None = None) -> None:
     """End a member's (or everyone's) API keys and OAuth grants in a workspace."""
     t = now()
-    if user_id is None:
-        await mu.store.run_many([
-            ("UPDATE mu_api_keys SET revoked_at=? WHERE workspace_id=? AND revoked_at IS NULL", (t, workspace_id)),
-            ("UPDATE mu_refresh_tokens SET revoked_at=? WHERE workspace_id=? AND revoked_at IS NULL",
-             (t, workspace_id)),
-        ])
-    else:
-        await mu.store.run_many([
-            ("UPDATE mu_api_keys SET revoked_at=? WHERE workspace_id=? AND user_id=? AND revoked_at IS NULL",
-             (t, workspace_id, user_id)),
-            ("UPDATE mu_refresh_tokens SET revoked_at=? WHERE workspace_id=? AND user_id=? AND revoked_at IS NULL",
-             (t, workspace_id, user_id)),
-        ])
+    changes = []
+    for table in (api_keys, refresh_tokens):
+        stmt = update(table).where(table.c.workspace_id == workspace_id, table.c.revoked_at.is_(None))
+        if user_id is not None:
+            stmt = stmt.where(table.c.user_id == user_id)
+        changes.append(stmt.values(revoked_at=t))
+    await mu.store.run_many(changes)
 
 
 def register(routes: RouteTable, mu: MultiUser) -> None:
     async def member_workspace(identity: Identity, workspace_id: str) -> tuple[Any, str]:
-        row = await mu.store.one("SELECT * FROM mu_workspaces WHERE id=? AND deleted_at IS NULL", (workspace_id,))
+        row = await mu.store.one(select(workspaces).where(W.id == workspace_id, W.deleted_at.is_(None)))
         role = await mu.store.membership(workspace_id, identity.user_id) if row is not None else None
         if row is None or role is None:
             raise fail(404, "not_found", "Workspace not found")
@@ -73,8 +84,8 @@ def register(routes: RouteTable, mu: MultiUser) -> None:
     async def list_workspaces(request: Request) -> Response:
         identity = require_identity(request)
         rows = await mu.store.all(
-            "SELECT w.*, m.role, m.joined_at FROM mu_workspaces w JOIN mu_members m ON m.workspace_id=w.id "
-            "WHERE m.user_id=? AND w.deleted_at IS NULL ORDER BY w.type DESC, w.created_at", (identity.user_id,))
+            select(workspaces, M.role, M.joined_at).select_from(workspaces.join(members, M.workspace_id == W.id))
+            .where(M.user_id == identity.user_id, W.deleted_at.is_(None)).order_by(W.type.desc(), W.created_at))
         return ok({"workspaces": [{**workspace_json(r), "role": r["role"], "joined_at": iso(r["joined_at"])}
                                   for r in rows]})
 
@@ -82,20 +93,19 @@ def register(routes: RouteTable, mu: MultiUser) -> None:
     async def create_workspace(request: Request) -> Response:
         identity = require_identity(request)
         name = text_field(await json_body(request), "name", max_len=100)
-        count = await mu.store.one("SELECT COUNT(*) AS n FROM mu_members WHERE user_id=? AND role='owner'",
-                                   (identity.user_id,))
-        if count and count["n"] >= MAX_WORKSPACES_PER_USER:
+        count = await mu.store.scalar(select(func.count()).select_from(members)
+                                      .where(M.user_id == identity.user_id, M.role == "owner"))
+        if count and count >= MAX_WORKSPACES_PER_USER:
             raise fail(422, "validation_error", "Too many workspaces")
         workspace_id, t = new_id("w-"), now()
         await mu.store.run_many([
-            ("INSERT INTO mu_workspaces(id, name, type, created_by, created_at) VALUES (?,?,?,?,?)",
-             (workspace_id, name, "team", identity.user_id, t)),
-            ("INSERT INTO mu_members(workspace_id, user_id, role, joined_at) VALUES (?,?,?,?)",
-             (workspace_id, identity.user_id, "owner", t)),
+            workspaces.insert().values(id=workspace_id, name=name, type="team", created_by=identity.user_id,
+                                       created_at=t),
+            members.insert().values(workspace_id=workspace_id, user_id=identity.user_id, role="owner", joined_at=t),
         ])
         await mu.audit.record("workspace.create", user_id=identity.user_id, address=client_address(request),
                               workspace_id=workspace_id)
-        row = await mu.store.one("SELECT * FROM mu_workspaces WHERE id=?", (workspace_id,))
+        row = await mu.store.one(select(workspaces).where(W.id == workspace_id), fresh=True)
         return ok(workspace_json(row), 201)
 
     @routes.get("/workspaces/{workspace_id}")
@@ -112,10 +122,10 @@ def register(routes: RouteTable, mu: MultiUser) -> None:
             raise fail(403, "forbidden", "Workspace owner role required")
         name = text_field(await json_body(request), "name", required=False, max_len=100)
         if name is not None:
-            await mu.store.run("UPDATE mu_workspaces SET name=? WHERE id=?", (name, row["id"]))
+            await mu.store.run(update(workspaces).where(W.id == row["id"]).values(name=name))
             await mu.audit.record("workspace.rename", user_id=identity.user_id, address=client_address(request),
                                   workspace_id=row["id"])
-        return ok(workspace_json(await mu.store.one("SELECT * FROM mu_workspaces WHERE id=?", (row["id"],))))
+        return ok(workspace_json(await mu.store.one(select(workspaces).where(W.id == row["id"]), fresh=True)))
 
     @routes.delete("/workspaces/{workspace_id}")
     async def delete_workspace(request: Request) -> Response:
@@ -125,9 +135,9 @@ def register(routes: RouteTable, mu: MultiUser) -> None:
             raise fail(403, "forbidden", "Only owners can delete a team workspace; personal ones stay")
         t = now()
         await mu.store.run_many([
-            ("UPDATE mu_workspaces SET deleted_at=? WHERE id=?", (t, row["id"])),
-            ("UPDATE mu_invites SET revoked_at=? WHERE workspace_id=? AND accepted_at IS NULL AND revoked_at IS NULL",
-             (t, row["id"])),
+            update(workspaces).where(W.id == row["id"]).values(deleted_at=t),
+            update(invites).where(V.workspace_id == row["id"], V.accepted_at.is_(None), V.revoked_at.is_(None))
+            .values(revoked_at=t),
         ])
         await revoke_workspace_credentials(mu, row["id"])
         await mu.audit.record("workspace.delete", user_id=identity.user_id, address=client_address(request),
@@ -147,7 +157,7 @@ def register(routes: RouteTable, mu: MultiUser) -> None:
     async def create_invite(request: Request) -> Response:
         identity = require_identity(request)
         _require_owner(identity)
-        if _is_personal(mu, identity.workspace_id):
+        if await _is_personal(mu, identity.workspace_id):
             raise fail(403, "forbidden", "Personal workspaces cannot have invites")
         body = await json_body(request)
         target = text_field(body, "email", required=False, max_len=320) or text_field(body, "username", max_len=64)
@@ -159,28 +169,27 @@ def register(routes: RouteTable, mu: MultiUser) -> None:
                 raise fail(422, "validation_error", "expires_at must be an RFC 3339 timestamp") from None
             if expires <= now():
                 raise fail(422, "validation_error", "expires_at must be in the future")
-        pending = await mu.store.one(
-            "SELECT 1 FROM mu_invites WHERE workspace_id=? AND email=? AND accepted_at IS NULL AND revoked_at IS NULL "
-            "AND expires_at>?", (identity.workspace_id, target, now()))
+        pending = await mu.store.one(select(V.id).where(
+            V.workspace_id == identity.workspace_id, folded(V.email, target), V.accepted_at.is_(None),
+            V.revoked_at.is_(None), V.expires_at > now()))
         if pending:
             raise fail(409, "conflict", "An invite for this address is already pending")
         token, invite_id = new_token(), new_id()
-        await mu.store.run(
-            "INSERT INTO mu_invites(id, workspace_id, email, token_hash, invited_by, created_at, expires_at) "
-            "VALUES (?,?,?,?,?,?,?)", (invite_id, identity.workspace_id, target, digest(token), identity.user_id,
-                                       now(), expires))
+        await mu.store.run(invites.insert().values(
+            id=invite_id, workspace_id=identity.workspace_id, email=target, token_hash=digest(token),
+            invited_by=identity.user_id, created_at=now(), expires_at=expires))
         await mu.audit.record("invite.create", user_id=identity.user_id, address=client_address(request),
                               workspace_id=identity.workspace_id, invite_id=invite_id)
-        row = await mu.store.one("SELECT * FROM mu_invites WHERE id=?", (invite_id,))
+        row = await mu.store.one(select(invites).where(V.id == invite_id), fresh=True)
         return ok(invite_json(row, token), 201)
 
     @routes.get("/workspace/invites")
     async def list_invites(request: Request) -> Response:
         identity = require_identity(request)
         _require_owner(identity)
-        rows = await mu.store.all(
-            "SELECT * FROM mu_invites WHERE workspace_id=? AND accepted_at IS NULL AND revoked_at IS NULL "
-            "ORDER BY created_at", (identity.workspace_id,))
+        rows = await mu.store.all(select(invites).where(
+            V.workspace_id == identity.workspace_id, V.accepted_at.is_(None), V.revoked_at.is_(None))
+            .order_by(V.created_at))
         # Tokens are stored hashed, so they are shown once, at creation.
         return ok({"invites": [invite_json(r) for r in rows]})
 
@@ -188,9 +197,9 @@ def register(routes: RouteTable, mu: MultiUser) -> None:
     async def revoke_invite(request: Request) -> Response:
         identity = require_identity(request)
         _require_owner(identity)
-        changed = await mu.store.run(
-            "UPDATE mu_invites SET revoked_at=? WHERE id=? AND workspace_id=? AND accepted_at IS NULL "
-            "AND revoked_at IS NULL", (now(), request.path_params["invite_id"], identity.workspace_id))
+        changed = await mu.store.run(update(invites).where(
+            V.id == request.path_params["invite_id"], V.workspace_id == identity.workspace_id,
+            V.accepted_at.is_(None), V.revoked_at.is_(None)).values(revoked_at=now()))
         if not changed:
             raise fail(404, "not_found", "Invite not found")
         await mu.audit.record("invite.revoke", user_id=identity.user_id, address=client_address(request),
@@ -200,9 +209,10 @@ def register(routes: RouteTable, mu: MultiUser) -> None:
     @routes.post("/invites/{token}/accept")
     async def accept_invite(request: Request) -> Response:
         identity = require_identity(request)
-        row = await mu.store.one("SELECT i.*, w.name AS workspace_name FROM mu_invites i JOIN mu_workspaces w "
-                                 "ON w.id=i.workspace_id WHERE i.token_hash=? AND w.deleted_at IS NULL",
-                                 (digest(request.path_params["token"]),))
+        row = await mu.store.one(
+            select(invites, W.name.label("workspace_name"))
+            .select_from(invites.join(workspaces, W.id == V.workspace_id))
+            .where(V.token_hash == digest(request.path_params["token"]), W.deleted_at.is_(None)))
         if row is None or row["accepted_at"] is not None or row["revoked_at"] is not None \
                 or row["expires_at"] <= now():
             await mu.audit.record("invite.accept", outcome="failure", user_id=identity.user_id,
@@ -216,9 +226,9 @@ def register(routes: RouteTable, mu: MultiUser) -> None:
             raise fail(409, "conflict", "Already a member of this workspace")
         t = now()
         await mu.store.run_many([
-            ("INSERT INTO mu_members(workspace_id, user_id, role, joined_at) VALUES (?,?,?,?)",
-             (row["workspace_id"], identity.user_id, "member", t)),
-            ("UPDATE mu_invites SET accepted_at=? WHERE id=?", (t, row["id"])),
+            members.insert().values(workspace_id=row["workspace_id"], user_id=identity.user_id, role="member",
+                                    joined_at=t),
+            update(invites).where(V.id == row["id"]).values(accepted_at=t),
         ])
         await mu.audit.record("invite.accept", user_id=identity.user_id, address=client_address(request),
                               workspace_id=row["workspace_id"])
@@ -236,13 +246,12 @@ def register(routes: RouteTable, mu: MultiUser) -> None:
             raise fail(422, "validation_error", "offset and limit must be integers") from None
         if offset < 0 or not 1 <= limit <= 500:
             raise fail(422, "validation_error", "offset must be >= 0 and limit 1-500")
-        total = await mu.store.one("SELECT COUNT(*) AS n FROM mu_members WHERE workspace_id=?",
-                                   (identity.workspace_id,))
+        n = int(await mu.store.scalar(select(func.count()).select_from(members)
+                                      .where(M.workspace_id == identity.workspace_id)) or 0)
         rows = await mu.store.all(
-            "SELECT u.id, u.display_name, u.email, m.role, m.joined_at FROM mu_members m JOIN mu_users u "
-            "ON u.id=m.user_id WHERE m.workspace_id=? ORDER BY m.joined_at LIMIT ? OFFSET ?",
-            (identity.workspace_id, limit, offset))
-        n = int(total["n"]) if total else 0
+            select(users.c.id, users.c.display_name, users.c.email, M.role, M.joined_at)
+            .select_from(members.join(users, users.c.id == M.user_id)).where(M.workspace_id == identity.workspace_id)
+            .order_by(M.joined_at).limit(limit).offset(offset))
         return ok({"members": [{"id": r["id"], "name": r["display_name"], "email": r["email"] or "",
                                 "role": r["role"], "joined_at": iso(r["joined_at"])} for r in rows],
                    "pagination": {"offset": offset, "limit": limit, "total": n, "has_more": offset + len(rows) < n}})
@@ -255,12 +264,12 @@ def register(routes: RouteTable, mu: MultiUser) -> None:
         role = (await json_body(request)).get("role")
         if role not in ("owner", "member"):
             raise fail(422, "validation_error", "role must be owner or member")
-        if _is_personal(mu, identity.workspace_id):
+        if await _is_personal(mu, identity.workspace_id):
             raise fail(403, "forbidden", "Personal workspaces have one owner")
         if member == identity.user_id and role == "member" and await _owner_count(mu, identity.workspace_id) < 2:
             raise fail(403, "forbidden", "A workspace needs at least one owner")
-        changed = await mu.store.run("UPDATE mu_members SET role=? WHERE workspace_id=? AND user_id=?",
-                                     (role, identity.workspace_id, member))
+        changed = await mu.store.run(update(members).where(M.workspace_id == identity.workspace_id,
+                                                           M.user_id == member).values(role=role))
         if not changed:
             raise fail(404, "not_found", "Member not found")
         await mu.audit.record("role.change", user_id=member, actor_id=identity.user_id,
@@ -274,10 +283,10 @@ def register(routes: RouteTable, mu: MultiUser) -> None:
         member = request.path_params["member_id"]
         if member == identity.user_id:
             raise fail(403, "forbidden", "Use /workspace/leave to leave a workspace")
-        if _is_personal(mu, identity.workspace_id):
+        if await _is_personal(mu, identity.workspace_id):
             raise fail(404, "not_found", "Member not found")
-        changed = await mu.store.run("DELETE FROM mu_members WHERE workspace_id=? AND user_id=?",
-                                     (identity.workspace_id, member))
+        changed = await mu.store.run(delete(members).where(M.workspace_id == identity.workspace_id,
+                                                           M.user_id == member))
         if not changed:
             raise fail(404, "not_found", "Member not found")
         await revoke_workspace_credentials(mu, identity.workspace_id or "", member)
@@ -288,12 +297,12 @@ def register(routes: RouteTable, mu: MultiUser) -> None:
     @routes.post("/workspace/leave")
     async def leave(request: Request) -> Response:
         identity = require_identity(request)
-        if _is_personal(mu, identity.workspace_id):
+        if await _is_personal(mu, identity.workspace_id):
             raise fail(403, "forbidden", "You cannot leave your personal workspace")
         if identity.extra.get("role") == "owner" and await _owner_count(mu, identity.workspace_id) < 2:
             raise fail(403, "forbidden", "You are the only owner; delete the workspace or add another owner")
-        await mu.store.run("DELETE FROM mu_members WHERE workspace_id=? AND user_id=?",
-                           (identity.workspace_id, identity.user_id))
+        await mu.store.run(delete(members).where(M.workspace_id == identity.workspace_id,
+                                                 M.user_id == identity.user_id))
         await revoke_workspace_credentials(mu, identity.workspace_id or "", identity.user_id)
         await mu.audit.record("member.leave", user_id=identity.user_id, address=client_address(request),
                               workspace_id=identity.workspace_id)
@@ -301,6 +310,5 @@ def register(routes: RouteTable, mu: MultiUser) -> None:
 
 
 async def _owner_count(mu: MultiUser, workspace_id: str | None) -> int:
-    row = await mu.store.one("SELECT COUNT(*) AS n FROM mu_members WHERE workspace_id=? AND role='owner'",
-                             (workspace_id,))
-    return int(row["n"]) if row else 0
+    return int(await mu.store.scalar(select(func.count()).select_from(members)
+                                     .where(M.workspace_id == workspace_id, M.role == "owner")) or 0)

@@ -17,7 +17,8 @@ import httpx
 import pytest
 from cryptography.fernet import Fernet
 
-from comfy_kernel.testing import ServerProcess
+from comfy_kernel.storage import is_postgres_url
+from comfy_kernel.testing import TEST_POSTGRES, ServerProcess, run_sql, server_database
 
 ADMIN = ("admin", "admin-password-1")
 SECRETS_KEY = Fernet.generate_key().decode()
@@ -25,8 +26,21 @@ SECRETS_KEY = Fernet.generate_key().decode()
 
 def cli(base: Any, *args: str, stdin: str = "") -> subprocess.CompletedProcess:
     """Run ``comfy-kernel`` against a base directory (same database as a server on it)."""
+    env = dict(os.environ)
+    if os.environ.get(TEST_POSTGRES):  # the PostgreSQL run: the database a server on ``base`` uses
+        env["COMFY_KERNEL_DATABASE"] = server_database(base)
     return subprocess.run([sys.executable, "-m", "comfy_kernel.cli", *args, "--base-directory", str(base)],
-                          input=stdin, capture_output=True, text=True, timeout=120, cwd=str(base))
+                          input=stdin, capture_output=True, text=True, timeout=120, cwd=str(base), env=env)
+
+
+def database_text(base: Any) -> str:
+    """Every row of every table in the database of a server on ``base``, as text: what a stolen copy shows."""
+    target = server_database(base)
+    if is_postgres_url(target):
+        tables = run_sql(target, "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+    else:
+        tables = run_sql(target, "SELECT name FROM sqlite_master WHERE type = 'table'")
+    return "\n".join(f"{name}: {run_sql(target, f'SELECT * FROM {name}')!r}" for (name,) in tables)
 
 
 def create_admin(base: Any, username: str = ADMIN[0], password: str = ADMIN[1]) -> str:
@@ -117,6 +131,21 @@ def start_auth_server(base: Any, *args: str, admin: bool = True, env: dict[str, 
         create_admin(base)
     environment = {"COMFY_KERNEL_SECRETS_KEY": SECRETS_KEY, **(env or {})}
     return ServerProcess(base, "--auth", *args, env=environment).start()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def database(request, tmp_path):
+    """The kernel's database with the kernel's and this plugin's tables, on each back-end."""
+    from comfy_kernel.migrations import KERNEL
+    from comfy_kernel.storage import connect, upgrade
+    from comfy_kernel_multiuser.migrations import MULTIUSER
+
+    target = str(tmp_path / "k.db") if request.param == "sqlite" else request.getfixturevalue("postgres_url")
+    db = connect(target)
+    await db.open()
+    await upgrade(db, [KERNEL, MULTIUSER])
+    yield db
+    await db.close()
 
 
 @pytest.fixture(scope="module")

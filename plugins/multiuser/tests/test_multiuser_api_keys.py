@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from datetime import UTC, datetime, timedelta
 
 import httpx
 
-from plugins.multiuser.tests.conftest import AuthServer
+from plugins.multiuser.tests.conftest import AuthServer, database_text
 
 
 def _with_key(auth: AuthServer, key: str) -> httpx.Client:
@@ -29,12 +28,8 @@ def test_key_is_shown_once_and_stored_hashed(auth: AuthServer):
     assert "key" not in entry and entry["key_prefix"] == created["key_prefix"]
     assert entry["workspace_id"] == user.workspace_id and entry["user_id"] == user.id
     assert key not in user.get("/api/workspace/api-keys").text
-    db = sqlite3.connect(auth.server.base_dir + "/user/comfy-kernel.db")
-    try:
-        dump = "\n".join(db.iterdump())
-    finally:
-        db.close()
-    assert key not in dump and key[len("comfyui-"):] not in dump
+    dump = database_text(auth.server.base_dir)
+    assert "mu_api_keys" in dump and key not in dump and key[len("comfyui-"):] not in dump
 
 
 def test_key_authenticates_and_records_last_use(auth: AuthServer):

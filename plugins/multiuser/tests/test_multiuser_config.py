@@ -37,9 +37,9 @@ def test_current_session_tells_its_csrf_token(auth: AuthServer):
     key.close()
 
 
-async def test_a_plugin_that_cannot_start_refuses_everything(tmp_path):
+async def test_a_plugin_that_cannot_start_refuses_everything(database):
     kernel = SimpleNamespace(config=default_config(auth=True, secrets_key="short"), state={}, route_table=None,
-                             database_path=str(tmp_path / "db.sqlite"))
+                             database=database)
     mu = state(kernel)
     await plugin.ck_startup(kernel)  # must not raise: raising would unregister the identity hook
     assert mu.broken and not mu.started

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 from types import SimpleNamespace
 
 import pytest
@@ -10,12 +9,13 @@ from cryptography.fernet import Fernet
 
 from comfy_kernel.config import default_config
 from comfy_kernel.identity import Identity
+from comfy_kernel.testing import run_sql, server_database
 from comfy_kernel_multiuser import prompts
 from comfy_kernel_multiuser.context import MultiUser
 from comfy_kernel_multiuser.secrets import SecretBox
-from comfy_kernel_multiuser.store import new_id, now
+from comfy_kernel_multiuser.store import new_id, now, user_secrets
 from comfy_kernel_multiuser.users import create_user
-from plugins.multiuser.tests.conftest import ADMIN, AuthServer, User
+from plugins.multiuser.tests.conftest import ADMIN, AuthServer, User, database_text
 
 
 def test_secret_lifecycle(auth: AuthServer):
@@ -42,13 +42,9 @@ def test_secrets_are_encrypted_at_rest(auth: AuthServer):
     user = auth.new_user()
     value = "sk-live-" + new_id()
     assert user.post("/api/secrets", json={"name": "api", "secret_value": value}).status_code == 201
-    db = sqlite3.connect(auth.server.base_dir + "/user/comfy-kernel.db")
-    try:
-        dump = "\n".join(db.iterdump())
-        private_keys = db.execute("SELECT private_key FROM mu_signing_keys").fetchall()
-    finally:
-        db.close()
-    assert value not in dump
+    dump = database_text(auth.server.base_dir)
+    private_keys = run_sql(server_database(auth.server.base_dir), "SELECT private_key FROM mu_signing_keys")
+    assert "mu_secrets" in dump and value not in dump and private_keys
     assert all(not bytes(k[0]).startswith(b"-----BEGIN") for k in private_keys)  # signing keys too
 
 
@@ -79,10 +75,10 @@ def test_secret_box_keys():
         SecretBox("short")
 
 
-async def test_prompts_get_only_their_owners_secret(tmp_path):
+async def test_prompts_get_only_their_owners_secret(database):
     """The hidden API-key input is filled from the caller's own comfy_org secret, nobody else's."""
     kernel = SimpleNamespace(config=default_config(auth=True, secrets_key=Fernet.generate_key().decode()),
-                             database_path=str(tmp_path / "db.sqlite"), state={}, route_table=None)
+                             database=database, state={}, route_table=None)
     mu = MultiUser(kernel)
     mu.secret_box = SecretBox(mu.settings.secrets_key)
     await mu.store.open()
@@ -91,10 +87,9 @@ async def test_prompts_get_only_their_owners_secret(tmp_path):
         bob = await create_user(mu, "bob", "bob-password")
         alice_ws = (await mu.store.user(alice))["personal_workspace_id"]
         bob_ws = (await mu.store.user(bob))["personal_workspace_id"]
-        await mu.store.run(
-            "INSERT INTO mu_secrets(id, user_id, workspace_id, name, provider, ciphertext, created_at, updated_at) "
-            "VALUES (?,?,?,?,?,?,?,?)",
-            (new_id(), alice, alice_ws, "comfy", "comfy_org", mu.secret_box.encrypt(b"alice-key"), now(), now()))
+        await mu.store.run(user_secrets.insert().values(
+            id=new_id(), user_id=alice, workspace_id=alice_ws, name="comfy", provider="comfy_org",
+            ciphertext=mu.secret_box.encrypt(b"alice-key"), created_at=now(), updated_at=now()))
 
         def request(user_id: str, workspace_id: str) -> SimpleNamespace:
             identity = Identity(user_id=user_id, workspace_id=workspace_id, authenticated=True)
