@@ -105,15 +105,13 @@ class Hub:
         self.media = media
 
     async def seed_labels(self) -> None:
-        async with self.store.transaction() as db:
-            await db.executemany("INSERT OR IGNORE INTO hub_labels (type, name, display_name) VALUES (?, ?, ?)",
-                                 DEFAULT_LABELS)
+        await self.store.seed_labels(DEFAULT_LABELS)
 
     async def profile_by_name(self, username: str) -> dict[str, Any] | None:
-        return await self.store.one("SELECT * FROM hub_profiles WHERE username = ?", (username,))
+        return await self.store.profile_by_name(username)
 
     async def profile_of(self, owner: str) -> dict[str, Any] | None:
-        return await self.store.one("SELECT * FROM hub_profiles WHERE owner = ?", (owner,))
+        return await self.store.profile_of(owner)
 
     async def suggestions(self, username: str) -> list[str]:
         """Up to five free names near ``username``."""
@@ -129,11 +127,7 @@ class Hub:
         return out
 
     async def labels(self, kind: str | None = None) -> list[dict[str, Any]]:
-        sql, params = "SELECT * FROM hub_labels", ()
-        if kind:
-            sql, params = sql + " WHERE type = ?", (kind,)
-        rows = await self.store.all(sql + " ORDER BY type, name", params)
-        return [{k: v for k, v in r.items() if v is not None} for r in rows]
+        return [{k: v for k, v in r.items() if v is not None} for r in await self.store.labels(kind)]
 
     async def label_refs(self, kind: str, names: Any, field: str) -> list[dict[str, str]]:
         """Slugs of ``kind`` checked against the label table (400 naming the unknown ones)."""
@@ -280,17 +274,16 @@ def register(routes: RouteTable, hub: Hub) -> None:
             raise fail(400, "INVALID_USERNAME", problem)
         avatar = await hub.media.resolve(body.get("avatar_token"), owner_key(request), "avatar_token")
         urls = website_urls(body) or []
-        async with store.transaction() as db:
-            if await store.one("SELECT 1 FROM hub_profiles WHERE owner = ?", (owner_key(request),)):
-                raise fail(409, "PROFILE_EXISTS", "this workspace already has a hub profile")
-            if await store.one("SELECT 1 FROM hub_profiles WHERE username = ?", (username,)):
-                raise fail(409, "USERNAME_TAKEN", f"the username {username!r} is taken")
-            await db.execute(
-                "INSERT INTO hub_profiles (username, owner, display_name, description, avatar_url, website_urls,"
-                " created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (username, owner_key(request), optional_str(body, "display_name", max_len=200, status=400),
-                 optional_str(body, "description", max_len=5000, status=400), avatar, dump(urls), time.time()))
-        return json_response(profile_json(await hub.profile_by_name(username)), 201)
+        row = {"username": username, "owner": owner_key(request),
+               "display_name": optional_str(body, "display_name", max_len=200, status=400),
+               "description": optional_str(body, "description", max_len=5000, status=400), "avatar_url": avatar,
+               "website_urls": dump(urls), "created_at": time.time()}
+        taken = await store.add_profile(row)
+        if taken == "owner":
+            raise fail(409, "PROFILE_EXISTS", "this workspace already has a hub profile")
+        if taken == "username":
+            raise fail(409, "USERNAME_TAKEN", f"the username {username!r} is taken")
+        return json_response(profile_json(row), 201)
 
     @routes.get("/hub/profiles/{username}", api_only=True, extra=PUBLIC)
     async def public_profile(request: Request) -> Response:
@@ -317,12 +310,7 @@ def register(routes: RouteTable, hub: Hub) -> None:
             fields["avatar_url"] = None
         elif token is not None:
             fields["avatar_url"] = await hub.media.resolve(token, owner_key(request), "avatar_token")
-        if fields:
-            sets = ", ".join(f"{k} = ?" for k in fields)
-            async with store.transaction() as db:
-                await db.execute(f"UPDATE hub_profiles SET {sets} WHERE username = ?",
-                                 (*fields.values(), profile["username"]))
-        return json_response(profile_json(await hub.profile_by_name(profile["username"])))
+        return json_response(profile_json(await store.update_profile(profile["username"], fields)))
 
     # --- labels ----------------------------------------------------------------
 
@@ -445,8 +433,6 @@ def register(routes: RouteTable, hub: Hub) -> None:
             raise fail(400, "INVALID_BODY", "metadata must be an object")
         content = optional_str(body, "content", max_len=20000, status=400)
         feedback_id = new_id()
-        async with store.transaction() as db:
-            await db.execute("INSERT INTO hub_feedback (id, owner, type, content, rating, metadata, created_at)"
-                             " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                             (feedback_id, owner_key(request), kind, content, rating, dump(metadata), time.time()))
+        await store.add_feedback({"id": feedback_id, "owner": owner_key(request), "type": kind, "content": content,
+                                  "rating": rating, "metadata": dump(metadata), "created_at": time.time()})
         return json_response({"id": feedback_id, "type": kind, "status": "received"}, 201)

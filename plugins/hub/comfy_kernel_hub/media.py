@@ -75,7 +75,7 @@ class MediaStore:
         upload_id, _, signature = token.partition(".")
         if not signature or not hmac.compare_digest(signature, self.sign("token", upload_id, owner)):
             raise fail(400, "INVALID_TOKEN", "the media token is not valid for this caller")
-        row = await self.store.one("SELECT * FROM hub_uploads WHERE token = ?", (upload_id,))
+        row = await self.store.upload(upload_id)
         if row is None or row["uploaded_at"] is None:
             raise fail(400, "INVALID_TOKEN", "nothing was uploaded for this media token")
         return public_url(row["stored_name"])
@@ -112,10 +112,8 @@ def register(routes: RouteTable, media: MediaStore) -> None:
         upload_id = secrets.token_urlsafe(16)
         stored_name = upload_id + CONTENT_TYPES[content_type]
         expires = int(time.time()) + media.ttl
-        async with store.transaction() as db:
-            await db.execute("INSERT INTO hub_uploads (token, owner, filename, content_type, stored_name, expires_at)"
-                             " VALUES (?, ?, ?, ?, ?, ?)",
-                             (upload_id, owner_key(request), filename, content_type, stored_name, expires))
+        await store.add_upload({"token": upload_id, "owner": owner_key(request), "filename": filename,
+                                "content_type": content_type, "stored_name": stored_name, "expires_at": expires})
         signature = media.sign("upload", upload_id, str(expires), content_type)
         base = str(request.base_url).rstrip("/")
         return json_response({
@@ -130,7 +128,7 @@ def register(routes: RouteTable, media: MediaStore) -> None:
         """The signed URL itself: the signature is the credential, not the caller's identity."""
         upload_id = request.path_params["upload_id"]
         q = request.query_params
-        row = await store.one("SELECT * FROM hub_uploads WHERE token = ?", (upload_id,))
+        row = await store.upload(upload_id)
         expires = q.get("expires", "")
         if row is None or not expires.isdigit() or not hmac.compare_digest(
                 q.get("signature", ""), media.sign("upload", upload_id, expires, row["content_type"])):
@@ -147,10 +145,8 @@ def register(routes: RouteTable, media: MediaStore) -> None:
                 raise fail(413, "TOO_LARGE", "media files are limited to 50 MB")
         if not data:
             raise fail(400, "EMPTY_BODY", "the upload is empty")
-        async with store.transaction() as db:  # claim the URL first: a second PUT finds it used
-            cur = await db.execute("UPDATE hub_uploads SET uploaded_at = ? WHERE token = ? AND uploaded_at IS NULL",
-                                   (time.time(), upload_id))
-            if cur.rowcount != 1:
+        async with store.transaction() as tx:  # claim the URL first: a second PUT finds it used
+            if not await store.claim_upload(tx, upload_id):
                 raise fail(409, "ALREADY_USED", "this upload URL has already been used")
             os.makedirs(media.media_dir, exist_ok=True)
             tmp = os.path.join(media.media_dir, f".{row['stored_name']}.part")

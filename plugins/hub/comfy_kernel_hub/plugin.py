@@ -1,4 +1,4 @@
-"""Entry point of the ``hub`` plugin: opens the store and wires each module's routes."""
+"""Entry point of the ``hub`` plugin: declares its migrations, wires each module's routes, seeds its labels."""
 
 from __future__ import annotations
 
@@ -6,19 +6,21 @@ import os
 from typing import Any
 
 from comfy_kernel import hookimpl
+from comfy_kernel.storage import Migrations
 
 from . import convert, hub, media, publishing, workflows
 from .store import HubStore
 
 # Routes are registered before start-up opens the database, so the objects
-# exist from registration on; ``ck_startup`` connects the store.
+# exist from registration on; by ``ck_startup`` the kernel has opened
+# ``kernel.database`` and brought the hub's tables to their newest revision.
 _hubs: dict[int, hub.Hub] = {}
 
 
 def hub_for(kernel: Any) -> hub.Hub:
     found = _hubs.get(id(kernel))
     if found is None:
-        store = HubStore(kernel.database_path, os.path.join(kernel.dirs.user, "__hub", "published"))
+        store = HubStore(kernel.database, os.path.join(kernel.dirs.user, "__hub", "published"))
         ttl = int(getattr(kernel.config, "hub_upload_ttl", None) or media.UPLOAD_TTL)
         found = _hubs[id(kernel)] = hub.Hub(store, media.MediaStore(kernel.dirs.user, store, ttl))
     return found
@@ -28,6 +30,14 @@ def hub_for(kernel: Any) -> hub.Hub:
 def ck_add_arguments(parser: Any) -> None:
     parser.add_argument("--hub-upload-ttl", type=int, default=media.UPLOAD_TTL, metavar="SECONDS",
                         help="How long a hub media upload URL stays valid (default: 900 seconds).")
+
+
+@hookimpl
+def ck_migrations(kernel: Any) -> list[Migrations]:
+    """The hub's tables (created and upgraded by the kernel before start-up)."""
+    from .migrations import HUB
+
+    return [HUB]
 
 
 @hookimpl

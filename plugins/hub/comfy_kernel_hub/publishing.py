@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import os
 import re
-import sqlite3
 import urllib.parse
 from typing import TYPE_CHECKING, Any
 
@@ -32,7 +31,7 @@ from comfy_kernel.http import json_response
 
 from . import loopback
 from .common import fail, identity, iso, json_object, owner_key
-from .store import HubStore, load
+from .store import HubStore, is_conflict, load
 from .workflows import owned
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -216,14 +215,16 @@ async def tracked_file_workflow(request: Request, store: HubStore, file: str) ->
             return await store.create_workflow(owner=owner, created_by=identity(request).user_id, name=name,
                                                description="", default_view="workflow", workflow_json=content,
                                                source_file=file)
-        except sqlite3.IntegrityError:  # a concurrent first publish of the same file created it
-            record = await store.workflow_for_file(owner, file)
+        except Exception as exc:
+            if not is_conflict(exc):
+                raise
+            record = await store.workflow_for_file(owner, file, fresh=True)  # a concurrent first publish made it
             if record is None:
                 raise
-    latest = await store.get_version(record["id"])
+    latest = await store.get_version(record["id"], fresh=True)
     if load(latest["workflow_json"]) != content:
         await store.add_version(record["id"], None, content, identity(request).user_id)
-        record = await store.get_workflow(record["id"])
+        record = await store.get_workflow(record["id"], fresh=True)
     return record
 
 
@@ -232,7 +233,7 @@ async def publish_workflow(request: Request, store: HubStore, record: dict[str, 
                            profile_username: str | None = None, hub_fields: dict[str, Any] | None = None,
                            name: str | None = None) -> dict[str, Any]:
     """Snapshot ``version`` (default: latest) of ``record`` under its share id; returns the share row."""
-    snapshot_version = await store.get_version(record["id"], version)
+    snapshot_version = await store.get_version(record["id"], version, fresh=True)  # maybe added just now
     if snapshot_version is None:
         raise fail(404, "VERSION_NOT_FOUND", f"workflow has no version {version}")
     assets = await snapshot_assets(request, asset_ids, store.content_dir)

@@ -1,10 +1,18 @@
-"""The hub's tables in the kernel's embedded SQLite database.
+"""The hub's tables in the kernel's database (SQLite or PostgreSQL), all prefixed ``hub_``.
 
-Every table is prefixed ``hub_`` because the database file is shared with the
-kernel and other plugins. One aiosqlite connection serves the whole plugin;
-``HubStore.transaction`` serialises read-modify-write sequences on it with an
-asyncio lock *and* ``BEGIN IMMEDIATE``, so that two requests (or two server
-processes on the same file) can never both append "version N+1".
+The tables are declared here with SQLAlchemy Core and created by the hub's
+migrations (:mod:`.migrations`); every statement runs through
+``kernel.database``. Read-modify-write sequences run in one transaction
+that first locks what they depend on (``SELECT ... FOR UPDATE`` on
+PostgreSQL; on SQLite a write transaction is exclusive from its start), so
+two requests, or two servers on one database, can never both append
+"version N+1".
+
+A read that must see a write committed moments ago (what a request just
+wrote, or the row a concurrent request created first) runs in a transaction
+(``fresh=True``, or inside the writing one): on SQLite ``kernel.database``
+reads through one shared connection, which can answer from an older
+snapshot while another read is in flight on it.
 
 Workflow versions and published snapshots are insert-only: no statement in
 this module updates or deletes a row of ``hub_versions`` or
@@ -13,109 +21,79 @@ this module updates or deletes a row of ``hub_versions`` or
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import secrets
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import Mapping
 from typing import Any
 
-import aiosqlite
 import orjson
+from sqlalchemy import (
+    Column,
+    Double,
+    ForeignKey,
+    Integer,
+    MetaData,
+    Table,
+    Text,
+    bindparam,
+    func,
+    select,
+    update,
+)
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS hub_workflows (
-    id TEXT PRIMARY KEY,
-    owner TEXT NOT NULL,
-    created_by TEXT NOT NULL,
-    name TEXT NOT NULL DEFAULT '',
-    description TEXT NOT NULL DEFAULT '',
-    default_view TEXT NOT NULL DEFAULT 'workflow',
-    latest_version INTEGER NOT NULL,
-    forked_from_workflow_id TEXT,
-    forked_from_version_id TEXT,
-    source_file TEXT,
-    created_at REAL NOT NULL,
-    updated_at REAL NOT NULL,
-    deleted_at REAL
-);
-CREATE INDEX IF NOT EXISTS hub_workflows_owner ON hub_workflows(owner, deleted_at);
-CREATE UNIQUE INDEX IF NOT EXISTS hub_workflows_file ON hub_workflows(owner, source_file)
-    WHERE source_file IS NOT NULL AND deleted_at IS NULL;
+from comfy_kernel.storage import Database, Transaction
 
-CREATE TABLE IF NOT EXISTS hub_versions (
-    id TEXT PRIMARY KEY,
-    workflow_id TEXT NOT NULL REFERENCES hub_workflows(id),
-    version INTEGER NOT NULL,
-    workflow_json TEXT NOT NULL,
-    created_by TEXT NOT NULL,
-    created_at REAL NOT NULL,
-    UNIQUE (workflow_id, version)
-);
+metadata = MetaData()
+workflows = Table(
+    "hub_workflows", metadata,
+    Column("id", Text, primary_key=True), Column("owner", Text), Column("created_by", Text), Column("name", Text),
+    Column("description", Text), Column("default_view", Text), Column("latest_version", Integer),
+    Column("forked_from_workflow_id", Text), Column("forked_from_version_id", Text), Column("source_file", Text),
+    Column("created_at", Double), Column("updated_at", Double), Column("deleted_at", Double),
+)
+versions = Table(
+    "hub_versions", metadata,
+    Column("id", Text, primary_key=True), Column("workflow_id", Text, ForeignKey("hub_workflows.id")),
+    Column("version", Integer), Column("workflow_json", Text), Column("created_by", Text),
+    Column("created_at", Double),
+)
+shares = Table(
+    "hub_shares", metadata,
+    Column("share_id", Text, primary_key=True), Column("workflow_id", Text), Column("owner", Text),
+    Column("listed", Integer), Column("profile_username", Text), Column("status", Text), Column("hub_fields", Text),
+    Column("unpublished_at", Double),
+)
+snapshots = Table(
+    "hub_snapshots", metadata,
+    Column("id", Text, primary_key=True), Column("share_id", Text, ForeignKey("hub_shares.share_id")),
+    Column("seq", Integer), Column("version_id", Text), Column("name", Text), Column("workflow_json", Text),
+    Column("assets", Text), Column("publish_time", Double),
+)
+profiles = Table(
+    "hub_profiles", metadata,
+    Column("username", Text, primary_key=True), Column("owner", Text), Column("display_name", Text),
+    Column("description", Text), Column("avatar_url", Text), Column("website_urls", Text), Column("created_at", Double),
+)
+labels = Table(
+    "hub_labels", metadata,
+    Column("type", Text, primary_key=True), Column("name", Text, primary_key=True), Column("display_name", Text),
+    Column("description", Text),
+)
+uploads = Table(
+    "hub_uploads", metadata,
+    Column("token", Text, primary_key=True), Column("owner", Text), Column("filename", Text),
+    Column("content_type", Text), Column("stored_name", Text), Column("expires_at", Double),
+    Column("uploaded_at", Double), Column("claimed_at", Double),
+)
+feedback = Table(
+    "hub_feedback", metadata,
+    Column("id", Text, primary_key=True), Column("owner", Text), Column("type", Text), Column("content", Text),
+    Column("rating", Integer), Column("metadata", Text), Column("created_at", Double),
+)
+WF, V, S, N, P = workflows.c, versions.c, shares.c, snapshots.c, profiles.c
 
-CREATE TABLE IF NOT EXISTS hub_shares (
-    share_id TEXT PRIMARY KEY,
-    workflow_id TEXT NOT NULL UNIQUE,
-    owner TEXT NOT NULL,
-    listed INTEGER NOT NULL DEFAULT 0,
-    profile_username TEXT,
-    status TEXT NOT NULL DEFAULT 'approved',
-    hub_fields TEXT NOT NULL DEFAULT '{}',
-    unpublished_at REAL
-);
-
-CREATE TABLE IF NOT EXISTS hub_snapshots (
-    id TEXT PRIMARY KEY,
-    share_id TEXT NOT NULL REFERENCES hub_shares(share_id),
-    seq INTEGER NOT NULL,
-    version_id TEXT NOT NULL,
-    name TEXT NOT NULL,
-    workflow_json TEXT NOT NULL,
-    assets TEXT NOT NULL,
-    publish_time REAL NOT NULL,
-    UNIQUE (share_id, seq)
-);
-
-CREATE TABLE IF NOT EXISTS hub_profiles (
-    username TEXT PRIMARY KEY,
-    owner TEXT NOT NULL UNIQUE,
-    display_name TEXT,
-    description TEXT,
-    avatar_url TEXT,
-    website_urls TEXT NOT NULL DEFAULT '[]',
-    created_at REAL NOT NULL
-);
-
-CREATE TABLE IF NOT EXISTS hub_labels (
-    type TEXT NOT NULL,
-    name TEXT NOT NULL,
-    display_name TEXT NOT NULL,
-    description TEXT,
-    PRIMARY KEY (type, name)
-);
-
-CREATE TABLE IF NOT EXISTS hub_uploads (
-    token TEXT PRIMARY KEY,
-    owner TEXT NOT NULL,
-    filename TEXT NOT NULL,
-    content_type TEXT NOT NULL,
-    stored_name TEXT NOT NULL,
-    expires_at REAL NOT NULL,
-    uploaded_at REAL,
-    claimed_at REAL
-);
-
-CREATE TABLE IF NOT EXISTS hub_feedback (
-    id TEXT PRIMARY KEY,
-    owner TEXT NOT NULL,
-    type TEXT NOT NULL,
-    content TEXT,
-    rating INTEGER,
-    metadata TEXT NOT NULL DEFAULT '{}',
-    created_at REAL NOT NULL
-);
-"""
+Record = dict[str, Any]
 
 
 class VersionConflict(Exception):
@@ -143,51 +121,64 @@ def load(text: str | None, default: Any = None) -> Any:
     return orjson.loads(text) if text else default
 
 
-class HubStore:
-    """All database access of the plugin."""
 
-    def __init__(self, path: str, content_dir: str = ""):
-        self.path = path
+def folded_contains(column: Any, text: str) -> Any:
+    """``column`` contains ``text``, ignoring case as the database's ``lower()`` does, wildcards taken literally."""
+    pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    return func.lower(column).like(func.lower(pattern), escape="\\")
+
+
+def is_conflict(exc: BaseException) -> bool:
+    """Whether ``exc`` is a broken unique constraint from either back-end's driver (sqlite3, asyncpg)."""
+    return any(c.__name__ in ("IntegrityError", "IntegrityConstraintViolationError") for c in type(exc).__mro__)
+
+
+def _names(stmt: Any) -> list[str]:
+    return list(stmt.selected_columns.keys())
+
+
+_NEWER = snapshots.alias("newer")
+_LATEST_SEQ = select(func.max(_NEWER.c.seq)).where(_NEWER.c.share_id == S.share_id).scalar_subquery()
+_SHARES = (select(shares, N.name, N.workflow_json, N.assets, N.publish_time, N.version_id, N.seq)
+           .select_from(shares.join(snapshots, N.share_id == S.share_id)).where(N.seq == _LATEST_SEQ))
+"""Each share with its newest snapshot."""
+
+_SORT = {"create_time": WF.created_at, "update_time": WF.updated_at, "name": func.lower(WF.name)}
+
+
+class HubStore:
+    """All database access of the plugin, through ``kernel.database``."""
+
+    def __init__(self, db: Database, content_dir: str = ""):
+        self.db = db
         #: Where copies of published private asset content live (see ``publishing.keep_content``).
         self.content_dir = content_dir
-        self.db: aiosqlite.Connection | None = None
-        self.lock = asyncio.Lock()
+        self._add_label = self.db.insert(labels).values(
+            type=bindparam("type"), name=bindparam("name"), display_name=bindparam("display_name"),
+        ).on_conflict_do_nothing(index_elements=["type", "name"])
 
     async def open(self) -> None:
-        # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE), never implicit.
-        self.db = await aiosqlite.connect(self.path, timeout=30, isolation_level=None)
-        self.db.row_factory = aiosqlite.Row
-        await self.db.execute("PRAGMA journal_mode=WAL")
-        await self.db.execute("PRAGMA busy_timeout=30000")
-        await self.db.executescript(SCHEMA)
+        """Nothing to open: the kernel opens ``kernel.database`` and runs the hub's migrations before start-up."""
+        self.db.prepare(self._add_label)
 
     async def close(self) -> None:
-        if self.db is not None:
-            await self.db.close()
-            self.db = None
+        return None
 
-    @contextlib.asynccontextmanager
-    async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
-        """One write transaction at a time, taken before any read it depends on."""
-        assert self.db is not None, "hub store is not open"
-        async with self.lock:
-            await self.db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self.db
-            except BaseException:
-                await self.db.execute("ROLLBACK")
-                raise
-            else:
-                await self.db.execute("COMMIT")
+    def transaction(self) -> Any:
+        """``async with store.transaction() as tx``: statements on ``tx`` commit together or not at all."""
+        return self.db.transaction()
 
-    async def one(self, sql: str, params: tuple[Any, ...] = ()) -> dict[str, Any] | None:
-        async with self.db.execute(sql, params) as cur:
-            row = await cur.fetchone()
-        return dict(row) if row else None
+    async def one(self, stmt: Any, tx: Transaction | None = None, *, fresh: bool = False) -> Record | None:
+        """The first row as a dict; ``fresh``: read in a transaction, which sees every committed write."""
+        if fresh and tx is None:
+            async with self.db.transaction() as own:
+                return await self.one(stmt, own)
+        row = await (tx or self.db).fetch_one(stmt)
+        return dict(zip(_names(stmt), row, strict=True)) if row is not None else None
 
-    async def all(self, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
-        async with self.db.execute(sql, params) as cur:
-            return [dict(r) for r in await cur.fetchall()]
+    async def all(self, stmt: Any, tx: Transaction | None = None) -> list[Record]:
+        names = _names(stmt)
+        return [dict(zip(names, row, strict=True)) for row in await (tx or self.db).fetch_all(stmt)]
 
     # --- workflows and versions --------------------------------------------
 
@@ -197,86 +188,79 @@ class HubStore:
                               source_file: str | None = None) -> dict[str, Any]:
         now = time.time()
         wf_id, version_id = new_id(), new_id()
-        async with self.transaction() as db:
-            await db.execute(
-                "INSERT INTO hub_workflows (id, owner, created_by, name, description, default_view, latest_version,"
-                " forked_from_workflow_id, forked_from_version_id, source_file, created_at, updated_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?)",
-                (wf_id, owner, created_by, name, description, default_view,
-                 forked_from[0] if forked_from else None, forked_from[1] if forked_from else None,
-                 source_file, now, now))
-            await db.execute(
-                "INSERT INTO hub_versions (id, workflow_id, version, workflow_json, created_by, created_at)"
-                " VALUES (?, ?, 1, ?, ?, ?)", (version_id, wf_id, dump(workflow_json), created_by, now))
-        return await self.get_workflow(wf_id)
+        async with self.db.transaction() as tx:
+            await tx.execute(workflows.insert().values(
+                id=wf_id, owner=owner, created_by=created_by, name=name, description=description,
+                default_view=default_view, latest_version=1,
+                forked_from_workflow_id=forked_from[0] if forked_from else None,
+                forked_from_version_id=forked_from[1] if forked_from else None,
+                source_file=source_file, created_at=now, updated_at=now))
+            await tx.execute(versions.insert().values(id=version_id, workflow_id=wf_id, version=1,
+                                                      workflow_json=dump(workflow_json), created_by=created_by,
+                                                      created_at=now))
+            return await self.one(select(workflows).where(WF.id == wf_id), tx)
 
-    async def get_workflow(self, wf_id: str) -> dict[str, Any] | None:
-        return await self.one("SELECT * FROM hub_workflows WHERE id = ? AND deleted_at IS NULL", (wf_id,))
+    async def get_workflow(self, wf_id: str, *, fresh: bool = False) -> dict[str, Any] | None:
+        return await self.one(select(workflows).where(WF.id == wf_id, WF.deleted_at.is_(None)), fresh=fresh)
 
-    async def workflow_for_file(self, owner: str, source_file: str) -> dict[str, Any] | None:
-        return await self.one("SELECT * FROM hub_workflows WHERE owner = ? AND source_file = ? AND deleted_at IS NULL",
-                              (owner, source_file))
+    async def workflow_for_file(self, owner: str, source_file: str, *, fresh: bool = False) -> dict[str, Any] | None:
+        return await self.one(select(workflows).where(WF.owner == owner, WF.source_file == source_file,
+                                                      WF.deleted_at.is_(None)), fresh=fresh)
 
     async def list_workflows(self, owner: str, *, name: str | None, default_view: str | None, sort: str,
                              order: str, limit: int, offset: int) -> tuple[list[dict[str, Any]], int]:
-        where = ["owner = ?", "deleted_at IS NULL"]
-        params: list[Any] = [owner]
+        where = [WF.owner == owner, WF.deleted_at.is_(None)]
         if name:
-            where.append("instr(lower(name), lower(?)) > 0")
-            params.append(name)
+            where.append(folded_contains(WF.name, name))
         if default_view:
-            where.append("default_view = ?")
-            params.append(default_view)
-        column = {"create_time": "created_at", "update_time": "updated_at", "name": "name COLLATE NOCASE"}[sort]
-        direction = "ASC" if order == "asc" else "DESC"
-        clause = " AND ".join(where)
-        total = (await self.one(f"SELECT count(*) AS n FROM hub_workflows WHERE {clause}", tuple(params)))["n"]
-        rows = await self.all(f"SELECT * FROM hub_workflows WHERE {clause} ORDER BY {column} {direction}, id"
-                              f" {direction} LIMIT ? OFFSET ?", (*params, limit, offset))
-        return rows, total
+            where.append(WF.default_view == default_view)
+        total = await self.db.scalar(select(func.count()).select_from(workflows).where(*where))
+        column = _SORT[sort]
+        keys = (column.asc(), WF.id.asc()) if order == "asc" else (column.desc(), WF.id.desc())
+        rows = await self.all(select(workflows).where(*where).order_by(*keys).limit(limit).offset(offset))
+        return rows, int(total or 0)
 
     async def update_workflow(self, wf_id: str, fields: dict[str, Any]) -> dict[str, Any] | None:
         allowed = {k: v for k, v in fields.items() if k in ("name", "description", "default_view")}
-        async with self.transaction() as db:
-            sets = ", ".join(f"{k} = ?" for k in allowed)
-            await db.execute(f"UPDATE hub_workflows SET {sets + ', ' if sets else ''}updated_at = ?"
-                             " WHERE id = ? AND deleted_at IS NULL", (*allowed.values(), time.time(), wf_id))
-        return await self.get_workflow(wf_id)
+        live = (WF.id == wf_id, WF.deleted_at.is_(None))
+        async with self.db.transaction() as tx:
+            await tx.execute(update(workflows).where(*live).values(**allowed, updated_at=time.time()))
+            return await self.one(select(workflows).where(*live), tx)
 
     async def delete_workflow(self, wf_id: str) -> None:
         """Soft delete (the seed's wording): versions stay for forks that point at them."""
-        async with self.transaction() as db:
-            await db.execute("UPDATE hub_workflows SET deleted_at = ? WHERE id = ?", (time.time(), wf_id))
+        await self.db.execute(update(workflows).where(WF.id == wf_id).values(deleted_at=time.time()))
 
-    async def get_version(self, wf_id: str, version: int | None = None) -> dict[str, Any] | None:
+    async def get_version(self, wf_id: str, version: int | None = None, *, fresh: bool = False
+                          ) -> dict[str, Any] | None:
         if version is None:
-            return await self.one("SELECT v.* FROM hub_versions v JOIN hub_workflows w ON w.id = v.workflow_id"
-                                  " WHERE v.workflow_id = ? AND v.version = w.latest_version", (wf_id,))
-        return await self.one("SELECT * FROM hub_versions WHERE workflow_id = ? AND version = ?", (wf_id, version))
+            return await self.one(select(versions).select_from(versions.join(workflows, WF.id == V.workflow_id))
+                                  .where(V.workflow_id == wf_id, V.version == WF.latest_version), fresh=fresh)
+        return await self.one(select(versions).where(V.workflow_id == wf_id, V.version == version), fresh=fresh)
 
     async def add_version(self, wf_id: str, base_version: int | None, workflow_json: dict[str, Any],
                           created_by: str) -> dict[str, Any]:
         """Append ``latest + 1`` if ``base_version`` is the latest (None: no check, for file re-publishes).
 
-        The check and the insert happen in one immediate transaction, so a
-        second writer on the same base waits, then sees the new latest and
-        gets :class:`VersionConflict`; nothing is overwritten.
+        The check and the insert happen in one transaction that locks the
+        workflow's row first, so a second writer on the same base waits, then
+        sees the new latest and gets :class:`VersionConflict`; nothing is
+        overwritten.
         """
         now = time.time()
-        async with self.transaction() as db:
-            row = await self.one("SELECT latest_version FROM hub_workflows WHERE id = ? AND deleted_at IS NULL",
-                                 (wf_id,))
-            if row is None:
+        async with self.db.transaction() as tx:
+            current = await tx.scalar(select(WF.latest_version).where(WF.id == wf_id, WF.deleted_at.is_(None))
+                                      .with_for_update())
+            if current is None:
                 raise KeyError(wf_id)
-            current = row["latest_version"]
             if base_version is not None and base_version != current:
                 raise VersionConflict(current)
             version_id = new_id()
-            await db.execute(
-                "INSERT INTO hub_versions (id, workflow_id, version, workflow_json, created_by, created_at)"
-                " VALUES (?, ?, ?, ?, ?, ?)", (version_id, wf_id, current + 1, dump(workflow_json), created_by, now))
-            await db.execute("UPDATE hub_workflows SET latest_version = ?, updated_at = ? WHERE id = ?",
-                             (current + 1, now, wf_id))
+            await tx.execute(versions.insert().values(id=version_id, workflow_id=wf_id, version=current + 1,
+                                                      workflow_json=dump(workflow_json), created_by=created_by,
+                                                      created_at=now))
+            await tx.execute(update(workflows).where(WF.id == wf_id).values(latest_version=current + 1,
+                                                                             updated_at=now))
         return {"id": version_id, "version": current + 1, "latest_version": current + 1, "created_by": created_by,
                 "created_at": now}
 
@@ -288,17 +272,17 @@ class HubStore:
                       ) -> dict[str, Any]:
         """Add an immutable snapshot under the workflow's share id (created on first publish)."""
         now = time.time()
-        async with self.transaction() as db:
-            share = await self.one("SELECT * FROM hub_shares WHERE workflow_id = ?", (workflow["id"],))
-            if share is None:
+        async with self.db.transaction() as tx:
+            # Publishes of one workflow take turns: one creates the share, the next numbers after it.
+            await tx.fetch_one(select(WF.id).where(WF.id == workflow["id"]).with_for_update())
+            share_id = await tx.scalar(select(S.share_id).where(S.workflow_id == workflow["id"]))
+            if share_id is None:
                 share_id = new_share_id()
-                await db.execute("INSERT INTO hub_shares (share_id, workflow_id, owner) VALUES (?, ?, ?)",
-                                 (share_id, workflow["id"], workflow["owner"]))
+                await tx.execute(shares.insert().values(share_id=share_id, workflow_id=workflow["id"],
+                                                        owner=workflow["owner"]))
                 seq = 1
             else:
-                share_id = share["share_id"]
-                last = await self.one("SELECT max(seq) AS n FROM hub_snapshots WHERE share_id = ?", (share_id,))
-                seq = (last["n"] or 0) + 1
+                seq = (await tx.scalar(select(func.max(N.seq)).where(N.share_id == share_id)) or 0) + 1
             updates: dict[str, Any] = {"unpublished_at": None}
             if listed is not None:
                 updates["listed"] = int(listed)
@@ -306,54 +290,106 @@ class HubStore:
                 updates["profile_username"] = profile_username
             if hub_fields is not None:
                 updates["hub_fields"] = dump(hub_fields)
-            sets = ", ".join(f"{k} = ?" for k in updates)
-            await db.execute(f"UPDATE hub_shares SET {sets} WHERE share_id = ?", (*updates.values(), share_id))
-            await db.execute(
-                "INSERT INTO hub_snapshots (id, share_id, seq, version_id, name, workflow_json, assets, publish_time)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (new_id(), share_id, seq, version["id"], name, version["workflow_json"], dump(assets), now))
-        return await self.share(share_id)
+            await tx.execute(update(shares).where(S.share_id == share_id).values(**updates))
+            await tx.execute(snapshots.insert().values(
+                id=new_id(), share_id=share_id, seq=seq, version_id=version["id"], name=name,
+                workflow_json=version["workflow_json"], assets=dump(assets), publish_time=now))
+            return await self.one(_SHARES.where(S.share_id == share_id), tx)
 
     async def share(self, share_id: str, *, include_unpublished: bool = False) -> dict[str, Any] | None:
         """The share joined with its newest snapshot."""
-        sql = ("SELECT s.*, n.name, n.workflow_json, n.assets, n.publish_time, n.version_id, n.seq"
-               " FROM hub_shares s JOIN hub_snapshots n ON n.share_id = s.share_id"
-               " WHERE s.share_id = ? AND n.seq = (SELECT max(seq) FROM hub_snapshots WHERE share_id = s.share_id)")
+        stmt = _SHARES.where(S.share_id == share_id)
         if not include_unpublished:
-            sql += " AND s.unpublished_at IS NULL"
-        return await self.one(sql, (share_id,))
+            stmt = stmt.where(S.unpublished_at.is_(None))
+        return await self.one(stmt)
 
     async def share_of_workflow(self, wf_id: str) -> dict[str, Any] | None:
-        row = await self.one("SELECT share_id FROM hub_shares WHERE workflow_id = ?", (wf_id,))
-        return await self.share(row["share_id"], include_unpublished=True) if row else None
+        share_id = await self.db.scalar(select(S.share_id).where(S.workflow_id == wf_id))
+        return await self.share(share_id, include_unpublished=True) if share_id is not None else None
 
     async def snapshots(self, share_id: str) -> list[dict[str, Any]]:
-        return await self.all("SELECT * FROM hub_snapshots WHERE share_id = ? ORDER BY seq", (share_id,))
+        return await self.all(select(snapshots).where(N.share_id == share_id).order_by(N.seq))
 
     async def unpublish(self, share_id: str) -> None:
-        async with self.transaction() as db:
-            await db.execute("UPDATE hub_shares SET unpublished_at = ?, listed = 0 WHERE share_id = ?",
-                             (time.time(), share_id))
+        await self.db.execute(update(shares).where(S.share_id == share_id)
+                              .values(unpublished_at=time.time(), listed=0))
 
     async def listed_shares(self, *, statuses: list[str], search: str | None, tag: str | None,
                             username: str | None) -> list[dict[str, Any]]:
         """Every listed share matching the filters, newest first (the caller pages)."""
-        sql = ("SELECT s.*, n.name, n.workflow_json, n.assets, n.publish_time, n.version_id, n.seq"
-               " FROM hub_shares s JOIN hub_snapshots n ON n.share_id = s.share_id"
-               " WHERE n.seq = (SELECT max(seq) FROM hub_snapshots WHERE share_id = s.share_id)"
-               " AND s.unpublished_at IS NULL AND s.listed = 1")
-        params: list[Any] = []
+        stmt = _SHARES.where(S.unpublished_at.is_(None), S.listed == 1)
         if statuses:
-            sql += f" AND s.status IN ({', '.join('?' for _ in statuses)})"
-            params.extend(statuses)
+            stmt = stmt.where(S.status.in_(statuses))
         if search:
-            sql += " AND instr(lower(n.name), lower(?)) > 0"
-            params.append(search)
+            stmt = stmt.where(folded_contains(N.name, search))
         if username:
-            sql += " AND s.profile_username = ?"
-            params.append(username)
-        sql += " ORDER BY n.publish_time DESC, s.share_id DESC"
-        rows = await self.all(sql, tuple(params))
+            stmt = stmt.where(S.profile_username == username)
+        rows = await self.all(stmt.order_by(N.publish_time.desc(), S.share_id.desc()))
         if tag:
             rows = [r for r in rows if tag in (load(r["hub_fields"], {}).get("tags") or [])]
         return rows
+
+    # --- profiles, labels, feedback --------------------------------------------
+
+    async def profile_by_name(self, username: str) -> dict[str, Any] | None:
+        return await self.one(select(profiles).where(P.username == username))
+
+    async def profile_of(self, owner: str) -> dict[str, Any] | None:
+        return await self.one(select(profiles).where(P.owner == owner))
+
+    async def add_profile(self, row: Mapping[str, Any]) -> str | None:
+        """Create a hub profile; returns ``"owner"`` or ``"username"`` instead when that one is taken."""
+
+        async def taken(tx: Any) -> str | None:
+            for field in ("owner", "username"):
+                if await tx.fetch_one(select(P.username).where(P[field] == row[field])) is not None:
+                    return field
+            return None
+
+        try:
+            async with self.db.transaction() as tx:
+                found = await taken(tx)
+                if found is None:
+                    await tx.execute(profiles.insert().values(**row))
+                return found
+        except Exception as exc:  # PostgreSQL: a concurrent request inserted one of them first
+            if not is_conflict(exc):
+                raise
+            found = await taken(self.db)
+            if found is None:
+                raise
+            return found
+
+    async def update_profile(self, username: str, fields: dict[str, Any]) -> dict[str, Any] | None:
+        """Change a profile's fields; returns the profile as it is now."""
+        async with self.db.transaction() as tx:
+            if fields:
+                await tx.execute(update(profiles).where(P.username == username).values(**fields))
+            return await self.one(select(profiles).where(P.username == username), tx)
+
+    async def seed_labels(self, rows: list[tuple[str, str, str]]) -> None:
+        """Add labels a fresh server offers, keeping those already there."""
+        await self.db.execute_many(self._add_label, [{"type": t, "name": n, "display_name": d} for t, n, d in rows])
+
+    async def labels(self, kind: str | None = None) -> list[dict[str, Any]]:
+        stmt = select(labels)
+        if kind:
+            stmt = stmt.where(labels.c.type == kind)
+        return await self.all(stmt.order_by(labels.c.type, labels.c.name))
+
+    async def add_feedback(self, row: Mapping[str, Any]) -> None:
+        await self.db.execute(feedback.insert().values(**row))
+
+    # --- media uploads -----------------------------------------------------------
+
+    async def add_upload(self, row: Mapping[str, Any]) -> None:
+        await self.db.execute(uploads.insert().values(**row))
+
+    async def upload(self, token: str) -> dict[str, Any] | None:
+        return await self.one(select(uploads).where(uploads.c.token == token))
+
+    async def claim_upload(self, tx: Transaction, token: str) -> bool:
+        """Mark the upload URL used inside ``tx``; False when it already was."""
+        claimed = await tx.execute(update(uploads).where(uploads.c.token == token, uploads.c.uploaded_at.is_(None))
+                                   .values(uploaded_at=time.time()))
+        return claimed == 1

@@ -5,6 +5,7 @@ Skipped when the multiuser plugin is not installed or cannot start here.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from importlib.util import find_spec
@@ -13,7 +14,7 @@ import httpx
 import pytest
 from hub_helpers import disable_all_but
 
-from comfy_kernel.testing import ServerProcess
+from comfy_kernel.testing import TEST_POSTGRES, ServerProcess, server_database
 
 pytestmark = pytest.mark.skipif(find_spec("comfy_kernel_multiuser") is None or find_spec("cryptography") is None,
                                 reason="the multiuser plugin is not installed")
@@ -33,9 +34,12 @@ def auth(tmp_path_factory):
     from cryptography.fernet import Fernet
 
     base = tmp_path_factory.mktemp("hubauth")
+    env = dict(os.environ)
+    if os.environ.get(TEST_POSTGRES):  # the PostgreSQL run: the database the server on ``base`` will use
+        env["COMFY_KERNEL_DATABASE"] = server_database(base)
     done = subprocess.run([sys.executable, "-m", "comfy_kernel.cli", "users", "create", "--admin", "--username",
                            ADMIN[0], "--password-stdin", "--base-directory", str(base)],
-                          input=ADMIN[1] + "\n", capture_output=True, text=True, timeout=120, cwd=str(base))
+                          input=ADMIN[1] + "\n", capture_output=True, text=True, timeout=120, cwd=str(base), env=env)
     if done.returncode != 0:
         pytest.skip(f"could not create an administrator: {done.stderr[-300:]}")
     args = [*disable_all_but("hub", "userdata", "assets", "multiuser"), "--auth", "--auth-rate-limit", "10000"]
