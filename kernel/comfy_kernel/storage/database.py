@@ -171,12 +171,18 @@ class Database:
 class Transaction:
     """Statements inside :meth:`Database.transaction` (the same calls as on the database)."""
 
-    def __init__(self, db: Database, run: Any, fetch: Any):
-        self.db, self._run, self._fetch = db, run, fetch
+    def __init__(self, db: Database, run: Any, fetch: Any, many: Any):
+        self.db, self._run, self._fetch, self._many = db, run, fetch, many
 
     async def execute(self, stmt: ClauseElement, params: Params = None) -> int:
         sql, args = self.db.sql(stmt, params)
         return await self._run(sql, args)
+
+    async def execute_many(self, stmt: ClauseElement, rows: Sequence[Mapping[str, Any]]) -> None:
+        """``stmt`` once per row (one round trip on PostgreSQL)."""
+        if rows:
+            batch = [self.db.sql(stmt, row) for row in rows]
+            await self._many(batch[0][0], [args for _, args in batch])
 
     async def fetch_all(self, stmt: ClauseElement, params: Params = None) -> list[Row]:
         sql, args = self.db.sql(stmt, params)
@@ -259,12 +265,12 @@ class SQLiteDatabase(Database):
         if not rows:
             return
         batch = [self.sql(stmt, row) for row in rows]
+        sql, rows_args = batch[0][0], [args for _, args in batch]
 
         def run(conn: sqlite3.Connection) -> None:
             conn.execute("BEGIN IMMEDIATE")
             try:
-                for sql, args in batch:
-                    conn.execute(sql, args)
+                conn.executemany(sql, rows_args)
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
@@ -273,9 +279,14 @@ class SQLiteDatabase(Database):
         await self.write(run)
 
     async def fetch_all(self, stmt: ClauseElement, params: Params = None) -> list[Row]:
+        """Rows from the reader connection, read in one call on its thread.
+
+        An ``execute`` and a ``fetchall`` as two calls would leave the statement
+        open between them, holding the connection's read snapshot: another
+        coroutine's read slipping in would then miss rows committed since.
+        """
         sql, args = self.sql(stmt, params)
-        async with self.reader.execute(sql, args) as cur:
-            return list(await cur.fetchall())
+        return list(await self.reader.execute_fetchall(sql, args))
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Transaction]:
@@ -302,8 +313,11 @@ class SQLiteDatabase(Database):
             async def fetch(sql: str, args: list[Any]) -> list[Row]:
                 return conn.execute(sql, args).fetchall()
 
+            async def many(sql: str, rows: list[list[Any]]) -> None:
+                conn.executemany(sql, rows)
+
             try:
-                yield Transaction(self, run, fetch)
+                yield Transaction(self, run, fetch, many)
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
@@ -390,9 +404,7 @@ class PostgresDatabase(Database):
         batch = [self.sql(stmt, row) for row in rows]
 
         async def run(conn: Any) -> None:
-            async with conn.transaction():
-                for sql, args in batch:
-                    await conn.execute(sql, *args)
+            await conn.executemany(batch[0][0], [args for _, args in batch])  # one transaction, one round trip
 
         await self._connected(run)
 
@@ -424,8 +436,11 @@ class PostgresDatabase(Database):
             async def fetch(sql: str, args: list[Any]) -> list[Row]:
                 return [tuple(r) for r in await conn.fetch(sql, *args)]
 
+            async def many(sql: str, rows: list[list[Any]]) -> None:
+                await conn.executemany(sql, rows)
+
             try:
-                yield Transaction(self, run, fetch)
+                yield Transaction(self, run, fetch, many)
             except BaseException:
                 await tx.rollback()
                 raise

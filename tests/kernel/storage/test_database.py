@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import pathlib
 import sqlite3
+from typing import Any
 
 import orjson
 import pytest
@@ -11,7 +13,7 @@ from sqlalchemy import Column, Integer, MetaData, Table, Text, bindparam, func, 
 from comfy_kernel.execution.store import Store
 from comfy_kernel.migrations import KERNEL
 from comfy_kernel.storage import UnstorableText, connect, upgrade
-from comfy_kernel.storage.migrations import VERSION_TABLE, Migrations, script_heads
+from comfy_kernel.storage.migrations import Migrations, current_version, script_heads
 from comfy_kernel.webhooks.store import WebhookStore
 
 metadata = MetaData()
@@ -54,7 +56,7 @@ async def test_a_failed_transaction_leaves_nothing(db):
     assert await db.fetch_all(select(notes.c.id)) == [("y",)]
 
 
-async def test_migrations_run_once_and_record_each_branch(db, tmp_path):
+async def test_migrations_run_once_per_component_and_each_keeps_its_version(db, tmp_path):
     assert await upgrade(db, [KERNEL]) == []  # already at the head: nothing to do
     versions = tmp_path / "extra"
     versions.mkdir()
@@ -66,9 +68,21 @@ async def test_migrations_run_once_and_record_each_branch(db, tmp_path):
     extra = Migrations("extra", str(versions), head="x0001")
     assert await upgrade(db, [KERNEL, extra]) == ["x0001"]
     assert await upgrade(db, [KERNEL, extra]) == []
-    rows = await db.fetch_all(text(f"SELECT version_num FROM {VERSION_TABLE} ORDER BY version_num"))
-    assert rows == [(KERNEL.head,), ("x0001",)]
+    assert await current_version(db, KERNEL) == KERNEL.head and await current_version(db, extra) == "x0001"
     await db.execute(text("INSERT INTO extra_items (id) VALUES ('ok')"))
+    # A later kernel revision applies while a component that is not given (a disabled plugin) stays as it is.
+    kernel_next = tmp_path / "kernel_next"
+    kernel_next.mkdir()
+    for script in pathlib.Path(KERNEL.versions).glob("k*.py"):
+        (kernel_next / script.name).write_text(script.read_text())
+    (kernel_next / "k9999_more.py").write_text(
+        'import sqlalchemy as sa\nfrom alembic import op\n'
+        f'revision = "k9999"\ndown_revision = "{KERNEL.head}"\nbranch_labels = None\ndepends_on = None\n'
+        'def upgrade():\n    op.create_table("more_items", sa.Column("id", sa.Text, primary_key=True))\n'
+        'def downgrade():\n    op.drop_table("more_items")\n')
+    newer = Migrations("kernel", str(kernel_next), head="k9999")
+    assert await upgrade(db, [newer]) == ["k9999"]
+    assert await current_version(db, extra) == "x0001"
 
 
 def test_the_kernels_declared_head_is_its_newest_script():
@@ -218,3 +232,29 @@ def test_processes_starting_together_migrate_a_sqlite_file_once(tmp_path):
     results = [p.communicate(timeout=60) for p in procs]
     assert all(p.returncode == 0 for p in procs), [err for _, err in results]
     assert sorted(int(out) for out, _ in results) == [0, 0, 0, 2]
+
+
+async def test_reads_interleaved_with_writes_see_every_committed_row(db):
+    """Twenty requests each writing a row and reading it back at once: none reads an older snapshot."""
+    import asyncio
+
+    add = db.prepare(notes.insert().values(id=bindparam("id"), n=bindparam("n")))
+    find = db.prepare(select(notes.c.n).where(notes.c.id == bindparam("id")))
+
+    async def request(i: int) -> Any:
+        await db.execute(add, {"id": f"r{i}", "n": i})
+        return await db.scalar(find, {"id": f"r{i}"})
+
+    assert await asyncio.gather(*(request(i) for i in range(20))) == list(range(20))
+
+
+async def test_many_rows_in_one_statement_inside_and_outside_a_transaction(db):
+    add = notes.insert().values(id=bindparam("id"), n=bindparam("n"))
+    await db.execute_many(add, [{"id": f"a{i}", "n": i} for i in range(50)])
+    async with db.transaction() as tx:
+        await tx.execute_many(add, [{"id": f"b{i}", "n": i} for i in range(50)])
+    assert await db.scalar(select(func.count()).select_from(notes)) == 100
+    with pytest.raises(Exception):  # noqa: B017 - either driver's unique violation
+        async with db.transaction() as tx:
+            await tx.execute_many(add, [{"id": "c0", "n": 0}, {"id": "a1", "n": 1}])
+    assert await db.scalar(select(func.count()).select_from(notes).where(notes.c.id == "c0")) == 0
