@@ -9,6 +9,7 @@ kernel's API for plugins: ``config``, ``dirs``, ``folders``, ``nodes``,
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import shutil
@@ -182,15 +183,22 @@ class Kernel:
         self.loop = asyncio.get_running_loop()
         self.ws.start()
         self.logs.attach(self)
-        if isinstance(self.database, SQLiteDatabase):
-            os.makedirs(os.path.dirname(self.database.path), exist_ok=True)
-        await self.database.open()
-        await upgrade(self.database, self.migrations())
-        if self.executor is not None:
-            await self.executor.start()
-        if self.webhooks is not None:
-            await self.webhooks.start()
-        await self.host.call_each_async("ck_startup", kernel=self, mark_failed=True)
+        try:
+            if isinstance(self.database, SQLiteDatabase):
+                os.makedirs(os.path.dirname(self.database.path), exist_ok=True)
+            await self.database.open()
+            await upgrade(self.database, self.migrations())
+            if self.executor is not None:
+                await self.executor.start()
+            if self.webhooks is not None:
+                await self.webhooks.start()
+            await self.host.call_each_async("ck_startup", kernel=self, mark_failed=True)
+        except BaseException:
+            # A plugin that stops the start (SystemExit) or a database that fails must not leave the
+            # database's or the executor's threads behind, keeping a failed process alive.
+            with contextlib.suppress(Exception):
+                await self.shutdown()
+            raise
 
     def start_warmup(self) -> asyncio.Task | None:
         """Warm up in the background once the server answers (see :meth:`warm_up`); None with --no-warmup."""

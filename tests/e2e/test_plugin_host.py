@@ -26,6 +26,17 @@ def plugin_path(tmp_path):
     return root
 
 
+def test_a_plugin_that_stops_the_start_ends_the_process(tmp_path):
+    """SystemExit from ck_startup (a plugin's setup that must not run half-configured) ends the process
+    with its message, instead of leaving it alive on the database's thread."""
+    root = tmp_path / "site"
+    make_distribution(root, "stopping-startup", "stopping_startup", src.STOPPING_STARTUP)
+    server = ServerProcess(tmp_path / "base", *KERNEL_ONLY, env={"PYTHONPATH": str(root)}, startup_timeout=30)
+    with pytest.raises(RuntimeError, match="this server must not start"):
+        server.start()
+    server.client.close()
+
+
 def _legacy_packs(base):
     nodes = base / "custom_nodes"
     pack = nodes / "legacy_pack"
