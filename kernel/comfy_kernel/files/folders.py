@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from .access import PRIVATE_KINDS, FileAccessDenied, current_owner
 from .paths import UnsafePath, is_within, safe_join, split_annotation
+from .remote import RemoteFiles, relative
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +97,8 @@ class FolderRegistry:
         #: ``(owner, kind, real path) -> bool``: may that owner open this output/temp file?
         #: The kernel connects it to the ``ck_file_access`` hook.
         self.access_check: Callable[[str, str, str], bool] | None = None
+        #: Input/output/temp files every machine sees (see :mod:`.remote`); None: the local folders only.
+        self.remote: RemoteFiles | None = None
         self.folders: dict[str, Folder] = {}
         self._cache: dict[str, tuple[list[str], dict[str, float]]] = {}
         self._lock = threading.Lock()
@@ -236,7 +239,60 @@ class FolderRegistry:
         base = self.dirs.by_type(kind) if kind else (default_dir or self.dirs.input)
         path = safe_join(base, bare)
         self.check_access(path)
+        if self.remote is not None and not os.path.exists(path):
+            self.fetch_remote(path)
         return path
+
+    def data_kind(self, path: str) -> tuple[str, str] | None:
+        """``(kind, relative path)`` of a path inside input, output or temp; None elsewhere."""
+        for kind in ("input", "output", "temp"):
+            rel = relative(getattr(self.dirs, kind), path)
+            if rel is not None:
+                return kind, rel
+        return None
+
+    def fetch_remote(self, path: str) -> bool:
+        """Copy a missing input/output/temp file from :attr:`remote`; False when it has none (blocking)."""
+        where = self.data_kind(path) if self.remote is not None else None
+        if where is None:
+            return False
+        assert self.remote is not None
+        return self.remote.fetch(where[0], where[1], path)
+
+    def put_remote(self, path: str) -> None:
+        """Store a finished input/output/temp file in :attr:`remote`, if there is one (blocking)."""
+        where = self.data_kind(path) if self.remote is not None else None
+        if where is not None and os.path.isfile(path):
+            assert self.remote is not None
+            self.remote.put(where[0], where[1], path)
+
+    def claim_remote(self, path: str) -> bool:
+        """Reserve a new file's name in :attr:`remote`; False when another machine has it (blocking)."""
+        where = self.data_kind(path) if self.remote is not None else None
+        if where is None:
+            return True
+        assert self.remote is not None
+        return self.remote.put_new(where[0], where[1])
+
+    def remote_names(self, folder: str, stem: str) -> list[str]:
+        """Names in :attr:`remote` of files in ``folder`` (an input/output/temp path) starting with ``stem``."""
+        where = self.data_kind(os.path.join(folder, stem)) if self.remote is not None else None
+        if where is None:
+            return []
+        assert self.remote is not None
+        start = len(where[1]) - len(stem)
+        return [name[start:] for name in self.remote.names(where[0], where[1]) if "/" not in name[start:]]
+
+    def input_names(self) -> list[str]:
+        """Regular files directly in the input directory, with the remote store's (unsorted)."""
+        base = self.dirs.input
+        try:
+            names = {f for f in os.listdir(base) if os.path.isfile(os.path.join(base, f))}
+        except OSError:
+            names = set()
+        if self.remote is not None:
+            names.update(self.remote.top_level("input"))
+        return list(names)
 
     def private_kind(self, path: str) -> str | None:
         """``output`` or ``temp`` when ``path`` (resolved) lies in that directory, else None."""

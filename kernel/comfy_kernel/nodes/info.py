@@ -104,7 +104,8 @@ class ObjectInfoCache:
                 stamps.append(os.stat(d).st_mtime_ns)
             except OSError:
                 stamps.append(-1)
-        return (self.registry.version, self.folders.version, tuple(stamps))
+        remote = getattr(self.folders, "remote", None)
+        return (self.registry.version, self.folders.version, tuple(stamps), remote.version if remote else 0)
 
     def build(self) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}

@@ -21,6 +21,7 @@ from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 
+from ..files.folders import FolderRegistry
 from ..files.paths import NameTooLong, UnsafePath, check_component, is_within, safe_join, split_annotation
 from ..http import HTTPError, json_response
 from ..kernel import Kernel
@@ -74,7 +75,8 @@ def not_modified(request: Request, etag: str, last_modified: str) -> bool:
     return False
 
 
-def resolve_view_path(kernel: Kernel, filename: str, kind: str, subfolder: str | None) -> str:
+def resolve_view_path(kernel: Kernel, filename: str, kind: str, subfolder: str | None,
+                      must_exist: bool = True) -> str:
     bare, annotated = split_annotation(filename)
     if bare.startswith("/") or ".." in bare or "\x00" in bare:
         raise HTTPError(400, "Invalid filename")
@@ -92,6 +94,18 @@ def resolve_view_path(kernel: Kernel, filename: str, kind: str, subfolder: str |
     path = os.path.join(directory, os.path.basename(bare))
     if not is_within(path, base):
         raise HTTPError(403, "File resolves outside its directory")
+    if not os.path.isfile(path) and not must_exist:
+        return path
+    if not os.path.isfile(path):
+        raise HTTPError(404, "File not found")
+    return path
+
+
+async def find_view_path(kernel: Kernel, filename: str, kind: str, subfolder: str | None) -> str:
+    """:func:`resolve_view_path`, fetching the file from the remote store first when it is missing here."""
+    path = resolve_view_path(kernel, filename, kind, subfolder, must_exist=False)
+    if not os.path.isfile(path) and kernel.folders.remote is not None:
+        await asyncio.to_thread(kernel.folders.fetch_remote, path)
     if not os.path.isfile(path):
         raise HTTPError(404, "File not found")
     return path
@@ -217,7 +231,7 @@ def register(routes: RouteTable, kernel: Kernel) -> None:
         filename = q["filename"]
         if not filename:
             raise HTTPError(400, "filename is empty")
-        path = resolve_view_path(kernel, filename, q.get("type", "output"), q.get("subfolder"))
+        path = await find_view_path(kernel, filename, q.get("type", "output"), q.get("subfolder"))
         name = os.path.basename(path)
         channel = q.get("channel")
         preview = q.get("preview")
@@ -256,7 +270,7 @@ def register(routes: RouteTable, kernel: Kernel) -> None:
         form = await _form(request)
         image, directory, subfolder, kind, overwrite = await _upload_target(kernel, form)
         data = await image.read()
-        name = await _write(directory, image.filename, data, overwrite)
+        name = await _write(kernel, directory, image.filename, data, overwrite)
         return json_response({"name": name, "subfolder": subfolder, "type": kind})
 
     @routes.post("/upload/mask")
@@ -275,8 +289,8 @@ def register(routes: RouteTable, kernel: Kernel) -> None:
         if not isinstance(ref, dict) or not isinstance(ref.get("filename"), str) or not ref["filename"]:
             raise HTTPError(400, "original_ref must be an object with a filename")
         sub = ref.get("subfolder") or None
-        original = resolve_view_path(kernel, ref["filename"], str(ref.get("type") or "output"),
-                                     sub if isinstance(sub, str) else None)
+        original = await find_view_path(kernel, ref["filename"], str(ref.get("type") or "output"),
+                                        sub if isinstance(sub, str) else None)
         mask_bytes = await image.read()
 
         def composite() -> bytes:
@@ -302,18 +316,51 @@ def register(routes: RouteTable, kernel: Kernel) -> None:
             raise
         except Exception:
             raise HTTPError(400, "Mask or original image could not be read") from None
-        name = await _write(directory, image.filename, data, overwrite)
+        name = await _write(kernel, directory, image.filename, data, overwrite)
         return json_response({"name": name, "subfolder": subfolder, "type": kind})
 
 
-async def _write(directory: str, filename: str, data: bytes, overwrite: bool) -> str:
-    """:func:`write_upload` on a thread; a name the file system refuses is the client's error (400)."""
+async def _write(kernel: Kernel, directory: str, filename: str, data: bytes, overwrite: bool) -> str:
+    """:func:`write_upload` (or :func:`write_shared_upload`) on a thread; a name the file system refuses
+    is the client's error (400)."""
+    remote = kernel.folders.remote
     try:
-        return await asyncio.to_thread(write_upload, directory, filename, data, overwrite)
+        if remote is None:
+            return await asyncio.to_thread(write_upload, directory, filename, data, overwrite)
+        return await asyncio.to_thread(write_shared_upload, kernel.folders, directory, filename, data, overwrite)
     except OSError as exc:
         if exc.errno in (errno.ENAMETOOLONG, errno.EINVAL, errno.EILSEQ):
             raise HTTPError(400, f"Invalid upload name: {exc.strerror}") from None
         raise
+
+
+def write_shared_upload(folders: FolderRegistry, directory: str, filename: str, data: bytes, overwrite: bool) -> str:
+    """:func:`write_upload`'s naming rules with the remote store as the judge of which names are taken.
+
+    The store creates a name atomically (``put_new``), so uploads of different
+    bytes under one name through two front-ends end up as ``a.png`` and
+    ``a (1).png``, as they do through one; the same bytes again keep the name.
+    The local directory gets a copy (the cache the nodes read).
+    """
+    remote = folders.remote
+    assert remote is not None
+    where = folders.data_kind(os.path.join(directory, filename))
+    if where is None:
+        return write_upload(directory, filename, data, overwrite)
+    kind, rel = where
+    folder = rel.rpartition("/")[0]
+    stem, ext = _split_name(filename)
+    candidate, i = filename, 0
+    while True:
+        key = f"{folder}/{candidate}" if folder else candidate
+        if overwrite:
+            write_upload(directory, candidate, data, True)
+            remote.put(kind, key, os.path.join(directory, candidate))
+            return candidate
+        if remote.put_new(kind, key, data) or remote.holds(kind, key, data):
+            return write_upload(directory, candidate, data, True)
+        i += 1
+        candidate = f"{stem} ({i}){ext}"
 
 
 async def _form(request: Request):

@@ -22,6 +22,11 @@ def _add_cluster_arguments(parser: argparse.ArgumentParser, *, role: bool) -> No
                        help="prefix of the cluster's subjects, stream and buckets (several clusters, one NATS)")
     group.add_argument("--ack-wait", type=float, default=DEFAULT_ACK_WAIT, metavar="SECONDS",
                        help="how long a silent worker keeps a prompt before another worker takes it over")
+    group.add_argument("--object-store", default=None, metavar="s3://BUCKET/PREFIX",
+                       help="keep input, output and temp files in this S3-compatible bucket, for machines that "
+                            "share no directory (credentials: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)")
+    group.add_argument("--object-store-endpoint", default=None, metavar="URL",
+                       help="the S3-compatible service when it is not AWS, e.g. http://minio:9000 (path-style)")
 
 
 @hookimpl
@@ -54,6 +59,36 @@ def ck_migrations(kernel: Any) -> list[Any]:
     from .migrations import CLUSTER
 
     return [CLUSTER]
+
+
+@hookimpl
+def ck_startup(kernel: Any) -> None:
+    """Put the object store behind the input, output and temp folders (``--object-store``).
+
+    A store that cannot be reached stops the process: a front-end or worker
+    without it would hand out names and files the others never see.
+    """
+    url = getattr(kernel.config, "object_store", None)
+    if not url:
+        return
+    from .objectstore import ObjectStore, ObjectStoreError
+
+    if getattr(kernel.config, "role", None) == "all":  # only the worker command has no --role
+        raise SystemExit("--object-store is for a cluster's machines: comfy-kernel serve --role api, "
+                         "comfy-kernel worker")
+    store = ObjectStore.from_url(url, getattr(kernel.config, "object_store_endpoint", None))
+    try:
+        store.start()
+    except ObjectStoreError as exc:
+        raise SystemExit(f"--object-store {url}: {exc}") from None
+    kernel.folders.remote = store
+
+
+@hookimpl
+def ck_shutdown(kernel: Any) -> None:
+    store = kernel.folders.remote
+    if store is not None and hasattr(store, "stop"):
+        store.stop()
 
 
 @hookimpl

@@ -66,11 +66,16 @@ class EventPublisher:
         self._wake = asyncio.Event()
         self._local = threading.local()
         self._task: asyncio.Task | None = None
+        #: Called with an ``executed`` event's output on the engine's thread before the event is sent.
+        self.before_executed: Any = None
 
     # -- the job feed side ----------------------------------------------------------------
 
     def record(self, prompt_id: str, event: str, data: Any) -> None:
+        """Every message of a prompt comes here first (then to ``send`` when it has a client)."""
         self._flush()
+        if event == "executed" and self.before_executed is not None:
+            self.before_executed(data.get("output"))  # files in the object store before anyone hears of them
         self._local.held = (prompt_id, "json", event, data)
 
     def record_bytes(self, prompt_id: str, kind: int, payload: bytes) -> None:
@@ -579,7 +584,11 @@ def run_worker(args: argparse.Namespace) -> int:
         configure(GpuConfig.from_args(args))
     except ImportError:
         pass
-    kernel.ws = EventPublisher(names)  # type: ignore[assignment]
+    publisher = kernel.ws = EventPublisher(names)  # type: ignore[assignment]
+    if getattr(args, "object_store", None):
+        from .objectstore import put_outputs
+
+        publisher.before_executed = lambda output: put_outputs(kernel, output)
     kernel.load()
     for record in kernel.host.failed():
         log.warning("plugin %s failed: %s", record.name, record.error)

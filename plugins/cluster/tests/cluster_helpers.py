@@ -20,6 +20,17 @@ PACK = os.path.join(os.path.dirname(__file__), "..", "..", "..", "tests", "nodep
 OTHER_PLUGINS = "core_nodes,userdata,manager,assets,hub,multiuser,compat,billing"
 
 
+def stop_process(proc: subprocess.Popen | None, sig: int = signal.SIGTERM, wait: float = 10) -> None:
+    """Stop a child this test run started: ``sig``, then SIGKILL after ``wait`` seconds."""
+    if proc is not None and proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(wait)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
 def nats_binary() -> str:
     found = shutil.which("nats-server") or os.path.join(sysconfig.get_path("scripts"), "nats-server")
     if not os.path.exists(found):
@@ -63,21 +74,74 @@ class NatsServer:
         self.proc = None
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        stop_process(self.proc)
+        self.proc = None
+
+
+class S3Server:
+    """moto's standalone S3-compatible server on 127.0.0.1, checking request signatures.
+
+    Its first three requests (unsigned) create an IAM user allowed ``s3:*`` and
+    that user's access key; every later request must be signed with that key,
+    as with a real service. ``env`` carries the key for the processes under test.
+    """
+
+    def __init__(self, root: Any, bucket: str = "ck-test"):
+        self.root = str(root)
+        self.bucket = bucket
+        self.port = free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen | None = None
+        self.env: dict[str, str] = {}
+
+    def start(self) -> S3Server:
+        import json
+
+        import boto3
+
+        os.makedirs(self.root, exist_ok=True)
+        binary = shutil.which("moto_server") or os.path.join(sysconfig.get_path("scripts"), "moto_server")
+        anonymous = {"AWS_ACCESS_KEY_ID": "setup", "AWS_SECRET_ACCESS_KEY": "setup"}
+        with open(os.path.join(self.root, "s3.log"), "ab") as log:
+            self.proc = subprocess.Popen([binary, "-H", "127.0.0.1", "-p", str(self.port)], stdout=log,
+                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                         env={**os.environ, **anonymous, "INITIAL_NO_AUTH_ACTION_COUNT": "3"})
+        deadline = time.monotonic() + 30
+        while True:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), 0.2):
+                break
+            if time.monotonic() > deadline:
+                raise TimeoutError("moto_server did not start")
+            time.sleep(0.05)
+        iam = boto3.client("iam", endpoint_url=self.endpoint, region_name="us-east-1",
+                           aws_access_key_id="setup", aws_secret_access_key="setup")
+        iam.create_user(UserName="comfy-kernel")
+        iam.put_user_policy(UserName="comfy-kernel", PolicyName="s3", PolicyDocument=json.dumps(
+            {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}))
+        key = iam.create_access_key(UserName="comfy-kernel")["AccessKey"]
+        self.env = {"AWS_ACCESS_KEY_ID": key["AccessKeyId"], "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"],
+                    "AWS_REGION": "us-east-1"}
+        self.client().create_bucket()
+        return self
+
+    def client(self, secret: str | None = None) -> Any:
+        from comfy_kernel_cluster.objectstore import Credentials, S3Client
+
+        credentials = Credentials(self.env["AWS_ACCESS_KEY_ID"], secret or self.env["AWS_SECRET_ACCESS_KEY"])
+        return S3Client(self.bucket, credentials, "us-east-1", self.endpoint)
+
+    def stop(self) -> None:
+        stop_process(self.proc)
         self.proc = None
 
 
 class WorkerProcess:
     """``comfy-kernel worker`` with its own base directory, on the shared database."""
 
-    def __init__(self, base: Any, nats_url: str, database: str, output: str, *args: str):
+    def __init__(self, base: Any, nats_url: str, database: str, output: str, *args: str,
+                 env: dict[str, str] | None = None):
         self.base = str(base)
+        self.env = env or {}
         self.cmd = [sys.executable, "-m", "comfy_kernel.cli", "worker", "--nats", nats_url, "--database", database,
                     "--output-directory", output, "--base-directory", self.base, "--cpu",
                     "--disable-plugins", OTHER_PLUGINS, *args]
@@ -88,7 +152,8 @@ class WorkerProcess:
         install_pack(self.base)
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(self.cmd, stdout=log, stderr=subprocess.STDOUT, cwd=self.base,
-                                         stdin=subprocess.DEVNULL, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                                         stdin=subprocess.DEVNULL,
+                                         env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env})
         return self
 
     def wait_ready(self, timeout: float = 120) -> WorkerProcess:
@@ -117,13 +182,7 @@ class WorkerProcess:
         self.stop(kill=True)
 
     def stop(self, kill: bool = False) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        stop_process(self.proc, signal.SIGKILL if kill else signal.SIGTERM, wait=20)
         self.proc = None
 
 

@@ -30,6 +30,12 @@ def folders() -> Any:
     return _folders
 
 
+def shared_store() -> Any:
+    """The folder registry when a remote store backs input/output/temp (a cluster without shared
+    directories), else None: savers then claim each new name there too."""
+    return _folders if _folders is not None and getattr(_folders, "remote", None) is not None else None
+
+
 def list_files(folder: str) -> list[str]:
     """Files of a model folder (empty before start-up, so INPUT_TYPES never fails)."""
     return _folders.list(folder) if _folders is not None else []
@@ -110,13 +116,10 @@ def input_images() -> list[str]:
 
 
 def _input_files() -> list[str]:
+    """Files directly in ``<input>``, with those of the cluster's shared store when there is one."""
     if _folders is None:
         return []
-    base = input_dir()
-    try:
-        return [f for f in os.listdir(base) if os.path.isfile(os.path.join(base, f))]
-    except OSError:
-        return []
+    return _folders.input_names()
 
 
 def input_files() -> list[str]:

@@ -2,7 +2,9 @@
 
 File names are reserved with an exclusive create, so two workers saving with
 the same prefix at the same moment never overwrite each other: the loser of a
-race simply takes the next counter.
+race simply takes the next counter. With a cluster's remote store (see
+``comfy_kernel.files.remote``) the name is claimed in the store as well, so
+workers with separate output directories cannot collide either.
 """
 
 from __future__ import annotations
@@ -73,6 +75,9 @@ def next_counter(folder: str, filename: str) -> int:
     except FileNotFoundError:
         os.makedirs(folder, exist_ok=True)
         return 1
+    shared = context.shared_store()
+    if shared is not None:  # names other machines took (once per folder and stem; claims cover the rest)
+        entries = [*entries, *shared.remote_names(folder, filename + "_")]
     n = len(filename)
     best = 0
     for entry in entries:
@@ -93,9 +98,16 @@ def reserve(folder: str, filename: str, counter: int, ext: str = "png", tail: st
     """
     while True:
         name = f"{filename}_{counter:05}{tail}.{ext}"
+        path = os.path.join(folder, name)
         try:
-            handle = open(os.path.join(folder, name), "xb")
+            handle = open(path, "xb")
         except FileExistsError:
+            counter += 1
+            continue
+        shared = context.shared_store()
+        if shared is not None and not shared.claim_remote(path):  # another machine saved this name
+            handle.close()
+            os.remove(path)
             counter += 1
             continue
         try:  # remember where a scan would land next time (see _counters)
