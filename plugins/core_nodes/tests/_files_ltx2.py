@@ -23,7 +23,12 @@ from _random_weights import cached_file, module_shapes, random_state_dict
 
 from comfy_kernel_core_nodes.families.ltx2.audio_vae import AudioLayout, Autoencoder, Vocoder, VocoderLayout
 from comfy_kernel_core_nodes.families.ltx2.transformer import LTX2Config, LTX2Transformer
-from comfy_kernel_core_nodes.families.ltx2.vae import UNUSED_STATISTICS, LTX2VideoVAENet, released_layout
+from comfy_kernel_core_nodes.families.ltx2.vae import (
+    UNUSED_STATISTICS,
+    Layout,
+    LTX2VideoVAENet,
+    released_layout,
+)
 from comfy_kernel_core_nodes.model import ops
 
 VERSION = "v1"
@@ -36,10 +41,10 @@ def _shapes(build) -> dict[str, tuple[int, ...]]:
         return module_shapes(build())
 
 
-def video_vae_sd(prefix: str = "", seed: int = 11) -> dict[str, torch.Tensor]:
-    sd = random_state_dict(_shapes(lambda: LTX2VideoVAENet(VIDEO_VAE_LAYOUT)), seed, torch.float16)
+def video_vae_sd(prefix: str = "", seed: int = 11, shape: Layout = VIDEO_VAE_LAYOUT) -> dict[str, torch.Tensor]:
+    sd = random_state_dict(_shapes(lambda: LTX2VideoVAENet(shape)), seed, torch.float16)
     generator = torch.Generator().manual_seed(seed)
-    latent = VIDEO_VAE_LAYOUT.latent
+    latent = shape.latent
     stats = {"mean-of-means": 0.1 * torch.randn(latent, generator=generator),
              "std-of-means": 0.5 + torch.rand(latent, generator=generator)}
     stats.update({name: torch.rand(latent, generator=generator) for name in UNUSED_STATISTICS})

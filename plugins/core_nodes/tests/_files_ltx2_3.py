@@ -8,8 +8,9 @@ metadata. The STFT bases are a Hann-windowed DFT and the mel filters Slaney's
 (the files carry both); the anti-aliasing filters are written as the files
 have them. The checkpoint joins LTX-2.3's transformer (gates, text
 modulation, its own gated connectors), text projection and audio side with
-_files_ltx2's video VAE; a LoRA for the small Gemma of _files_ltx2_text goes
-with it.
+LTX-2.3's video VAE (at 8-64 channels; its decoder told apart by the
+``config`` metadata's ``vae`` section); a LoRA for the small Gemma of
+_files_ltx2_text goes with it.
 """
 
 from __future__ import annotations
@@ -28,9 +29,10 @@ from comfy_kernel_core_nodes.families.ltx2.bigvgan import kaiser_sinc
 from comfy_kernel_core_nodes.families.ltx2.bwe_vocoder import BWELayout, VocoderWithBWE
 from comfy_kernel_core_nodes.families.ltx2.text_head import TextHead
 from comfy_kernel_core_nodes.families.ltx2.transformer import LTX2Config, LTX2Transformer
+from comfy_kernel_core_nodes.families.ltx2.vae import config_23_decoder_blocks, released_layout_23
 from comfy_kernel_core_nodes.model import ops
 
-VERSION = "v1"
+VERSION = "v2"
 BWE = BWELayout(generator=VocoderLayout(width=64, rates=(6, 5, 2, 2, 2), kernels=(12, 11, 4, 4, 4), resblock="AMP1",
                                         final_bias=False, final_activation=False))
 VOCODER_23 = VocoderLayout(width=128, rates=(5, 2, 2, 2, 2, 2), kernels=(11, 4, 4, 4, 4, 4), resblock="AMP1",
@@ -101,19 +103,24 @@ TRANSFORMER_METADATA = {"rope_type": "split", "frequencies_precision": "float64"
                         "cross_attention_adaln": True, "caption_proj_before_connector": True}
 
 
+#: LTX-2.3's video VAE at 8-64 channels (released: 128-1024) and its section of the ``config`` metadata
+VIDEO_VAE_LAYOUT_23 = released_layout_23(width=8)
+VAE_METADATA = {"decoder_spatial_padding_mode": "zeros", "decoder_blocks": config_23_decoder_blocks(VIDEO_VAE_LAYOUT_23)}
+
+
 def checkpoint_sd(seed: int) -> dict[str, torch.Tensor]:
     sd = random_state_dict(_shapes(lambda: LTX2Transformer(TRANSFORMER_23)), seed, torch.bfloat16)
     for key in [k for k in sd if k.endswith("learnable_registers")]:
         sd[key] = (torch.rand(sd[key].shape, generator=torch.Generator().manual_seed(seed)) * 2 - 1).bfloat16()
     head = random_state_dict(_shapes(lambda: TextHead(ops.plain, HEAD_23)), seed + 1, torch.bfloat16)
-    return {**{"model.diffusion_model." + k: v for k, v in sd.items()}, **head, **video_vae_sd("vae."),
+    return {**{"model.diffusion_model." + k: v for k, v in sd.items()}, **head, **video_vae_sd("vae.", shape=VIDEO_VAE_LAYOUT_23),
             **audio_vae_sd(seed + 2)}
 
 
 def checkpoint_file(seed: int = 51) -> Path:
-    """A whole LTX-2.3 checkpoint: the transformer with its connectors, the text projection, the video VAE (LTX-2's
-    layout), the audio VAE and the vocoder with bandwidth extension, with the ``config`` metadata."""
-    config = {"transformer": TRANSFORMER_METADATA, **AUDIO_CONFIG_23}
+    """A whole LTX-2.3 checkpoint: the transformer with its connectors, the text projection, the video VAE (2.3's
+    decoder), the audio VAE and the vocoder with bandwidth extension, with the ``config`` metadata."""
+    config = {"transformer": TRANSFORMER_METADATA, "vae": VAE_METADATA, **AUDIO_CONFIG_23}
     return cached_file(f"{VERSION}-ltx23_checkpoint_small_{seed}.safetensors", lambda: checkpoint_sd(seed),
                        metadata={"config": json.dumps(config)})
 

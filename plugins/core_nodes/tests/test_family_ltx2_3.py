@@ -222,3 +222,111 @@ def test_ltx23_checkpoint_is_loaded_and_runs_its_connectors():
         assert connected.shape == (1, 1024, 192)
         close(raw, net(latent, sigma, connected))
         assert (raw - net(latent, sigma, context)).abs().max() > 1e-3
+
+
+#: LTX-2.3's video VAE section of the ``config`` metadata, as ComfyUI reads it (stages in the encoder's order,
+#: the decoder running them backwards): upsamplers without shortcuts, zero padding
+VAE_CONFIG_23 = {"decoder_spatial_padding_mode": "zeros", "decoder_blocks": [
+    ["res_x", {"num_layers": 1}], ["compress_space", {"multiplier": 2, "residual": False}],
+    ["res_x", {"num_layers": 1}], ["compress_time", {"multiplier": 2, "residual": False}],
+    ["res_x", {"num_layers": 1}], ["compress_all", {"multiplier": 1, "residual": False}],
+    ["res_x", {"num_layers": 1}], ["compress_all", {"multiplier": 2, "residual": False}],
+    ["res_x", {"num_layers": 1}]]}
+
+
+
+def _from_diffusers(key: str) -> str:
+    """diffusers' video VAE name -> ours (the inverse of test_family_ltx2's mapping, with a fourth up block)."""
+    from test_family_ltx2 import DECODER_BLOCKS, ENCODER_BLOCKS, STATISTICS
+
+    inverse = {v: k for k, v in STATISTICS.items()}
+    if key in inverse:
+        return inverse[key]
+    key = key.replace(".resnets.", ".res_blocks.")
+    for side, flat, blocks in (("encoder", "down_blocks", ENCODER_BLOCKS),
+                               ("decoder", "up_blocks", [*DECODER_BLOCKS, "up_blocks.3.upsamplers.0", "up_blocks.3"])):
+        for i, block in sorted(enumerate(blocks), key=lambda b: -len(b[1])):  # longest names first
+            stem = f"{side}.{block}."
+            if key.startswith(stem):
+                return f"{side}.{flat}.{i}." + key[len(stem):]
+    return key
+
+
+@pytest.fixture(scope="module")
+def video_vaes_23():
+    """diffusers' AutoencoderKLLTX2Video configured as LTX-2.3 (a last encoder stage as wide as the one before;
+    decoder upsamplers spatio-temporal x2, spatio-temporal, temporal, spatial, without shortcuts; zero padding)
+    at small widths, and ours built from its tensors' shapes and the ``config`` metadata."""
+    from comfy_kernel_core_nodes.families.ltx2.vae import LTX2VideoVAENet, layout, with_config
+
+    ref = diffusers.AutoencoderKLLTX2Video(
+        latent_channels=16, block_out_channels=(32, 64, 128, 128), decoder_block_out_channels=(16, 32, 32, 64),
+        layers_per_block=(1, 1, 1, 1, 1), decoder_layers_per_block=(1, 1, 2, 1, 1),
+        decoder_spatio_temporal_scaling=(True, True, True, True), decoder_inject_noise=(False,) * 5,
+        upsample_type=("spatiotemporal", "spatiotemporal", "temporal", "spatial"),
+        upsample_residual=(False,) * 4, upsample_factor=(2, 2, 1, 2), decoder_causal=False,
+        decoder_spatial_padding_mode="zeros").eval()
+    names = {_from_diffusers(k): k for k in ref.state_dict()}
+    shapes = {ours: tuple(ref.state_dict()[theirs].shape) for ours, theirs in names.items()}
+    shape = with_config(layout(shapes, ""), VAE_CONFIG_23)
+    ours = LTX2VideoVAENet(shape).eval()
+    sd = randomize(ours)
+    assert set(sd) == set(names)
+    ref.load_state_dict({names[k]: v for k, v in sd.items()}, strict=True)
+    return ours, ref, shape
+
+
+def test_ltx23_video_vae_layout_comes_from_shapes_and_metadata(video_vaes_23):
+    *_, shape = video_vaes_23
+    resamplers = [s for s in shape.decoder if s.kind == "resample"]
+    assert [s.stride for s in resamplers] == [(2, 2, 2), (2, 2, 2), (2, 1, 1), (1, 2, 2)]
+    assert not any(s.residual for s in resamplers) and shape.decoder_padding == "zeros"
+    from comfy_kernel_core_nodes.families.ltx2.vae import with_config
+
+    assert with_config(shape, None) == shape  # no metadata: the file is read as it is
+    ltx2 = with_config(shape, {"decoder_blocks": [["compress_all", {"residual": True}]] * 4,
+                               "spatial_padding_mode": "reflect"})
+    assert all(s.residual for s in ltx2.decoder if s.kind == "resample") and ltx2.decoder_padding == "reflect"
+
+
+@pytest.mark.parametrize("frames", [1, 9])
+def test_ltx23_video_vae_matches_diffusers(video_vaes_23, frames):
+    from test_family_ltx2 import check_video_vae
+
+    ours, ref, _ = video_vaes_23
+    check_video_vae(ours, ref, frames, seed=3)
+
+
+def test_ltx23_checkpoint_video_vae_is_built_from_its_metadata():
+    """The checkpoint's ``vae.`` tensors alone cannot tell LTX-2.3's decoder from LTX-2's: the ``config``
+    metadata's ``vae`` section does (no shortcuts, zero padding)."""
+    from _files_ltx2_3 import VIDEO_VAE_LAYOUT_23, checkpoint_file
+
+    from comfy_kernel_core_nodes.model.loading import load_checkpoint
+
+    _, _, vae = load_checkpoint(str(checkpoint_file()), output_clip=False)
+    with vae.patcher.use() as model:
+        net = model.loaded_module
+    upsamplers = [m for m in net.decoder.up_blocks if hasattr(m, "residual")]
+    assert len(upsamplers) == 4 and not any(m.residual for m in upsamplers)
+    assert net.decoder.conv_in.spatial_mode == "zeros"
+    assert [m.stride for m in upsamplers] == [s.stride for s in VIDEO_VAE_LAYOUT_23.decoder if s.kind == "resample"]
+
+
+def test_ltx23_video_vae_file_without_metadata_is_recognised_by_its_upsamplers(tmp_path):
+    """A bare LTX-2.3 VAE file that lost its metadata: the temporal-only upsampler gives it away."""
+    from _files_ltx2 import VIDEO_VAE_LAYOUT, video_vae_sd
+    from _files_ltx2_3 import VIDEO_VAE_LAYOUT_23
+    from safetensors.torch import save_file
+
+    from comfy_kernel_core_nodes.families.ltx2.vae import guessed_config, with_config
+    from comfy_kernel_core_nodes.model.loading import load_vae
+
+    assert guessed_config(VIDEO_VAE_LAYOUT) is None
+    assert with_config(VIDEO_VAE_LAYOUT_23, guessed_config(VIDEO_VAE_LAYOUT_23)) == VIDEO_VAE_LAYOUT_23
+    path = tmp_path / "ltx23_video_vae.safetensors"
+    save_file(video_vae_sd(shape=VIDEO_VAE_LAYOUT_23), str(path))
+    with load_vae(str(path)).patcher.use() as model:
+        decoder = model.loaded_module.decoder
+    assert decoder.conv_out.spatial_mode == "zeros"
+    assert not any(getattr(m, "residual", False) for m in decoder.up_blocks)

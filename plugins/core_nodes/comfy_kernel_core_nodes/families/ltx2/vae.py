@@ -6,7 +6,9 @@ space) through residual stages and space-to-depth downsamplers whose shortcut
 averages channel groups; the decoder runs non-causal convolutions (first and
 last frames replicated, reflect padding in space) through residual stages and
 depth-to-space upsamplers with a repeated-channel shortcut, dropping the
-extra leading frame each temporal doubling creates. A clip of 1 + 8k frames
+extra leading frame each temporal doubling creates. LTX-2.3's decoder pads
+with zeros, has no shortcuts and ends on a temporal then a spatial upsampler;
+the file's ``config`` metadata says which (:func:`with_config`). A clip of 1 + 8k frames
 becomes 1 + k latent frames. Norms are parameter-free RMS norms over channels.
 
 Latents are normalised with the file's per-channel statistics
@@ -21,7 +23,7 @@ file's tensor shapes, so reduced-width files build the same network shape.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -48,6 +50,8 @@ class Stage:
     layers: int = 0
     stride: tuple[int, int, int] = (1, 1, 1)
     out: int = 0
+    #: an upsampler's repeated-channel shortcut (LTX-2's; LTX-2.3's upsamplers have none)
+    residual: bool = True
 
 
 @dataclass(frozen=True)
@@ -58,6 +62,8 @@ class Layout:
     decoder: tuple[Stage, ...]
     encoder_in: int
     decoder_in: int
+    #: the decoder's spatial padding: LTX-2 reflects, LTX-2.3 pads with zeros (the encoder always with zeros)
+    decoder_padding: str = "reflect"
 
 
 def pixel_norm(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
@@ -140,19 +146,24 @@ class Downsample(nn.Module):
 
 
 class Upsample(nn.Module):
-    """Depth-to-space by ``stride`` with ``cin / cout`` fewer channels; the shortcut repeats the unfolded input."""
+    """Depth-to-space by ``stride`` with ``cin / cout`` fewer channels; the shortcut, where there is one,
+    repeats the unfolded input."""
 
-    def __init__(self, ops: Any, cin: int, cout: int, stride: tuple[int, int, int], spatial_mode: str) -> None:
+    def __init__(self, ops: Any, cin: int, cout: int, stride: tuple[int, int, int], spatial_mode: str,
+                 residual: bool = True) -> None:
         super().__init__()
         volume = stride[0] * stride[1] * stride[2]
         self.conv = CausalConv3d(ops, cin, cout * volume, spatial_mode)
         self.stride = stride
         self.repeats = volume * cout // cin
+        self.residual = residual
 
     def forward(self, x: torch.Tensor, causal: bool) -> torch.Tensor:
         y = from_depth(self.conv(x, causal), self.stride)
-        skip = from_depth(x, self.stride).repeat(1, self.repeats, 1, 1, 1)
         drop = self.stride[0] - 1  # a temporal doubling makes one frame before the first
+        if not self.residual:
+            return y[:, :, drop:]
+        skip = from_depth(x, self.stride).repeat(1, self.repeats, 1, 1, 1)
         return y[:, :, drop:] + skip[:, :, drop:]
 
 
@@ -169,15 +180,14 @@ def unpatchify(x: torch.Tensor, p: int) -> torch.Tensor:
     return x.reshape(b, c // (p * p), t, h * p, w * p)
 
 
-def _stages(ops: Any, stages: tuple[Stage, ...], upsampling: bool) -> nn.ModuleList:
-    """The encoder's (zero-padded, downsampling) or the decoder's (reflect-padded, upsampling) stage list."""
-    mode = "reflect" if upsampling else "zeros"
+def _stages(ops: Any, stages: tuple[Stage, ...], upsampling: bool, mode: str = "zeros") -> nn.ModuleList:
+    """The encoder's (downsampling) or the decoder's (upsampling) stage list, padded in space by ``mode``."""
     out = nn.ModuleList()
     for s in stages:
         if s.kind == "res":
             out.append(ResStage(ops, s.width, s.layers, mode))
         elif upsampling:
-            out.append(Upsample(ops, s.width, s.out, s.stride, mode))
+            out.append(Upsample(ops, s.width, s.out, s.stride, mode, s.residual))
         else:
             out.append(Downsample(ops, s.width, s.out, s.stride))
     return out
@@ -204,10 +214,11 @@ class Decoder(nn.Module):
     def __init__(self, ops: Any, layout: Layout) -> None:
         super().__init__()
         self.patch = layout.patch
-        self.conv_in = CausalConv3d(ops, layout.latent, layout.decoder_in, "reflect")
-        self.up_blocks = _stages(ops, layout.decoder, upsampling=True)
+        mode = layout.decoder_padding
+        self.conv_in = CausalConv3d(ops, layout.latent, layout.decoder_in, mode)
+        self.up_blocks = _stages(ops, layout.decoder, upsampling=True, mode=mode)
         last = layout.decoder[-1]
-        self.conv_out = CausalConv3d(ops, last.out or last.width, 3 * layout.patch ** 2, "reflect")
+        self.conv_out = CausalConv3d(ops, last.out or last.width, 3 * layout.patch ** 2, mode)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         """Latent [B, latent, 1 + k, h, w] -> clip [B, 3, 1 + 8k, 32h, 32w] (unclamped)."""
@@ -333,6 +344,36 @@ def layout(shapes: Shapes, prefix: str) -> Layout:
                   decoder_in=decoder_in)
 
 
+def with_config(shape: Layout, vae_config: dict[str, Any] | None) -> Layout:
+    """Apply what only the file's ``config`` metadata (its ``vae`` section) tells: the decoder's padding and
+    which upsamplers have a shortcut. Without a section the file is taken for LTX-2's (reflect, shortcuts).
+
+    ``decoder_blocks`` lists the stages in the encoder's order, as ComfyUI reads them; an upsampler
+    (``compress_time`` / ``_space`` / ``_all``) has a shortcut when its parameters say ``residual``.
+    """
+    if not vae_config:
+        return shape
+    padding = str(vae_config.get("decoder_spatial_padding_mode", vae_config.get("spatial_padding_mode", "reflect")))
+    blocks = vae_config.get("decoder_blocks") or vae_config.get("blocks") or []
+    residual = [bool(params.get("residual", False)) if isinstance(params, dict) else False
+                for name, params in reversed(blocks) if str(name).startswith("compress_")]
+    decoder = list(shape.decoder)
+    resamplers = [i for i, s in enumerate(decoder) if s.kind == "resample"]
+    if len(residual) == len(resamplers):
+        for i, flag in zip(resamplers, residual, strict=True):
+            decoder[i] = replace(decoder[i], residual=flag)
+    return replace(shape, decoder=tuple(decoder), decoder_padding=padding)
+
+
+def guessed_config(shape: Layout) -> dict[str, Any] | None:
+    """The ``vae`` section a file without metadata most likely had: LTX-2.3's when its decoder upsamples time
+    alone somewhere (LTX-2's upsample space and time together throughout), else none (LTX-2's settings)."""
+    if not any(s.kind == "resample" and s.stride == (2, 1, 1) for s in shape.decoder):
+        return None
+    plain = replace(shape, decoder=tuple(replace(s, residual=False) for s in shape.decoder))
+    return {"decoder_spatial_padding_mode": "zeros", "decoder_blocks": config_23_decoder_blocks(plain)}
+
+
 def module_key(key: str) -> str | None:
     """File key -> network key: statistics the VAE does not use are dropped."""
     if key.startswith("per_channel_statistics.") and key.split(".", 1)[1] in UNUSED_STATISTICS:
@@ -341,7 +382,10 @@ def module_key(key: str) -> str | None:
 
 
 def ltx2_video_vae(path: str, prefix: str, shapes: Shapes) -> VAE:
+    from .audio_vae import file_config
+
     shape = layout(shapes, prefix)
+    shape = with_config(shape, file_config(path).get("vae") or guessed_config(shape))
     weights = network_weights(path, prefix, shapes, "LTX-2 video VAE", "vae",
                               lambda ops, compute: LTX2VideoVAENet(shape, ops), rename=module_key,
                               supported=(torch.bfloat16, torch.float32))
@@ -375,3 +419,44 @@ def released_layout(encoder_width: int = 128, decoder_width: int = 128, latent: 
             width //= 2
     return Layout(patch=4, latent=latent, encoder=tuple(encoder), decoder=tuple(decoder),
                   encoder_in=encoder_width, decoder_in=top)
+
+
+def released_layout_23(width: int = 128, latent: int = 128, encoder_layers: tuple[int, ...] = (4, 6, 4, 2, 2),
+                       decoder_layers: tuple[int, ...] = (2, 2, 4, 6, 4)) -> Layout:
+    """LTX-2.3's stage list (widths scaled by ``width``; the released ones are the defaults).
+
+    Encoder as LTX-2's, but its last downsampler keeps the width (8 x ``width`` at the bottom). Decoder:
+    spatio-temporal upsamplers halving the width, then keeping it, then a temporal and a spatial one
+    halving it, none with a shortcut, padded with zeros (what the file's ``config`` says; see
+    :func:`with_config`).
+    """
+    strides = ((1, 2, 2), (2, 1, 1), (2, 2, 2), (2, 2, 2))
+    widths = (width, 2 * width, 4 * width, 8 * width, 8 * width)
+    encoder: list[Stage] = []
+    for i, layers in enumerate(encoder_layers):
+        encoder.append(Stage("res", widths[i], layers=layers))
+        if i < len(strides):
+            encoder.append(Stage("resample", widths[i], stride=strides[i], out=widths[i + 1]))
+    steps = (((2, 2, 2), 4 * width), ((2, 2, 2), 4 * width), ((2, 1, 1), 2 * width), ((1, 2, 2), width))
+    decoder: list[Stage] = []
+    current = 8 * width
+    for i, layers in enumerate(decoder_layers):
+        decoder.append(Stage("res", current, layers=layers))
+        if i < len(steps):
+            stride, out = steps[i]
+            decoder.append(Stage("resample", current, stride=stride, out=out, residual=False))
+            current = out
+    return Layout(patch=4, latent=latent, encoder=tuple(encoder), decoder=tuple(decoder), encoder_in=width,
+                  decoder_in=8 * width, decoder_padding="zeros")
+
+
+def config_23_decoder_blocks(shape: Layout) -> list[list[Any]]:
+    """``decoder_blocks`` as an LTX-2.3 file's ``config`` lists them for ``shape`` (the encoder's order)."""
+    names = {(2, 2, 2): "compress_all", (2, 1, 1): "compress_time", (1, 2, 2): "compress_space"}
+    blocks: list[list[Any]] = []
+    for s in shape.decoder:
+        if s.kind == "res":
+            blocks.append(["res_x", {"num_layers": s.layers}])
+        else:
+            blocks.append([names[s.stride], {"multiplier": s.width // s.out, "residual": s.residual}])
+    return blocks[::-1]
