@@ -25,7 +25,7 @@ import orjson
 from comfy_kernel.execution.queue import Executor, QueuedPrompt
 
 from .claims import Claims
-from .subjects import Names, ensure_stream, reachable, workers_bucket
+from .subjects import Names, announcements, ensure_stream, reachable, workers_bucket
 
 log = logging.getLogger(__name__)
 
@@ -215,19 +215,7 @@ class ClusterExecutor(Executor):
             return []
         if self._kv is None:
             self._kv = await workers_bucket(self.js, self.names)
-        found = []
-        try:
-            keys = await self._kv.keys()
-        except Exception:  # no keys yet
-            return []
-        for key in keys:
-            try:
-                entry = await self._kv.get(key)
-            except Exception:
-                continue
-            if entry is not None and entry.value:
-                found.append(orjson.loads(entry.value))
-        return sorted(found, key=lambda w: w.get("id", ""))
+        return await announcements(self._kv)
 
     # -- what arrives from the cluster ---------------------------------------------------------
 

@@ -81,6 +81,25 @@ async def workers_bucket(js: Any, names: Names) -> Any:
                                                         storage=StorageType.MEMORY))
 
 
+async def announcements(kv: Any) -> list[dict[str, Any]]:
+    """Every worker's announcement in the bucket (those not expired), by worker id."""
+    import orjson
+
+    found = []
+    try:
+        keys = await kv.keys()
+    except Exception:  # no keys yet
+        return []
+    for key in keys:
+        try:
+            entry = await kv.get(key)
+        except Exception:
+            continue
+        if entry is not None and entry.value:
+            found.append(orjson.loads(entry.value))
+    return sorted(found, key=lambda w: w.get("id", ""))
+
+
 async def reachable(url: str, timeout: float = 2.0) -> bool:
     """Whether a TCP connection to one of the servers of ``url`` (comma-separated) opens.
 

@@ -40,8 +40,9 @@ from comfy_kernel.execution.engine import Engine, now_ms
 from comfy_kernel.execution.queue import job_status
 from comfy_kernel.execution.store import Store
 
+from . import affinity
 from .claims import DEAD_TWICE, GONE, HELD, RUN, Claims
-from .subjects import ANNOUNCE_TTL, Names, ensure_stream, reachable, workers_bucket
+from .subjects import ANNOUNCE_TTL, Names, announcements, ensure_stream, reachable, workers_bucket
 
 log = logging.getLogger(__name__)
 
@@ -229,6 +230,7 @@ class WorkerRuntime:
         self.started = False
         self.done = 0
         self._kv: Any = None
+        self._peers: tuple[float, list[dict[str, Any]]] = (0.0, [])  # (read at, announcements) for affinity
 
     # -- the parts of the executor interface other code reads -------------------------------
 
@@ -402,6 +404,9 @@ class WorkerRuntime:
         if prompt_id in self.running:  # redelivered to us while we run it (NATS was away past --ack-wait)
             await msg.nak(delay=self.ack_wait)
             return
+        if await self._idle_holder_elsewhere(item[2], msg):  # see affinity: let it take the prompt
+            await msg.nak(delay=affinity.DELAY)
+            return
         verdict, row = await self.claims.claim(prompt_id)
         if verdict == GONE:
             await msg.ack()
@@ -442,6 +447,7 @@ class WorkerRuntime:
             self.running.pop(prompt_id, None)
         await msg.ack()  # only now: the history row is committed
         self.done += 1
+        asyncio.get_running_loop().create_task(self._announce())  # idle again, and what it now holds
         if self.flags and not self.running:
             await self._apply_free()
         client_id = item[3].get("client_id")
@@ -540,12 +546,7 @@ class WorkerRuntime:
             busy = [pid for pid, e in self.running.items() if e["device"] is device]
             devices.append({"index": index, "device": device.torch_device, "type": device.type, "name": device.name,
                             "memory_free": free, "memory_total": total, "running": busy[:1]})
-        try:
-            from comfy_kernel import gpu
-
-            models = [m["key"] for m in gpu.model_manager().stats()["models"] if m["state"] != "unloaded"]
-        except Exception:
-            models = []
+        models = loaded_models()
         from comfy_kernel import __version__
 
         return {"id": self.id, "host": socket.gethostname(), "pid": os.getpid(), "version": __version__,
@@ -554,17 +555,52 @@ class WorkerRuntime:
                 "devices": devices, "loaded_models": models, "running": sorted(self.running),
                 "draining": self.draining, "done": self.done, "updated": time.time()}
 
+    async def _announce(self) -> None:
+        try:
+            if self._kv is None:
+                self._kv = await workers_bucket(self.js, self.names)
+            await self._kv.put(self.id, _dumps(self.announcement()))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.debug("announcement failed: %s", exc)
+
     async def _announce_loop(self) -> None:
         while True:
+            await self._announce()
+            await asyncio.sleep(ANNOUNCE_TTL / 5)
+
+    async def _idle_holder_elsewhere(self, prompt: Any, msg: Any) -> bool:
+        """True when another, idle worker holds more of the prompt's model files (see :mod:`.affinity`)."""
+        files = affinity.model_files(prompt) if isinstance(prompt, dict) else set()
+        if not files:
+            return False
+        try:
+            delivered = msg.metadata.num_delivered
+        except Exception:
+            delivered = affinity.TRIES
+        if delivered >= affinity.TRIES:
+            return False
+        read_at, peers = self._peers
+        if time.monotonic() - read_at > affinity.DELAY:
             try:
                 if self._kv is None:
                     self._kv = await workers_bucket(self.js, self.names)
-                await self._kv.put(self.id, _dumps(self.announcement()))
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.debug("announcement failed: %s", exc)
-            await asyncio.sleep(ANNOUNCE_TTL / 5)
+                peers = await announcements(self._kv)
+            except Exception:
+                return False
+            self._peers = (time.monotonic(), peers)
+        return affinity.better_idle_holder(files, loaded_models(), self.id, peers, fresh=ANNOUNCE_TTL) is not None
+
+
+def loaded_models() -> list[str]:
+    """The model manager's keys of the models this process holds in memory (on a device or offloaded)."""
+    try:
+        from comfy_kernel import gpu
+
+        return [m["key"] for m in gpu.model_manager().stats()["models"] if m["state"] != "unloaded"]
+    except Exception:
+        return []
 
 
 def run_worker(args: argparse.Namespace) -> int:
