@@ -101,6 +101,32 @@ def test_prompts_spread_over_workers_and_front_delete_and_interrupt_cross_front_
     assert a.get("/queue").json() == b.get("/queue").json() == {"queue_running": [], "queue_pending": []}
 
 
+def test_jobs_cancel_on_b_reaches_prompts_queued_on_a(cluster):
+    """POST /api/jobs/{id}/cancel: a running prompt is interrupted on its worker, a pending one leaves the
+    queue, a finished one is a no-op (200, cancelled false), an unknown id 404, whichever front-end is asked."""
+    a, b = cluster.fronts
+    long = [a.post("/prompt", json={"prompt": progress(300 + i, 200, 0.05)}).json()["prompt_id"] for i in range(3)]
+    wait_running(b, set(long))
+    pending = a.post("/prompt", json={"prompt": sleeper(30, 0.0)}).json()["prompt_id"]
+    deadline = time.monotonic() + 5
+    while b.get(f"/api/jobs/{pending}").json().get("status") != "pending":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert b.post(f"/api/jobs/{pending}/cancel").json() == {"cancelled": True}
+    assert b.post(f"/api/jobs/{long[0]}/cancel").json() == {"cancelled": True}
+    stopped = wait_history(a, long[0])
+    assert stopped["status"]["messages"][-1][0] == "execution_interrupted"
+    assert a.get(f"/api/jobs/{long[0]}").json()["status"] == "cancelled"
+    assert b.post(f"/api/jobs/{long[0]}/cancel").json() == {"cancelled": False}  # finished: nothing to do
+    assert b.post(f"/api/jobs/{uuid.uuid4()}/cancel").status_code == 404
+    for pid in long[1:]:
+        assert a.post(f"/api/jobs/{pid}/cancel").json() == {"cancelled": True}
+        assert wait_history(b, pid)["status"]["messages"][-1][0] == "execution_interrupted"
+    time.sleep(1.0)
+    assert history_rows(cluster, pending) == 0 and a.get(f"/api/jobs/{pending}/result").json()["status"] == "cancelled"
+    assert a.get("/queue").json() == b.get("/queue").json() == {"queue_running": [], "queue_pending": []}
+
+
 def test_worker_killed_mid_prompt_is_redelivered_and_recorded_once(cluster):
     a, b = cluster.fronts
     pid = a.post("/prompt", json={"prompt": sleeper(11, 5.0)}).json()["prompt_id"]
