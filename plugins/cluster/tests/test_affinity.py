@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 from cluster_helpers import OTHER_PLUGINS, NatsServer, WorkerProcess, install_pack, wait_history
+from comfy_kernel_cluster.affinity import better_idle_holder, held, model_files
 
 from comfy_kernel.testing import TEST_POSTGRES, ServerProcess, database_for
-from comfy_kernel_cluster.affinity import better_idle_holder, held, model_files
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 PLUGINS_OFF = ",".join(p for p in OTHER_PLUGINS.split(",") if p != "core_nodes")
