@@ -38,11 +38,17 @@ def render(executor: Any, workers: list[dict[str, Any]]) -> str:
               "# TYPE ck_worker_prompts_total counter"]
     for w in workers:
         lines.append(f'ck_worker_prompts_total{{worker="{_label(w.get("id"))}"}} {int(w.get("done") or 0)}')
-    lines += ["# HELP ck_device_memory_free_bytes Free memory of a worker's device.",
-              "# TYPE ck_device_memory_free_bytes gauge"]
+    lines += ["# HELP ck_worker_busy_seconds_total Seconds a worker spent running prompts since it started.",
+              "# TYPE ck_worker_busy_seconds_total counter"]
     for w in workers:
-        for d in w.get("devices") or []:
-            if d.get("memory_free") is not None:
-                lines.append(f'ck_device_memory_free_bytes{{worker="{_label(w.get("id"))}",'
-                             f'device="{_label(d.get("device"))}"}} {int(d["memory_free"])}')
+        lines.append(f'ck_worker_busy_seconds_total{{worker="{_label(w.get("id"))}"}} '
+                     f'{float(w.get("busy_seconds") or 0):.3f}')
+    for key, name, text in (("memory_free", "ck_device_memory_free_bytes", "Free memory of a worker's device."),
+                            ("memory_total", "ck_device_memory_total_bytes", "Memory of a worker's device.")):
+        lines += [f"# HELP {name} {text}", f"# TYPE {name} gauge"]
+        for w in workers:
+            for d in w.get("devices") or []:
+                if d.get(key) is not None:
+                    lines.append(f'{name}{{worker="{_label(w.get("id"))}",device="{_label(d.get("device"))}"}} '
+                                 f"{int(d[key])}")
     return "\n".join(lines) + "\n"

@@ -229,6 +229,7 @@ class WorkerRuntime:
         self.flags: dict[str, bool] = {}
         self.started = False
         self.done = 0
+        self.busy_seconds = 0.0  # wall time spent running prompts, summed over devices
         self._kv: Any = None
         self._peers: tuple[float, list[dict[str, Any]]] = (0.0, [])  # (read at, announcements) for affinity
 
@@ -447,6 +448,7 @@ class WorkerRuntime:
             self.running.pop(prompt_id, None)
         await msg.ack()  # only now: the history row is committed
         self.done += 1
+        self.busy_seconds += max(0.0, ended - started)
         asyncio.get_running_loop().create_task(self._announce())  # idle again, and what it now holds
         if self.flags and not self.running:
             await self._apply_free()
@@ -553,7 +555,8 @@ class WorkerRuntime:
                 "nodes": sorted(self.kernel.nodes.names()) if hasattr(self.kernel.nodes, "names")
                 else sorted(getattr(self.kernel.nodes, "classes", {})),
                 "devices": devices, "loaded_models": models, "running": sorted(self.running),
-                "draining": self.draining, "done": self.done, "updated": time.time()}
+                "draining": self.draining, "done": self.done, "busy_seconds": round(self.busy_seconds, 3),
+                "updated": time.time()}
 
     async def _announce(self) -> None:
         try:

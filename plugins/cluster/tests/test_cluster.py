@@ -65,6 +65,9 @@ def test_queued_on_a_runs_on_a_worker_and_b_sees_its_events(cluster):
     assert "ck_workers 3" in lines and "ck_queue_pending 0" in lines
     assert 'ck_prompts_finished_total{status="completed"} 3' in lines  # seen on B, queued on A and on B
     assert sum(line.startswith("ck_worker_busy{") for line in lines) == 3
+    busy = [float(line.rsplit(" ", 1)[1]) for line in lines if line.startswith("ck_worker_busy_seconds_total{")]
+    assert len(busy) == 3 and sum(busy) >= 0.1  # the 0.1 s sleeper ran somewhere
+    assert sum(line.startswith("ck_device_memory_total_bytes{") for line in lines) == 3
 
 
 def test_prompts_spread_over_workers_and_front_delete_and_interrupt_cross_front_ends(cluster):
