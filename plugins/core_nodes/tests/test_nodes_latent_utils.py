@@ -123,15 +123,11 @@ def test_cut_to_batch_and_blend_and_replace_frames():
 
 @pytest.fixture
 def input_folder(tmp_path, monkeypatch):
-    class Folders:
-        class dirs:
-            input = str(tmp_path)
-            output = str(tmp_path / "out")
+    """The kernel's folder registry with ``tmp_path`` as the input directory."""
+    from comfy_kernel.files.folders import DataDirs, FolderRegistry
 
-        def annotated_path(self, name):
-            return str(tmp_path / name)
-
-    monkeypatch.setattr(context, "_folders", Folders())
+    dirs = DataDirs.from_base(str(tmp_path / "base"), input=str(tmp_path), output=str(tmp_path / "out"))
+    monkeypatch.setattr(context, "_folders", FolderRegistry(dirs))
     (tmp_path / "out").mkdir()
     return tmp_path
 
