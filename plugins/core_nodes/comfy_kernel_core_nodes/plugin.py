@@ -14,11 +14,14 @@ from comfy_kernel import hookimpl
 
 from .nodes import NODES, context
 
-# OpenMP threads that wait for work by sleeping instead of spinning. Must be set before torch (and
-# its OpenMP runtime) loads, which is why it happens here, at plugin discovery. On a machine shared
-# with other busy processes, spinning threads made sampling 3-8x slower (bench/txt2img.py on the
-# project's 2-core machine); on an idle one it costs nothing measurable. An explicit setting wins.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# OpenMP threads that wait for work spin for about 10,000 rounds (some microseconds), then sleep.
+# libgomp's default spins ~30x longer, which on a busy shared machine steals the CPU others need;
+# sleeping at once (OMP_WAIT_POLICY=PASSIVE) makes every small parallel operation of a sampler
+# step wait for a wake-up, ~45 % slower steps on a quiet machine. This short spin kept the quiet
+# speed and the busy-machine robustness (see the README's "CPU threads"). Read when torch's OpenMP
+# runtime loads, so it is set here, at plugin discovery; an explicit setting of either wins.
+if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
+    os.environ["GOMP_SPINCOUNT"] = "10000"
 
 
 @hookimpl
