@@ -25,13 +25,15 @@ import threading
 import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.parse import quote, urlsplit
 
 log = logging.getLogger(__name__)
 
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 NS = "{http://s3.amazonaws.com/doc/2006-03-01/}"
+#: Bytes read or written at a time when a file is sent or received.
+BLOCK = 1 << 20
 #: Metadata of the empty object that reserves an output name until the file itself is put.
 CLAIM_HEADER = "x-amz-meta-ck-claim"
 
@@ -121,30 +123,49 @@ class S3Client:
         return conn
 
     def request(self, method: str, key: str | None, query: dict[str, str] | None = None, body: bytes = b"",
-                headers: dict[str, str] | None = None, ok: tuple[int, ...] = (200,)) -> tuple[int, dict[str, str], bytes]:
-        """One signed request; answers ``(status, headers, body)`` for a status in ``ok``, raises otherwise."""
+                headers: dict[str, str] | None = None, ok: tuple[int, ...] = (200,), upload: str | None = None,
+                download: BinaryIO | None = None) -> tuple[int, dict[str, str], bytes]:
+        """One signed request; answers ``(status, headers, body)`` for a status in ``ok``, raises otherwise.
+
+        ``upload`` sends a file's bytes instead of ``body`` and ``download`` receives a 200 answer's
+        body, both in blocks, so files of any size pass without being held in memory.
+        """
         if self.path_style:
             path = f"/{self.bucket}" + (f"/{key}" if key is not None else "")
         else:
             path = "/" + (key or "")
         query = query or {}
-        payload = hashlib.sha256(body).hexdigest() if body else EMPTY_SHA256
-        signed = sign(method, self.host, path, query, headers or {}, payload, self.credentials, self.region,
+        headers = dict(headers or {})
+        if upload is not None:
+            payload, md5, size = _file_digests(upload)
+            headers.update({"content-md5": md5, "content-length": str(size)})
+        else:
+            payload = hashlib.sha256(body).hexdigest() if body else EMPTY_SHA256
+        signed = sign(method, self.host, path, query, headers, payload, self.credentials, self.region,
                       datetime.datetime.now(datetime.UTC))
         target = _uri_encode(path) + ("?" + "&".join(f"{_uri_encode(k, False)}={_uri_encode(v, False)}"
                                                      for k, v in sorted(query.items())) if query else "")
         for attempt in (0, 1):  # a kept-alive connection the server closed: once more on a new one
             conn = self._connection()
+            source = open(upload, "rb") if upload is not None else None  # noqa: SIM115 - closed below
             try:
-                conn.request(method, target, body=body or None, headers=signed)
+                conn.request(method, target, body=source if source is not None else (body or None), headers=signed)
                 response = conn.getresponse()
-                data = response.read()
+                if download is not None and response.status == 200:
+                    while block := response.read(BLOCK):
+                        download.write(block)
+                    data = b""
+                else:
+                    data = response.read()
                 break
             except (http.client.HTTPException, ConnectionError, OSError) as exc:
                 conn.close()
                 self._local.conn = None
-                if attempt:
+                if attempt or download is not None:  # a half-written download is not retried here
                     raise ObjectStoreError(0, f"{method} {key}: {exc}") from None
+            finally:
+                if source is not None:
+                    source.close()
         answer = {k.lower(): v for k, v in response.getheaders()}
         if response.status not in ok:
             raise ObjectStoreError(response.status, _error_message(data) or response.reason)
@@ -154,6 +175,11 @@ class S3Client:
         status, headers, data = self.request("GET", key, ok=(200, 404))
         return (data, headers) if status == 200 else None
 
+    def get_file(self, key: str, sink: BinaryIO) -> dict[str, str] | None:
+        """Write the object's bytes to ``sink``; its headers, or None when there is no such object."""
+        status, headers, _ = self.request("GET", key, ok=(200, 404), download=sink)
+        return headers if status == 200 else None
+
     def put(self, key: str, data: bytes, headers: dict[str, str] | None = None, only_new: bool = False) -> bool:
         """False when ``only_new`` and the key exists (``If-None-Match: *``, atomic in the store)."""
         extra = {"content-md5": _md5_base64(data), **(headers or {})}
@@ -161,6 +187,10 @@ class S3Client:
             extra["if-none-match"] = "*"
         status, _, _ = self.request("PUT", key, body=data, headers=extra, ok=(200, 412, 409))
         return status == 200
+
+    def put_file(self, key: str, path: str) -> None:
+        """Store a file's bytes under ``key`` (read twice in blocks: once for the signature's hash, once to send)."""
+        self.request("PUT", key, upload=path)
 
     def head(self, key: str) -> dict[str, str] | None:
         status, headers, _ = self.request("HEAD", key, ok=(200, 404))
@@ -192,6 +222,19 @@ class S3Client:
             body = (f'<CreateBucketConfiguration xmlns="http://s3.amazonaws.com/doc/2006-03-01/">'
                     f"<LocationConstraint>{self.region}</LocationConstraint></CreateBucketConfiguration>").encode()
         self.request("PUT", None, body=body, ok=(200, 409))
+
+
+def _file_digests(path: str) -> tuple[str, str, int]:
+    """A file's SHA-256 (hex, for the signature), MD5 (base64, for Content-MD5) and size, read in blocks."""
+    import base64
+
+    sha, md5, size = hashlib.sha256(), hashlib.md5(usedforsecurity=False), 0
+    with open(path, "rb") as f:
+        while block := f.read(BLOCK):
+            sha.update(block)
+            md5.update(block)
+            size += len(block)
+    return sha.hexdigest(), base64.b64encode(md5.digest()).decode(), size
 
 
 def _md5_base64(data: bytes) -> str:
@@ -242,19 +285,21 @@ class ObjectStore:
     # -- RemoteFiles -----------------------------------------------------------------------------
 
     def fetch(self, kind: str, rel: str, dest: str) -> bool:
-        found = self.client.get(self.key(kind, rel))
-        if found is None or found[1].get(CLAIM_HEADER):  # a name claimed, its file not put yet
-            return False
         os.makedirs(os.path.dirname(dest), exist_ok=True)
         tmp = f"{dest}.part-{os.getpid()}-{threading.get_ident()}"
-        with open(tmp, "wb") as f:
-            f.write(found[0])
-        os.replace(tmp, dest)
-        return True
+        try:
+            with open(tmp, "wb") as f:
+                headers = self.client.get_file(self.key(kind, rel), f)
+            if headers is None or headers.get(CLAIM_HEADER):  # a name claimed, its file not put yet
+                return False
+            os.replace(tmp, dest)
+            return True
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
 
     def put(self, kind: str, rel: str, src: str) -> None:
-        with open(src, "rb") as f:
-            self.client.put(self.key(kind, rel), f.read())
+        self.client.put_file(self.key(kind, rel), src)
 
     def put_new(self, kind: str, rel: str, data: bytes = b"") -> bool:
         headers = {CLAIM_HEADER: "1"} if not data else None

@@ -211,3 +211,19 @@ def test_a_store_that_cannot_serve_stops_the_process(s3, tmp_path):
             worker.wait_ready()
     finally:
         nats.stop()
+
+
+def test_large_files_pass_in_blocks(s3, tmp_path):
+    """A file of several transfer blocks goes up and comes back byte for byte (streamed both ways)."""
+    from comfy_kernel_cluster.objectstore import BLOCK
+
+    store = ObjectStore(s3.client(), "large")
+    source = tmp_path / "video.mp4"
+    data = os.urandom(3 * BLOCK + 12345)
+    source.write_bytes(data)
+    store.put("output", "clips/video.mp4", str(source))
+    assert store.holds("output", "clips/video.mp4", data)
+    target = tmp_path / "fetched" / "video.mp4"
+    assert store.fetch("output", "clips/video.mp4", str(target))
+    assert target.read_bytes() == data
+    assert [p.name for p in target.parent.iterdir()] == ["video.mp4"]  # no partial file left behind
