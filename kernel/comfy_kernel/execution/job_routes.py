@@ -134,8 +134,8 @@ class JobLookup:
 
 
 async def find_job(executor: Any, owner: str, prompt_id: str) -> JobLookup | None:
-    running = executor.running.get(prompt_id)
-    if running is not None and running.owner == owner:
+    running = executor.running.get(prompt_id) or getattr(executor, "starting", {}).get(prompt_id)
+    if running is not None and running.owner == owner:  # starting: taken, its row being marked running
         return JobLookup("in_progress")
     for queued in executor.heap:
         if queued.prompt_id == prompt_id and queued.owner == owner:

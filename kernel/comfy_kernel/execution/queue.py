@@ -281,12 +281,13 @@ class Executor:
             sum(1 for q in self.running.values() if q.owner == owner)
 
     def queue_for(self, owner: str | None) -> tuple[list[list[Any]], list[list[Any]]]:
-        running = [public_item(q.item) for q in self.running.values() if owner is None or q.owner == owner]
+        taken = [*self.starting.values(), *self.running.values()]
+        running = [public_item(q.item) for q in taken if owner is None or q.owner == owner]
         pending = [public_item(q.item) for q in self.heap if owner is None or q.owner == owner]
         return running, pending
 
     def status(self, prompt_id: str) -> str | None:
-        if prompt_id in self.running:
+        if prompt_id in self.running or prompt_id in self.starting:
             return "running"
         if any(q.prompt_id == prompt_id for q in self.heap):
             return "pending"

@@ -281,11 +281,12 @@ def register(table: RouteTable, kernel: Any) -> None:
             if preview is not None:
                 detail["preview_output"] = preview
             return json_response(detail)
-        for queued in list(ex.running.values()) + list(ex.heap):
+        for queued in [*getattr(ex, "starting", {}).values(), *ex.running.values(), *ex.heap]:
             if queued.prompt_id == job_id and queued.owner == owner:
                 created_ms = _ms(queued.created)
-                return json_response({"id": job_id, "status": "in_progress" if queued.prompt_id in ex.running
-                                      else "pending", "create_time": created_ms, "update_time": created_ms,
+                taken = queued.prompt_id in ex.running or queued.prompt_id in getattr(ex, "starting", {})
+                return json_response({"id": job_id, "status": "in_progress" if taken else "pending",
+                                      "create_time": created_ms, "update_time": created_ms,
                                       "workflow": {"prompt": queued.item[2],
                                                    "extra_data": strip_sensitive(queued.item[3])}})
         raise HTTPError(404, f"Job {job_id} not found", type="not_found")
@@ -296,7 +297,8 @@ def register(table: RouteTable, kernel: Any) -> None:
         job_id = request.path_params["job_id"]
         owner = _owner(request)
         state = ex.status(job_id)
-        owned = any(q.prompt_id == job_id and q.owner == owner for q in list(ex.running.values()) + ex.heap)
+        owned = any(q.prompt_id == job_id and q.owner == owner
+                    for q in [*getattr(ex, "starting", {}).values(), *ex.running.values(), *ex.heap])
         if state == "pending" and owned:
             await ex.delete([job_id], owner)
             return json_response({"cancelled": True})
