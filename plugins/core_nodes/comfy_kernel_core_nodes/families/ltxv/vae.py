@@ -48,6 +48,7 @@ from ...model.detection import Shapes
 from ...model.quant import network_weights
 from ...model.vae import VAE, VAEModel
 from ..flux.layers import timestep_embedding
+from ..ltx2.vae import Statistics, from_depth, patchify, pixel_norm, to_depth, unpatchify
 
 #: space-to-depth / depth-to-space strides by their volume: time only, space only, both
 STRIDES = {2: (2, 1, 1), 4: (1, 2, 2), 8: (2, 2, 2)}
@@ -87,10 +88,6 @@ class Layout:
     decoder: tuple[Block, ...]
     timestep: bool
     padding: str = "zeros"
-
-
-def pixel_norm(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    return x * torch.rsqrt(torch.mean(x * x, dim=1, keepdim=True) + eps)
 
 
 class CausalConv3d(nn.Module):
@@ -208,23 +205,6 @@ class ResStage(nn.Module):
         return x
 
 
-def to_depth(x: torch.Tensor, stride: tuple[int, int, int]) -> torch.Tensor:
-    """[B, C, t*T, h*H, w*W] -> [B, C*t*h*w, T, H, W], the offsets inside each channel."""
-    b, c, t, h, w = x.shape
-    st, sh, sw = stride
-    x = x.reshape(b, c, t // st, st, h // sh, sh, w // sw, sw).permute(0, 1, 3, 5, 7, 2, 4, 6)
-    return x.reshape(b, c * st * sh * sw, t // st, h // sh, w // sw)
-
-
-def from_depth(x: torch.Tensor, stride: tuple[int, int, int]) -> torch.Tensor:
-    """The inverse of :func:`to_depth`."""
-    b, c, t, h, w = x.shape
-    st, sh, sw = stride
-    n = st * sh * sw
-    x = x.reshape(b, c // n, st, sh, sw, t, h, w).permute(0, 1, 5, 2, 6, 3, 7, 4)
-    return x.reshape(b, c // n, t * st, h * sh, w * sw)
-
-
 class Downsample(nn.Module):
     """Space-to-depth by ``stride``; the shortcut averages groups of the folded input channels."""
 
@@ -279,19 +259,6 @@ def _stages(ops: Any, blocks: tuple[Block, ...], padding: str) -> nn.ModuleList:
     return out
 
 
-def patchify(x: torch.Tensor, p: int) -> torch.Tensor:
-    """[B, C, T, p*H, p*W] -> [B, C*p*p, T, H, W]; channel order (c, column offset, row offset)."""
-    b, c, t, h, w = x.shape
-    x = x.reshape(b, c, t, h // p, p, w // p, p).permute(0, 1, 6, 4, 2, 3, 5)
-    return x.reshape(b, c * p * p, t, h // p, w // p)
-
-
-def unpatchify(x: torch.Tensor, p: int) -> torch.Tensor:
-    b, c, t, h, w = x.shape
-    x = x.reshape(b, c // (p * p), p, p, t, h, w).permute(0, 1, 4, 5, 3, 6, 2)
-    return x.reshape(b, c // (p * p), t, h * p, w * p)
-
-
 class Encoder(nn.Module):
     def __init__(self, ops: Any, layout: Layout) -> None:
         super().__init__()
@@ -343,24 +310,6 @@ class Decoder(nn.Module):
                             + emb).unbind(dim=1)
             h = h * (1 + scale) + shift
         return unpatchify(self.conv_out(F.silu(h), False), PATCH)
-
-
-class Statistics(nn.Module):
-    """``per_channel_statistics``: the latent space's per-channel mean and standard deviation."""
-
-    def __init__(self, channels: int) -> None:
-        super().__init__()
-        self.register_buffer("mean-of-means", torch.empty(channels))
-        self.register_buffer("std-of-means", torch.empty(channels))
-
-    def _view(self, name: str, x: torch.Tensor) -> torch.Tensor:
-        return self.get_buffer(name).view(1, -1, 1, 1, 1).to(x)
-
-    def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self._view("mean-of-means", x)) / self._view("std-of-means", x)
-
-    def un_normalize(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self._view("std-of-means", x) + self._view("mean-of-means", x)
 
 
 class LTXVVideoVAENet(nn.Module):
