@@ -62,6 +62,37 @@ def server_database(base_dir: Any) -> str:
     return os.path.join(str(base_dir), "user", "comfy-kernel.db")
 
 
+def sqlite_schema(path: str, table_prefix: str, foreign_columns: slice = slice(None)) -> dict[str, object]:
+    """Columns (affinity, not-null, default, key), indexes and foreign keys of the tables named
+    ``table_prefix...`` in a SQLite file, as SQLite reports them: a migrated file and one a plugin made
+    itself compare equal when their schemas are the same. ``foreign_columns`` picks the parts of
+    ``PRAGMA foreign_key_list`` rows compared.
+
+    Key columns count as NOT NULL: new files say so, old ones let SQLite's
+    quirk (NULL in a non-integer key) stand, and no statement writes one.
+    """
+    import sqlite3
+
+    conn = sqlite3.connect(path)
+    try:
+        out: dict[str, object] = {}
+        names = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table' AND name LIKE ?",
+                                            (table_prefix + "%",))]
+        for name in names:
+            columns = [(c[1], "REAL" if c[2] == "DOUBLE" else c[2], bool(c[3] or c[5]),
+                        str(c[4]).strip("'") if c[4] else None, c[5])
+                       for c in conn.execute(f"PRAGMA table_info({name})")]
+            indexes = sorted(
+                ("" if i[1].startswith("sqlite_autoindex") else i[1], i[2], i[3], i[4],
+                 tuple((x[2], x[4]) for x in conn.execute(f"PRAGMA index_xinfo({i[1]})") if x[5]))
+                for i in conn.execute(f"PRAGMA index_list({name})"))
+            foreign = sorted(tuple(f)[foreign_columns] for f in conn.execute(f"PRAGMA foreign_key_list({name})"))
+            out[name] = (columns, indexes, foreign)
+        return out
+    finally:
+        conn.close()
+
+
 def run_sql(target: str, sql: str, params: dict[str, Any] | None = None) -> list[tuple]:
     """Run one SQL statement (``:name`` parameters) on ``target`` outside any server; returns its rows."""
     import asyncio

@@ -12,6 +12,7 @@ import pytest
 from comfy_kernel.migrations import KERNEL
 from comfy_kernel.storage import connect, upgrade
 from comfy_kernel.storage.migrations import script_heads
+from comfy_kernel.testing import sqlite_schema
 from comfy_kernel_hub import plugin
 from comfy_kernel_hub.hub import DEFAULT_LABELS
 from comfy_kernel_hub.migrations import HUB
@@ -158,31 +159,6 @@ async def test_profiles_labels_uploads_and_feedback(store):
                               "metadata": "{}", "created_at": time.time()})
 
 
-def _schema(path: str) -> dict[str, object]:
-    """Columns (affinity, not-null, default, key), indexes and foreign keys of every table, as SQLite reports them.
-
-    Key columns count as NOT NULL: new files say so, old ones let SQLite's
-    quirk (NULL in a non-integer key) stand, and no statement writes one.
-    """
-    conn = sqlite3.connect(path)
-    try:
-        out: dict[str, object] = {}
-        names = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table' AND name LIKE 'hub_%'")]
-        for name in names:
-            columns = [(c[1], "REAL" if c[2] == "DOUBLE" else c[2], bool(c[3] or c[5]),
-                        str(c[4]).strip("'") if c[4] else None, c[5])
-                       for c in conn.execute(f"PRAGMA table_info({name})")]
-            indexes = sorted(
-                ("" if i[1].startswith("sqlite_autoindex") else i[1], i[2], i[3], i[4],
-                 tuple((x[2], x[4]) for x in conn.execute(f"PRAGMA index_xinfo({i[1]})") if x[5]))
-                for i in conn.execute(f"PRAGMA index_list({name})"))
-            foreign = sorted(f[2:5] for f in conn.execute(f"PRAGMA foreign_key_list({name})"))
-            out[name] = (columns, indexes, foreign)
-        return out
-    finally:
-        conn.close()
-
-
 @pytest.mark.sqlite_file
 async def test_a_sqlite_file_from_before_migrations_is_adopted(tmp_path):
     old, new = str(tmp_path / "old.db"), str(tmp_path / "new.db")
@@ -201,4 +177,5 @@ async def test_a_sqlite_file_from_before_migrations_is_adopted(tmp_path):
                 assert [r["name"] for r in await HubStore(db).labels("tag")] == ["mine"]
         finally:
             await db.close()
-    assert _schema(old) == _schema(new)  # the first revision is the schema the hub made itself
+    # the first revision is the schema the hub made itself
+    assert sqlite_schema(old, "hub_", slice(2, 5)) == sqlite_schema(new, "hub_", slice(2, 5))

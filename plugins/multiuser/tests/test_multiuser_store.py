@@ -14,6 +14,7 @@ from comfy_kernel.execution.store import Store as QueueStore
 from comfy_kernel.migrations import KERNEL
 from comfy_kernel.storage import connect, upgrade
 from comfy_kernel.storage.migrations import script_heads
+from comfy_kernel.testing import sqlite_schema
 from comfy_kernel_multiuser import outputs, plugin, prompts
 from comfy_kernel_multiuser.context import MultiUser
 from comfy_kernel_multiuser.migrations import MULTIUSER
@@ -118,30 +119,6 @@ async def test_expired_credentials_are_forgotten_at_start(mu):
     assert [r["token_hash"] for r in await mu.store.all(select(sessions.c.token_hash))] == ["live"]
 
 
-def _schema(path: str) -> dict[str, object]:
-    """Columns (affinity, not-null, default, key), indexes and foreign keys of every table, as SQLite reports them.
-
-    Key columns count as NOT NULL: new files say so, old ones let SQLite's
-    quirk (NULL in a non-integer key) stand, and no statement writes one.
-    """
-    conn = sqlite3.connect(path)
-    try:
-        out: dict[str, object] = {}
-        names = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table' AND name LIKE 'mu_%'")]
-        for name in names:
-            columns = [(c[1], "REAL" if c[2] == "DOUBLE" else c[2], bool(c[3] or c[5]),
-                        str(c[4]).strip("'") if c[4] else None, c[5])
-                       for c in conn.execute(f"PRAGMA table_info({name})")]
-            indexes = sorted(
-                ("" if i[1].startswith("sqlite_autoindex") else i[1], i[2], i[3], i[4],
-                 tuple((x[2], x[4]) for x in conn.execute(f"PRAGMA index_xinfo({i[1]})") if x[5]))
-                for i in conn.execute(f"PRAGMA index_list({name})"))
-            out[name] = (columns, indexes, sorted(conn.execute(f"PRAGMA foreign_key_list({name})").fetchall()))
-        return out
-    finally:
-        conn.close()
-
-
 @pytest.mark.sqlite_file
 async def test_a_sqlite_file_from_before_migrations_is_adopted(tmp_path):
     old, new = str(tmp_path / "old.db"), str(tmp_path / "new.db")
@@ -161,4 +138,4 @@ async def test_a_sqlite_file_from_before_migrations_is_adopted(tmp_path):
                 assert (await Store(db).user_by_name("dora"))["id"] == "u-1"
         finally:
             await db.close()
-    assert _schema(old) == _schema(new)  # the first revision is the schema the plugin made itself
+    assert sqlite_schema(old, "mu_") == sqlite_schema(new, "mu_")  # the first revision is the schema the plugin made itself
