@@ -66,7 +66,22 @@ class UnstorableText(ValueError):
     """
 
 
-class Database:
+class Reads:
+    """``fetch_one`` and ``scalar`` on top of a ``fetch_all``: the same on a database and in a transaction."""
+
+    async def fetch_all(self, stmt: ClauseElement, params: Params = None) -> list[Row]:
+        raise NotImplementedError
+
+    async def fetch_one(self, stmt: ClauseElement, params: Params = None) -> Row | None:
+        rows = await self.fetch_all(stmt, params)
+        return rows[0] if rows else None
+
+    async def scalar(self, stmt: ClauseElement, params: Params = None) -> Any:
+        row = await self.fetch_one(stmt, params)
+        return row[0] if row else None
+
+
+class Database(Reads):
     """The shared surface of both back-ends (see the module docstring)."""
 
     kind: str
@@ -147,13 +162,6 @@ class Database:
     async def fetch_all(self, stmt: ClauseElement, params: Params = None) -> list[Row]:
         raise NotImplementedError
 
-    async def fetch_one(self, stmt: ClauseElement, params: Params = None) -> Row | None:
-        rows = await self.fetch_all(stmt, params)
-        return rows[0] if rows else None
-
-    async def scalar(self, stmt: ClauseElement, params: Params = None) -> Any:
-        row = await self.fetch_one(stmt, params)
-        return row[0] if row else None
 
     def transaction(self) -> Any:
         """``async with db.transaction() as tx``: ``tx.execute``/``fetch_*``/``scalar`` in one transaction."""
@@ -168,7 +176,7 @@ class Database:
         return insert(table)
 
 
-class Transaction:
+class Transaction(Reads):
     """Statements inside :meth:`Database.transaction` (the same calls as on the database)."""
 
     def __init__(self, db: Database, run: Any, fetch: Any, many: Any):
@@ -188,13 +196,6 @@ class Transaction:
         sql, args = self.db.sql(stmt, params)
         return await self._fetch(sql, args)
 
-    async def fetch_one(self, stmt: ClauseElement, params: Params = None) -> Row | None:
-        rows = await self.fetch_all(stmt, params)
-        return rows[0] if rows else None
-
-    async def scalar(self, stmt: ClauseElement, params: Params = None) -> Any:
-        row = await self.fetch_one(stmt, params)
-        return row[0] if row else None
 
 
 # --- SQLite -----------------------------------------------------------------------------------------
