@@ -94,9 +94,7 @@ def resolve_view_path(kernel: Kernel, filename: str, kind: str, subfolder: str |
     path = os.path.join(directory, os.path.basename(bare))
     if not is_within(path, base):
         raise HTTPError(403, "File resolves outside its directory")
-    if not os.path.isfile(path) and not must_exist:
-        return path
-    if not os.path.isfile(path):
+    if must_exist and not os.path.isfile(path):
         raise HTTPError(404, "File not found")
     return path
 

@@ -171,10 +171,6 @@ class S3Client:
             raise ObjectStoreError(response.status, _error_message(data) or response.reason)
         return response.status, answer, data
 
-    def get(self, key: str) -> tuple[bytes, dict[str, str]] | None:
-        status, headers, data = self.request("GET", key, ok=(200, 404))
-        return (data, headers) if status == 200 else None
-
     def get_file(self, key: str, sink: BinaryIO) -> dict[str, str] | None:
         """Write the object's bytes to ``sink``; its headers, or None when there is no such object."""
         status, headers, _ = self.request("GET", key, ok=(200, 404), download=sink)
