@@ -34,6 +34,8 @@ EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 NS = "{http://s3.amazonaws.com/doc/2006-03-01/}"
 #: Bytes read or written at a time when a file is sent or received.
 BLOCK = 1 << 20
+#: How many stored files a process remembers, so that it does not send an unchanged one again.
+PUT_MEMORY = 10_000
 #: Metadata of the empty object that reserves an output name until the file itself is put.
 CLAIM_HEADER = "x-amz-meta-ck-claim"
 
@@ -263,6 +265,7 @@ class ObjectStore:
         self._top: dict[str, list[str]] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._put: dict[str, tuple[int, int]] = {}  # key -> (mtime, size) of the local file last stored there
         self._thread: threading.Thread | None = None
 
     @classmethod
@@ -295,7 +298,18 @@ class ObjectStore:
                 os.remove(tmp)
 
     def put(self, kind: str, rel: str, src: str) -> None:
-        self.client.put_file(self.key(kind, rel), src)
+        """Store ``src``; a file this process already stored unchanged (a cached node's ``executed`` names
+        its files again) is not sent twice."""
+        st = os.stat(src)
+        key, version = self.key(kind, rel), (st.st_mtime_ns, st.st_size)
+        with self._lock:
+            if self._put.get(key) == version:
+                return
+        self.client.put_file(key, src)
+        with self._lock:
+            self._put[key] = version
+            if len(self._put) > PUT_MEMORY:
+                del self._put[next(iter(self._put))]
 
     def put_new(self, kind: str, rel: str, data: bytes = b"") -> bool:
         headers = {CLAIM_HEADER: "1"} if not data else None

@@ -227,3 +227,17 @@ def test_large_files_pass_in_blocks(s3, tmp_path):
     assert store.fetch("output", "clips/video.mp4", str(target))
     assert target.read_bytes() == data
     assert [p.name for p in target.parent.iterdir()] == ["video.mp4"]  # no partial file left behind
+
+
+def test_an_unchanged_file_is_stored_once(s3, tmp_path):
+    """A cached node's ``executed`` names its files again: the process does not send them twice."""
+    store = ObjectStore(s3.client(), "once")
+    source = tmp_path / "a.png"
+    source.write_bytes(b"first")
+    store.put("output", "a.png", str(source))
+    s3.client().request("DELETE", "once/output/a.png", ok=(204,))  # gone from the bucket behind its back
+    store.put("output", "a.png", str(source))
+    assert not store.holds("output", "a.png", b"first")  # unchanged here: not sent again
+    source.write_bytes(b"second, longer")
+    store.put("output", "a.png", str(source))
+    assert store.holds("output", "a.png", b"second, longer")
