@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from comfy_kernel.testing import ServerProcess
+from comfy_kernel.testing import ServerProcess, run_sql, server_database
 
 from .execution_helpers import install_pack
 
@@ -31,14 +31,29 @@ def wait_history(server: ServerProcess, prompt_id: str, timeout: float = 30) -> 
     raise TimeoutError(prompt_id)
 
 
-def wait_running(server: ServerProcess, prompt_id: str, timeout: float = 20) -> None:
+def wait_running(server: ServerProcess, prompt_id: str, attempt: int = 1, timeout: float = 20) -> None:
+    """Until /queue shows the prompt running and its row records run ``attempt`` (what a kill must find).
+
+    /queue counts a prompt as running from the moment it leaves the queue, a little before its
+    row is marked; a kill in that moment leaves a prompt that never started, rightly run again.
+    """
     deadline = time.monotonic() + timeout
+    target = database_of(server)
     while time.monotonic() < deadline:
         running = server.get("/queue").json()["queue_running"]
         if running and running[0][1] == prompt_id:
-            return
+            rows = run_sql(target, "SELECT attempts FROM ck_queue WHERE prompt_id = :pid AND state = 'running'",
+                           {"pid": prompt_id})
+            if rows and rows[0][0] >= attempt:
+                return
         time.sleep(0.02)
     raise TimeoutError(prompt_id)
+
+
+def database_of(server: ServerProcess) -> str:
+    if "--database" in server.args:
+        return server.args[server.args.index("--database") + 1]
+    return server_database(server.base_dir)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -86,7 +101,7 @@ def test_prompt_that_dies_twice_is_marked_failed(tmp_path, database):
     wait_running(server, pid)
     server.kill()
     server = ServerProcess(base, *database).start()
-    wait_running(server, pid)  # re-queued once
+    wait_running(server, pid, attempt=2)  # re-queued once
     server.kill()
     server = ServerProcess(base, *database).start()
     try:
