@@ -329,6 +329,39 @@ def test_transformer_matches_diffusers(transformers_pair, per_token):
     assert video.shape == x.shape and audio.shape == a.shape
 
 
+def test_reference_audio_runs_ahead_of_the_audio_at_earlier_positions(transformers_pair):
+    """LTXVReferenceAudio's tokens: diffusers given the joined audio, timestep 0 for the reference and positions
+    that place the 3-token clip so it ends one latent frame (40 ms) before the audio starts gives the same
+    velocities for the video and the audio proper."""
+    ours, ref = transformers_pair
+    torch.manual_seed(8)
+    frames, height, width, audio_frames, clip = 2, 3, 2, 5, 3
+    x, a, voice = torch.randn(1, 12, 16), torch.randn(1, audio_frames, 16), torch.randn(1, clip, 16)
+    context, audio_context = torch.randn(1, 7, 24), torch.randn(1, 7, 24)
+    t, audio_t = torch.tensor([600.0]), torch.tensor([400.0])
+
+    def spans(n: int, shift: float = 0.0) -> torch.Tensor:
+        """Audio latent i covers mel frames 4i-3 .. 4i+1 (the first only its last one), 10 ms each."""
+        i = torch.arange(n, dtype=torch.float32)
+        return torch.stack([(4 * i - 3).clip(min=0) * 0.01, (4 * i + 1) * 0.01], dim=-1) - shift
+
+    coords = torch.cat([spans(clip, shift=(4 * (clip - 1) + 1) * 0.01 + 0.04), spans(audio_frames)]).view(1, 1, -1, 2)
+    with torch.no_grad():
+        video, audio = ours.forward_tokens(x, a, context, audio_context, t, audio_t, (frames, height, width), 24.0,
+                                           audio_reference=voice)
+        ref_video, ref_audio = ref(hidden_states=x, audio_hidden_states=torch.cat([voice, a], dim=1),
+                                   encoder_hidden_states=context, audio_encoder_hidden_states=audio_context,
+                                   timestep=t, audio_timestep=torch.cat([torch.zeros(1, clip),
+                                                                         audio_t.expand(1, audio_frames)], dim=1),
+                                   num_frames=frames, height=height, width=width, fps=24.0,
+                                   audio_num_frames=clip + audio_frames, audio_coords=coords, return_dict=False)
+        plain = ours.forward_tokens(x, a, context, audio_context, t, audio_t, (frames, height, width), 24.0)
+    assert audio.shape == a.shape
+    close(video, ref_video)
+    close(audio, ref_audio[:, clip:])
+    assert not torch.allclose(plain[1], audio, atol=1e-3)
+
+
 def test_transformer_file_is_detected_with_every_key():
     path = str(transformer_file())
     shapes = tensor_shapes(path)

@@ -110,3 +110,19 @@ def test_style_transition_template(graph_server):
     prompt, video = run(graph_server, "template_ltx2_3_style_transition")
     assert "ltx2.3-transition.safetensors" in {n["inputs"].get("lora_name") for n in prompt.values()}
     check_video(graph_server, video, 25)
+
+
+def test_id_lora_template(graph_server):
+    """video_ltx2_3_id_lora: the ID-LoRA on the dev checkpoint, a speaker's clip through LTXVReferenceAudio (its
+    tokens in both prompts, identity guidance 3), both passes; the recorder node is bypassed as installed."""
+    from _media import tones, write_wav
+
+    place_files(graph_server)
+    place(lora_file(), graph_server.models_dir("loras"), "ltx-2.3-id-lora-talkvid-3k.safetensors")
+    image(graph_server, "vintage_thinker.png")
+    write_wav(graph_server.input_dir / "ltx23_reference_audio.mp3", tones(44100, 0.5), 44100)
+    prompt, video = run(graph_server, "video_ltx2_3_id_lora")
+    assert {"LTXVReferenceAudio", "LoadAudio", "LoraLoaderModelOnly"} <= kinds(prompt)
+    assert "RecordAudio" not in kinds(prompt)
+    check_video(graph_server, video, 25)
+

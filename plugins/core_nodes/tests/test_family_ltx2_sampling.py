@@ -353,9 +353,11 @@ def custom_sampler(steps: int = 2) -> dict:
 
 
 def reference(video: torch.Tensor, audio: torch.Tensor, sigmas: torch.Tensor, video_mask=None,
-              keyframe_idxs=None, audio_cfg: float = CFG) -> tuple[torch.Tensor, torch.Tensor]:
+              keyframe_idxs=None, audio_cfg: float = CFG, ref_audio: torch.Tensor | None = None,
+              identity: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
     """Euler with CFG written over the network's token interface: noise drawn video then audio, flow
-    interpolation, kept frames (mask 0) held at the input and given timestep 0."""
+    interpolation, kept frames (mask 0) held at the input and given timestep 0. ``ref_audio`` tokens run ahead of
+    the audio of both prompts; ``identity`` adds that much of (positive - positive without them)."""
     net = _network()
     from safetensors.torch import load_file
 
@@ -374,15 +376,21 @@ def reference(video: torch.Tensor, audio: torch.Tensor, sigmas: torch.Tensor, vi
         in_v = x_v * keep + video * (1 - keep)
         tokens_v, tokens_a = in_v.flatten(2).transpose(1, 2), x_a.permute(0, 2, 1, 3).flatten(2)
         outs = []
+        runs = [(text, ref_audio) for text in texts] + ([(texts[0], None)] if identity else [])
         with torch.no_grad():
-            for text in texts:
+            for text, reference_tokens in runs:
                 v, a = net.forward_tokens(tokens_v, tokens_a, text[..., :3840], text[..., 3840:], t_v, t_a,
-                                          (frames, height, width), 25.0, keyframe_idxs=keyframe_idxs)
+                                          (frames, height, width), 25.0, keyframe_idxs=keyframe_idxs,
+                                          audio_reference=reference_tokens)
                 outs.append((v.transpose(1, 2).reshape(video.shape),
                              a.reshape(1, audio.shape[2], 8, 16).permute(0, 2, 1, 3)))
-        (vc, ac), (vu, au) = outs
+        (vc, ac), (vu, au) = outs[:2]
         den_v = in_v - sigma * (vu + CFG * (vc - vu))
         den_a = x_a - sigma * (au + audio_cfg * (ac - au))
+        if identity:  # (x - sigma * with) - (x - sigma * without), scaled
+            (vn, an) = outs[2]
+            den_v = den_v + identity * sigma * (vn - vc)
+            den_a = den_a + identity * sigma * (an - ac)
         den_v = den_v * keep + video * (1 - keep)
         x_v = x_v + (x_v - den_v) / sigma * (next_sigma - sigma)
         x_a = x_a + (x_a - den_a) / sigma * (next_sigma - sigma)
@@ -532,6 +540,36 @@ def test_a_guide_frame_is_appended_placed_and_cropped(files):
     cropped = out["cropped"]
     np.testing.assert_array_equal(cropped["samples"], video[:, :, :2])
     assert cropped["noise_mask"].ravel().tolist() == [1.0, 1.0]
+
+
+@pytest.mark.slow
+def test_reference_audio_conditions_both_prompts_and_guides_identity(files):
+    """LTXVReferenceAudio (ID-LoRA): a 0.5 s clip encoded by the audio VAE rides ahead of the audio of both
+    prompts, and identity guidance adds 2x (positive - positive without the clip) each step."""
+    from _media import tones, write_wav
+
+    write_wav(files.input_dir / "ltx2_voice.wav", tones(44100, 0.5), 44100)
+    sampler = custom_sampler()
+    sampler.update({
+        "voice": {"class_type": "LoadAudio", "inputs": {"audio": "ltx2_voice.wav"}},
+        "ref": {"class_type": "LTXVReferenceAudio", "inputs": {
+            "model": ["ckpt", 0], "positive": "POSITIVE", "negative": "NEGATIVE", "reference_audio": ["voice", 0],
+            "audio_vae": ["avae", 0], "identity_guidance_scale": 2.0, "start_percent": 0.0, "end_percent": 1.0}},
+        "enc": {"class_type": "LTXVAudioVAEEncode", "inputs": {"audio": ["voice", 0], "audio_vae": ["avae", 0]}},
+        "pr": {"class_type": "TestProbe", "inputs": {"value": ["enc", 0], "name": "reference"}},
+    })
+    sampler["guider"]["inputs"].update({"model": ["ref", 0], "positive": ["ref", 1], "negative": ["ref", 2]})
+    out = files.run(_graph(sampler))
+    latent = torch.from_numpy(out["reference"]["samples"])
+    assert latent.shape[:2] == (1, 8) and latent.shape[3] == 16
+    tokens = latent.permute(0, 2, 1, 3).flatten(2)
+    sigmas = video_nodes.ltxv_sigmas(2, 2.05, 0.95, True, 0.1, {"samples": torch.zeros(1, 128, 2, 2, 2)})
+    expected_v, expected_a = reference(torch.zeros(1, 128, 2, 2, 2), torch.zeros(1, 8, 9, 16), sigmas,
+                                       ref_audio=tokens, identity=2.0)
+    _close(out["video"]["samples"], expected_v)
+    _close(out["audio"]["samples"], expected_a)
+    plain_v, _ = reference(torch.zeros(1, 128, 2, 2, 2), torch.zeros(1, 8, 9, 16), sigmas)
+    assert np.abs(out["video"]["samples"] - plain_v.numpy()).max() > 1e-3  # the clip changes the video too
 
 
 #: the LTX-2 templates (LTX-2.3 / 2.5 need transformer parts not here); only the text encoder nodes are elsewhere

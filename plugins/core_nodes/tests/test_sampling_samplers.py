@@ -162,3 +162,16 @@ def test_denoise_zero_returns_latent_and_mask_keeps_unmasked_region():
     out = ksample(model, latent, 4, 2.0, "euler", "normal", denoise=0.5, noise_mask=mask)
     assert torch.allclose(out[..., :4], latent[..., :4], atol=1e-5)
     assert not torch.allclose(out[..., 4:], latent[..., 4:], atol=1e-3)
+
+
+def test_constant_conds_holding_tensors_batch_only_when_equal():
+    """A constant input holding tensors (LTXVReferenceAudio's tokens) batches with an equal one, not with another,
+    instead of asking a many-valued tensor comparison for its truth."""
+    from comfy_kernel_core_nodes.model.conds import CONDConstant
+
+    tokens = torch.arange(6.0).view(1, 3, 2)
+    same = CONDConstant({"tokens": tokens})
+    assert same.can_concat(CONDConstant({"tokens": tokens.clone()}))
+    assert not same.can_concat(CONDConstant({"tokens": tokens + 1}))
+    assert not same.can_concat(CONDConstant({"tokens": tokens[:, :2]}))
+    assert CONDConstant([1, 2]).can_concat(CONDConstant([1, 2])) and not CONDConstant(25).can_concat(CONDConstant(24))

@@ -89,7 +89,7 @@ class CONDConstant(CONDRegular):
         return self._copy_with(self.cond)
 
     def can_concat(self, other: CONDRegular) -> bool:
-        return bool(self.cond == other.cond)
+        return _same(self.cond, other.cond)
 
     def concat(self, others: list[CONDRegular]) -> Any:
         return self.cond
@@ -121,3 +121,17 @@ class CONDList(CONDRegular):
                 else:
                     out[i] += n if i == 0 else 0
         return out
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal values, tensors compared whole (``==`` on a tensor holding several values has no truth value)."""
+    if a is b:
+        return True
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.shape == b.shape \
+            and a.device == b.device and bool(torch.equal(a, b))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return type(a) is type(b) and len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    return bool(a == b)

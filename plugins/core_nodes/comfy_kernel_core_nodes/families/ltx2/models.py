@@ -40,7 +40,8 @@ class LTX2Audio(LatentFormat):
 
 
 class LTX2Model(BaseModel):
-    """Text states, frame rate, per-stream noise masks and guide-frame positions as network inputs."""
+    """Text states, frame rate, per-stream noise masks, guide-frame positions and LTXVReferenceAudio's tokens as
+    network inputs."""
 
     def extra_conds(self, **kwargs: Any) -> dict[str, Any]:
         out = super().extra_conds(**kwargs)
@@ -67,6 +68,9 @@ class LTX2Model(BaseModel):
             out["keyframe_idxs"] = C.CONDRegular(keyframes)
         if shapes is not None:
             out["latent_shapes"] = C.CONDConstant([tuple(s) for s in shapes])
+        ref_audio = kwargs.get("ref_audio")
+        if ref_audio is not None:
+            out["ref_audio"] = C.CONDConstant(ref_audio)
         return out
 
     def process_timestep(self, timestep: torch.Tensor, x: torch.Tensor | None = None,

@@ -21,6 +21,7 @@ from . import latent_nodes as L
 from . import text_nodes
 from . import video_nodes as V
 from .guider import LTXVDualCFGGuider
+from .reference_audio import LTXVReferenceAudio
 
 MODULE = "comfy_extras.nodes_lt_audio"
 MODULE_LT = "comfy_extras.nodes_lt"
@@ -161,5 +162,6 @@ NODES = [
     NodeDef("LTXVSeparateAVLatent", L.LTXVSeparateAVLatent, "Separate AV Latent", MODULE_LT),
     NodeDef("LTXVLatentUpsampler", L.LTXVLatentUpsampler, None, "comfy_extras.nodes_lt_upsampler"),
     NodeDef("LTXVDualCFGGuider", LTXVDualCFGGuider, "LTXV Dual CFG Guider", MODULE_LT),
+    NodeDef("LTXVReferenceAudio", LTXVReferenceAudio, "LTXV Reference Audio (ID-LoRA)", MODULE_LT),
     *text_nodes.NODES,
 ]

@@ -316,13 +316,24 @@ class LTX2Transformer(nn.Module):
         bounds[:, 0] = bounds[:, 0] / fps
         return bounds.mean(dim=-1)
 
-    def audio_coords(self, frames: int, batch: int, device: torch.device) -> torch.Tensor:
-        """Token middles [B, 1, N] in seconds."""
+    def audio_coords(self, frames: int, batch: int, device: torch.device, reference: int = 0) -> torch.Tensor:
+        """Token middles [B, 1, reference + frames] in seconds. ``reference`` tokens (LTXVReferenceAudio's clip)
+        come first, placed as a clip of their length that ends one latent frame before the audio starts."""
+        start, end = self._audio_bounds(torch.arange(frames, dtype=torch.float32, device=device))
+        if reference:
+            r_start, r_end = self._audio_bounds(torch.arange(reference, dtype=torch.float32, device=device))
+            c = self.config
+            offset = r_end[-1] + c.audio_scale * c.hop_length / c.sample_rate
+            start, end = torch.cat([r_start - offset, start]), torch.cat([r_end - offset, end])
+        return ((start + end) / 2).view(1, 1, -1).expand(batch, -1, -1)
+
+    def _audio_bounds(self, f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(start, end) in seconds of audio latent frames ``f``: each covers ``audio_scale`` mel frames, the first
+        only its last one (the causal audio VAE)."""
         s, c = self.config.audio_scale, self.config
-        f = torch.arange(frames, dtype=torch.float32, device=device)
         start = (f * s + c.causal_offset - s).clip(min=0) * c.hop_length / c.sample_rate
         end = ((f + 1) * s + c.causal_offset - s).clip(min=0) * c.hop_length / c.sample_rate
-        return ((start + end) / 2).view(1, 1, -1).expand(batch, -1, -1)
+        return start, end
 
     @property
     def text_widths(self) -> tuple[int, int]:
@@ -340,12 +351,22 @@ class LTX2Transformer(nn.Module):
                        timestep: torch.Tensor, audio_timestep: torch.Tensor, video_shape: tuple[int, int, int],
                        fps: float, context_mask: torch.Tensor | None = None,
                        audio_context_mask: torch.Tensor | None = None,
-                       keyframe_idxs: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                       keyframe_idxs: torch.Tensor | None = None,
+                       audio_reference: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Patchified video [B, N, C] and audio [B, M, C] tokens, text states of each stream [B, L, width] ->
-        the velocity tokens of both streams; timesteps are [B] or per token [B, N] / [B, M], already x1000."""
+        the velocity tokens of both streams; timesteps are [B] or per token [B, N] / [B, M], already x1000.
+
+        ``audio_reference`` [B, R, C]: clean audio tokens (ID-LoRA's speaker reference) that run ahead of the
+        audio at timestep 0 and earlier positions (:meth:`audio_coords`); no velocity is returned for them.
+        """
         c, b = self.config, x.shape[0]
+        reference = 0 if audio_reference is None else audio_reference.shape[1]
+        if reference:
+            audio_timestep = audio_timestep.reshape(b, -1).expand(b, a.shape[1])
+            audio_timestep = torch.cat([audio_timestep.new_zeros(b, reference), audio_timestep], dim=1)
+            a = torch.cat([audio_reference.to(a), a], dim=1)
         vc = self.video_coords(*video_shape, fps, b, x.device, keyframe_idxs)
-        ac = self.audio_coords(a.shape[1], b, x.device)
+        ac = self.audio_coords(a.shape[1] - reference, b, x.device, reference)
         heads, audio_heads = (c.heads, c.audio_heads) if c.rope_split else (0, 0)
         rope = {"video": rope_freqs(vc, (c.max_frames, c.max_size, c.max_size), c.dim, c.theta, heads),
                 "audio": rope_freqs(ac, (c.max_frames,), c.audio_dim, c.theta, audio_heads),
@@ -372,16 +393,17 @@ class LTX2Transformer(nn.Module):
         for block in self.transformer_blocks:
             x, a = block(x, a, context, audio_context, emb, rope, masks)
         return self._out(x, embedded_v, "scale_shift_table", self.proj_out), \
-            self._out(a, embedded_a, "audio_scale_shift_table", self.audio_proj_out)
+            self._out(a[:, reference:], embedded_a[:, reference:], "audio_scale_shift_table", self.audio_proj_out)
 
     def forward(self, x: torch.Tensor, timestep: Any, context: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 frame_rate: float = 25.0, latent_shapes: list | None = None,
                 keyframe_idxs: torch.Tensor | None = None, unprocessed_ltxav_embeds: bool = False,
-                **kwargs: Any) -> torch.Tensor:
+                ref_audio: dict[str, torch.Tensor] | None = None, **kwargs: Any) -> torch.Tensor:
         """One sampler evaluation: the packed video + audio latent (``latent_shapes``; a bare video latent
         without them), sigmas per stream (``(video, audio)``, each [B] or per token), the text states of both
         streams side by side (:attr:`text_widths`; LTX-2.3's before its connectors when
-        ``unprocessed_ltxav_embeds``) -> the velocity, packed the same way."""
+        ``unprocessed_ltxav_embeds``), LTXVReferenceAudio's ``ref_audio`` tokens -> the velocity, packed the
+        same way."""
         from ...model.nested import pack_latents, unpack_latents
 
         c = self.config
@@ -403,7 +425,8 @@ class LTX2Transformer(nn.Module):
         v_out, a_out = self.forward_tokens(
             v_tokens, a_tokens, context[..., : widths[0]], context[..., widths[0]:],
             (v_t * 1000.0).reshape(b, -1), (a_t * 1000.0).reshape(b, -1), (frames, height, width), float(frame_rate),
-            context_mask=mask, audio_context_mask=mask, keyframe_idxs=keyframe_idxs)
+            context_mask=mask, audio_context_mask=mask, keyframe_idxs=keyframe_idxs,
+            audio_reference=None if ref_audio is None else ref_audio["tokens"].to(a_tokens).expand(b, -1, -1))
         video = v_out.transpose(1, 2).reshape(b, -1, frames, height, width)
         audio = a_out.reshape(b, a_frames, a_channels, bins).permute(0, 2, 1, 3)
         if len(parts) == 1:
