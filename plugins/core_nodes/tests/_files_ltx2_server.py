@@ -42,8 +42,9 @@ def checkpoint_file(seed: int = 31) -> Path:
                        metadata={"config": json.dumps(AUDIO_CONFIG)})
 
 
-def lora_file(seed: int = 32, rank: int = 4) -> Path:
-    """A LoRA on the first block's video self-attention projections."""
+def lora_file(seed: int = 32, rank: int = 4, downscale: int | None = None) -> Path:
+    """A LoRA on the first block's video self-attention projections; ``downscale``: an IC-LoRA whose metadata
+    asks for guides that much smaller (``reference_downscale_factor``, as the released IC-LoRAs carry it)."""
     def make() -> dict[str, torch.Tensor]:
         generator = torch.Generator().manual_seed(seed)
         sd = {}
@@ -53,4 +54,7 @@ def lora_file(seed: int = 32, rank: int = 4) -> Path:
             sd[key + ".lora_B.weight"] = (0.1 * torch.randn(CONFIG.dim, rank, generator=generator)).bfloat16()
         return sd
 
-    return cached_file(f"{VERSION}-ltx2_lora_small_{seed}.safetensors", make)
+    if downscale is None:
+        return cached_file(f"{VERSION}-ltx2_lora_small_{seed}.safetensors", make)
+    return cached_file(f"{VERSION}-ltx2_ic_lora_{seed}_x{downscale}.safetensors", make,
+                       {"reference_downscale_factor": str(downscale)})

@@ -33,7 +33,7 @@ from comfy_kernel_core_nodes.families.ltx2.audio_vae import (
     log_mel,
     mel_filters,
 )
-from comfy_kernel_core_nodes.families.ltx2.transformer import LTX2Config, LTX2Transformer
+from comfy_kernel_core_nodes.families.ltx2.transformer import LTX2Config, LTX2Transformer, pixel_bounds
 from comfy_kernel_core_nodes.families.ltx2.vae import LTX2VideoVAENet, layout, released_layout
 from comfy_kernel_core_nodes.model import ops
 from comfy_kernel_core_nodes.model.detection import unet_config_from
@@ -360,6 +360,91 @@ def test_reference_audio_runs_ahead_of_the_audio_at_earlier_positions(transforme
     close(video, ref_video)
     close(audio, ref_audio[:, clip:])
     assert not torch.allclose(plain[1], audio, atol=1e-3)
+
+
+def _guided_inputs():
+    """Video of 3 latent frames of 2x2 tokens whose last frame is a guide placed at pixel frame 8, 5 audio
+    tokens, per-token timesteps (the guide at 0)."""
+    torch.manual_seed(9)
+    x, a = torch.randn(1, 12, 16), torch.randn(1, 5, 16)
+    context, audio_context = torch.randn(1, 7, 24), torch.randn(1, 7, 24)
+    t = torch.full((1, 12), 600.0)
+    t[:, 8:] = 0.0
+    keyframes = pixel_bounds((1, 2, 2), (8, 32, 32))
+    keyframes[:, 0] += 8
+    coords = pixel_bounds((3, 2, 2), (8, 32, 32))
+    coords[:, :, 8:] = keyframes
+    coords[:, 0] /= 24.0
+    return x, a, context, audio_context, t, keyframes, coords
+
+
+def test_guide_tokens_left_out_of_the_sequence(transformers_pair):
+    """Tokens an IC-LoRA guide's noise mask drops: diffusers given only the kept tokens at their positions gives
+    the same velocities for them; the dropped ones get zero."""
+    ours, ref = transformers_pair
+    x, a, context, audio_context, t, keyframes, coords = _guided_inputs()
+    kept = torch.ones(12, dtype=torch.bool)
+    kept[9] = kept[11] = False
+    audio_t = torch.tensor([400.0])
+    with torch.no_grad():
+        video, audio = ours.forward_tokens(x, a, context, audio_context, t, audio_t, (3, 2, 2), 24.0,
+                                           keyframe_idxs=keyframes, kept=kept,
+                                           guide_entries=[{"pre_filter_count": 4, "strength": 1.0,
+                                                           "pixel_mask": None, "latent_shape": [1, 1, 2]}])
+        ref_video, ref_audio = ref(hidden_states=x[:, kept], audio_hidden_states=a, encoder_hidden_states=context,
+                                   audio_encoder_hidden_states=audio_context, timestep=t[:, kept],
+                                   audio_timestep=audio_t, audio_num_frames=5, fps=24.0,
+                                   video_coords=coords[:, :, kept], return_dict=False)
+    assert video.shape == x.shape
+    close(video[:, kept], ref_video)
+    assert not video[:, ~kept].any()
+    close(audio, ref_audio)
+
+
+def test_guide_attention_mask_blocks_video_and_guide_where_it_is_zero(transformers_pair):
+    """LTXVAddGuide's attention mask, zero on the guide's left column: its tokens and the video do not attend to
+    each other (diffusers with the same multiplicative self-attention mask); at strength 1 elsewhere nothing
+    changes."""
+    ours, ref = transformers_pair
+    x, a, context, audio_context, t, keyframes, coords = _guided_inputs()
+    pixel_mask = torch.ones(1, 1, 1, 64, 64)
+    pixel_mask[..., :32] = 0.0
+    entry = {"pre_filter_count": 4, "strength": 1.0, "pixel_mask": pixel_mask, "latent_shape": [1, 2, 2]}
+    blocked = torch.tensor([True, False, True, False])  # guide tokens in row-major order: left column blocked
+    allowed = torch.ones(1, 12, 12)
+    allowed[:, :8, 8:][:, :, blocked] = 0.0
+    allowed[:, 8:, :8][:, blocked] = 0.0
+    audio_t = torch.tensor([400.0])
+    with torch.no_grad():
+        video, audio = ours.forward_tokens(x, a, context, audio_context, t, audio_t, (3, 2, 2), 24.0,
+                                           keyframe_idxs=keyframes, guide_entries=[entry])
+        ref_video, ref_audio = ref(hidden_states=x, audio_hidden_states=a, encoder_hidden_states=context,
+                                   audio_encoder_hidden_states=audio_context, timestep=t, audio_timestep=audio_t,
+                                   audio_num_frames=5, fps=24.0, video_coords=coords,
+                                   video_self_attention_mask=allowed, return_dict=False)
+        open_video, _ = ours.forward_tokens(x, a, context, audio_context, t, audio_t, (3, 2, 2), 24.0,
+                                            keyframe_idxs=keyframes, guide_entries=[{**entry, "pixel_mask": None}])
+    close(video, ref_video)
+    close(audio, ref_audio)
+    assert not torch.allclose(video, open_video, atol=1e-4)
+
+
+def test_guide_strength_weighs_attention_by_its_logarithm():
+    """A strength-0.5 guide: video queries on guide keys and guide queries on video keys get log(0.5) added to
+    their scores, guide to guide nothing; the grouped attention equals the dense masked one."""
+    from comfy_kernel_core_nodes.families.ltx2.guides import guide_bias
+    from comfy_kernel_core_nodes.model.attention import optimized_attention
+
+    bias = guide_bias([{"pre_filter_count": 3, "strength": 0.5, "pixel_mask": None, "latent_shape": [1, 1, 3]}],
+                      torch.ones(3, dtype=torch.bool), 7, torch.float32, torch.device("cpu"))
+    assert (bias.start, bias.count) == (4, 3)
+    dense = torch.zeros(7, 7)
+    dense[:4, 4:] = dense[4:, :4] = torch.log(torch.tensor(0.5))
+    torch.manual_seed(10)
+    q, k, v = (torch.randn(2, 7, 8) for _ in range(3))
+    close(bias.attend(optimized_attention, q, k, v, 2), optimized_attention(q, k, v, 2, mask=dense[None, None]))
+    assert guide_bias([{"pre_filter_count": 3, "strength": 1.0, "pixel_mask": None, "latent_shape": [1, 1, 3]}],
+                      torch.ones(3, dtype=torch.bool), 7, torch.float32, torch.device("cpu")) is None
 
 
 def test_transformer_file_is_detected_with_every_key():

@@ -46,7 +46,7 @@ def run(graph_server, name: str, duration: float | None = None) -> tuple[dict, o
             inputs["value"] = duration
         elif node["class_type"] == "TextGenerateLTX2Prompt":
             inputs["max_length"] = 4
-        elif node["class_type"] == "ComfyMathExpression" and inputs.get("expression") == "a * b + 1":
+        elif node["class_type"] == "ComfyMathExpression" and inputs.get("expression") in ("a * b + 1", "a * b"):
             inputs["expression"] = "9"
     (video,) = saved_videos(graph_server, graph_server.outputs(prompt, timeout=900))
     return prompt, video
@@ -124,5 +124,19 @@ def test_id_lora_template(graph_server):
     prompt, video = run(graph_server, "video_ltx2_3_id_lora")
     assert {"LTXVReferenceAudio", "LoadAudio", "LoraLoaderModelOnly"} <= kinds(prompt)
     assert "RecordAudio" not in kinds(prompt)
+    check_video(graph_server, video, 25)
+
+
+def test_ic_lora_ingredients_template(graph_server):
+    """template_ltx2_3_ic_lora_ingredients: a reference sheet padded to the frame, GetICLoRAParameters reading
+    the IC-LoRA's metadata (a downscale factor of 2 here), LTXVAddGuide spreading the half-size guide, KSampler
+    on the distilled checkpoint, the guides cropped."""
+    place_files(graph_server)
+    place(lora_file(downscale=2), graph_server.models_dir("loras"), "ltx-2.3-22b-ic-lora-ingredients-0.9.safetensors")
+    image(graph_server, "german_shepherd_news_anchor_ref.png")
+    prompt, video = run(graph_server, "template_ltx2_3_ic_lora_ingredients")
+    assert {"GetICLoRAParameters", "LTXVAddGuide", "LTXVCropGuides", "ResizeAndPadImage"} <= kinds(prompt)
+    guides = [n for n in prompt.values() if n["class_type"] == "LTXVAddGuide"]
+    assert guides and all(isinstance(g["inputs"].get("iclora_parameters"), list) for g in guides)
     check_video(graph_server, video, 25)
 

@@ -354,7 +354,7 @@ def custom_sampler(steps: int = 2) -> dict:
 
 def reference(video: torch.Tensor, audio: torch.Tensor, sigmas: torch.Tensor, video_mask=None,
               keyframe_idxs=None, audio_cfg: float = CFG, ref_audio: torch.Tensor | None = None,
-              identity: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+              identity: float = 0.0, kept: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Euler with CFG written over the network's token interface: noise drawn video then audio, flow
     interpolation, kept frames (mask 0) held at the input and given timestep 0. ``ref_audio`` tokens run ahead of
     the audio of both prompts; ``identity`` adds that much of (positive - positive without them)."""
@@ -381,7 +381,7 @@ def reference(video: torch.Tensor, audio: torch.Tensor, sigmas: torch.Tensor, vi
             for text, reference_tokens in runs:
                 v, a = net.forward_tokens(tokens_v, tokens_a, text[..., :3840], text[..., 3840:], t_v, t_a,
                                           (frames, height, width), 25.0, keyframe_idxs=keyframe_idxs,
-                                          audio_reference=reference_tokens)
+                                          audio_reference=reference_tokens, kept=kept)
                 outs.append((v.transpose(1, 2).reshape(video.shape),
                              a.reshape(1, audio.shape[2], 8, 16).permute(0, 2, 1, 3)))
         (vc, ac), (vu, au) = outs[:2]
@@ -570,6 +570,46 @@ def test_reference_audio_conditions_both_prompts_and_guides_identity(files):
     _close(out["audio"]["samples"], expected_a)
     plain_v, _ = reference(torch.zeros(1, 128, 2, 2, 2), torch.zeros(1, 8, 9, 16), sigmas)
     assert np.abs(out["video"]["samples"] - plain_v.numpy()).max() > 1e-3  # the clip changes the video too
+
+
+@pytest.mark.slow
+def test_an_ic_lora_guide_is_spread_over_the_grid_and_its_gaps_left_out(files):
+    """GetICLoRAParameters reads reference_downscale_factor 2 from the IC-LoRA file's metadata; LTXVAddGuide
+    then encodes the guide at half size (32x32 pixels: one latent cell), writes it on every 2nd cell, marks
+    the gaps -1 - strength in the noise mask and widens its spans by a cell; sampling leaves the gaps out."""
+    from _files_ltx2_server import lora_file
+
+    place(lora_file(downscale=2), files.models_dir("loras"), "ltx2_ic_lora_x2.safetensors")
+    graph = _graph(custom_sampler(), guide=True)
+    graph.update({
+        "lora": {"class_type": "LoraLoaderModelOnly", "inputs": {
+            "model": ["ckpt", 0], "lora_name": "ltx2_ic_lora_x2.safetensors", "strength_model": 1.0}},
+        "ic": {"class_type": "GetICLoRAParameters", "inputs": {"iclora_model": ["lora", 0]}},
+        "pic": {"class_type": "TestProbe", "inputs": {"value": ["ic", 0], "name": "iclora"}},
+    })
+    graph["guide"]["inputs"]["iclora_parameters"] = ["ic", 0]
+    out = files.run(graph)
+    assert out["iclora"] == {"reference_downscale_factor": 2}
+    guided = out["guide_latent"]
+    assert guided["samples"].shape == (1, 128, 3, 2, 2)
+    guide = guided["samples"][0, :, 2]
+    assert np.abs(guide[:, 0, 0]).max() > 0 and not guide[:, 0, 1].any() and not guide[:, 1].any()
+    mask = guided["noise_mask"]
+    assert mask.shape == (1, 1, 3, 2, 2) and (mask[:, :, :2] == 1).all()
+    assert mask[0, 0, 2].tolist() == [[0.0, -2.0], [-2.0, -2.0]]
+    (entry,) = out["guided"]
+    bounds = pixel_bounds((1, 2, 2), (8, 32, 32))
+    bounds[:, 0] += 8
+    bounds[:, 1:, :, 1] += 32
+    assert entry["options"]["keyframe_idxs"]["mean"] == pytest.approx(float(bounds.mean()))
+    kept = torch.from_numpy(mask[0, 0] >= 0).flatten()
+    sigmas = video_nodes.ltxv_sigmas(2, 2.05, 0.95, True, 0.1, {"samples": torch.zeros(1, 128, 3, 2, 2)})
+    expected_v, _ = reference(torch.from_numpy(guided["samples"]), torch.zeros(1, 8, 9, 16), sigmas,
+                              video_mask=torch.from_numpy(mask), keyframe_idxs=bounds, kept=kept)
+    video = out["video"]["samples"]
+    _close(video[:, :, :2], expected_v[:, :, :2])
+    np.testing.assert_allclose(video[:, :, 2, 0, 0], guided["samples"][:, :, 2, 0, 0], rtol=1e-5, atol=1e-5)
+    assert out["cropped"]["samples"].shape == (1, 128, 2, 2, 2)
 
 
 #: the LTX-2 templates (LTX-2.3 / 2.5 need transformer parts not here); only the text encoder nodes are elsewhere

@@ -44,7 +44,10 @@ def shrink(prompt: dict) -> dict:
             inputs["resize_type.longer_size"] = FULL
         elif kind == "PrimitiveInt" and inputs.get("value") in SIZES:
             inputs["value"] = FULL
-        elif kind == "PrimitiveInt" and inputs.get("value", 0) > 30:  # frame counts, not frame rates
+        elif kind == "ResizeAndPadImage":
+            inputs.update(target_width=FULL, target_height=FULL)
+        elif kind == "PrimitiveInt" and isinstance(inputs.get("value"), int) and inputs["value"] > 30:
+            # frame counts, not frame rates
             inputs["value"] = FRAMES
         elif kind in ("EmptyLTXVLatentVideo", "LTXVEmptyLatentAudio"):
             for key, value in (("width", FULL // 2), ("height", FULL // 2), ("length", FRAMES),

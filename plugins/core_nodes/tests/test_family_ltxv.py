@@ -182,6 +182,34 @@ def test_transformer_matches_diffusers(transformers, causal, per_token):
     close(out, expected.transpose(1, 2).reshape(b, -1, f, h, w))
 
 
+def test_gaps_of_a_spread_guide_are_left_out(transformers):
+    """A guide frame whose noise mask marks tokens below 0 (an IC-LoRA guide's gaps): diffusers given only the
+    other tokens, at their positions (the guide's from keyframe_idxs), gives the same velocities; the gaps get
+    zero."""
+    ours, ref = transformers
+    ours.config = LTXVConfig(**{**ours.config.__dict__, "causal_positions": True})
+    torch.manual_seed(2)
+    f, h, w = 3, 2, 2
+    x, context = torch.randn(1, 128, f, h, w), torch.randn(1, 7, 48)
+    mask = torch.ones(1, 128, f, h, w)
+    mask[:, :, 2] = torch.tensor([[0.0, -2.0], [-2.0, -2.0]])  # the guide frame: one kept token, three gaps
+    sigma = (mask[:, 0].flatten(1) * 0.7)
+    keyframes = pixel_starts((1, h, w), (8, 32, 32), True)[None]
+    keyframes[:, 0] += 8
+    with torch.no_grad():
+        out = ours(x, sigma, context, frame_rate=24.0, keyframe_idxs=keyframes, denoise_mask=mask)
+        kept = torch.tensor([True] * 8 + [True, False, False, False])
+        coords = pixel_starts((f, h, w), (8, 32, 32), True)[None]
+        coords[:, :, 8:] = keyframes
+        coords[:, 0] /= 24.0
+        tokens = x.flatten(2).transpose(1, 2)
+        expected = ref(tokens[:, kept], context, sigma[:, kept] * 1000, torch.ones(1, 7),
+                       video_coords=coords[:, :, kept]).sample
+    got = out.flatten(2).transpose(1, 2)
+    close(got[:, kept], expected)
+    assert not got[:, ~kept].any()
+
+
 def test_ltx2_files_are_not_taken_for_ltx_video_ones():
     with torch.device("meta"):
         transformer = module_shapes(LTX2Transformer(LTX2_CONFIG))

@@ -55,7 +55,6 @@ WHY_NODE = {
     "ReferenceMultiLatent": ("not yet", "part of the FLUX 3 Klein family (its templates also need Flux3LayoutPrompt and "
                              "the FLUX 3 model, neither here); ComfyUI's definition is in no source available to "
                              "match its contract against"),
-    "GetICLoRAParameters": ("not yet", "LTX-Video IC-LoRA metadata for LTXVAddGuide (LTX-Video family)"),
     "BuildPoseFile": ("not yet", "SAM 3D Body pose data to animated GLB/BVH files (3D family)"),
     "GenerateTracks": ("not yet", "motion tracks for Wan-Move's track conditioning (Wan variants)"),
 }
@@ -63,7 +62,7 @@ WHY_NODE = {
 #: ComfyUI modules of the nodes above that have no contract here (the table's module column).
 NODE_MODULES = {
     "BlockSparseAttention": "comfy_extras.nodes_sparse_attention",
-    "GetICLoRAParameters": "comfy_extras.nodes_lt", "GenerateTracks": "comfy_extras.nodes_wanmove",
+    "GenerateTracks": "comfy_extras.nodes_wanmove",
 }
 
 

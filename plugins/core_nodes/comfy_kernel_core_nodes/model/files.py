@@ -86,6 +86,16 @@ def raw_tensor_shapes(path: str | os.PathLike[str]) -> dict[str, tuple[int, ...]
     return shapes
 
 
+def file_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
+    """A safetensors file's header metadata (``__metadata__``); empty for other files and folders."""
+    if os.path.isdir(path) or not is_safetensors(path):
+        return {}
+    from safetensors import safe_open
+
+    with safe_open(os.fspath(path), framework="pt") as f:
+        return dict(f.metadata() or {})
+
+
 def file_identity(path: str | os.PathLike[str]) -> str:
     """The real path and version of a file: model manager keys change when the file is replaced."""
     if os.path.isdir(path):

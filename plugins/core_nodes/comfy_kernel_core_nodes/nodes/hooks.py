@@ -224,7 +224,7 @@ class CreateHookLora(_HookNode):
         prev_hooks = H.HookGroup() if prev_hooks is None else prev_hooks
         if strength_model == 0 and strength_clip == 0:
             return (prev_hooks,)
-        lora, _ = _read_lora(context.full_path("loras", lora_name))
+        lora, _, _ = _read_lora(context.full_path("loras", lora_name))
         hooks = H.create_hook_lora(lora=lora, strength_model=strength_model, strength_clip=strength_clip)
         return (prev_hooks.clone_and_combine(hooks),)
 

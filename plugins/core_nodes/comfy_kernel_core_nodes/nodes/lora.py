@@ -19,25 +19,31 @@ _LOADED: dict[str, Any] = {}
 _LOCK = threading.Lock()
 
 
-def _read_lora(path: str) -> tuple[dict[str, Any], str]:
-    """The LoRA's tensors (the last file read is kept) and its file identity."""
-    from ..model.files import file_identity, read_state_dict
+def _read_lora(path: str) -> tuple[dict[str, Any], str, dict[str, str]]:
+    """The LoRA's tensors (the last file read is kept), its file identity and its safetensors metadata."""
+    from ..model.files import file_identity, file_metadata, read_state_dict
 
     identity = file_identity(path)
     with _LOCK:
         cached = _LOADED.get(identity)
         if cached is None:
             _LOADED.clear()
-            cached = _LOADED[identity] = read_state_dict(path)
-    return cached, identity
+            cached = _LOADED[identity] = (read_state_dict(path), file_metadata(path))
+    return cached[0], identity, cached[1]
 
 
 def apply_lora(model: Any, clip: Any, lora_name: str, strength_model: float,
                strength_clip: float) -> tuple[Any, Any]:
+    """The patched clones; the model carries the file's metadata as its ``lora_metadata`` attachment (what
+    GetICLoRAParameters reads), as in ComfyUI."""
     from ..model.lora import load_lora_for_models
 
-    lora, identity = _read_lora(context.full_path("loras", lora_name))
-    return load_lora_for_models(model, clip, lora, strength_model, strength_clip, identity=f"lora:{identity}")
+    lora, identity, metadata = _read_lora(context.full_path("loras", lora_name))
+    new_model, new_clip = load_lora_for_models(model, clip, lora, strength_model, strength_clip,
+                                               identity=f"lora:{identity}")
+    if new_model is not None and metadata:
+        new_model.set_attachments("lora_metadata", metadata)
+    return new_model, new_clip
 
 
 class LoraLoader:

@@ -66,6 +66,9 @@ class LTX2Model(BaseModel):
         keyframes = kwargs.get("keyframe_idxs")
         if keyframes is not None:
             out["keyframe_idxs"] = C.CONDRegular(keyframes)
+            entries = kwargs.get("guide_attention_entries")
+            if entries:
+                out["guide_attention_entries"] = C.CONDConstant(entries)
         if shapes is not None:
             out["latent_shapes"] = C.CONDConstant([tuple(s) for s in shapes])
         ref_audio = kwargs.get("ref_audio")

@@ -154,6 +154,7 @@ NODES = [
     NodeDef("LTXVImgToVideo", V.LTXVImgToVideo, None, MODULE_LT),
     NodeDef("LTXVImgToVideoInplace", V.LTXVImgToVideoInplace, None, MODULE_LT),
     NodeDef("LTXVAddGuide", V.LTXVAddGuide, None, MODULE_LT),
+    NodeDef("GetICLoRAParameters", V.GetICLoRAParameters, "Get IC-LoRA Parameters", MODULE_LT),
     NodeDef("LTXVCropGuides", V.LTXVCropGuides, None, MODULE_LT),
     NodeDef("ModelSamplingLTXV", V.ModelSamplingLTXV, None, MODULE_LT),
     NodeDef("LTXVScheduler", V.LTXVScheduler, None, MODULE_LT),

@@ -46,6 +46,7 @@ from ...model import ops as _ops
 from ...model.attention import optimized_attention
 from ..flux.layers import timestep_embedding
 from .connectors import Connector
+from .guides import GuideBias, guide_bias, kept_tokens
 from .layers import FeedForward, RMSNorm, head_gates, rms
 from .rope import rope_freqs, rotate
 
@@ -135,7 +136,10 @@ class Attention(nn.Module):
         q, k = self.q_norm(self.to_q(x)), self.k_norm(self.to_k(context))
         if q_rope is not None:
             q, k = rotate(q, q_rope), rotate(k, k_rope if k_rope is not None else q_rope)
-        out = optimized_attention(q, k, self.to_v(context), self.heads, mask=mask)
+        if isinstance(mask, GuideBias):
+            out = mask.attend(optimized_attention, q, k, self.to_v(context), self.heads)
+        else:
+            out = optimized_attention(q, k, self.to_v(context), self.heads, mask=mask)
         return self.to_out[0](head_gates(self.to_gate_logits, x, out, self.heads))
 
 
@@ -187,7 +191,7 @@ class Block(nn.Module):
                 emb: dict[str, Any], rope: dict[str, Any], masks: dict[str, Any]) -> tuple[torch.Tensor, ...]:
         v = modulation(self._table("scale_shift_table", x), emb["video"])
         shift, scale, gate, shift_ff, scale_ff, gate_ff = v[:6]
-        x = x + self.attn1(rms(x) * (1 + scale) + shift, q_rope=rope["video"]) * gate
+        x = x + self.attn1(rms(x) * (1 + scale) + shift, q_rope=rope["video"], mask=masks.get("guides")) * gate
         av = modulation(self._table("audio_scale_shift_table", a), emb["audio"])
         a_shift, a_scale, a_gate, a_shift_ff, a_scale_ff, a_gate_ff = av[:6]
         a = a + self.audio_attn1(rms(a) * (1 + a_scale) + a_shift, q_rope=rope["audio"]) * a_gate
@@ -308,11 +312,14 @@ class LTX2Transformer(nn.Module):
         return pixel_bounds((frames, height, width), self.config.vae_scale, batch, device)
 
     def video_coords(self, frames: int, height: int, width: int, fps: float, batch: int, device: torch.device,
-                     keyframe_idxs: torch.Tensor | None = None) -> torch.Tensor:
-        """Token middles [B, 3, N]: seconds (from the first pixel frame), pixel rows, pixel columns."""
+                     keyframe_idxs: torch.Tensor | None = None, kept: torch.Tensor | None = None) -> torch.Tensor:
+        """Token middles [B, 3, N]: seconds (from the first pixel frame), pixel rows, pixel columns; only the
+        ``kept`` tokens' where some are left out."""
         bounds = self.video_bounds(frames, height, width, batch, device)
         if keyframe_idxs is not None and keyframe_idxs.shape[2] > 0:
             bounds[:, :, -keyframe_idxs.shape[2]:] = keyframe_idxs.to(bounds)
+        if kept is not None:
+            bounds = bounds[:, :, kept]
         bounds[:, 0] = bounds[:, 0] / fps
         return bounds.mean(dim=-1)
 
@@ -352,20 +359,32 @@ class LTX2Transformer(nn.Module):
                        fps: float, context_mask: torch.Tensor | None = None,
                        audio_context_mask: torch.Tensor | None = None,
                        keyframe_idxs: torch.Tensor | None = None,
-                       audio_reference: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                       audio_reference: torch.Tensor | None = None, kept: torch.Tensor | None = None,
+                       guide_entries: list | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Patchified video [B, N, C] and audio [B, M, C] tokens, text states of each stream [B, L, width] ->
         the velocity tokens of both streams; timesteps are [B] or per token [B, N] / [B, M], already x1000.
 
         ``audio_reference`` [B, R, C]: clean audio tokens (ID-LoRA's speaker reference) that run ahead of the
         audio at timestep 0 and earlier positions (:meth:`audio_coords`); no velocity is returned for them.
+        ``kept`` [N]: the video tokens to run (the others get zero velocity); ``guide_entries``: how the guide
+        tokens at the end weigh in self-attention (``guides.py``).
         """
-        c, b = self.config, x.shape[0]
+        c, b, n = self.config, x.shape[0], x.shape[1]
+        if kept is not None:
+            x = x[:, kept]
+            if timestep.shape[-1] == n:
+                timestep = timestep[:, kept]
+        guides = None
+        if keyframe_idxs is not None and keyframe_idxs.shape[2] > 0:
+            tail = kept[-keyframe_idxs.shape[2]:] if kept is not None else \
+                torch.ones(keyframe_idxs.shape[2], dtype=torch.bool, device=x.device)
+            guides = guide_bias(guide_entries, tail, x.shape[1], x.dtype, x.device)
         reference = 0 if audio_reference is None else audio_reference.shape[1]
         if reference:
             audio_timestep = audio_timestep.reshape(b, -1).expand(b, a.shape[1])
             audio_timestep = torch.cat([audio_timestep.new_zeros(b, reference), audio_timestep], dim=1)
             a = torch.cat([audio_reference.to(a), a], dim=1)
-        vc = self.video_coords(*video_shape, fps, b, x.device, keyframe_idxs)
+        vc = self.video_coords(*video_shape, fps, b, x.device, keyframe_idxs, kept)
         ac = self.audio_coords(a.shape[1] - reference, b, x.device, reference)
         heads, audio_heads = (c.heads, c.audio_heads) if c.rope_split else (0, 0)
         rope = {"video": rope_freqs(vc, (c.max_frames, c.max_size, c.max_size), c.dim, c.theta, heads),
@@ -389,20 +408,26 @@ class LTX2Transformer(nn.Module):
         if c.caption_projection:
             context = self.caption_projection(context)
             audio_context = self.audio_caption_projection(audio_context)
-        masks = {"video": _key_mask(context_mask, x.dtype), "audio": _key_mask(audio_context_mask, a.dtype)}
+        masks = {"video": _key_mask(context_mask, x.dtype), "audio": _key_mask(audio_context_mask, a.dtype),
+                 "guides": guides}
         for block in self.transformer_blocks:
             x, a = block(x, a, context, audio_context, emb, rope, masks)
-        return self._out(x, embedded_v, "scale_shift_table", self.proj_out), \
+        video = self._out(x, embedded_v, "scale_shift_table", self.proj_out)
+        if kept is not None:
+            video = video.new_zeros(b, n, video.shape[-1]).index_copy(1, kept.nonzero().flatten(), video)
+        return video, \
             self._out(a[:, reference:], embedded_a[:, reference:], "audio_scale_shift_table", self.audio_proj_out)
 
     def forward(self, x: torch.Tensor, timestep: Any, context: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 frame_rate: float = 25.0, latent_shapes: list | None = None,
                 keyframe_idxs: torch.Tensor | None = None, unprocessed_ltxav_embeds: bool = False,
-                ref_audio: dict[str, torch.Tensor] | None = None, **kwargs: Any) -> torch.Tensor:
+                ref_audio: dict[str, torch.Tensor] | None = None, denoise_mask: torch.Tensor | None = None,
+                guide_attention_entries: list | None = None, **kwargs: Any) -> torch.Tensor:
         """One sampler evaluation: the packed video + audio latent (``latent_shapes``; a bare video latent
         without them), sigmas per stream (``(video, audio)``, each [B] or per token), the text states of both
         streams side by side (:attr:`text_widths`; LTX-2.3's before its connectors when
-        ``unprocessed_ltxav_embeds``), LTXVReferenceAudio's ``ref_audio`` tokens -> the velocity, packed the
+        ``unprocessed_ltxav_embeds``), LTXVReferenceAudio's ``ref_audio`` tokens, the video's noise mask (tokens
+        marked below 0 are left out) and LTXVAddGuide's ``guide_attention_entries`` -> the velocity, packed the
         same way."""
         from ...model.nested import pack_latents, unpack_latents
 
@@ -426,7 +451,9 @@ class LTX2Transformer(nn.Module):
             v_tokens, a_tokens, context[..., : widths[0]], context[..., widths[0]:],
             (v_t * 1000.0).reshape(b, -1), (a_t * 1000.0).reshape(b, -1), (frames, height, width), float(frame_rate),
             context_mask=mask, audio_context_mask=mask, keyframe_idxs=keyframe_idxs,
-            audio_reference=None if ref_audio is None else ref_audio["tokens"].to(a_tokens).expand(b, -1, -1))
+            audio_reference=None if ref_audio is None else ref_audio["tokens"].to(a_tokens).expand(b, -1, -1),
+            kept=kept_tokens(denoise_mask) if keyframe_idxs is not None else None,
+            guide_entries=guide_attention_entries)
         video = v_out.transpose(1, 2).reshape(b, -1, frames, height, width)
         audio = a_out.reshape(b, a_frames, a_channels, bins).permute(0, 2, 1, 3)
         if len(parts) == 1:

@@ -119,12 +119,49 @@ class LTXVImgToVideoInplace(io.ComfyNode):
         return io.NodeOutput({"samples": samples, "noise_mask": mask})
 
 
-class LTXVAddGuide(io.ComfyNode):
-    """Guide frames appended after the latent's own, pinned by the noise mask and placed at ``frame_idx``."""
+ICLoRAParameters = io.Custom("IC_LORA_PARAMETERS")
+
+
+class GetICLoRAParameters(io.ComfyNode):
+    """An IC-LoRA's guide settings from the metadata of the LoRA file the model was patched with last."""
 
     @classmethod
     def define_schema(cls) -> io.Schema:
-        return io.Schema(node_id="LTXVAddGuide", category=VIDEO_CATEGORY, inputs=[
+        return io.Schema(node_id="GetICLoRAParameters", display_name="Get IC-LoRA Parameters",
+                         category="model/conditioning/ltxv",
+                         description="The IC-LoRA's reference_downscale_factor (1 when its file does not say), "
+                                     "for LTXVAddGuide.",
+                         inputs=[io.Model.Input("iclora_model", tooltip="The model right after the IC-LoRA's "
+                                                                        "LoRA loader.")],
+                         outputs=[ICLoRAParameters.Output("iclora_parameters")])
+
+    @classmethod
+    def execute(cls, iclora_model) -> io.NodeOutput:
+        metadata = iclora_model.get_attachment("lora_metadata") or {}
+        value = next((v for k, v in metadata.items() if k.endswith("reference_downscale_factor")), None)
+        return io.NodeOutput({"reference_downscale_factor": _factor(value)})
+
+
+def _factor(value: Any) -> int:
+    """A whole downscale factor of at least 1 (1 for anything unreadable)."""
+    try:
+        return max(1, round(float(value)))
+    except (TypeError, ValueError):
+        return 1
+
+
+class LTXVAddGuide(io.ComfyNode):
+    """Guide frames appended after the latent's own, pinned by the noise mask and placed at ``frame_idx``.
+
+    An IC-LoRA whose guides were trained smaller (``reference_downscale_factor`` f) gets them encoded at 1/f
+    of the size and spread over the latent's grid, every f-th token; the tokens between are marked -1 in the
+    noise mask, and the transformer leaves them out. ``strength`` other than 1, or an ``attention_mask``,
+    scales how much the video and the guide attend to each other (``guide_attention_entries``).
+    """
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(node_id="LTXVAddGuide", category="model/conditioning/ltxv", inputs=[
             io.Conditioning.Input("positive"), io.Conditioning.Input("negative"), io.Vae.Input("vae"),
             io.Latent.Input("latent"),
             io.Image.Input("image", tooltip="An image or video (1 + 8n frames; others are cut to that) to guide "
@@ -132,12 +169,17 @@ class LTXVAddGuide(io.ComfyNode):
             io.Int.Input("frame_idx", default=0, min=-9999, max=9999,
                          tooltip="The pixel frame the guide starts at; negative counts from the end. Guides of "
                                  "9 frames or more start on a multiple of 8 (rounded down)."),
-            io.Float.Input("strength", default=1.0, min=0.0, max=1.0, step=0.01),
+            io.Float.Input("strength", default=1.0, min=0.0, max=10.0, step=0.01),
+            io.Mask.Input("attention_mask", optional=True,
+                          tooltip="Where the guide counts (pixel space), times strength, through attention."),
+            ICLoRAParameters.Input("iclora_parameters", optional=True,
+                                   tooltip="From Get IC-LoRA Parameters, for IC-LoRAs trained on smaller guides."),
         ], outputs=[io.Conditioning.Output(display_name="positive"), io.Conditioning.Output(display_name="negative"),
                     io.Latent.Output(display_name="latent")])
 
     @classmethod
-    def execute(cls, positive, negative, vae, latent, image, frame_idx: int, strength: float) -> io.NodeOutput:
+    def execute(cls, positive, negative, vae, latent, image, frame_idx: int, strength: float,
+                attention_mask=None, iclora_parameters=None) -> io.NodeOutput:
         import torch
 
         from ...model.nested import is_nested
@@ -148,10 +190,14 @@ class LTXVAddGuide(io.ComfyNode):
         if is_nested(samples):
             raise ValueError("LTXVAddGuide takes the video latent; join the audio latent after it "
                              "(LTXVConcatAVLatent)")
+        factor = _factor((iclora_parameters or {}).get("reference_downscale_factor", 1))
         mask = noise_mask_of(latent)
         length, height, width = samples.shape[2:]
+        if height % factor or width % factor:
+            raise ValueError(f"the latent's size {width}x{height} must be divisible by the IC-LoRA's "
+                             f"reference_downscale_factor {factor}")
         image = image[: (image.shape[0] - 1) // scale[0] * scale[0] + 1]
-        encoded = _encode(vae, image, width * scale[2], height * scale[1])
+        encoded = _encode(vae, image, width * scale[2] // factor, height * scale[1] // factor)
         own = length - guide_frames(positive, samples.shape)
         if frame_idx < 0:
             frame_idx = max((own - 1) * scale[0] + 1 + frame_idx, 0)
@@ -159,17 +205,34 @@ class LTXVAddGuide(io.ComfyNode):
             frame_idx = (frame_idx - 1) // scale[0] * scale[0] + 1
         if (frame_idx + scale[0] - 1) // scale[0] + encoded.shape[2] > own:
             raise ValueError("the guide frames run past the end of the video latent")
+        small_shape = list(encoded.shape[2:])
+        if factor > 1:
+            spread = encoded.new_zeros(*encoded.shape[:3], height, width)
+            spread[..., ::factor, ::factor] = encoded
+            kept = torch.full((encoded.shape[0], 1, *spread.shape[2:]), -1.0, dtype=mask.dtype)
+            kept[..., ::factor, ::factor] = 1.0
+            encoded = spread
+            mask = mask.expand(-1, -1, -1, height, width)
+            guide_mask = kept - strength
+        else:
+            guide_mask = torch.full((mask.shape[0], 1, encoded.shape[2], mask.shape[3], mask.shape[4]),
+                                    max(0.0, 1.0 - strength), dtype=mask.dtype)
         causal = frame_idx == 0 or encoded.shape[2] == 1
         bounds = pixel_bounds(tuple(encoded.shape[2:]), scale, encoded.shape[0], causal=causal)
         bounds[:, 0] += frame_idx
+        # a spread token stands for f x f of the guide's cells: its span ends f - 1 cells further
+        bounds[:, 1:, :, 1] += torch.tensor(scale[1:], dtype=bounds.dtype).view(1, 2, 1) * (factor - 1)
+        entry = {"pre_filter_count": math.prod(encoded.shape[2:]), "strength": strength,
+                 "pixel_mask": None if attention_mask is None else attention_mask[None, None],
+                 "latent_shape": small_shape}
 
         def add(conditioning: list) -> list:
             previous = _first_value(conditioning, "keyframe_idxs")
+            entries = _first_value(conditioning, "guide_attention_entries") or []
             return _set(conditioning, {"keyframe_idxs": bounds if previous is None
-                                       else torch.cat([previous, bounds], dim=2)})
+                                       else torch.cat([previous, bounds], dim=2),
+                                       "guide_attention_entries": [*entries, entry]})
 
-        guide_mask = torch.full((mask.shape[0], 1, encoded.shape[2], mask.shape[3], mask.shape[4]),
-                                max(0.0, 1.0 - strength), dtype=mask.dtype)
         return io.NodeOutput(add(positive), add(negative),
                              {"samples": torch.cat([samples, encoded.to(samples.dtype)], dim=2),
                               "noise_mask": torch.cat([mask, guide_mask], dim=2)})
@@ -192,7 +255,8 @@ class LTXVCropGuides(io.ComfyNode):
         guides = guide_frames(positive, samples.shape)
         if guides == 0:
             return io.NodeOutput(positive, negative, {"samples": samples, "noise_mask": mask})
-        return io.NodeOutput(_set(positive, {"keyframe_idxs": None}), _set(negative, {"keyframe_idxs": None}),
+        cleared = {"keyframe_idxs": None, "guide_attention_entries": None}
+        return io.NodeOutput(_set(positive, cleared), _set(negative, cleared),
                              {"samples": samples[:, :, :-guides], "noise_mask": mask[:, :, :-guides]})
 
 

@@ -51,6 +51,9 @@ class LTXVModel(BaseModel):
         keyframes = kwargs.get("keyframe_idxs")
         if keyframes is not None:
             out["keyframe_idxs"] = C.CONDRegular(keyframes)
+            entries = kwargs.get("guide_attention_entries")
+            if entries:
+                out["guide_attention_entries"] = C.CONDConstant(entries)
         return out
 
     def process_timestep(self, timestep: torch.Tensor, x: torch.Tensor | None = None,

@@ -34,6 +34,7 @@ from torch import nn
 from ...model import ops as _ops
 from ...model.attention import optimized_attention
 from ..flux.layers import timestep_embedding
+from ..ltx2.guides import GuideBias, guide_bias, kept_tokens
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,8 @@ class Attention(nn.Module):
         q, k = self.q_norm(self.to_q(x)), self.k_norm(self.to_k(context))
         if freqs is not None:
             q, k = rotate(q, freqs), rotate(k, freqs)
+        if isinstance(mask, GuideBias):
+            return self.to_out[0](mask.attend(optimized_attention, q, k, self.to_v(context), self.heads))
         return self.to_out[0](optimized_attention(q, k, self.to_v(context), self.heads, mask=mask))
 
 
@@ -130,11 +133,11 @@ class Block(nn.Module):
         self.scale_shift_table = nn.Parameter(torch.empty(6, dim))
 
     def forward(self, x: torch.Tensor, context: torch.Tensor, emb: torch.Tensor, freqs: Any,
-                mask: torch.Tensor | None) -> torch.Tensor:
+                mask: torch.Tensor | None, self_mask: GuideBias | None = None) -> torch.Tensor:
         table = _ops.cast_weight(self, "scale_shift_table", x)
         values = table[None, None] + emb.reshape(x.shape[0], emb.shape[1], 6, -1)
         shift, scale, gate, shift_ff, scale_ff, gate_ff = values.unbind(dim=2)
-        x = x + self.attn1(rms(x) * (1 + scale) + shift, freqs=freqs) * gate
+        x = x + self.attn1(rms(x) * (1 + scale) + shift, freqs=freqs, mask=self_mask) * gate
         x = x + self.attn2(x, context, mask=mask)
         return x + self.ff(rms(x) * (1 + scale_ff) + shift_ff) * gate_ff
 
@@ -236,10 +239,12 @@ class LTXVTransformer(nn.Module):
 
     def forward_tokens(self, x: torch.Tensor, context: torch.Tensor, timestep: torch.Tensor, coords: torch.Tensor,
                        context_mask: torch.Tensor | None = None,
-                       transformer_options: dict[str, Any] | None = None) -> torch.Tensor:
+                       transformer_options: dict[str, Any] | None = None,
+                       self_mask: GuideBias | None = None) -> torch.Tensor:
         """Latent tokens [B, N, in_channels], text states [B, L, caption_channels], timesteps [B] or [B, N]
         (already scaled to 0-1000), positions [B, 3, N] -> output tokens [B, N, out_channels].
-        ``context_mask``: the text tokens' keep-mask [B, L] (integers), or an additive bias (floats)."""
+        ``context_mask``: the text tokens' keep-mask [B, L] (integers), or an additive bias (floats);
+        ``self_mask``: how guide tokens weigh in self-attention (LTX-2's ``guides.py``)."""
         c, b = self.config, x.shape[0]
         freqs = tuple(f.to(x.dtype) for f in rope_freqs(coords, c.max_pos, c.dim, c.theta))
         x = self.patchify_proj(x)
@@ -256,13 +261,15 @@ class LTXVTransformer(nn.Module):
         for i, block in enumerate(self.transformer_blocks):
             if ("double_block", i) in replace:
                 def original(args: dict[str, Any], block: nn.Module = block) -> dict[str, torch.Tensor]:
-                    return {"img": block(args["img"], args["txt"], args["vec"], args["pe"], args["attention_mask"])}
+                    return {"img": block(args["img"], args["txt"], args["vec"], args["pe"], args["attention_mask"],
+                                         args.get("self_attention_mask"))}
 
                 x = replace[("double_block", i)]({"img": x, "txt": context, "attention_mask": mask, "vec": emb,
-                                                  "pe": freqs, "transformer_options": options},
+                                                  "pe": freqs, "transformer_options": options,
+                                                  "self_attention_mask": self_mask},
                                                  {"original_block": original})["img"]
             else:
-                x = block(x, context, emb, freqs, mask)
+                x = block(x, context, emb, freqs, mask, self_mask)
         values = _ops.cast_weight(self, "scale_shift_table", x)[None, None] + embedded[:, :, None]
         shift, scale = values[:, :, 0], values[:, :, 1]
         return self.proj_out(F.layer_norm(x, (x.shape[-1],), eps=1e-6) * (1 + scale) + shift)
@@ -270,12 +277,26 @@ class LTXVTransformer(nn.Module):
     def forward(self, x: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor,
                 attention_mask: torch.Tensor | None = None, frame_rate: float = 25.0,
                 keyframe_idxs: torch.Tensor | None = None, transformer_options: dict[str, Any] | None = None,
+                denoise_mask: torch.Tensor | None = None, guide_attention_entries: list | None = None,
                 **kwargs: Any) -> torch.Tensor:
         """One sampler evaluation: latent [B, C, F, H, W], sigmas [B] (or per token [B, N]), text states
-        [B, L, caption_channels] and their token mask -> the velocity [B, C, F, H, W]."""
+        [B, L, caption_channels] and their token mask -> the velocity [B, C, F, H, W]. With guides, tokens the
+        noise mask marks below 0 are left out (zero velocity) and ``guide_attention_entries`` weigh the guides'
+        attention, as for LTX-2."""
         b, _, frames, height, width = x.shape
         coords = self.positions(frames, height, width, b, float(frame_rate), x.device, keyframe_idxs)
         tokens = x.flatten(2).transpose(1, 2)
         t = timestep.reshape(b, -1) * self.config.timestep_scale
-        out = self.forward_tokens(tokens, context, t, coords, attention_mask, transformer_options)
+        n, kept, self_mask = tokens.shape[1], None, None
+        if keyframe_idxs is not None and keyframe_idxs.shape[2] > 0:
+            kept = kept_tokens(denoise_mask)
+            tail = kept[-keyframe_idxs.shape[2]:] if kept is not None else \
+                torch.ones(keyframe_idxs.shape[2], dtype=torch.bool, device=x.device)
+            if kept is not None:
+                tokens, coords = tokens[:, kept], coords[:, :, kept]
+                t = t[:, kept] if t.shape[1] == n else t
+            self_mask = guide_bias(guide_attention_entries, tail, tokens.shape[1], tokens.dtype, x.device)
+        out = self.forward_tokens(tokens, context, t, coords, attention_mask, transformer_options, self_mask)
+        if kept is not None:
+            out = out.new_zeros(b, n, out.shape[-1]).index_copy(1, kept.nonzero().flatten(), out)
         return out.transpose(1, 2).reshape(b, -1, frames, height, width)
