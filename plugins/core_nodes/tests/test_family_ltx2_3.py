@@ -45,8 +45,9 @@ def _pair(config: LTX2Config, **extra):
     return ours, ref
 
 
-#: LTX-2.5's differences: no timestep embedding for the text modulation, no biases in the video feed-forward
-CONFIG_25 = replace(CONFIG_23, prompt_adaln=False, ff_bias=False)
+#: LTX-2.5's differences: no timestep embedding for the text modulation, no biases in the video feed-forward,
+#: the keyframe marker
+CONFIG_25 = replace(CONFIG_23, prompt_adaln=False, ff_bias=False, keyframe_embedding=True)
 
 
 @pytest.mark.parametrize(("version", "per_token"), [("2.3", False), ("2.3", True), ("2.5", True)])
@@ -54,11 +55,13 @@ def test_ltx23_transformer_matches_diffusers(version, per_token):
     """diffusers configured as LTX-2.3 (gates, cross-attention modulation, no caption projection, split rotary)
     and run as its 2.3 pipelines run it (each stream's sigma for the text modulation, the other stream's for the
     cross-modal one); per token: the first latent frame kept (timestep 0) and the text padding masked out.
-    LTX-2.5's static text modulation and bias-free video feed-forward too."""
+    LTX-2.5's static text modulation, bias-free video feed-forward and keyframe marker too (diffusers told which
+    tokens hold a single pixel frame: the first latent frame's)."""
     if version == "2.3":
         ours, ref = _pair(CONFIG_23)
     else:
-        ours, ref = _pair(CONFIG_25, use_prompt_adaln_single=False, ff_bias=False)
+        ours, ref = _pair(CONFIG_25, use_prompt_adaln_single=False, ff_bias=False,
+                          use_keyframes_abs_pos_embedding=True)
     torch.manual_seed(7)
     frames, height, width, audio_frames = 2, 3, 2, 5
     x, a = torch.randn(1, frames * height * width, 16), torch.randn(1, audio_frames, 16)
@@ -69,6 +72,8 @@ def test_ltx23_transformer_matches_diffusers(version, per_token):
         t = torch.full((1, frames * height * width), 600.0)
         t[:, : height * width] = 0.0
         mask = torch.tensor([[1, 1, 1, 1, 1, 0, 0]])
+    first_frame = torch.zeros(1, frames * height * width, 1)
+    first_frame[:, : height * width] = 1.0
     with torch.no_grad():
         video, audio = ours.forward_tokens(x, a, context, audio_context, t, audio_t, (frames, height, width), 24.0,
                                            context_mask=mask, audio_context_mask=mask)
@@ -77,7 +82,8 @@ def test_ltx23_transformer_matches_diffusers(version, per_token):
                                    sigma=t.amax(dim=-1), audio_sigma=audio_t.amax(dim=-1),
                                    encoder_attention_mask=mask, audio_encoder_attention_mask=mask,
                                    num_frames=frames, height=height, width=width, fps=24.0,
-                                   audio_num_frames=audio_frames, use_cross_timestep=True, return_dict=False)
+                                   audio_num_frames=audio_frames, use_cross_timestep=True,
+                                   video_keyframes_mask=first_frame, return_dict=False)
     close(video, ref_video)
     close(audio, ref_audio)
 
@@ -118,6 +124,35 @@ def _shapes(config: LTX2Config, connector: bool = True) -> dict[str, tuple[int, 
     with torch.device("meta"):
         net = LTX2Transformer(config)
     return {k: tuple(v.shape) for k, v in net.state_dict().items()}
+
+
+def test_ltx25_keyframe_marker_skips_guide_frames():
+    """A guide appended at pixel frame 0 starts at frame 0 too, yet gets no keyframe marker: only the video's own
+    first latent frame does (diffusers told so, given the guide's positions)."""
+    from comfy_kernel_core_nodes.families.ltx2.transformer import pixel_bounds
+
+    ours, ref = _pair(CONFIG_25, use_prompt_adaln_single=False, ff_bias=False, use_keyframes_abs_pos_embedding=True)
+    torch.manual_seed(8)
+    x, a = torch.randn(1, 12, 16), torch.randn(1, 5, 16)
+    context, audio_context = torch.randn(1, 7, 64), torch.randn(1, 7, 32)
+    t = torch.full((1, 12), 600.0)
+    t[:, 8:] = 0.0
+    guide = pixel_bounds((1, 2, 2), (8, 32, 32))
+    coords = pixel_bounds((3, 2, 2), (8, 32, 32))
+    coords[:, :, 8:] = guide
+    coords[:, 0] /= 24.0
+    marked = torch.zeros(1, 12, 1)
+    marked[:, :4] = 1.0
+    audio_t = torch.tensor([400.0])
+    with torch.no_grad():
+        video, _ = ours.forward_tokens(x, a, context, audio_context, t, audio_t, (3, 2, 2), 24.0,
+                                       keyframe_idxs=guide)
+        ref_video, _ = ref(hidden_states=x, audio_hidden_states=a, encoder_hidden_states=context,
+                           audio_encoder_hidden_states=audio_context, timestep=t, audio_timestep=audio_t,
+                           sigma=t.amax(dim=-1), audio_sigma=audio_t.amax(dim=-1), audio_num_frames=5, fps=24.0,
+                           video_coords=coords, use_cross_timestep=True, video_keyframes_mask=marked,
+                           return_dict=False)
+    close(video, ref_video)
 
 
 def test_ltx23_layout_is_read_from_the_keys():

@@ -19,7 +19,9 @@ stream's sigma (``prompt_adaln_single``, absent from LTX-2.5, whose table
 alone then applies); no caption projection, the text connectors
 (connectors.py) running here instead on the text encoder's projected
 features; and the cross-modal modulation of each stream taken from the other
-stream's sigma. LTX-2.5's video feed-forward has no biases.
+stream's sigma. LTX-2.5's video feed-forward has no biases, and it adds a learned marker
+(``keyframes_abs_pos_embedding``) to the tokens of latent frames that hold a
+single pixel frame (those starting at pixel frame 0; guides excepted).
 
 ``forward`` is the sampler's interface: the packed audio + video latent of
 ``model/nested.py`` with the parts' shapes, a timestep per stream (per token
@@ -91,12 +93,12 @@ class LTX2Config:
     connector_heads: int = 0
     audio_connector_heads: int = 0
     connector_gated: bool = False
+    #: LTX-2.5's learned marker added to the tokens of latent frames that hold a single pixel frame
+    keyframe_embedding: bool = False
 
     @classmethod
     def from_unet_config(cls, config: dict[str, Any]) -> LTX2Config:
         """The network's shape from ComfyUI's ``unet_config`` (see :func:`.detect.transformer_config`)."""
-        if config.get("keyframes_abs_pos_embedding"):
-            raise ValueError("LTX-2.5 transformers (keyframe position embedding) are not supported yet")
         modulation = bool(config.get("prompt_modulation"))
         connector = config.get("connector") or {}
         return cls(in_channels=config["in_channels"], out_channels=config["out_channels"],
@@ -113,7 +115,8 @@ class LTX2Config:
                    cross_timestep=modulation, rope_split=config.get("rope_type", "interleaved") == "split",
                    connector_layers=connector.get("layers", 0), connector_registers=connector.get("registers", 128),
                    connector_heads=connector.get("heads", 0), audio_connector_heads=connector.get("audio_heads", 0),
-                   connector_gated=bool(connector.get("gated")))
+                   connector_gated=bool(connector.get("gated")),
+                   keyframe_embedding=bool(config.get("keyframes_abs_pos_embedding")))
 
 
 class Attention(nn.Module):
@@ -281,6 +284,8 @@ class LTX2Transformer(nn.Module):
         c = self.config = config
         dim, adim = c.dim, c.audio_dim
         self.patchify_proj = ops.Linear(c.in_channels, dim)
+        if c.keyframe_embedding:
+            self.keyframes_abs_pos_embedding = nn.Parameter(torch.empty(1, dim))
         self.audio_patchify_proj = ops.Linear(c.audio_in_channels, adim)
         if c.caption_projection:
             self.caption_projection = CaptionProjection(ops, c.caption_channels, dim)
@@ -311,17 +316,19 @@ class LTX2Transformer(nn.Module):
         LTXVAddGuide records (``keyframe_idxs``) instead."""
         return pixel_bounds((frames, height, width), self.config.vae_scale, batch, device)
 
-    def video_coords(self, frames: int, height: int, width: int, fps: float, batch: int, device: torch.device,
-                     keyframe_idxs: torch.Tensor | None = None, kept: torch.Tensor | None = None) -> torch.Tensor:
-        """Token middles [B, 3, N]: seconds (from the first pixel frame), pixel rows, pixel columns; only the
+    def video_spans(self, frames: int, height: int, width: int, batch: int, device: torch.device,
+                    keyframe_idxs: torch.Tensor | None = None, kept: torch.Tensor | None = None) -> torch.Tensor:
+        """Token spans [B, 3, N, (start, end)] in pixel frames and pixels, guides' from ``keyframe_idxs``; only the
         ``kept`` tokens' where some are left out."""
         bounds = self.video_bounds(frames, height, width, batch, device)
         if keyframe_idxs is not None and keyframe_idxs.shape[2] > 0:
             bounds[:, :, -keyframe_idxs.shape[2]:] = keyframe_idxs.to(bounds)
-        if kept is not None:
-            bounds = bounds[:, :, kept]
-        bounds[:, 0] = bounds[:, 0] / fps
-        return bounds.mean(dim=-1)
+        return bounds if kept is None else bounds[:, :, kept]
+
+    def video_coords(self, frames: int, height: int, width: int, fps: float, batch: int, device: torch.device,
+                     keyframe_idxs: torch.Tensor | None = None, kept: torch.Tensor | None = None) -> torch.Tensor:
+        """Token middles [B, 3, N]: seconds (from the first pixel frame), pixel rows, pixel columns."""
+        return _middles(self.video_spans(frames, height, width, batch, device, keyframe_idxs, kept), fps)
 
     def audio_coords(self, frames: int, batch: int, device: torch.device, reference: int = 0) -> torch.Tensor:
         """Token middles [B, 1, reference + frames] in seconds. ``reference`` tokens (LTXVReferenceAudio's clip)
@@ -374,17 +381,19 @@ class LTX2Transformer(nn.Module):
             x = x[:, kept]
             if timestep.shape[-1] == n:
                 timestep = timestep[:, kept]
-        guides = None
+        guides, guide_tokens = None, 0
         if keyframe_idxs is not None and keyframe_idxs.shape[2] > 0:
             tail = kept[-keyframe_idxs.shape[2]:] if kept is not None else \
                 torch.ones(keyframe_idxs.shape[2], dtype=torch.bool, device=x.device)
             guides = guide_bias(guide_entries, tail, x.shape[1], x.dtype, x.device)
+            guide_tokens = int(tail.sum())
         reference = 0 if audio_reference is None else audio_reference.shape[1]
         if reference:
             audio_timestep = audio_timestep.reshape(b, -1).expand(b, a.shape[1])
             audio_timestep = torch.cat([audio_timestep.new_zeros(b, reference), audio_timestep], dim=1)
             a = torch.cat([audio_reference.to(a), a], dim=1)
-        vc = self.video_coords(*video_shape, fps, b, x.device, keyframe_idxs, kept)
+        spans = self.video_spans(*video_shape, b, x.device, keyframe_idxs, kept)
+        vc = _middles(spans, fps)
         ac = self.audio_coords(a.shape[1] - reference, b, x.device, reference)
         heads, audio_heads = (c.heads, c.audio_heads) if c.rope_split else (0, 0)
         rope = {"video": rope_freqs(vc, (c.max_frames, c.max_size, c.max_size), c.dim, c.theta, heads),
@@ -392,6 +401,12 @@ class LTX2Transformer(nn.Module):
                 "video_cross": rope_freqs(vc[:, :1], (c.max_frames,), c.audio_dim, c.theta, audio_heads),
                 "audio_cross": rope_freqs(ac, (c.max_frames,), c.audio_dim, c.theta, audio_heads)}
         x, a = self.patchify_proj(x), self.audio_patchify_proj(a)
+        if c.keyframe_embedding:
+            # tokens of a latent frame holding one pixel frame (starting at pixel frame 0), guides excepted
+            marker = spans[:, 0, :, 0] == 0
+            if guide_tokens:
+                marker[:, -guide_tokens:] = False
+            x = x + marker[..., None].to(x) * _ops.cast_weight(self, "keyframes_abs_pos_embedding", x)
         emb_v, embedded_v = self.adaln_single(timestep, b, x.dtype)
         emb_a, embedded_a = self.audio_adaln_single(audio_timestep, b, a.dtype)
         # sigmas per sample: the largest timestep of the stream (frames kept by a noise mask have less)
@@ -464,6 +479,13 @@ class LTX2Transformer(nn.Module):
         values = _ops.cast_weight(self, table, h)[None, None] + embedded[:, :, None]
         shift, scale = values[:, :, 0], values[:, :, 1]
         return proj(F.layer_norm(h, (h.shape[-1],), eps=1e-6) * (1 + scale) + shift)
+
+
+def _middles(spans: torch.Tensor, fps: float) -> torch.Tensor:
+    """Token spans [B, 3, N, 2] -> their middles [B, 3, N], time in seconds."""
+    spans = spans.clone()
+    spans[:, 0] = spans[:, 0] / fps
+    return spans.mean(dim=-1)
 
 
 def _key_mask(mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
