@@ -11,11 +11,12 @@ prediction with the reference and without it: one more model pass a step.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from comfy_kernel.nodes import io
+
+if TYPE_CHECKING:
+    import torch
 
 
 class LTXVReferenceAudio(io.ComfyNode):
