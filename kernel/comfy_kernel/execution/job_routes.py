@@ -52,6 +52,9 @@ def owner_of(request: Request) -> str:
 
 def wait_seconds(request: Request, name: str = "wait") -> float | None:
     """The requested wait: ``?wait=`` or ``Prefer: wait=``; None when not asked; 400 when malformed."""
+    scope = request.scope
+    if not scope.get("query_string") and not any(k == b"prefer" for k, _ in scope.get("headers", ())):
+        return None  # the usual POST /prompt: no query or header objects built
     raw = request.query_params.get(name)
     if raw is None:
         match = _PREFER_WAIT.search(request.headers.get("prefer", ""))
