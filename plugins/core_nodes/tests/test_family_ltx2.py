@@ -362,16 +362,17 @@ def test_reference_audio_runs_ahead_of_the_audio_at_earlier_positions(transforme
     assert not torch.allclose(plain[1], audio, atol=1e-3)
 
 
-def _guided_inputs():
-    """Video of 3 latent frames of 2x2 tokens whose last frame is a guide placed at pixel frame 8, 5 audio
-    tokens, per-token timesteps (the guide at 0)."""
-    torch.manual_seed(9)
+def _guided_inputs(text_widths: tuple[int, int] = (24, 24), guide_at: int = 8, seed: int = 9):
+    """Video of 3 latent frames of 2x2 tokens whose last frame is a guide placed at pixel frame ``guide_at``, 5
+    audio tokens, text states of the two widths, per-token timesteps (the guide at 0); the tokens' spans for
+    diffusers (time in seconds at 24 fps)."""
+    torch.manual_seed(seed)
     x, a = torch.randn(1, 12, 16), torch.randn(1, 5, 16)
-    context, audio_context = torch.randn(1, 7, 24), torch.randn(1, 7, 24)
+    context, audio_context = torch.randn(1, 7, text_widths[0]), torch.randn(1, 7, text_widths[1])
     t = torch.full((1, 12), 600.0)
     t[:, 8:] = 0.0
     keyframes = pixel_bounds((1, 2, 2), (8, 32, 32))
-    keyframes[:, 0] += 8
+    keyframes[:, 0] += guide_at
     coords = pixel_bounds((3, 2, 2), (8, 32, 32))
     coords[:, :, 8:] = keyframes
     coords[:, 0] /= 24.0

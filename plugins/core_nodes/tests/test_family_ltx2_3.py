@@ -12,7 +12,7 @@ from dataclasses import replace
 import pytest
 import torch
 from _oracle import close, randomize
-from test_family_ltx2 import _transformer_to_diffusers
+from test_family_ltx2 import _guided_inputs, _transformer_to_diffusers
 
 from comfy_kernel_core_nodes.families.ltx2.connectors import Connector
 from comfy_kernel_core_nodes.families.ltx2.detect import transformer_config
@@ -129,18 +129,8 @@ def _shapes(config: LTX2Config, connector: bool = True) -> dict[str, tuple[int, 
 def test_ltx25_keyframe_marker_skips_guide_frames():
     """A guide appended at pixel frame 0 starts at frame 0 too, yet gets no keyframe marker: only the video's own
     first latent frame does (diffusers told so, given the guide's positions)."""
-    from comfy_kernel_core_nodes.families.ltx2.transformer import pixel_bounds
-
     ours, ref = _pair(CONFIG_25, use_prompt_adaln_single=False, ff_bias=False, use_keyframes_abs_pos_embedding=True)
-    torch.manual_seed(8)
-    x, a = torch.randn(1, 12, 16), torch.randn(1, 5, 16)
-    context, audio_context = torch.randn(1, 7, 64), torch.randn(1, 7, 32)
-    t = torch.full((1, 12), 600.0)
-    t[:, 8:] = 0.0
-    guide = pixel_bounds((1, 2, 2), (8, 32, 32))
-    coords = pixel_bounds((3, 2, 2), (8, 32, 32))
-    coords[:, :, 8:] = guide
-    coords[:, 0] /= 24.0
+    x, a, context, audio_context, t, guide, coords = _guided_inputs((64, 32), guide_at=0, seed=8)
     marked = torch.zeros(1, 12, 1)
     marked[:, :4] = 1.0
     audio_t = torch.tensor([400.0])

@@ -26,6 +26,25 @@ def kept_tokens(denoise_mask: torch.Tensor | None) -> torch.Tensor | None:
     return ~(denoise_mask[0] < 0).any(dim=0).flatten()
 
 
+def restore_left_out(out: torch.Tensor, kept: torch.Tensor | None, tokens: int) -> torch.Tensor:
+    """Output tokens [B, kept, C] of a sequence that left tokens out -> [B, tokens, C], zeros where left out."""
+    if kept is None:
+        return out
+    return out.new_zeros(out.shape[0], tokens, out.shape[-1]).index_copy(1, kept.nonzero().flatten(), out)
+
+
+def guide_attention(entries: list[dict[str, Any]] | None, keyframe_idxs: torch.Tensor | None,
+                    kept: torch.Tensor | None, total: int, dtype: torch.dtype,
+                    device: torch.device) -> tuple[GuideBias | None, int]:
+    """(:func:`guide_bias` for the guides at the end of a sequence of ``total`` run tokens, how many guide tokens
+    are run); ``keyframe_idxs`` holds the guides' spans, ``kept`` the tokens run of the whole latent."""
+    if keyframe_idxs is None or keyframe_idxs.shape[2] == 0:
+        return None, 0
+    count = keyframe_idxs.shape[2]
+    tail = kept[-count:] if kept is not None else torch.ones(count, dtype=torch.bool, device=device)
+    return guide_bias(entries, tail, total, dtype, device), int(tail.sum())
+
+
 @dataclass
 class GuideBias:
     """Additive attention scores for the tracked guide tokens ``[start, start + count)`` of a sequence."""

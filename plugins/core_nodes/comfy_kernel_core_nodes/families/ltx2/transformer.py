@@ -48,7 +48,7 @@ from ...model import ops as _ops
 from ...model.attention import optimized_attention
 from ..flux.layers import timestep_embedding
 from .connectors import Connector
-from .guides import GuideBias, guide_bias, kept_tokens
+from .guides import GuideBias, guide_attention, kept_tokens, restore_left_out
 from .layers import FeedForward, RMSNorm, head_gates, rms
 from .rope import rope_freqs, rotate
 
@@ -325,11 +325,6 @@ class LTX2Transformer(nn.Module):
             bounds[:, :, -keyframe_idxs.shape[2]:] = keyframe_idxs.to(bounds)
         return bounds if kept is None else bounds[:, :, kept]
 
-    def video_coords(self, frames: int, height: int, width: int, fps: float, batch: int, device: torch.device,
-                     keyframe_idxs: torch.Tensor | None = None, kept: torch.Tensor | None = None) -> torch.Tensor:
-        """Token middles [B, 3, N]: seconds (from the first pixel frame), pixel rows, pixel columns."""
-        return _middles(self.video_spans(frames, height, width, batch, device, keyframe_idxs, kept), fps)
-
     def audio_coords(self, frames: int, batch: int, device: torch.device, reference: int = 0) -> torch.Tensor:
         """Token middles [B, 1, reference + frames] in seconds. ``reference`` tokens (LTXVReferenceAudio's clip)
         come first, placed as a clip of their length that ends one latent frame before the audio starts."""
@@ -381,12 +376,7 @@ class LTX2Transformer(nn.Module):
             x = x[:, kept]
             if timestep.shape[-1] == n:
                 timestep = timestep[:, kept]
-        guides, guide_tokens = None, 0
-        if keyframe_idxs is not None and keyframe_idxs.shape[2] > 0:
-            tail = kept[-keyframe_idxs.shape[2]:] if kept is not None else \
-                torch.ones(keyframe_idxs.shape[2], dtype=torch.bool, device=x.device)
-            guides = guide_bias(guide_entries, tail, x.shape[1], x.dtype, x.device)
-            guide_tokens = int(tail.sum())
+        guides, guide_tokens = guide_attention(guide_entries, keyframe_idxs, kept, x.shape[1], x.dtype, x.device)
         reference = 0 if audio_reference is None else audio_reference.shape[1]
         if reference:
             audio_timestep = audio_timestep.reshape(b, -1).expand(b, a.shape[1])
@@ -427,9 +417,7 @@ class LTX2Transformer(nn.Module):
                  "guides": guides}
         for block in self.transformer_blocks:
             x, a = block(x, a, context, audio_context, emb, rope, masks)
-        video = self._out(x, embedded_v, "scale_shift_table", self.proj_out)
-        if kept is not None:
-            video = video.new_zeros(b, n, video.shape[-1]).index_copy(1, kept.nonzero().flatten(), video)
+        video = restore_left_out(self._out(x, embedded_v, "scale_shift_table", self.proj_out), kept, n)
         return video, \
             self._out(a[:, reference:], embedded_a[:, reference:], "audio_scale_shift_table", self.audio_proj_out)
 
@@ -482,7 +470,8 @@ class LTX2Transformer(nn.Module):
 
 
 def _middles(spans: torch.Tensor, fps: float) -> torch.Tensor:
-    """Token spans [B, 3, N, 2] -> their middles [B, 3, N], time in seconds."""
+    """Token spans [B, 3, N, 2] -> their middles [B, 3, N]: seconds (from the first pixel frame), pixel rows,
+    pixel columns."""
     spans = spans.clone()
     spans[:, 0] = spans[:, 0] / fps
     return spans.mean(dim=-1)

@@ -34,7 +34,7 @@ from torch import nn
 from ...model import ops as _ops
 from ...model.attention import optimized_attention
 from ..flux.layers import timestep_embedding
-from ..ltx2.guides import GuideBias, guide_bias, kept_tokens
+from ..ltx2.guides import GuideBias, guide_attention, kept_tokens, restore_left_out
 
 
 @dataclass(frozen=True)
@@ -287,16 +287,13 @@ class LTXVTransformer(nn.Module):
         coords = self.positions(frames, height, width, b, float(frame_rate), x.device, keyframe_idxs)
         tokens = x.flatten(2).transpose(1, 2)
         t = timestep.reshape(b, -1) * self.config.timestep_scale
-        n, kept, self_mask = tokens.shape[1], None, None
-        if keyframe_idxs is not None and keyframe_idxs.shape[2] > 0:
-            kept = kept_tokens(denoise_mask)
-            tail = kept[-keyframe_idxs.shape[2]:] if kept is not None else \
-                torch.ones(keyframe_idxs.shape[2], dtype=torch.bool, device=x.device)
-            if kept is not None:
-                tokens, coords = tokens[:, kept], coords[:, :, kept]
-                t = t[:, kept] if t.shape[1] == n else t
-            self_mask = guide_bias(guide_attention_entries, tail, tokens.shape[1], tokens.dtype, x.device)
-        out = self.forward_tokens(tokens, context, t, coords, attention_mask, transformer_options, self_mask)
+        n = tokens.shape[1]
+        kept = kept_tokens(denoise_mask) if keyframe_idxs is not None and keyframe_idxs.shape[2] > 0 else None
         if kept is not None:
-            out = out.new_zeros(b, n, out.shape[-1]).index_copy(1, kept.nonzero().flatten(), out)
+            tokens, coords = tokens[:, kept], coords[:, :, kept]
+            t = t[:, kept] if t.shape[1] == n else t
+        self_mask, _ = guide_attention(guide_attention_entries, keyframe_idxs, kept, tokens.shape[1], tokens.dtype,
+                                       x.device)
+        out = restore_left_out(self.forward_tokens(tokens, context, t, coords, attention_mask, transformer_options,
+                                                   self_mask), kept, n)
         return out.transpose(1, 2).reshape(b, -1, frames, height, width)
