@@ -47,6 +47,7 @@ DEFAULT_MODEL_FOLDERS: list[tuple[str, list[str], frozenset[str]]] = [
     ("model_patches", ["model_patches"], PT_EXTENSIONS),
     ("audio_encoders", ["audio_encoders"], PT_EXTENSIONS),
     ("latent_upscale_models", ["latent_upscale_models"], PT_EXTENSIONS),
+    ("geometry_estimation", ["geometry_estimation"], PT_EXTENSIONS),
 ]
 OUTPUT_MODEL_FOLDERS = [("checkpoints", "checkpoints"), ("text_encoders", "clip"), ("vae", "vae"),
                         ("diffusion_models", "diffusion_models"), ("loras", "loras")]

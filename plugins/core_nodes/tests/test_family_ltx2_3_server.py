@@ -17,6 +17,7 @@ from _files_ltx2 import upsampler_file
 from _files_ltx2_3 import checkpoint_file, gemma_lora_file
 from _files_ltx2_server import lora_file
 from _files_ltx2_text import gemma_file
+from _files_moge import write_file as write_moge_file
 from _files_wan import place
 from test_family_hunyuan_video15_server import convert, saved_videos
 from test_family_ltx2_server import check_video, image, shrink
@@ -140,3 +141,18 @@ def test_ic_lora_ingredients_template(graph_server):
     assert guides and all(isinstance(g["inputs"].get("iclora_parameters"), list) for g in guides)
     check_video(graph_server, video, 25)
 
+
+
+def test_ic_lora_depth_control_template(graph_server):
+    """video_ltx2_3_ic_lora: the control video's frames through MoGe (MoGeInference, MoGeRender's depth) as the
+    union-control IC-LoRA's guide, a first-frame image, KSampler on the distilled checkpoint, guides cropped."""
+    from _media import gradient_frames, write_video
+
+    place_files(graph_server)
+    place(lora_file(downscale=2), graph_server.models_dir("loras"), "ltx-2.3-22b-ic-lora-union-control-ref0.5.safetensors")
+    write_moge_file(graph_server.models_dir("geometry_estimation") / "moge_2_vitl_normal_fp16.safetensors")
+    write_video(graph_server.input_dir / "stone_ruins.mp4", gradient_frames(12, 96, 160), 24)
+    image(graph_server, "the_forgotten_gate.png")
+    prompt, video = run(graph_server, "video_ltx2_3_ic_lora")
+    assert {"LoadMoGeModel", "MoGeInference", "MoGeRender", "LTXVAddGuide", "GetICLoRAParameters"} <= kinds(prompt)
+    check_video(graph_server, video, 25)

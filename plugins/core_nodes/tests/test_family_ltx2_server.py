@@ -28,12 +28,12 @@ pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("single_torch_thread")]
 
 FULL = 128  # the second pass's size; the first samples half of it
 FRAMES = 9
-SIZES = (720, 1088, 1280, 1920)  # the templates' widths and heights
+SIZES = (704, 720, 1088, 1280, 1920)  # the templates' widths and heights
 
 
 def shrink(prompt: dict) -> dict:
     """The templates' sizes and step counts cut: 128x128 for the full size, 9 frames, 2 scheduled steps, every
-    manual sigma list reduced to its first sigma and 0."""
+    manual sigma list reduced to its first sigma and 0, MoGe's fewest tokens."""
     for node in prompt.values():
         inputs, kind = node["inputs"], node["class_type"]
         if kind == "EmptyImage":
@@ -56,6 +56,8 @@ def shrink(prompt: dict) -> dict:
                     inputs[key] = value
         elif kind == "LTXVScheduler":
             inputs["steps"] = 2
+        elif kind == "MoGeInference":
+            inputs["resolution_level"] = 0
         elif kind == "ManualSigmas":
             inputs["sigmas"] = f"{inputs['sigmas'].split(',')[0].strip()}, 0.0"
     return prompt
