@@ -89,22 +89,28 @@ class Gemma3Tokenizer:
         if not skip_template and not text.startswith("<start_of_turn>"):
             template = llama_template or (TEMPLATE_IMAGE if image is not None else TEMPLATE)
             text = template.format(text)
-        chunk: list[tuple[Any, float]] = [(START, 1.0)]
-        for group in _piece_tokens(text, 1.0, self, self.embedding_directory,  # type: ignore[arg-type]
-                                   GEMMA3_12B.hidden_size):
-            chunk.extend(group)
-        options = kwargs.get("tokenizer_options", {})
-        min_length = kwargs.get("min_length", options.get(f"{KEY}_min_length", MIN_LENGTH))
-        chunk = [(PAD, 1.0)] * max(0, (min_length or 0) - len(chunk)) + chunk
-        if return_word_ids:
-            chunk = [(t, w, 0) for t, w in chunk]  # type: ignore[misc]
-        return {KEY: [chunk]}
+        return {KEY: [gemma_tokens(self, text, GEMMA3_12B.hidden_size, KEY, return_word_ids, kwargs)]}
 
     def untokenize(self, token_weight_pair: list) -> list:
         return [(p, self.decode([p[0]], False) if isinstance(p[0], int) else "") for p in token_weight_pair]
 
     def state_dict(self) -> dict:
         return {}
+
+
+def gemma_tokens(tokenizer: Any, text: str, width: int, key: str, return_word_ids: bool,
+                 kwargs: dict[str, Any]) -> list[tuple]:
+    """The start token and ``text``'s tokens (``embedding:`` names applied), left-padded to ``min_length``
+    (1024 unless the call or the CLIP's ``<key>_min_length`` option says otherwise)."""
+    chunk: list[tuple[Any, float]] = [(START, 1.0)]
+    for group in _piece_tokens(text, 1.0, tokenizer, tokenizer.embedding_directory, width):
+        chunk.extend(group)
+    options = kwargs.get("tokenizer_options", {})
+    min_length = kwargs.get("min_length", options.get(f"{key}_min_length", MIN_LENGTH))
+    chunk = [(PAD, 1.0)] * max(0, (min_length or 0) - len(chunk)) + chunk
+    if return_word_ids:
+        return [(t, w, 0) for t, w in chunk]
+    return chunk
 
 
 def prompt_pairs(pairs: list[tuple]) -> list[tuple]:
@@ -296,13 +302,19 @@ def gemma3_clip(path: str, prefix: str, shapes: Shapes) -> CLIP:
 
 
 def load_ltxv_clip(paths: list[str], embedding_directory: Any = None) -> CLIP:
-    """CLIP type ``ltxv``: Gemma 3 alone, or Gemma 3 and an LTX-2 checkpoint (the order does not matter)."""
+    """CLIP type ``ltxv``: Gemma 3 alone, Gemma 3 and an LTX-2 checkpoint (the order does not matter), or a
+    Gemma 4 file alone (LTX-2.5's text encoder with its projection, or the Gemma 4 prompt enhancer)."""
+    from ...components.llm.gemma4 import is_gemma4
     from ...model.files import tensor_shapes
     from ...model.loading import UnsupportedModel
+    from .text_gemma4 import gemma4_clip
 
+    if len(paths) == 1 and is_gemma4(tensor_shapes(paths[0])):
+        return gemma4_clip(paths[0], embedding_directory)
     gemma = [p for p in paths if gemma3_prefix(tensor_shapes(p)) is not None]
     rest = [p for p in paths if p not in gemma]
     if len(gemma) != 1 or len(rest) > 1:
         raise UnsupportedModel("CLIP type 'ltxv' takes a Gemma 3 text encoder file (and an LTX-2 checkpoint), "
+                               "a Gemma 4 file (LTX-2.5), "
                                "or a T5-XXL file alone (LTX-Video 0.9)")
     return ltxav_clip(gemma[0], rest[0] if rest else None, embedding_directory)

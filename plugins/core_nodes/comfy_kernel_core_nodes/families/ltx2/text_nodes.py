@@ -8,7 +8,7 @@ where the model manager puts text encoders, as with the other CLIP loaders
 here.
 
 ``TextGenerateLTX2Prompt`` (comfy_extras.nodes_textgen) is TextGenerate with
-prompt-enhancement instructions as Gemma 3's system turn (``prompts/``: the
+prompt-enhancement instructions as Gemma 3's (LTX-2.5: Gemma 4's) system turn (``prompts/``: the
 rules Lightricks gives for LTX-2 prompts, written here in our own words; the
 image-to-video ones when an image is connected, unless ``system_prompt``
 replaces them) and the user's text as "User Raw Input Prompt: ...". An empty
@@ -61,9 +61,15 @@ def system_prompt(kind: str) -> str:
     return (PROMPTS / f"{kind}_system.txt").read_text(encoding="utf-8").strip()
 
 
-def enhancer_prompt(prompt: str, image: bool, system: str = "") -> str:
-    """Gemma 3's chat turns around the user's text (see the module's docstring)."""
+def enhancer_prompt(prompt: str, image: bool, system: str = "", chat: str = "gemma3") -> str:
+    """Gemma 3's (or, for ``chat="gemma4"``, Gemma 4's) chat turns around the user's text (see the module's
+    docstring)."""
     system = system.strip() or system_prompt("i2v" if image else "t2v")
+    if chat == "gemma4":
+        from .text_gemma4 import chat_prompt
+
+        media = "<|image|>\n" if image else ""
+        return chat_prompt(system, f"{media}User Raw Input Prompt: {prompt}.")
     media = "\n<image_soft_token>\n" if image else ""
     return (f"<start_of_turn>system\n{system}<end_of_turn>\n"
             f"<start_of_turn>user\n{media}\nUser Raw Input Prompt: {prompt}.<end_of_turn>\n"
@@ -83,7 +89,8 @@ class TextGenerateLTX2Prompt(TextGenerate):
     def execute(cls, clip: Any, prompt: str, max_length: int, sampling_mode: dict[str, Any], image: Any = None,
                 video: Any = None, audio: Any = None, thinking: bool = False, use_default_template: bool = True,
                 mtp: str = "auto", system_prompt: str = "") -> io.NodeOutput:
-        text = enhancer_prompt(prompt, image is not None, system_prompt or "")
+        chat = getattr(getattr(clip, "tokenizer", None), "chat", "gemma3")
+        text = enhancer_prompt(prompt, image is not None, system_prompt or "", chat)
         out = super().execute(clip, text, max_length, sampling_mode, image=image, video=video, audio=audio,
                               thinking=thinking, use_default_template=use_default_template, mtp=mtp)
         return io.NodeOutput(out.args[0] or prompt, out.args[1])
