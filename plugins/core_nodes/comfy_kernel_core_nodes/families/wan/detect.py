@@ -37,7 +37,7 @@ def transformer_config(shapes: Shapes, prefix: str = "") -> dict[str, Any] | Non
         # the adapter's convolution sees 8x8 pixel blocks of each embedding channel (24 in the released files)
         config["in_dim_control_adapter"] = int(shapes[prefix + "control_adapter.conv.weight"][1]) // 64
     elif prefix + "casual_audio_encoder.encoder.final_linear.weight" in shapes:
-        config["model_type"] = "s2v"
+        config.update(model_type="s2v", **_s2v_config(shapes, prefix, dim))
     elif prefix + "audio_proj.audio_proj_glob_1.layer.bias" in shapes:
         config["model_type"] = "humo"
     elif prefix + "face_adapter.fuser_blocks.0.k_norm.weight" in shapes:
@@ -51,6 +51,23 @@ def transformer_config(shapes: Shapes, prefix: str = "") -> dict[str, Any] | Non
     if flf is not None:
         config["flf_pos_embed_token_number"] = int(flf[1])
     return config
+
+
+def _s2v_config(shapes: Shapes, prefix: str, dim: int) -> dict[str, Any]:
+    """The S2V model's audio widths, audio layer count, tokens per frame and injection blocks.
+
+    ComfyUI fixes the blocks that inject audio (12 of the 40); which they are
+    is not in the keys, so a file with fewer injectors takes the first ones of
+    that list.
+    """
+    from .s2v import INJECT_LAYERS
+
+    local = shapes[prefix + "casual_audio_encoder.encoder.conv1_local.conv.weight"]
+    injectors = count(shapes, re.escape(prefix) + r"audio_injector\.injector\.(\d+)\.")
+    cond = shapes.get(prefix + "cond_encoder.weight")
+    return {"audio_dim": int(local[1]), "audio_layers": int(shapes[prefix + "casual_audio_encoder.weights"][1]),
+            "audio_tokens": int(local[0]) // (dim // 4), "inject_layers": INJECT_LAYERS[:injectors],
+            "cond_dim": int(cond[1]) if cond is not None else 0}
 
 
 def umt5_prefix(shapes: Shapes) -> str | None:

@@ -1,5 +1,5 @@
 """Wan 2.1 / 2.2 as supported models (ComfyUI's ``WAN21_T2V``, ``WAN21_I2V``, ``WAN21_Vace``, ``WAN22_T2V``,
-``WAN21_Camera``, ``WAN22_Camera``)."""
+``WAN21_Camera``, ``WAN22_Camera``, ``WAN22_S2V``)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from ...model import latent_formats
 from ...model.base import BaseModel, ModelType, WeightsSource, resize_to_batch_size
 from ...model.detection import ModelConfig, Shapes
 from ...model.quant import network_weights
+from .s2v import S2VConfig, WanS2VTransformer
 from .transformer import WanConfig, WanTransformer
 
 SUPPORTED = (torch.float16, torch.bfloat16, torch.float32)
@@ -111,6 +112,24 @@ class WanCameraModel(WanModel):
         return out
 
 
+class WanS2VModel(WanModel):
+    """S2V: audio windows, the reference image's latents, the preceding clip's latents and the control video."""
+
+    def extra_conds(self, **kwargs: Any) -> dict[str, Any]:
+        out = super().extra_conds(**kwargs)
+        audio = kwargs.get("audio_embed")
+        if audio is not None:
+            out["audio_embed"] = C.CONDRegular(audio)
+        refs = kwargs.get("reference_latents")
+        if refs is not None:
+            out["reference_latent"] = C.CONDRegular(self.process_latent_in(refs[-1]))
+        for key in ("reference_motion", "control_video"):
+            value = kwargs.get(key)
+            if value is not None:
+                out[key] = C.CONDRegular(self.process_latent_in(value))
+        return out
+
+
 class Wan22Model(WanModel):
     """The 5B TI2V model: frames kept by the noise mask (the start image) get timestep 0."""
 
@@ -135,6 +154,13 @@ class Wan22Model(WanModel):
 
 
 def transformer_layout(config: dict[str, Any]) -> WanConfig:
+    if config.get("model_type") == "s2v":
+        return S2VConfig(in_dim=config["in_dim"], dim=config["dim"], ffn_dim=config["ffn_dim"],
+                         freq_dim=config.get("freq_dim", 256), text_dim=config.get("text_dim", 4096),
+                         out_dim=config["out_dim"], num_heads=config["num_heads"], num_layers=config["num_layers"],
+                         audio_dim=config["audio_dim"], audio_layers=config["audio_layers"],
+                         audio_tokens=config["audio_tokens"], inject_layers=tuple(config["inject_layers"]),
+                         cond_dim=config["cond_dim"])
     return WanConfig(model_type=config.get("model_type", "t2v"), in_dim=config["in_dim"], dim=config["dim"],
                      ffn_dim=config["ffn_dim"], freq_dim=config.get("freq_dim", 256),
                      text_dim=config.get("text_dim", 4096), out_dim=config["out_dim"],
@@ -174,8 +200,9 @@ class Wan21T2V(ModelConfig):
 
     def load(self, path: str, shapes: Shapes, prefix: str, weight_dtype: torch.dtype | None = None) -> BaseModel:
         layout = transformer_layout(self.unet_config)
+        network = WanS2VTransformer if isinstance(layout, S2VConfig) else WanTransformer
         weights = network_weights(path, prefix, shapes, "Wan transformer", "unet",
-                                  lambda ops, compute: WanTransformer(layout, ops, compute),
+                                  lambda ops, compute: network(layout, ops, compute),
                                   weight_dtype=weight_dtype, supported=SUPPORTED)
         return self.get_model(weights, shapes, prefix)
 
@@ -221,6 +248,13 @@ class Wan22Camera(Wan21T2V):
     model_class = WanCameraModel
 
 
+class Wan22S2V(Wan21T2V):
+    """``WAN22_S2V``: Wan 2.2 sound-to-video 14B (wav2vec2 audio, reference image, motion frames)."""
+
+    unet_config = {"image_model": "wan2.1", "model_type": "s2v"}
+    model_class = WanS2VModel
+
+
 class Wan22T2V(Wan21T2V):
     """``WAN22_T2V``: the 5B TI2V model (48-channel Wan 2.2 latents, per-frame timesteps)."""
 
@@ -230,4 +264,4 @@ class Wan22T2V(Wan21T2V):
     image_to_video = True
 
 
-CONFIGS = [Wan22T2V, Wan21T2V, Wan21I2V, Wan21Vace, Wan21Camera, Wan22Camera]
+CONFIGS = [Wan22T2V, Wan21T2V, Wan21I2V, Wan21Vace, Wan21Camera, Wan22Camera, Wan22S2V]

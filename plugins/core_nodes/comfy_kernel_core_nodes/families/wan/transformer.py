@@ -75,6 +75,15 @@ def sinusoidal_embedding(dim: int, position: torch.Tensor) -> torch.Tensor:
     return torch.cat([torch.cos(angles), torch.sin(angles)], dim=1)
 
 
+def pad_to_patches(x: torch.Tensor, patch: tuple[int, int, int]) -> torch.Tensor:
+    """``x`` [B, C, T, H, W] grown to whole patches by wrapping around (circular padding, as ComfyUI pads)."""
+    pt, ph, pw = patch
+    t, h, w = x.shape[-3:]
+    if not ((-t) % pt or (-h) % ph or (-w) % pw):
+        return x
+    return F.pad(x, (0, (-w) % pw, 0, (-h) % ph, 0, (-t) % pt), mode="circular")
+
+
 def repeat_over_tokens(e: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """Per-frame modulation [B, F, D] spread over the tokens of each frame [B, N, D] (F = 1 broadcasts)."""
     if e.shape[1] <= 1 or e.shape[1] == x.shape[1]:
@@ -301,7 +310,7 @@ class WanTransformer(nn.Module):
         dtype = self.dtype
         b, _, t, h, w = x.shape
         pt, ph, pw = self.patch_size
-        x = F.pad(x, (0, (-w) % pw, 0, (-h) % ph, 0, (-t) % pt))
+        x = pad_to_patches(x, self.patch_size)
         if not hasattr(self, "ref_conv"):
             reference_latent = None
         rope = self.rope(t + (reference_latent is not None), h, w, x.device, options.get("rope_options"))
