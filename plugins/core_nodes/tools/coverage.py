@@ -35,15 +35,13 @@ WHY = {
     "comfy_extras.nodes_mochi": ("not yet", "Mochi family"),
     "comfy_extras.nodes_pixart": ("not yet", "PixArt family"),
     "comfy_extras.nodes_photomaker": ("not yet", "PhotoMaker"),
-    "comfy_extras.nodes_wan": ("not yet", "Wan variants not here yet (Animate, S2V, HuMo, Phantom, track control)"),
+    "comfy_extras.nodes_wan": ("not yet", "Wan variants not here yet (Animate, HuMo, Phantom, track control)"),
     "comfy_extras.nodes_lt": ("not yet", "LTX-2.3 additions (the sampling, guide, latent and scheduler nodes "
                                          "LTX-2 and LTX-Video 0.9 use are here)"),
     "comfy_extras.nodes_lt_audio": ("not yet", "LTX-2 audio nodes (the audio VAE nodes are here)"),
     "comfy_extras.nodes_hunyuan": ("not yet", "HunyuanVideo 1.0 and Hunyuan image families (HunyuanVideo 1.5 is here)"),
     "comfy_extras.nodes_chroma_radiance": ("not yet", "Chroma Radiance family (pixel-space Chroma)"),
     "comfy_extras.nodes_video_model": ("not yet", "Stable Video Diffusion family"),
-    "comfy_extras.nodes_ace": ("not yet", "ACE-Step 1.0 family (its DiT, music DCAE with vocoder, lyric tokenizer); "
-                               "ACE-Step 1.5 is here"),
 }
 
 

@@ -267,6 +267,14 @@ class Wan22(Wan21):
         self.latent_rgb_factors_bias = [0.0317, -0.0878, -0.1388]
 
 
+class ACEAudio(LatentFormat):
+    """ACE-Step 1.0's latents: 8 channels over 16 mel bands and 44 100 / 4096 frames a second ([B, 8, 16, T]),
+    used as they are."""
+
+    latent_channels = 8
+    latent_dimensions = 2
+
+
 class ACEAudio15(LatentFormat):
     """ACE-Step 1.5's audio latents: 64 channels at 25 frames a second, 1-d ([B, 64, T]), used as they are."""
 
