@@ -35,7 +35,7 @@ WHY = {
     "comfy_extras.nodes_mochi": ("not yet", "Mochi family"),
     "comfy_extras.nodes_pixart": ("not yet", "PixArt family"),
     "comfy_extras.nodes_photomaker": ("not yet", "PhotoMaker"),
-    "comfy_extras.nodes_wan": ("not yet", "Wan variants not here yet (Animate, HuMo, Phantom, track control)"),
+    "comfy_extras.nodes_wan": ("not yet", "Wan variants not here yet (Animate, Phantom)"),
     "comfy_extras.nodes_lt": ("not yet", "LTX-2.3 additions (the sampling, guide, latent and scheduler nodes "
                                          "LTX-2 and LTX-Video 0.9 use are here)"),
     "comfy_extras.nodes_lt_audio": ("not yet", "LTX-2 audio nodes (the audio VAE nodes are here)"),

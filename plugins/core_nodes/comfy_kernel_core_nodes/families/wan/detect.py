@@ -39,7 +39,7 @@ def transformer_config(shapes: Shapes, prefix: str = "") -> dict[str, Any] | Non
     elif prefix + "casual_audio_encoder.encoder.final_linear.weight" in shapes:
         config.update(model_type="s2v", **_s2v_config(shapes, prefix, dim))
     elif prefix + "audio_proj.audio_proj_glob_1.layer.bias" in shapes:
-        config["model_type"] = "humo"
+        config.update(model_type="humo", **_humo_config(shapes, prefix))
     elif prefix + "face_adapter.fuser_blocks.0.k_norm.weight" in shapes:
         config["model_type"] = "animate"
     else:
@@ -68,6 +68,22 @@ def _s2v_config(shapes: Shapes, prefix: str, dim: int) -> dict[str, Any]:
     return {"audio_dim": int(local[1]), "audio_layers": int(shapes[prefix + "casual_audio_encoder.weights"][1]),
             "audio_tokens": int(local[0]) // (dim // 4), "inject_layers": INJECT_LAYERS[:injectors],
             "cond_dim": int(cond[1]) if cond is not None else 0}
+
+
+def _humo_config(shapes: Shapes, prefix: str) -> dict[str, Any]:
+    """HuMo's Whisper width, audio projection width, audio token width and tokens per latent frame.
+
+    ComfyUI fixes them (1280, 512, 1536, 16); they are read here so reduced
+    files load. A file without the projection's weights gets the fixed sizes.
+    """
+    from .humo import AUDIO_GROUPS, AUDIO_WINDOW
+
+    stem = prefix + "audio_proj.audio_proj_glob_"
+    first, last, norm = (shapes.get(f"{stem}{name}.layer.weight") for name in ("1", "3", "norm"))
+    if first is None or last is None or norm is None:
+        return {}
+    return {"audio_width": int(first[1]) // (AUDIO_WINDOW * AUDIO_GROUPS), "audio_hidden": int(first[0]),
+            "audio_dim": int(norm[0]), "audio_tokens": int(last[0]) // int(norm[0])}
 
 
 def umt5_prefix(shapes: Shapes) -> str | None:

@@ -1,5 +1,5 @@
 """Wan 2.1 / 2.2 as supported models (ComfyUI's ``WAN21_T2V``, ``WAN21_I2V``, ``WAN21_Vace``, ``WAN22_T2V``,
-``WAN21_Camera``, ``WAN22_Camera``, ``WAN22_S2V``)."""
+``WAN21_Camera``, ``WAN22_Camera``, ``WAN22_S2V``, ``WAN21_HuMo``)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from ...model import latent_formats
 from ...model.base import BaseModel, ModelType, WeightsSource, resize_to_batch_size
 from ...model.detection import ModelConfig, Shapes
 from ...model.quant import network_weights
+from .humo import HumoConfig, WanHumoTransformer
 from .s2v import S2VConfig, WanS2VTransformer
 from .transformer import WanConfig, WanTransformer
 
@@ -130,6 +131,25 @@ class WanS2VModel(WanModel):
         return out
 
 
+class WanHumoModel(WanModel):
+    """HuMo: Whisper audio windows and the reference image's latents (all its frames, as tokens after the video).
+
+    As in ComfyUI, the reference goes in as tokens only for models without
+    extra input channels (the released ones); it is left out otherwise.
+    """
+
+    def extra_conds(self, **kwargs: Any) -> dict[str, Any]:
+        out = super().extra_conds(**kwargs)
+        audio = kwargs.get("audio_embed")
+        if audio is not None:
+            out["audio_embed"] = C.CONDRegular(audio)
+        out.pop("reference_latent", None)
+        refs = kwargs.get("reference_latents")
+        if refs is not None and "c_concat" not in out:
+            out["reference_latent"] = C.CONDRegular(self.process_latent_in(refs[-1]))
+        return out
+
+
 class Wan22Model(WanModel):
     """The 5B TI2V model: frames kept by the noise mask (the start image) get timestep 0."""
 
@@ -154,6 +174,12 @@ class Wan22Model(WanModel):
 
 
 def transformer_layout(config: dict[str, Any]) -> WanConfig:
+    if config.get("model_type") == "humo":
+        audio = {k: config[k] for k in ("audio_width", "audio_hidden", "audio_dim", "audio_tokens") if k in config}
+        return HumoConfig(in_dim=config["in_dim"], dim=config["dim"], ffn_dim=config["ffn_dim"],
+                          freq_dim=config.get("freq_dim", 256), text_dim=config.get("text_dim", 4096),
+                          out_dim=config["out_dim"], num_heads=config["num_heads"], num_layers=config["num_layers"],
+                          **audio)
     if config.get("model_type") == "s2v":
         return S2VConfig(in_dim=config["in_dim"], dim=config["dim"], ffn_dim=config["ffn_dim"],
                          freq_dim=config.get("freq_dim", 256), text_dim=config.get("text_dim", 4096),
@@ -200,7 +226,7 @@ class Wan21T2V(ModelConfig):
 
     def load(self, path: str, shapes: Shapes, prefix: str, weight_dtype: torch.dtype | None = None) -> BaseModel:
         layout = transformer_layout(self.unet_config)
-        network = WanS2VTransformer if isinstance(layout, S2VConfig) else WanTransformer
+        network = {S2VConfig: WanS2VTransformer, HumoConfig: WanHumoTransformer}.get(type(layout), WanTransformer)
         weights = network_weights(path, prefix, shapes, "Wan transformer", "unet",
                                   lambda ops, compute: network(layout, ops, compute),
                                   weight_dtype=weight_dtype, supported=SUPPORTED)
@@ -255,6 +281,13 @@ class Wan22S2V(Wan21T2V):
     model_class = WanS2VModel
 
 
+class Wan21HuMo(Wan21T2V):
+    """``WAN21_HuMo``: HuMo 17B / 1.7B (Whisper audio windows, reference image tokens)."""
+
+    unet_config = {"image_model": "wan2.1", "model_type": "humo"}
+    model_class = WanHumoModel
+
+
 class Wan22T2V(Wan21T2V):
     """``WAN22_T2V``: the 5B TI2V model (48-channel Wan 2.2 latents, per-frame timesteps)."""
 
@@ -264,4 +297,4 @@ class Wan22T2V(Wan21T2V):
     image_to_video = True
 
 
-CONFIGS = [Wan22T2V, Wan21T2V, Wan21I2V, Wan21Vace, Wan21Camera, Wan22Camera, Wan22S2V]
+CONFIGS = [Wan22T2V, Wan21T2V, Wan21I2V, Wan21Vace, Wan21Camera, Wan22Camera, Wan22S2V, Wan21HuMo]

@@ -8,7 +8,8 @@ start image into the 48-channel latent and keeps it through a noise mask
 video split into inactive / reactive parts and its mask for VACE models;
 ``WanCameraEmbedding`` turns a camera preset into Plücker ray embeddings
 (``camera.py``) that ``WanCameraImageToVideo`` hands to the Fun camera models.
-The S2V nodes and the audio encoder's are in ``sound_nodes.py``.
+The S2V nodes and the audio encoder's are in ``sound_nodes.py``, HuMo's in ``humo_nodes.py``, ATI's
+(``WanTrackToVideo``) in ``tracks.py``.
 """
 
 from __future__ import annotations
@@ -18,12 +19,14 @@ from typing import Any
 from comfy_kernel.nodes import io
 
 from ...nodes.common import MAX_RESOLUTION, NodeDef
+from .humo_nodes import WanHuMoImageToVideo
 from .sound_nodes import (
     AudioEncoderEncode,
     AudioEncoderLoader,
     WanSoundImageToVideo,
     WanSoundImageToVideoExtend,
 )
+from .tracks import WanTrackToVideo
 
 MODULE = "comfy_extras.nodes_wan"
 CAMERA_EMBEDDING = io.Custom("WAN_CAMERA_EMBEDDING")
@@ -472,6 +475,8 @@ NODES = [
     NodeDef("WanCameraEmbedding", WanCameraEmbedding, None, "comfy_extras.nodes_camera_trajectory"),
     NodeDef("WanSoundImageToVideo", WanSoundImageToVideo, None, MODULE),
     NodeDef("WanSoundImageToVideoExtend", WanSoundImageToVideoExtend, None, MODULE),
+    NodeDef("WanHuMoImageToVideo", WanHuMoImageToVideo, None, MODULE),
+    NodeDef("WanTrackToVideo", WanTrackToVideo, None, MODULE),
     NodeDef("AudioEncoderLoader", AudioEncoderLoader, None, "comfy_extras.nodes_audio_encoder"),
     NodeDef("AudioEncoderEncode", AudioEncoderEncode, None, "comfy_extras.nodes_audio_encoder"),
 ]

@@ -45,7 +45,7 @@ class AudioEncoderLoader(io.ComfyNode):
     @classmethod
     def execute(cls, audio_encoder_name: str) -> io.NodeOutput:
         from ...nodes import context
-        from .wav2vec2 import load
+        from .audio_encoder import load
 
         return io.NodeOutput(load(context.full_path("audio_encoders", audio_encoder_name)))
 

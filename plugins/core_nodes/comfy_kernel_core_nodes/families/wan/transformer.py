@@ -84,6 +84,18 @@ def pad_to_patches(x: torch.Tensor, patch: tuple[int, int, int]) -> torch.Tensor
     return F.pad(x, (0, (-w) % pw, 0, (-h) % ph, 0, (-t) % pt), mode="circular")
 
 
+def unpatchify(tokens: torch.Tensor, grid: Any, patch: tuple[int, int, int], size: tuple[int, int, int]
+               ) -> torch.Tensor:
+    """Head outputs of the video tokens [B, N, p * C] back to a latent [B, C, T, H, W] cut to ``size`` (float32)."""
+    b = tokens.shape[0]
+    gt, gh, gw = grid
+    pt, ph, pw = patch
+    out = tokens.view(b, gt, gh, gw, pt, ph, pw, -1).permute(0, 7, 1, 4, 2, 5, 3, 6)
+    out = out.reshape(b, -1, gt * pt, gh * ph, gw * pw)
+    t, h, w = size
+    return out[:, :, :t, :h, :w].float()
+
+
 def repeat_over_tokens(e: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """Per-frame modulation [B, F, D] spread over the tokens of each frame [B, N, D] (F = 1 broadcasts)."""
     if e.shape[1] <= 1 or e.shape[1] == x.shape[1]:
@@ -245,6 +257,9 @@ class CameraAdapter(nn.Module):
 class WanTransformer(nn.Module):
     """``forward(x [B, C, T, H, W], timestep, context [B, L, 4096], clip_fea=...)`` -> velocity like ``x``."""
 
+    #: the block type (variants add inputs to the blocks)
+    block_class: type[WanBlock] = WanBlock
+
     def __init__(self, config: WanConfig, ops: Any = _ops.plain, compute_dtype: torch.dtype | None = None) -> None:
         super().__init__()
         self.config = c = config
@@ -256,7 +271,7 @@ class WanTransformer(nn.Module):
                                             ops.Linear(c.dim, c.dim))
         self.time_embedding = nn.Sequential(ops.Linear(c.freq_dim, c.dim), nn.SiLU(), ops.Linear(c.dim, c.dim))
         self.time_projection = nn.Sequential(nn.SiLU(), ops.Linear(c.dim, c.dim * 6))
-        self.blocks = nn.ModuleList([WanBlock(c, ops) for _ in range(c.num_layers)])
+        self.blocks = nn.ModuleList([self.block_class(c, ops) for _ in range(c.num_layers)])
         self.head = Head(c, ops)
         if c.image_embedding:
             self.img_emb = ImageProjection(c, ops)
@@ -276,8 +291,8 @@ class WanTransformer(nn.Module):
         return self.compute_dtype or self.head.head.weight.dtype
 
     def rope(self, t: int, h: int, w: int, device: Any,
-             rope_options: dict[str, float] | None = None) -> torch.Tensor:
-        """Rotations [1, N, 1, D/2, 2, 2] of the patch grid (frame, row, column from 0).
+             rope_options: dict[str, float] | None = None, t_start: int = 0) -> torch.Tensor:
+        """Rotations [1, N, 1, D/2, 2, 2] of the patch grid (frame from ``t_start``, row, column from 0).
 
         ``rope_options`` (ScaleROPE) moves the positions along each axis to
         shift + index * scale (t: frames, y: rows, x: columns).
@@ -286,6 +301,8 @@ class WanTransformer(nn.Module):
         grid = torch.stack(torch.meshgrid(torch.arange((t + pt // 2) // pt), torch.arange((h + ph // 2) // ph),
                                           torch.arange((w + pw // 2) // pw), indexing="ij"), dim=-1)
         ids = grid.reshape(1, -1, 3).to(device=device, dtype=torch.float32)
+        if t_start:
+            ids[..., 0] += t_start
         if rope_options:
             axes = ("t", "y", "x")
             scale = torch.tensor([rope_options.get(f"scale_{a}", 1.0) for a in axes], device=device)
@@ -367,8 +384,4 @@ class WanTransformer(nn.Module):
                     controls[j], hint = self.vace_blocks[index].forward_vace(c, patch_tokens, e0, rope, context)
                     tokens = tokens + hint * strengths[j]
 
-        out = self.head(tokens, e)[:, n_ref:]
-        gt, gh, gw = grid
-        out = out.view(b, gt, gh, gw, pt, ph, pw, -1).permute(0, 7, 1, 4, 2, 5, 3, 6)
-        out = out.reshape(b, -1, gt * pt, gh * ph, gw * pw)
-        return out[:, :, :t, :h, :w].float()
+        return unpatchify(self.head(tokens, e)[:, n_ref:], grid, self.patch_size, (t, h, w))

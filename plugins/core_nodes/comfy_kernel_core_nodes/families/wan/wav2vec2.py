@@ -31,15 +31,11 @@ from torch import nn
 
 from ...model import ops as _ops
 from ...model.attention import optimized_attention
+from .audio_encoder import AudioEncoder, UnsupportedAudioEncoder
 
 #: (kernel, stride) of the feature extractor's convolutions
 CONVOLUTIONS = ((10, 5), (3, 2), (3, 2), (3, 2), (3, 2), (2, 2), (2, 2))
-SAMPLE_RATE = 16000
 POSITION = "encoder.pos_conv_embed.conv."
-
-
-class UnsupportedAudioEncoder(ValueError):
-    """The file holds no audio encoder this server can run."""
 
 
 @dataclass(frozen=True)
@@ -254,46 +250,8 @@ def _file_name(key: str) -> str | None:
     return key
 
 
-class AudioEncoder:
-    """AUDIO_ENCODER: ``encode_audio(waveform, sample_rate)`` as ComfyUI's ``AudioEncoderModel`` answers it.
-
-    The weights live in the model manager, stored like text encoders and
-    computed in float32.
-    """
-
-    model_sample_rate = SAMPLE_RATE
-
-    def __init__(self, config: Wav2Vec2Config, weights: Any) -> None:
-        from ...model.auxiliary import AuxiliaryModel
-        from ...model.patcher import ModelPatcher
-
-        self.config = config
-        self.model = AuxiliaryModel(weights)
-        self.patcher = ModelPatcher(self.model)
-        self.patcher.is_clip = False
-        self.load_device = self.patcher.load_device
-
-    @torch.no_grad()
-    def encode_audio(self, audio: torch.Tensor, sample_rate: int) -> dict[str, Any]:
-        from ...media.audio import resample
-
-        audio = resample(audio.float(), int(sample_rate), SAMPLE_RATE)
-        with self.patcher.use() as holder:
-            net = holder.loaded_module
-            device = next(net.parameters()).device
-            last, states = net(audio.to(device))
-        return {"encoded_audio": last.cpu(), "encoded_audio_all_layers": tuple(s.cpu() for s in states),
-                "audio_samples": audio.shape[2]}
-
-    def get_sd(self) -> dict[str, torch.Tensor]:
-        return self.patcher.model_state_dict()
-
-    def load_sd(self, sd: dict[str, torch.Tensor]) -> Any:
-        raise NotImplementedError("comfy-kernel loads audio encoders from files (AudioEncoderLoader)")
-
-
 def load(path: str) -> AudioEncoder:
-    """AudioEncoderLoader: a wav2vec2 file (bare keys or under ``wav2vec2.``)."""
+    """A wav2vec2 file (bare keys or under ``wav2vec2.``) as AUDIO_ENCODER."""
     from ...model.auxiliary import file_weights
     from ...model.devices import storage_dtype
     from ...model.files import load_module, tensor_shapes
@@ -305,8 +263,7 @@ def load(path: str) -> AudioEncoder:
             shapes[name] = shape
     config = config_from_keys(shapes)
     if config is None:
-        kind = "a Whisper encoder" if "model.encoder.embed_positions.weight" in shapes else "no supported audio encoder"
-        raise UnsupportedAudioEncoder(f"{os.path.basename(path)}: {kind} (wav2vec2 encoders are supported)")
+        raise UnsupportedAudioEncoder(f"{os.path.basename(path)}: not a wav2vec2 encoder")
     with torch.device("meta"):
         wanted = frozenset(Wav2Vec2(config).state_dict())
     missing = sorted(wanted - set(shapes))

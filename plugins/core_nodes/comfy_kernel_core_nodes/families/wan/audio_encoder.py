@@ -1,0 +1,77 @@
+"""AUDIO_ENCODER, what ``AudioEncoderLoader`` gives: a speech encoder file loaded as wav2vec2 or Whisper.
+
+The kind is told from the keys, as ComfyUI tells it: wav2vec2
+(``wav2vec2.py``, Wan S2V's encoder) has ``encoder.layer_norm``, Whisper
+(``whisper.py``, HuMo's) ``model.encoder.embed_positions``.
+:class:`AudioEncoder` answers ``encode_audio`` as ComfyUI's
+``AudioEncoderModel`` does, whichever network is inside.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+
+#: the rate both encoders take their input at
+SAMPLE_RATE = 16000
+
+
+class UnsupportedAudioEncoder(ValueError):
+    """The file holds no audio encoder this server can run."""
+
+
+class AudioEncoder:
+    """AUDIO_ENCODER: ``encode_audio(waveform, sample_rate)`` as ComfyUI's ``AudioEncoderModel`` answers it.
+
+    The network (``forward(waveform [B, channels, samples] at 16 kHz)`` ->
+    the last state and every hidden state) lives in the model manager, stored
+    like text encoders and computed in float32.
+    """
+
+    model_sample_rate = SAMPLE_RATE
+
+    def __init__(self, config: Any, weights: Any) -> None:
+        from ...model.auxiliary import AuxiliaryModel
+        from ...model.patcher import ModelPatcher
+
+        self.config = config
+        self.model = AuxiliaryModel(weights)
+        self.patcher = ModelPatcher(self.model)
+        self.patcher.is_clip = False
+        self.load_device = self.patcher.load_device
+
+    @torch.no_grad()
+    def encode_audio(self, audio: torch.Tensor, sample_rate: int) -> dict[str, Any]:
+        from ...media.audio import resample
+
+        audio = resample(audio.float(), int(sample_rate), SAMPLE_RATE)
+        with self.patcher.use() as holder:
+            net = holder.loaded_module
+            device = next(net.parameters()).device
+            last, states = net(audio.to(device))
+        return {"encoded_audio": last.cpu(), "encoded_audio_all_layers": tuple(s.cpu() for s in states),
+                "audio_samples": audio.shape[2]}
+
+    def get_sd(self) -> dict[str, torch.Tensor]:
+        return self.patcher.model_state_dict()
+
+    def load_sd(self, sd: dict[str, torch.Tensor]) -> Any:
+        raise NotImplementedError("comfy-kernel loads audio encoders from files (AudioEncoderLoader)")
+
+
+def load(path: str) -> AudioEncoder:
+    """AudioEncoderLoader: a wav2vec2 or Whisper file."""
+    from ...model.files import tensor_shapes
+
+    keys = tensor_shapes(path)
+    if any(k.endswith("encoder.embed_positions.weight") for k in keys):
+        from . import whisper
+
+        return whisper.load(path)
+    if any(k.removeprefix("wav2vec2.").startswith("encoder.") for k in keys):
+        from . import wav2vec2
+
+        return wav2vec2.load(path)
+    raise UnsupportedAudioEncoder(f"{os.path.basename(path)}: no wav2vec2 or Whisper audio encoder")
