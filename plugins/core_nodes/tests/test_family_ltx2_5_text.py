@@ -14,7 +14,6 @@ import torch
 from _files_ltx2_5 import GEMMA4, GEMMA4_HF, text_encoder_file, tokenizer_json
 from _oracle import close
 
-import comfy_kernel_core_nodes.nodes  # noqa: F401  (the node package first: ltx2.text_nodes is one of its modules)
 from comfy_kernel_core_nodes.families.ltx2 import text
 from comfy_kernel_core_nodes.families.ltx2.text_nodes import enhancer_prompt
 from comfy_kernel_core_nodes.model.loading import load_clip

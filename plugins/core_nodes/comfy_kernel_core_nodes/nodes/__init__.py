@@ -38,5 +38,12 @@ def _family_nodes() -> list[NodeDef]:
     return found
 
 
-#: Every core node: the category modules' here, then the model families'.
-NODES: list[NodeDef] = _collect(__name__, __path__) + _family_nodes()
+def __getattr__(name: str) -> list[NodeDef]:
+    """``NODES``, every core node (the category modules' here, then the model families'), collected on first
+    use: a family's node module may import this package's helpers (``context``, ``common``) before its own
+    ``NODES`` exists, which collecting at import time would read half-built."""
+    if name != "NODES":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    nodes = _collect(__name__, __path__) + _family_nodes()
+    globals()["NODES"] = nodes
+    return nodes
