@@ -43,7 +43,6 @@ from .transformer import (
     WanTransformer,
     pad_to_patches,
     repeat_over_tokens,
-    sinusoidal_embedding,
     unpatchify,
 )
 
@@ -167,7 +166,7 @@ class WanHumoTransformer(WanTransformer):
                  **kwargs: Any) -> torch.Tensor:
         options = transformer_options if transformer_options is not None else {}
         dtype = self.dtype
-        b, _, t, h, w = x.shape
+        _, _, t, h, w = x.shape
         x = pad_to_patches(x, self.patch_size)
         rope_options = options.get("rope_options")
         rope = self.rope(t, h, w, x.device, rope_options)
@@ -186,10 +185,7 @@ class WanHumoTransformer(WanTransformer):
             rope = torch.cat([rope, self.rope(ref.shape[2], h, w, x.device, rope_options, t_start=x.shape[2])],
                              dim=1)
 
-        ts = timestep.to(x.device)
-        e = self.time_embedding(sinusoidal_embedding(self.config.freq_dim, ts.flatten()).to(dtype))
-        e = e.reshape(ts.shape[0], -1, e.shape[-1])
-        e0 = self.time_projection(e).unflatten(2, (6, self.dim))
+        e, e0 = self.time_modulation(timestep.to(x.device), dtype)
         context = self.text_embedding(context.to(dtype))
 
         audio = None
@@ -199,20 +195,5 @@ class WanHumoTransformer(WanTransformer):
                 audio = torch.cat([audio, audio.new_zeros(audio.shape[0], ref_frames, *audio.shape[2:])], dim=1)
             audio = self.audio_proj(audio)
 
-        replace = options.get("patches_replace", {}).get("dit", {})
-        options["total_blocks"] = len(self.blocks)
-        options["block_type"] = "double"
-        for i, block in enumerate(self.blocks):
-            options["block_index"] = i
-            if ("double_block", i) in replace:
-                def original(args: dict[str, Any], block: nn.Module = block) -> dict[str, torch.Tensor]:
-                    return {"img": block(args["img"], args["vec"], args["pe"], args["txt"], None, audio,
-                                         frame_tokens)}
-
-                tokens = replace[("double_block", i)]({"img": tokens, "txt": context, "vec": e0, "pe": rope,
-                                                       "transformer_options": options},
-                                                      {"original_block": original})["img"]
-            else:
-                tokens = block(tokens, e0, rope, context, None, audio, frame_tokens)
-
+        tokens = self.run_blocks(tokens, e0, rope, context, options, (None, audio, frame_tokens))
         return unpatchify(self.head(tokens, e)[:, :video_tokens], grid, self.patch_size, (t, h, w))

@@ -37,7 +37,7 @@ from torch import nn
 
 from ...components.rope import rope_angles
 from ...model import ops as _ops
-from .transformer import CrossAttention, WanConfig, WanTransformer, pad_to_patches, sinusoidal_embedding
+from .transformer import CrossAttention, WanConfig, WanTransformer, pad_to_patches, unpatchify
 
 #: after which blocks the released 40-block model injects audio (ComfyUI's ``audio_inject_layers``)
 INJECT_LAYERS = (0, 4, 8, 12, 16, 20, 24, 27, 30, 33, 36, 39)
@@ -222,8 +222,7 @@ class WanS2VTransformer(WanTransformer):
                  **kwargs: Any) -> torch.Tensor:
         options = transformer_options if transformer_options is not None else {}
         dtype = self.dtype
-        b, _, t, h, w = x.shape
-        pt, ph, pw = self.patch_size
+        _, _, t, h, w = x.shape
         x = pad_to_patches(x, self.patch_size)
         rope = self.rope(t, h, w, x.device, options.get("rope_options"))
 
@@ -259,31 +258,12 @@ class WanS2VTransformer(WanTransformer):
             # a timestep per half frame: the packed motion tokens fill one and a half frames
             ts = torch.cat([torch.repeat_interleave(ts, 2, dim=1), ts.new_zeros(ts.shape[0], 3)], dim=1)
 
-        e = self.time_embedding(sinusoidal_embedding(self.config.freq_dim, ts.flatten()).to(dtype))
-        e = e.reshape(ts.shape[0], -1, e.shape[-1])
-        e0 = self.time_projection(e).unflatten(2, (6, self.dim))
+        e, e0 = self.time_modulation(ts, dtype)
         context = self.text_embedding(context.to(dtype))
 
-        replace = options.get("patches_replace", {}).get("dit", {})
-        options["total_blocks"] = len(self.blocks)
-        options["block_type"] = "double"
-        for i, block in enumerate(self.blocks):
-            options["block_index"] = i
-            if ("double_block", i) in replace:
-                def original(args: dict[str, Any], block: nn.Module = block) -> dict[str, torch.Tensor]:
-                    return {"img": block(args["img"], args["vec"], args["pe"], args["txt"])}
+        def inject_audio(i: int, tokens: torch.Tensor) -> torch.Tensor:
+            return tokens if audio is None else self.audio_injector(tokens, i, audio, audio_global, video_tokens)
 
-                tokens = replace[("double_block", i)]({"img": tokens, "txt": context, "vec": e0, "pe": rope,
-                                                       "transformer_options": options},
-                                                      {"original_block": original})["img"]
-            else:
-                tokens = block(tokens, e0, rope, context)
-            if audio is not None:
-                tokens = self.audio_injector(tokens, i, audio, audio_global, video_tokens)
-
-        out = self.head(tokens, e)[:, :video_tokens]
-        gt, gh, gw = grid
-        out = out.view(b, gt, gh, gw, pt, ph, pw, -1).permute(0, 7, 1, 4, 2, 5, 3, 6)
-        out = out.reshape(b, -1, gt * pt, gh * ph, gw * pw)
-        return out[:, :, :t, :h, :w].float()
+        tokens = self.run_blocks(tokens, e0, rope, context, options, after=inject_audio)
+        return unpatchify(self.head(tokens, e)[:, :video_tokens], grid, self.patch_size, (t, h, w))
 

@@ -23,6 +23,7 @@ to the patch embeddings.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -310,6 +311,36 @@ class WanTransformer(nn.Module):
             ids = ids * scale + shift
         return rope_angles(ids, self.config.axes_dims).unsqueeze(2)
 
+    def time_modulation(self, timestep: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the head's embedding [B, steps, dim], the blocks' six modulations [B, steps, 6, dim]) of ``timestep``
+        ([B], or [B, steps] for per-frame / per-token timesteps)."""
+        e = self.time_embedding(sinusoidal_embedding(self.config.freq_dim, timestep.flatten()).to(dtype))
+        e = e.reshape(timestep.shape[0], -1, e.shape[-1])
+        return e, self.time_projection(e).unflatten(2, (6, self.dim))
+
+    def run_blocks(self, tokens: torch.Tensor, e0: torch.Tensor, rope: torch.Tensor, context: torch.Tensor,
+                   options: dict[str, Any], extra: tuple[Any, ...] = (),
+                   after: Callable[[int, torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+        """Every block in turn, each replaceable through ``patches_replace["dit"][("double_block", i)]``; blocks
+        take ``extra`` after the text, and ``after(i, tokens)`` (a variant's injection) follows block ``i``."""
+        replace = options.get("patches_replace", {}).get("dit", {})
+        options["total_blocks"] = len(self.blocks)
+        options["block_type"] = "double"
+        for i, block in enumerate(self.blocks):
+            options["block_index"] = i
+            if ("double_block", i) in replace:
+                def original(args: dict[str, Any], block: nn.Module = block) -> dict[str, torch.Tensor]:
+                    return {"img": block(args["img"], args["vec"], args["pe"], args["txt"], *extra)}
+
+                tokens = replace[("double_block", i)]({"img": tokens, "txt": context, "vec": e0, "pe": rope,
+                                                       "transformer_options": options},
+                                                      {"original_block": original})["img"]
+            else:
+                tokens = block(tokens, e0, rope, context, *extra)
+            if after is not None:
+                tokens = after(i, tokens)
+        return tokens
+
     def forward(self, x: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor,
                 clip_fea: torch.Tensor | None = None, transformer_options: dict[str, Any] | None = None,
                 **kwargs: Any) -> torch.Tensor:
@@ -342,10 +373,7 @@ class WanTransformer(nn.Module):
             ref = self.ref_conv(reference_latent.to(device=x.device, dtype=dtype)).flatten(2).transpose(1, 2)
             n_ref = ref.shape[1]
             tokens = torch.cat([ref, tokens], dim=1)
-        ts = timestep.to(x.device)
-        e = self.time_embedding(sinusoidal_embedding(self.config.freq_dim, ts.flatten()).to(dtype))
-        e = e.reshape(ts.shape[0], -1, e.shape[-1])
-        e0 = self.time_projection(e).unflatten(2, (6, self.dim))
+        e, e0 = self.time_modulation(timestep.to(x.device), dtype)
 
         context = self.text_embedding(context.to(dtype))
         image_tokens = None
@@ -364,24 +392,13 @@ class WanTransformer(nn.Module):
                 controls.append(c.flatten(2).transpose(1, 2))
         patch_tokens = tokens
 
-        replace = options.get("patches_replace", {}).get("dit", {})
-        options["total_blocks"] = len(self.blocks)
-        options["block_type"] = "double"
-        for i, block in enumerate(self.blocks):
-            options["block_index"] = i
-            if ("double_block", i) in replace:
-                def original(args: dict[str, Any], block: nn.Module = block) -> dict[str, torch.Tensor]:
-                    return {"img": block(args["img"], args["vec"], args["pe"], args["txt"], image_tokens)}
-
-                out = replace[("double_block", i)]({"img": tokens, "txt": context, "vec": e0, "pe": rope,
-                                                    "transformer_options": options}, {"original_block": original})
-                tokens = out["img"]
-            else:
-                tokens = block(tokens, e0, rope, context, image_tokens)
+        def vace_hints(i: int, tokens: torch.Tensor) -> torch.Tensor:
             index = self.vace_layers_mapping.get(i) if controls else None
             if index is not None:
                 for j, c in enumerate(controls):
                     controls[j], hint = self.vace_blocks[index].forward_vace(c, patch_tokens, e0, rope, context)
                     tokens = tokens + hint * strengths[j]
+            return tokens
 
+        tokens = self.run_blocks(tokens, e0, rope, context, options, (image_tokens,), vace_hints)
         return unpatchify(self.head(tokens, e)[:, n_ref:], grid, self.patch_size, (t, h, w))
