@@ -10,6 +10,7 @@ The kind is told from the keys, as ComfyUI tells it: wav2vec2
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -59,6 +60,36 @@ class AudioEncoder:
 
     def load_sd(self, sd: dict[str, torch.Tensor]) -> Any:
         raise NotImplementedError("comfy-kernel loads audio encoders from files (AudioEncoderLoader)")
+
+
+def network_encoder(path: str, prefix: str, config: Any, make: Callable[..., torch.nn.Module],
+                    shapes: dict[str, tuple[int, ...]], rename: Callable[[str], str | None], weights_label: str,
+                    module_label: str) -> AudioEncoder:
+    """The AUDIO_ENCODER of the network ``make(config, ops)`` read from ``path``'s tensors under ``prefix``.
+
+    ``shapes`` are the file's shapes under the network's names, ``rename`` maps a key (prefix removed) to
+    the network's name; a network tensor the file lacks refuses the file by name.
+    """
+    from ...model import ops
+    from ...model.auxiliary import file_weights
+    from ...model.devices import storage_dtype
+    from ...model.files import load_module
+
+    with torch.device("meta"):
+        wanted = frozenset(make(config, ops.plain).state_dict())
+    missing = sorted(wanted - set(shapes))
+    if missing:
+        raise UnsupportedAudioEncoder(f"{os.path.basename(path)}: {len(missing)} {weights_label} weights missing, "
+                                      f"e.g. {missing[:3]}")
+
+    def build(sd: dict[str, torch.Tensor]) -> torch.nn.Module:
+        with torch.device("meta"):
+            net = make(config, ops.manual_cast)
+        return load_module(net, sd, module_label)
+
+    weights = file_weights(path, prefix, "audio_encoder", build, lambda: storage_dtype("text_encoder"), wanted,
+                           rename=lambda key: (name if (name := rename(key)) in wanted else None))
+    return AudioEncoder(config, weights)
 
 
 def load(path: str) -> AudioEncoder:

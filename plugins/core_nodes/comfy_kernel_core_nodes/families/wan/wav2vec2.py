@@ -252,31 +252,13 @@ def _file_name(key: str) -> str | None:
 
 def load(path: str) -> AudioEncoder:
     """A wav2vec2 file (bare keys or under ``wav2vec2.``) as AUDIO_ENCODER."""
-    from ...model.auxiliary import file_weights
-    from ...model.devices import storage_dtype
-    from ...model.files import load_module, tensor_shapes
+    from ...model.files import tensor_shapes
+    from .audio_encoder import network_encoder
 
-    shapes = {}
-    for key, shape in tensor_shapes(path).items():
-        name = _file_name(key)
-        if name is not None:
-            shapes[name] = shape
+    keys = tensor_shapes(path)
+    shapes = {name: shape for key, shape in keys.items() if (name := _file_name(key)) is not None}
     config = config_from_keys(shapes)
     if config is None:
         raise UnsupportedAudioEncoder(f"{os.path.basename(path)}: not a wav2vec2 encoder")
-    with torch.device("meta"):
-        wanted = frozenset(Wav2Vec2(config).state_dict())
-    missing = sorted(wanted - set(shapes))
-    if missing:
-        raise UnsupportedAudioEncoder(f"{os.path.basename(path)}: {len(missing)} wav2vec2 weights missing, "
-                                      f"e.g. {missing[:3]}")
-
-    def build(sd: dict[str, torch.Tensor]) -> nn.Module:
-        with torch.device("meta"):
-            net = Wav2Vec2(config, _ops.manual_cast)
-        return load_module(net, sd, "wav2vec2 audio encoder")
-
-    prefix = "wav2vec2." if any(k.startswith("wav2vec2.") for k in tensor_shapes(path)) else ""
-    weights = file_weights(path, prefix, "audio_encoder", build, lambda: storage_dtype("text_encoder"), wanted,
-                           rename=lambda key: (name if (name := _file_name(key)) in wanted else None))
-    return AudioEncoder(config, weights)
+    prefix = "wav2vec2." if any(k.startswith("wav2vec2.") for k in keys) else ""
+    return network_encoder(path, prefix, config, Wav2Vec2, shapes, _file_name, "wav2vec2", "wav2vec2 audio encoder")

@@ -141,9 +141,8 @@ def config_from_keys(shapes: dict[str, tuple[int, ...]]) -> WhisperConfig | None
 
 def load(path: str) -> AudioEncoder:
     """A Whisper file (the encoder under ``model.encoder.`` or ``encoder.``) as AUDIO_ENCODER."""
-    from ...model.auxiliary import file_weights
-    from ...model.devices import storage_dtype
-    from ...model.files import load_module, tensor_shapes
+    from ...model.files import tensor_shapes
+    from .audio_encoder import network_encoder
 
     keys = tensor_shapes(path)
     prefix = "model.encoder." if any(k.startswith("model.encoder.") for k in keys) else "encoder."
@@ -151,18 +150,5 @@ def load(path: str) -> AudioEncoder:
     config = config_from_keys(shapes)
     if config is None:
         raise UnsupportedAudioEncoder(f"{os.path.basename(path)}: not a Whisper encoder")
-    with torch.device("meta"):
-        wanted = frozenset(Whisper(config).state_dict())
-    missing = sorted(wanted - set(shapes))
-    if missing:
-        raise UnsupportedAudioEncoder(f"{os.path.basename(path)}: {len(missing)} Whisper encoder weights missing, "
-                                      f"e.g. {missing[:3]}")
-
-    def build(sd: dict[str, torch.Tensor]) -> nn.Module:
-        with torch.device("meta"):
-            net = Whisper(config, _ops.manual_cast)
-        return load_module(net, sd, "Whisper audio encoder")
-
-    weights = file_weights(path, prefix, "audio_encoder", build, lambda: storage_dtype("text_encoder"), wanted,
-                           rename=lambda key: (name if (name := "encoder." + key) in wanted else None))
-    return AudioEncoder(config, weights)
+    return network_encoder(path, prefix, config, Whisper, shapes, lambda key: "encoder." + key, "Whisper encoder",
+                           "Whisper audio encoder")
