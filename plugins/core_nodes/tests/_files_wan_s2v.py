@@ -96,6 +96,13 @@ def waveform() -> torch.Tensor:
     return (tones + noise)[None]
 
 
+def run_network(net: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+    """A recorded case's inputs (``x``, ``timestep``, ``context`` and the variant's keywords) through ``net``."""
+    extra = {k: v for k, v in inputs.items() if k not in ("x", "timestep", "context")}
+    with torch.no_grad():
+        return net(inputs["x"], inputs["timestep"], inputs["context"], **extra)
+
+
 def reference() -> dict[str, np.ndarray]:
     with np.load(REFERENCE) as f:
         return {k: f[k] for k in f.files}

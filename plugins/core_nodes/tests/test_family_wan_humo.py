@@ -27,7 +27,7 @@ from _files_wan_humo import (
     transformer_inputs,
     whisper_file,
 )
-from _files_wan_s2v import random_weights, wav2vec2_file
+from _files_wan_s2v import random_weights, run_network, wav2vec2_file
 from _oracle import close
 
 from comfy_kernel_core_nodes.families.wan import audio_encoder, humo_nodes
@@ -58,12 +58,6 @@ def network() -> WanHumoTransformer:
     return net.eval()
 
 
-def _run(net: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-    extra = {k: v for k, v in inputs.items() if k not in ("x", "timestep", "context")}
-    with torch.no_grad():
-        return net(inputs["x"], inputs["timestep"], inputs["context"], **extra)
-
-
 def test_layout_matches_comfyuis_network() -> None:
     ours = {k: tuple(v.shape) for k, v in WanHumoTransformer(CONFIG).state_dict().items()}
     assert ours == recorded_shapes("humo")
@@ -87,7 +81,7 @@ def test_humo_file_is_detected_with_every_key(fp8: bool) -> None:
         if fp8:
             assert net.blocks[0].audio_cross_attn_wrapper.audio_cross_attn.k.weight.dtype == torch.float8_e4m3fn
         else:  # the file's weights are the reference's, exactly
-            close(_run(net, transformer_inputs()["full"]), torch.from_numpy(reference()["full_out"]), rtol=RTOL)
+            close(run_network(net, transformer_inputs()["full"]), torch.from_numpy(reference()["full_out"]), rtol=RTOL)
 
 
 @pytest.mark.parametrize("case", ["full", "audio", "reference", "silence", "text"])
@@ -97,19 +91,19 @@ def test_transformer_matches_comfyui(network: WanHumoTransformer, ref: dict[str,
     inputs = transformer_inputs()[case]
     np.testing.assert_allclose([float(v.double().abs().sum()) for v in inputs.values()], ref[f"{case}_checksum"],
                                rtol=1e-9)
-    close(_run(network, inputs), torch.from_numpy(ref[f"{case}_out"]), rtol=RTOL)
+    close(run_network(network, inputs), torch.from_numpy(ref[f"{case}_out"]), rtol=RTOL)
 
 
 def test_each_conditioning_changes_the_output(network: WanHumoTransformer) -> None:
     inputs = transformer_inputs()["full"]
-    base = _run(network, inputs)
+    base = run_network(network, inputs)
     for key in ("audio_embed", "reference_latent"):
         changed = dict(inputs, **{key: inputs[key] * 0.5})
-        assert (_run(network, changed) - base).abs().max() > 1e-3, key
+        assert (run_network(network, changed) - base).abs().max() > 1e-3, key
     # each latent frame hears its own audio window: changing the last one leaves the first frame nearly alone
     audio = inputs["audio_embed"].clone()
     audio[:, -1] = 0
-    changed = _run(network, dict(inputs, audio_embed=audio)) - base
+    changed = run_network(network, dict(inputs, audio_embed=audio)) - base
     assert changed[:, :, -1].abs().max() > 10 * changed[:, :, 0].abs().max()
 
 
@@ -120,7 +114,7 @@ def test_zero_audio_of_any_length(network: WanHumoTransformer) -> None:
     x, ref = torch.randn(1, 16, 2, 6, 10, generator=g), torch.randn(1, 16, 1, 6, 10, generator=g)
     inputs = dict(x=x, timestep=torch.tensor([400.0]), context=torch.randn(1, 5, 128, generator=g),
                   reference_latent=ref)
-    outs = [_run(network, dict(inputs, audio_embed=torch.zeros(1, frames, 8, 5, 128))) for frames in (2, 3, 4)]
+    outs = [run_network(network, dict(inputs, audio_embed=torch.zeros(1, frames, 8, 5, 128))) for frames in (2, 3, 4)]
     close(outs[1], outs[0], rtol=RTOL)
     close(outs[2], outs[0], rtol=RTOL)
 
@@ -134,7 +128,7 @@ def test_block_patch_sees_video_and_reference_tokens(network: WanHumoTransformer
         seen.append(args["img"].shape[1])
         return extra["original_block"](args)
 
-    out = _run(network, dict(inputs, transformer_options={"patches_replace": {"dit": {("double_block", 1): patch}}}))
+    out = run_network(network, dict(inputs, transformer_options={"patches_replace": {"dit": {("double_block", 1): patch}}}))
     assert seen == [3 * 16 + 16]
     close(out, torch.from_numpy(ref["full_out"]), rtol=RTOL)
 

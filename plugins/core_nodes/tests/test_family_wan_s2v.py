@@ -21,6 +21,7 @@ from _files_wan_s2v import (
     random_weights,
     recorded_shapes,
     reference,
+    run_network,
     s2v_file,
     transformer_inputs,
     wav2vec2_file,
@@ -53,12 +54,6 @@ def network() -> WanS2VTransformer:
     return net.eval()
 
 
-def _run(net: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-    extra = {k: v for k, v in inputs.items() if k not in ("x", "timestep", "context")}
-    with torch.no_grad():
-        return net(inputs["x"], inputs["timestep"], inputs["context"], **extra)
-
-
 def test_layout_matches_comfyuis_network() -> None:
     ours = {k: tuple(v.shape) for k, v in WanS2VTransformer(CONFIG).state_dict().items()}
     assert ours == recorded_shapes("s2v")
@@ -80,7 +75,7 @@ def test_s2v_file_is_detected_with_every_key(fp8: bool) -> None:
     with patcher.use() as model:
         assert type(model.diffusion_model).__name__ == "WanS2VTransformer"
         if not fp8:  # the file's weights are the reference's, exactly
-            out = _run(model.diffusion_model, transformer_inputs()["full"])
+            out = run_network(model.diffusion_model, transformer_inputs()["full"])
             close(out, torch.from_numpy(reference()["full_out"]), rtol=RTOL)
 
 
@@ -91,15 +86,15 @@ def test_transformer_matches_comfyui(network: WanS2VTransformer, ref: dict[str, 
     inputs = transformer_inputs()[case]
     np.testing.assert_allclose([float(v.double().abs().sum()) for v in inputs.values()], ref[f"{case}_checksum"],
                                rtol=1e-9)
-    close(_run(network, inputs), torch.from_numpy(ref[f"{case}_out"]), rtol=RTOL)
+    close(run_network(network, inputs), torch.from_numpy(ref[f"{case}_out"]), rtol=RTOL)
 
 
 def test_each_conditioning_changes_the_output(network: WanS2VTransformer) -> None:
     inputs = transformer_inputs()["full"]
-    base = _run(network, inputs)
+    base = run_network(network, inputs)
     for key in ("audio_embed", "reference_latent", "reference_motion", "control_video"):
         changed = dict(inputs, **{key: inputs[key] * 0.5})
-        assert (_run(network, changed) - base).abs().max() > 1e-3, key
+        assert (run_network(network, changed) - base).abs().max() > 1e-3, key
 
 
 def test_block_patch_sees_every_token(network: WanS2VTransformer) -> None:
@@ -112,7 +107,7 @@ def test_block_patch_sees_every_token(network: WanS2VTransformer) -> None:
         return extra["original_block"](args)
 
     options = {"patches_replace": {"dit": {("double_block", 1): patch}}}
-    out = _run(network, dict(inputs, transformer_options=options))
+    out = run_network(network, dict(inputs, transformer_options=options))
     assert seen == [3 * 16 + 16 + 24]
     close(out, torch.from_numpy(reference()["full_out"]), rtol=RTOL)
 
