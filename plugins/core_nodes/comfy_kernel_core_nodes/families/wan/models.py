@@ -72,6 +72,9 @@ class WanModel(BaseModel):
         clip_vision = kwargs.get("clip_vision_output")
         if clip_vision is not None:
             out["clip_fea"] = C.CONDRegular(clip_vision.penultimate_hidden_states)
+        concat = kwargs.get("time_dim_concat")
+        if concat is not None:
+            out["time_dim_concat"] = C.CONDRegular(self.process_latent_in(concat))
         refs = kwargs.get("reference_latents")
         if refs is not None:
             out["reference_latent"] = C.CONDRegular(self.process_latent_in(refs[-1])[:, :, 0])

@@ -7,7 +7,8 @@ start image into the 48-channel latent and keeps it through a noise mask
 (the 5B model denoises only the rest); ``WanVaceToVideo`` encodes a control
 video split into inactive / reactive parts and its mask for VACE models;
 ``WanCameraEmbedding`` turns a camera preset into Plücker ray embeddings
-(``camera.py``) that ``WanCameraImageToVideo`` hands to the Fun camera models.
+(``camera.py``) that ``WanCameraImageToVideo`` hands to the Fun camera models;
+``WanPhantomSubjectToVideo`` appends subject images' latents after the video's frames.
 The S2V nodes and the audio encoder's are in ``sound_nodes.py``, HuMo's in ``humo_nodes.py``, ATI's
 (``WanTrackToVideo``) in ``tracks.py``.
 """
@@ -218,6 +219,46 @@ class TrimVideoLatent(io.ComfyNode):
         out = dict(samples)
         out["samples"] = samples["samples"][:, :, trim_amount:]
         return io.NodeOutput(out)
+
+
+class WanPhantomSubjectToVideo(io.ComfyNode):
+    """Phantom (subject to video): each subject image encoded on its own, appended after the video's frames.
+
+    The model sees the subjects as extra latent frames (``time_dim_concat``)
+    and returns only the video's. Two negatives come out: one with the
+    subjects (``negative_text``: the images kept, only the text negated) and
+    one with a blank in their place (``negative_img_text``: both negated).
+    """
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(node_id="WanPhantomSubjectToVideo", category="conditioning/video_models", inputs=[
+            io.Conditioning.Input("positive"), io.Conditioning.Input("negative"), io.Vae.Input("vae"),
+            io.Int.Input("width", default=832, min=16, max=MAX_RESOLUTION, step=16),
+            io.Int.Input("height", default=480, min=16, max=MAX_RESOLUTION, step=16),
+            io.Int.Input("length", default=81, min=1, max=MAX_RESOLUTION, step=4),
+            io.Int.Input("batch_size", default=1, min=1, max=4096),
+            io.Image.Input("images", optional=True),
+        ], outputs=[io.Conditioning.Output(display_name="positive"),
+                    io.Conditioning.Output(display_name="negative_text"),
+                    io.Conditioning.Output(display_name="negative_img_text"),
+                    io.Latent.Output(display_name="latent")])
+
+    @classmethod
+    def execute(cls, positive, negative, vae, width, height, length, batch_size, images=None) -> io.NodeOutput:
+        import torch
+
+        from ...model.latent_formats import Wan21
+
+        latent = torch.zeros([batch_size, 16, _latent_frames(length), height // 8, width // 8])
+        negative_text = negative
+        if images is not None:
+            images = _fit(images[:length], width, height)
+            subjects = torch.cat([vae.encode(image[None, :, :, :3]) for image in images], dim=2)
+            positive = _with(positive, {"time_dim_concat": subjects})
+            negative_text = _with(negative, {"time_dim_concat": subjects})
+            negative = _with(negative, {"time_dim_concat": Wan21().process_out(torch.zeros_like(subjects))})
+        return io.NodeOutput(positive, negative_text, negative, {"samples": latent})
 
 
 class ClipVisionStates:
@@ -477,6 +518,7 @@ NODES = [
     NodeDef("WanSoundImageToVideoExtend", WanSoundImageToVideoExtend, None, MODULE),
     NodeDef("WanHuMoImageToVideo", WanHuMoImageToVideo, None, MODULE),
     NodeDef("WanTrackToVideo", WanTrackToVideo, None, MODULE),
+    NodeDef("WanPhantomSubjectToVideo", WanPhantomSubjectToVideo, None, MODULE),
     NodeDef("AudioEncoderLoader", AudioEncoderLoader, None, "comfy_extras.nodes_audio_encoder"),
     NodeDef("AudioEncoderEncode", AudioEncoderEncode, None, "comfy_extras.nodes_audio_encoder"),
 ]

@@ -353,15 +353,19 @@ class WanTransformer(nn.Module):
                  clip_fea: torch.Tensor | None = None, transformer_options: dict[str, Any] | None = None,
                  vace_context: torch.Tensor | None = None, vace_strength: Any = None,
                  reference_latent: torch.Tensor | None = None, camera_conditions: torch.Tensor | None = None,
-                 **kwargs: Any) -> torch.Tensor:
+                 time_dim_concat: torch.Tensor | None = None, **kwargs: Any) -> torch.Tensor:
         options = transformer_options if transformer_options is not None else {}
         dtype = self.dtype
         b, _, t, h, w = x.shape
         pt, ph, pw = self.patch_size
         x = pad_to_patches(x, self.patch_size)
+        frames = t
+        if time_dim_concat is not None:  # Phantom: the subject images' latents as frames after the video's
+            x = torch.cat([x, pad_to_patches(time_dim_concat.to(x), self.patch_size)], dim=2)
+            frames = x.shape[2]
         if not hasattr(self, "ref_conv"):
             reference_latent = None
-        rope = self.rope(t + (reference_latent is not None), h, w, x.device, options.get("rope_options"))
+        rope = self.rope(frames + (reference_latent is not None), h, w, x.device, options.get("rope_options"))
 
         tokens = self.patch_embedding(x.to(dtype))
         if camera_conditions is not None and hasattr(self, "control_adapter"):
