@@ -187,15 +187,15 @@ def test_transformer_files_are_detected_with_every_key(kind, config, model_type,
         assert type(model.diffusion_model).__name__ == "WanTransformer"
 
 
-def test_detection_of_checkpoint_layout_and_unsupported_variants():
+def test_detection_of_checkpoint_layout_and_the_animate_variant():
     shapes = {"model.diffusion_model." + k: v for k, v in tensor_shapes(str(transformer_file("t2v"))).items()}
     assert detect_config(shapes, "model.diffusion_model.")["model_type"] == "t2v"
     shapes["model.diffusion_model.face_adapter.fuser_blocks.0.k_norm.weight"] = (256,)
     assert detect_config(shapes, "model.diffusion_model.")["model_type"] == "animate"
     from comfy_kernel_core_nodes.model.detection import model_config_from
 
-    assert model_config_from(shapes, "model.diffusion_model.") is None  # Animate models: not supported (S2V:
-    # test_family_wan_s2v.py, HuMo: test_family_wan_humo.py)
+    # the variants' own tests: test_family_wan_animate.py, test_family_wan_s2v.py, test_family_wan_humo.py
+    assert type(model_config_from(shapes, "model.diffusion_model.")).__name__ == "Wan22Animate"
 
 
 def test_scaled_fp8_file_stays_fp8_and_matches_fp16():

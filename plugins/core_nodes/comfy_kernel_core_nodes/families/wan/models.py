@@ -1,5 +1,5 @@
 """Wan 2.1 / 2.2 as supported models (ComfyUI's ``WAN21_T2V``, ``WAN21_I2V``, ``WAN21_Vace``, ``WAN22_T2V``,
-``WAN21_Camera``, ``WAN22_Camera``, ``WAN22_S2V``, ``WAN21_HuMo``)."""
+``WAN21_Camera``, ``WAN22_Camera``, ``WAN22_S2V``, ``WAN21_HuMo``, ``WAN22_Animate``)."""
 
 from __future__ import annotations
 
@@ -300,4 +300,34 @@ class Wan22T2V(Wan21T2V):
     image_to_video = True
 
 
-CONFIGS = [Wan22T2V, Wan21T2V, Wan21I2V, Wan21Vace, Wan21Camera, Wan22Camera, Wan22S2V, Wan21HuMo]
+class WanAnimateModel(WanModel):
+    """Animate: the face crops go in as they are, the pose video's latents scaled like the video's."""
+
+    def extra_conds(self, **kwargs: Any) -> dict[str, Any]:
+        out = super().extra_conds(**kwargs)
+        faces = kwargs.get("face_video_pixels")
+        if faces is not None:
+            out["face_pixel_values"] = C.CONDRegular(faces)
+        pose = kwargs.get("pose_video_latent")
+        if pose is not None:
+            out["pose_latents"] = C.CONDRegular(self.process_latent_in(pose))
+        return out
+
+
+class Wan22Animate(Wan21T2V):
+    """``WAN22_Animate``: Wan 2.2 Animate 14B (I2V channels and CLIP vision tokens, pose latents, face crops)."""
+
+    unet_config = {"image_model": "wan2.1", "model_type": "animate"}
+    model_class = WanAnimateModel
+
+    def load(self, path: str, shapes: Shapes, prefix: str, weight_dtype: torch.dtype | None = None) -> BaseModel:
+        from .animate import WanAnimateTransformer, animate_layout
+
+        layout = animate_layout(transformer_layout(self.unet_config))
+        weights = network_weights(path, prefix, shapes, "Wan transformer", "unet",
+                                  lambda ops, compute: WanAnimateTransformer(layout, ops, compute),
+                                  weight_dtype=weight_dtype, supported=SUPPORTED)
+        return self.get_model(weights, shapes, prefix)
+
+
+CONFIGS = [Wan22T2V, Wan21T2V, Wan21I2V, Wan21Vace, Wan21Camera, Wan22Camera, Wan22S2V, Wan21HuMo, Wan22Animate]

@@ -9,8 +9,8 @@ video split into inactive / reactive parts and its mask for VACE models;
 ``WanCameraEmbedding`` turns a camera preset into Plücker ray embeddings
 (``camera.py``) that ``WanCameraImageToVideo`` hands to the Fun camera models;
 ``WanPhantomSubjectToVideo`` appends subject images' latents after the video's frames.
-The S2V nodes and the audio encoder's are in ``sound_nodes.py``, HuMo's in ``humo_nodes.py``, ATI's
-(``WanTrackToVideo``) in ``tracks.py``.
+The S2V nodes and the audio encoder's are in ``sound_nodes.py``, HuMo's in ``humo_nodes.py``, Animate's in
+``animate_nodes.py``, ATI's (``WanTrackToVideo``) in ``tracks.py``.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from typing import Any
 from comfy_kernel.nodes import io
 
 from ...nodes.common import MAX_RESOLUTION, NodeDef
+from .animate_nodes import WanAnimateToVideo
 from .humo_nodes import WanHuMoImageToVideo
 from .sound_nodes import (
     AudioEncoderEncode,
@@ -519,6 +520,7 @@ NODES = [
     NodeDef("WanHuMoImageToVideo", WanHuMoImageToVideo, None, MODULE),
     NodeDef("WanTrackToVideo", WanTrackToVideo, None, MODULE),
     NodeDef("WanPhantomSubjectToVideo", WanPhantomSubjectToVideo, None, MODULE),
+    NodeDef("WanAnimateToVideo", WanAnimateToVideo, None, MODULE),
     NodeDef("AudioEncoderLoader", AudioEncoderLoader, None, "comfy_extras.nodes_audio_encoder"),
     NodeDef("AudioEncoderEncode", AudioEncoderEncode, None, "comfy_extras.nodes_audio_encoder"),
 ]
