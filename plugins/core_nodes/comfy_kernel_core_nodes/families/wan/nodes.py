@@ -10,7 +10,7 @@ video split into inactive / reactive parts and its mask for VACE models;
 (``camera.py``) that ``WanCameraImageToVideo`` hands to the Fun camera models;
 ``WanPhantomSubjectToVideo`` appends subject images' latents after the video's frames.
 The S2V nodes and the audio encoder's are in ``sound_nodes.py``, HuMo's in ``humo_nodes.py``, Animate's in
-``animate_nodes.py``, ATI's (``WanTrackToVideo``) in ``tracks.py``.
+``animate_nodes.py``, ATI's (``WanTrackToVideo``) in ``tracks.py``, Wan-Move's in ``move.py``.
 """
 
 from __future__ import annotations
@@ -22,6 +22,13 @@ from comfy_kernel.nodes import io
 from ...nodes.common import MAX_RESOLUTION, NodeDef
 from .animate_nodes import WanAnimateToVideo
 from .humo_nodes import WanHuMoImageToVideo
+from .move import (
+    GenerateTracks,
+    WanMoveConcatTrack,
+    WanMoveTracksFromCoords,
+    WanMoveTrackToVideo,
+    WanMoveVisualizeTracks,
+)
 from .sound_nodes import (
     AudioEncoderEncode,
     AudioEncoderLoader,
@@ -521,6 +528,9 @@ NODES = [
     NodeDef("WanTrackToVideo", WanTrackToVideo, None, MODULE),
     NodeDef("WanPhantomSubjectToVideo", WanPhantomSubjectToVideo, None, MODULE),
     NodeDef("WanAnimateToVideo", WanAnimateToVideo, None, MODULE),
+    *(NodeDef(cls.__name__, cls, None, "comfy_extras.nodes_wanmove")
+      for cls in (WanMoveTrackToVideo, WanMoveTracksFromCoords, WanMoveConcatTrack, WanMoveVisualizeTracks,
+                  GenerateTracks)),
     NodeDef("AudioEncoderLoader", AudioEncoderLoader, None, "comfy_extras.nodes_audio_encoder"),
     NodeDef("AudioEncoderEncode", AudioEncoderEncode, None, "comfy_extras.nodes_audio_encoder"),
 ]
