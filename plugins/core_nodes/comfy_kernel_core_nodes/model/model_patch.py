@@ -4,7 +4,8 @@ Each kind is recognised by a key of its own: DiffSynth's blockwise Qwen-Image
 ControlNet (``controlnet_blocks.0.y_rms.weight``; its inpaint variant reads one
 more input channel) and USO's SigLIP style projector for Flux
 (``feature_embedder.mid_layer_norm.bias``) and Alibaba PAI's Z-Image fun union
-ControlNet (``control_all_x_embedder.2-1.weight``). The MODEL_PATCH is a
+ControlNet (``control_all_x_embedder.2-1.weight``) and InfiniteTalk's audio
+network for Wan 2.1 (``audio_proj.proj1.weight``). The MODEL_PATCH is a
 :class:`~.patcher.ModelPatcher` over the network's weights, which live in the
 model manager like a ControlNet's; ``patcher.model.patch_kind`` names the kind
 and ``patcher.model.patch_config`` its sizes. Patch nodes pin it while the
@@ -28,6 +29,7 @@ from .patcher import ModelPatcher
 QWEN_BLOCKWISE = "qwen_blockwise_controlnet"
 USO_PROJECTOR = "uso_style_projector"
 Z_IMAGE_FUN = "z_image_fun_controlnet"
+MULTITALK = "multitalk"
 
 
 class UnsupportedModelPatch(ValueError):
@@ -39,6 +41,7 @@ def _kind(shapes: dict[str, tuple[int, ...]]) -> tuple[str, Any, Callable[[], nn
     from ..families.flux import uso
     from ..families.lumina2 import fun_controlnet as fun
     from ..families.qwen_image import blockwise_controlnet as blockwise
+    from ..families.wan import multitalk
 
     if blockwise.MARKER in shapes:
         config = blockwise.config_from_keys(shapes)
@@ -49,9 +52,12 @@ def _kind(shapes: dict[str, tuple[int, ...]]) -> tuple[str, Any, Callable[[], nn
     if fun.MARKER in shapes:
         control = fun.config_from_keys(shapes)
         return Z_IMAGE_FUN, control, lambda: fun.FunControlNet(control, ops.manual_cast), None
+    if multitalk.MARKER in shapes:
+        talk = multitalk.config_from_keys(shapes)
+        return MULTITALK, talk, lambda: multitalk.MultiTalkPatch(talk, ops.manual_cast), None
     raise UnsupportedModelPatch("unknown model patch: not a DiffSynth Qwen-Image ControlNet (controlnet_blocks.*), "
-                                "a USO projector (feature_embedder.*) or a Z-Image fun ControlNet "
-                                "(control_all_x_embedder.*)")
+                                "a USO projector (feature_embedder.*), a Z-Image fun ControlNet "
+                                "(control_all_x_embedder.*) or an InfiniteTalk audio patch (audio_proj.*)")
 
 
 def _weight_dtype(path: str, shapes: dict[str, tuple[int, ...]]) -> torch.dtype:
@@ -61,8 +67,9 @@ def _weight_dtype(path: str, shapes: dict[str, tuple[int, ...]]) -> torch.dtype:
     from ..families.flux.uso import MARKER as USO
     from ..families.lumina2.fun_controlnet import MARKER as FUN
     from ..families.qwen_image.blockwise_controlnet import MARKER as BLOCKWISE
+    from ..families.wan.multitalk import MARKER as TALK
 
-    marker = next(k for k in (BLOCKWISE, USO, FUN) if k in shapes)
+    marker = next(k for k in (BLOCKWISE, USO, FUN, TALK) if k in shapes)
     found = read_tensor(path, marker).dtype
     return found if found in (torch.float32, torch.float16, torch.bfloat16) else storage_dtype("unet")
 

@@ -1,4 +1,4 @@
-"""Wan 2.1 / 2.2 video models: T2V (Phantom too), I2V (ATI and Wan-Move too), the 5B TI2V, VACE, Fun camera, S2V, HuMo,
+"""Wan 2.1 / 2.2 video models: T2V (Phantom too), I2V (ATI, Wan-Move and InfiniteTalk too), the 5B TI2V, VACE, Fun camera, S2V, HuMo,
 Animate; umt5-xxl text encoder; wav2vec2 and Whisper audio encoders; Wan 2.1 and 2.2 VAEs.
 
 Importing this package stays light (the node list is read at start-up);

@@ -10,7 +10,8 @@ video split into inactive / reactive parts and its mask for VACE models;
 (``camera.py``) that ``WanCameraImageToVideo`` hands to the Fun camera models;
 ``WanPhantomSubjectToVideo`` appends subject images' latents after the video's frames.
 The S2V nodes and the audio encoder's are in ``sound_nodes.py``, HuMo's in ``humo_nodes.py``, Animate's in
-``animate_nodes.py``, ATI's (``WanTrackToVideo``) in ``tracks.py``, Wan-Move's in ``move.py``.
+``animate_nodes.py``, ATI's (``WanTrackToVideo``) in ``tracks.py``, Wan-Move's in ``move.py``, InfiniteTalk's
+(``WanInfiniteTalkToVideo``) in ``talk_nodes.py``.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from .sound_nodes import (
     WanSoundImageToVideo,
     WanSoundImageToVideoExtend,
 )
+from .talk_nodes import WanInfiniteTalkToVideo
 from .tracks import WanTrackToVideo
 
 MODULE = "comfy_extras.nodes_wan"
@@ -528,6 +530,7 @@ NODES = [
     NodeDef("WanTrackToVideo", WanTrackToVideo, None, MODULE),
     NodeDef("WanPhantomSubjectToVideo", WanPhantomSubjectToVideo, None, MODULE),
     NodeDef("WanAnimateToVideo", WanAnimateToVideo, None, MODULE),
+    NodeDef("WanInfiniteTalkToVideo", WanInfiniteTalkToVideo, None, MODULE),
     *(NodeDef(cls.__name__, cls, None, "comfy_extras.nodes_wanmove")
       for cls in (WanMoveTrackToVideo, WanMoveTracksFromCoords, WanMoveConcatTrack, WanMoveVisualizeTracks,
                   GenerateTracks)),

@@ -118,11 +118,13 @@ class SelfAttention(nn.Module):
         self.norm_q = ops.RMSNorm(c.dim, eps=c.eps)
         self.norm_k = ops.RMSNorm(c.dim, eps=c.eps)
 
-    def forward(self, x: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, rope: torch.Tensor, options: dict[str, Any] | None = None) -> torch.Tensor:
         b, n, _ = x.shape
         q = apply_rope(self.norm_q(self.q(x)).view(b, n, self.heads, -1), rope)
         k = apply_rope(self.norm_k(self.k(x)).view(b, n, self.heads, -1), rope)
         out = optimized_attention(q.view(b, n, -1), k.view(b, n, -1), self.v(x), self.heads)
+        for patch in (options or {}).get("patches", {}).get("attn1_patch", ()):
+            out = patch({"x": out, "q": q, "k": k, "transformer_options": options})
         return self.o(out)
 
 
@@ -167,13 +169,17 @@ class WanBlock(nn.Module):
         self.modulation = nn.Parameter(torch.empty(1, 6, c.dim))
 
     def forward(self, x: torch.Tensor, e: torch.Tensor, rope: torch.Tensor, context: torch.Tensor,
-                image_tokens: int | None = None) -> torch.Tensor:
+                image_tokens: int | None = None, options: dict[str, Any] | None = None) -> torch.Tensor:
+        """``options`` (the transformer options) carry ComfyUI's ``attn1_patch`` (after the self-attention,
+        before its output layer) and ``attn2_patch`` (after the text cross-attention) patch points."""
         mod = _ops.cast_weight(self, "modulation", x)
         shift1, scale1, gate1, shift2, scale2, gate2 = (
             repeat_over_tokens(m, x) for m in (mod.unsqueeze(0) + e).unbind(2))
-        y = self.self_attn(torch.addcmul(shift1, self.norm1(x), 1 + scale1), rope)
+        y = self.self_attn(torch.addcmul(shift1, self.norm1(x), 1 + scale1), rope, options)
         x = torch.addcmul(x, y, gate1)
         x = x + self.cross_attn(self.norm3(x), context, image_tokens)
+        for patch in (options or {}).get("patches", {}).get("attn2_patch", ()):
+            x = patch({"x": x, "transformer_options": options})
         y = self.ffn(torch.addcmul(shift2, self.norm2(x), 1 + scale2))
         return torch.addcmul(x, y, gate2)
 
@@ -324,6 +330,9 @@ class WanTransformer(nn.Module):
         """Every block in turn, each replaceable through ``patches_replace["dit"][("double_block", i)]``; blocks
         take ``extra`` after the text, and ``after(i, tokens)`` (a variant's injection) follows block ``i``."""
         replace = options.get("patches_replace", {}).get("dit", {})
+        patches = options.get("patches", {})
+        if self.block_class is WanBlock and ("attn1_patch" in patches or "attn2_patch" in patches):
+            extra = tuple(extra) + (None,) * (1 - len(extra)) + (options,)
         options["total_blocks"] = len(self.blocks)
         options["block_type"] = "double"
         for i, block in enumerate(self.blocks):
@@ -371,6 +380,7 @@ class WanTransformer(nn.Module):
         if camera_conditions is not None and hasattr(self, "control_adapter"):
             tokens = tokens + self.control_adapter(camera_conditions.to(device=x.device, dtype=dtype))
         grid = tokens.shape[2:]
+        options["grid_sizes"] = grid
         tokens = tokens.flatten(2).transpose(1, 2)
         n_ref = 0
         if reference_latent is not None:
