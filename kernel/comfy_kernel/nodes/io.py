@@ -234,7 +234,12 @@ _SIMPLE = {"Image": "IMAGE", "Mask": "MASK", "Latent": "LATENT", "Conditioning":
            "FaceAnalysis": "FACE_ANALYSIS", "BBOX": "BBOX", "SEGS": "SEGS", "Webcam": "WEBCAM",
            "MODEL_PATCH": "MODEL_PATCH", "AudioEncoder": "AUDIO_ENCODER",
            "AudioEncoderOutput": "AUDIO_ENCODER_OUTPUT", "Dict": "DICT", "Array": "ARRAY",
-           "BoundingBox": "BOUNDING_BOX", "Load3D": "LOAD_3D", "Load3DCamera": "LOAD3D_CAMERA"}
+           "BoundingBox": "BOUNDING_BOX", "Load3D": "LOAD_3D", "Load3DCamera": "LOAD3D_CAMERA",
+           "ModelPatch": "MODEL_PATCH", "Tracks": "TRACKS", "WanCameraEmbedding": "WAN_CAMERA_EMBEDDING",
+           "LatentUpscaleModel": "LATENT_UPSCALE_MODEL", "Load3DAnimation": "LOAD_3D_ANIMATION",
+           "Histogram": "HISTOGRAM", "File3DAny": "FILE_3D", "File3DGLB": "FILE_3D_GLB",
+           "File3DGLTF": "FILE_3D_GLTF", "File3DFBX": "FILE_3D_FBX", "File3DOBJ": "FILE_3D_OBJ",
+           "File3DSTL": "FILE_3D_STL", "File3DUSDZ": "FILE_3D_USDZ"}
 for _name, _type in _SIMPLE.items():
     globals()[_name] = _make_type(_name, _type)
 

@@ -35,3 +35,14 @@ def test_accept_all_inputs_is_known_to_the_executor():
     assert NodeDef("Node", Node).accept_all
     assert not NodeDef("Other", type("Other", (Node,), {"define_schema": classmethod(
         lambda cls: io.Schema(node_id="Other"))})).accept_all
+
+
+def test_io_names_of_newer_comfyui_releases_exist():
+    """Node packs written against ComfyUI's current ``io`` name these types; each must carry ComfyUI's type name."""
+    for name, io_type in {"ModelPatch": "MODEL_PATCH", "Tracks": "TRACKS", "WanCameraEmbedding": "WAN_CAMERA_EMBEDDING",
+                          "LatentUpscaleModel": "LATENT_UPSCALE_MODEL", "Load3DAnimation": "LOAD_3D_ANIMATION",
+                          "Histogram": "HISTOGRAM", "File3DAny": "FILE_3D", "File3DGLB": "FILE_3D_GLB",
+                          "File3DUSDZ": "FILE_3D_USDZ"}.items():
+        kind = getattr(io, name)
+        assert kind.io_type == io_type
+        assert kind.Input("x", optional=True).get_io_type() == io_type and kind.Output().get_io_type() == io_type

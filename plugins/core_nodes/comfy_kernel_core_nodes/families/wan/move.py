@@ -30,7 +30,7 @@ from comfy_kernel.nodes import io
 if TYPE_CHECKING:  # the node list is read at start-up, before torch is imported
     import torch
 
-TRACKS = io.Custom("TRACKS")
+TRACKS = io.Tracks
 #: video frames per latent frame, pixels per latent position
 TIME_STRIDE, SPACE_STRIDE = 4, 8
 #: the colours the tracks are drawn in, in turn

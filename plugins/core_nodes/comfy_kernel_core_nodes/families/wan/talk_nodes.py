@@ -63,7 +63,7 @@ class WanInfiniteTalkToVideo(io.ComfyNode):
         return io.Schema(node_id="WanInfiniteTalkToVideo", category="conditioning/video_models", inputs=[
             io.DynamicCombo.Input("mode", options=[io.DynamicCombo.Option("single_speaker", []),
                                                    io.DynamicCombo.Option("two_speakers", two)]),
-            io.Model.Input("model"), io.MODEL_PATCH.Input("model_patch"),
+            io.Model.Input("model"), io.ModelPatch.Input("model_patch"),
             io.Conditioning.Input("positive"), io.Conditioning.Input("negative"), io.Vae.Input("vae"),
             io.Int.Input("width", default=832, min=16, max=MAX_RESOLUTION, step=16),
             io.Int.Input("height", default=480, min=16, max=MAX_RESOLUTION, step=16),
