@@ -107,16 +107,11 @@ class WanMoveTrackToVideo(io.ComfyNode):
                 start_image=None, clip_vision_output=None) -> io.NodeOutput:
         import torch
 
-        from .nodes import _fit, _latent_frames, _with
+        from .nodes import _latent_frames, _with, start_latents
 
         latent = torch.zeros([batch_size, 16, _latent_frames(length), height // 8, width // 8])
         if start_image is not None:
-            start_image = _fit(start_image[:length], width, height)
-            image = torch.full((length, height, width, start_image.shape[-1]), 0.5, dtype=start_image.dtype)
-            image[: start_image.shape[0]] = start_image
-            concat = vae.encode(image[..., :3])
-            mask = torch.ones((1, 1, latent.shape[2], concat.shape[-2], concat.shape[-1]), dtype=start_image.dtype)
-            mask[:, :, : _latent_frames(start_image.shape[0])] = 0.0
+            concat, mask = start_latents(vae, start_image, width, height, length)
             if tracks is not None and strength > 0.0:
                 path = tracks["track_path"][:length]
                 visible = _visibility(tracks, path.shape[0], path.shape[1])

@@ -63,6 +63,20 @@ def _latent_frames(length: int) -> int:
     return (length - 1) // 4 + 1
 
 
+def start_latents(vae: Any, start_image: Any, width: int, height: int, length: int) -> tuple[Any, Any]:
+    """The I2V channels' inputs: the start image(s) fitted and followed by grey frames up to ``length``,
+    encoded; and the mask [1, 1, latent frames, h, w] keeping their latent frames (0), the rest generated (1)."""
+    import torch
+
+    start_image = _fit(start_image[:length], width, height)
+    image = torch.full((length, height, width, start_image.shape[-1]), 0.5, dtype=start_image.dtype)
+    image[: start_image.shape[0]] = start_image
+    concat = vae.encode(image[..., :3])
+    mask = torch.ones((1, 1, _latent_frames(length), concat.shape[-2], concat.shape[-1]), dtype=start_image.dtype)
+    mask[:, :, : _latent_frames(start_image.shape[0])] = 0.0
+    return concat, mask
+
+
 class EmptyHunyuanLatentVideo:
     """Zeros [batch, 16, (length - 1) / 4 + 1, height / 8, width / 8]: Wan 2.1 / HunyuanVideo latents."""
 
@@ -106,12 +120,7 @@ class WanImageToVideo(io.ComfyNode):
 
         latent = torch.zeros([batch_size, 16, _latent_frames(length), height // 8, width // 8])
         if start_image is not None:
-            start_image = _fit(start_image[:length], width, height)
-            image = torch.ones((length, height, width, start_image.shape[-1]), dtype=start_image.dtype) * 0.5
-            image[: start_image.shape[0]] = start_image
-            concat = vae.encode(image[:, :, :, :3])
-            mask = torch.ones((1, 1, latent.shape[2], concat.shape[-2], concat.shape[-1]), dtype=start_image.dtype)
-            mask[:, :, : _latent_frames(start_image.shape[0])] = 0.0
+            concat, mask = start_latents(vae, start_image, width, height, length)
             values = {"concat_latent_image": concat, "concat_mask": mask}
             positive, negative = _with(positive, values), _with(negative, values)
         if clip_vision_output is not None:

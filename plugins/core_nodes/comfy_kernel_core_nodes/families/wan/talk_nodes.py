@@ -91,7 +91,7 @@ class WanInfiniteTalkToVideo(io.ComfyNode):
         from ...model.model_patch import MULTITALK
         from ...nodes.model_patch import _require
         from .multitalk import MotionFramesWrapper, MultiTalkAttnMapPatch, MultiTalkAudioPatch, audio_tokens
-        from .nodes import _fit, _latent_frames, _with
+        from .nodes import _fit, _latent_frames, _with, start_latents
 
         _require(model_patch, (MULTITALK,), "WanInfiniteTalkToVideo")
         if previous_frames is not None and previous_frames.shape[0] < motion_frame_count:
@@ -110,12 +110,7 @@ class WanInfiniteTalkToVideo(io.ComfyNode):
         latent = torch.zeros([1, 16, _latent_frames(length), height // 8, width // 8])
         concat = None
         if start_image is not None:
-            start = _fit(start_image[:length], width, height)
-            image = torch.full((length, height, width, start.shape[-1]), 0.5, dtype=start.dtype)
-            image[: start.shape[0]] = start
-            concat = vae.encode(image[..., :3])
-            mask = torch.ones((1, 1, latent.shape[2], concat.shape[-2], concat.shape[-1]), dtype=start.dtype)
-            mask[:, :, : (start.shape[0] - 1) // 4 + 1] = 0.0
+            concat, mask = start_latents(vae, start_image, width, height, length)
             values = {"concat_latent_image": concat, "concat_mask": mask}
             positive, negative = _with(positive, values), _with(negative, values)
         if clip_vision_output is not None:

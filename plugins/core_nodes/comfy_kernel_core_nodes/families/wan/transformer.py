@@ -330,9 +330,8 @@ class WanTransformer(nn.Module):
         """Every block in turn, each replaceable through ``patches_replace["dit"][("double_block", i)]``; blocks
         take ``extra`` after the text, and ``after(i, tokens)`` (a variant's injection) follows block ``i``."""
         replace = options.get("patches_replace", {}).get("dit", {})
-        patches = options.get("patches", {})
-        if self.block_class is WanBlock and ("attn1_patch" in patches or "attn2_patch" in patches):
-            extra = tuple(extra) + (None,) * (1 - len(extra)) + (options,)
+        if self.block_class is WanBlock:  # its attn1_patch / attn2_patch points read the options
+            extra = (extra[0] if extra else None, options)
         options["total_blocks"] = len(self.blocks)
         options["block_type"] = "double"
         for i, block in enumerate(self.blocks):
