@@ -211,6 +211,15 @@ def comfyui_server(path: str, *extra: str) -> Server:
     return Server("ComfyUI", cmd, base, port, cwd=path)
 
 
+def floor_server(inline: bool = False) -> Server:
+    """``floor_server.py``: what the protocol and a durable queue cost on this stack, with no executor."""
+    base = tempfile.mkdtemp(prefix="ck-floor-")
+    port = free_port()
+    cmd = [sys.executable, os.path.join(HERE, "floor_server.py"), "--port", str(port),
+           "--database", os.path.join(base, "floor.db"), *(["--inline"] if inline else [])]
+    return Server("floor, inline" if inline else "floor, worker thread", cmd, base, port)
+
+
 # --- the client ------------------------------------------------------------------------------------
 
 

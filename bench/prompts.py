@@ -49,6 +49,7 @@ from common import (
     chain,
     checkout_server,
     comfyui_server,
+    floor_server,
     installed_plugins,
     kernel_server,
     load,
@@ -85,7 +86,7 @@ async def warm(server: Server) -> None:
 async def measure(server: Server, n: int, seed: int, full: bool) -> dict[str, float]:
     out: dict[str, float] = {}
     async with Client(server.url) as c:
-        if full:
+        if full and not server.name.startswith("floor"):  # the floor has no nodes
             await c.get_ms("/object_info")
             out["object_info"] = statistics.median([await c.get_ms("/object_info") for _ in range(20)])
             cpu = server.cpu_seconds()
@@ -160,6 +161,8 @@ def main() -> None:
     parser.add_argument("--setups", default="default,all", help="comfy-kernel installs to measure (see common.py)")
     parser.add_argument("--comfyui", metavar="PATH", help="a ComfyUI checkout to measure alongside")
     parser.add_argument("--against", metavar="PATH", help="another comfy-kernel checkout to measure alongside")
+    parser.add_argument("--floor", action="store_true",
+                        help="also measure floor_server.py: the protocol and a durable queue, no executor")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--prompts", type=int, default=200, help="prompts per loop")
     parser.add_argument("--plugin-cost", action="store_true", help="per-plugin cost instead of the README figures")
@@ -174,6 +177,8 @@ def main() -> None:
     servers = [kernel_server(s) for s in setups]
     if args.against and not args.plugin_cost:
         servers += [checkout_server(args.against, s) for s in setups]
+    if args.floor and not args.plugin_cost:
+        servers += [floor_server(), floor_server(inline=True)]
     if args.comfyui and not args.plugin_cost:
         servers.append(comfyui_server(args.comfyui))
     print(f"starting {len(servers)} servers; {load()}", flush=True)
