@@ -19,7 +19,7 @@ no graph and no node:
 client; what comfy-kernel costs above it is its own code, what it costs is
 the stack's.
 
-    python bench/floor_server.py --port N [--database PATH] [--inline]
+    python bench/floor_server.py --port N [--database PATH] [--inline] [--loop auto|asyncio|uvloop]
 """
 
 from __future__ import annotations
@@ -165,8 +165,10 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--database", default=os.path.join(tempfile.mkdtemp(prefix="floor-"), "floor.db"))
     parser.add_argument("--inline", action="store_true", help="run prompts on the server loop, no worker thread")
+    parser.add_argument("--loop", default="auto", choices=["auto", "asyncio", "uvloop"],
+                        help="uvicorn's event loop (auto: uvloop when installed, as comfy-kernel's server)")
     args = parser.parse_args()
-    uvicorn.run(Floor(args.database, args.inline), host="127.0.0.1", port=args.port, http="httptools",
+    uvicorn.run(Floor(args.database, args.inline), host="127.0.0.1", port=args.port, http="httptools", loop=args.loop,
                 ws="websockets-sansio", ws_per_message_deflate=False, lifespan="off", log_level="warning",
                 access_log=False)
 

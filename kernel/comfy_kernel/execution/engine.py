@@ -136,8 +136,11 @@ class Engine:
     # -- entry point (worker thread) --------------------------------------------------
 
     def run_prompt(self, prompt_id: str, prompt: dict[str, Any], extra_data: dict[str, Any],
-                   outputs: list[str], owner: str | None = None) -> dict[str, Any]:
+                   outputs: list[str], owner: str | None = None, defs: NodeDefs | None = None) -> dict[str, Any]:
         """Run one prompt; returns its history result.
+
+        ``defs`` are the node definitions read when the prompt was validated
+        (a prompt restored after a restart has none: they are read again).
 
         The message that ends the run (``execution_success``, ``execution_error``
         or ``execution_interrupted``) is not sent here: the result's
@@ -166,7 +169,7 @@ class Engine:
 
         state = RunState(prompt_id, client_id, send, send_bytes,
                          supports_metadata=ws.client_supports(client_id, "supports_preview_metadata"))
-        run = Run(prompt_id, prompt, extra_data, outputs, state, NodeDefs(self.kernel.nodes))
+        run = Run(prompt_id, prompt, extra_data, outputs, state, defs or NodeDefs(self.kernel.nodes))
         run.owner = owner  # type: ignore[attr-defined]
         state.registry.node_ids = run.dynprompt.node_ids
         server_loop = getattr(self.kernel, "loop", None)

@@ -21,17 +21,23 @@ from typing import Any
 
 from .engine import Engine, now_ms
 from .jobs import JobFeed
+from .nodeclass import NodeDefs
 from .store import Store, public_item
 
 log = logging.getLogger(__name__)
 
 
 class QueuedPrompt:
-    """A queue item, its owner, and its stored JSON (encoded once, reused for the history row)."""
+    """A queue item, its owner, and its stored JSON (encoded once, reused for the history row).
 
-    __slots__ = ("number", "prompt_id", "item", "owner", "created", "blob")
+    ``defs`` are the node definitions validation read (in memory only): the
+    run reuses them instead of asking every class for its inputs again.
+    """
 
-    def __init__(self, item: list[Any], owner: str, blob: bytes | None = None):
+    __slots__ = ("number", "prompt_id", "item", "owner", "created", "blob", "defs")
+
+    def __init__(self, item: list[Any], owner: str, blob: bytes | None = None, defs: NodeDefs | None = None):
+        self.defs = defs
         self.number = item[0]
         self.prompt_id = item[1]
         self.item = item
@@ -208,7 +214,7 @@ class Executor:
     def _make_worker(self, device: Any, engine: Engine) -> Any:
         def run(queued: QueuedPrompt) -> dict[str, Any]:
             item = queued.item
-            return engine.run_prompt(item[1], item[2], item[3], item[4], queued.owner)
+            return engine.run_prompt(item[1], item[2], item[3], item[4], queued.owner, queued.defs)
 
         try:
             from ..gpu import ThreadWorker
@@ -246,11 +252,12 @@ class Executor:
         self.counter += 1
         return number
 
-    async def put(self, item: list[Any], owner: str) -> None:
+    async def put(self, item: list[Any], owner: str, defs: NodeDefs | None = None) -> None:
+        """Queue ``item`` durably; ``defs``: the node definitions its validation read, for the run to reuse."""
         self._ensure_workers()
         blob = await self.store.enqueue(owner, item)
         self.jobs.queued(item[1], owner)
-        heapq.heappush(self.heap, QueuedPrompt(item, owner, blob))
+        heapq.heappush(self.heap, QueuedPrompt(item, owner, blob, defs))
         self.broadcast_status()
         assert self.wakeup is not None
         async with self.wakeup:

@@ -26,6 +26,7 @@ from ..files.access import opening_files_for
 from ..http import JSON_TYPE, HTTPError, empty, json_response, parse_json_body
 from ..routing import RouteTable
 from .job_routes import base_url, wait_for_result, wait_seconds
+from .nodeclass import NodeDefs
 from .store import strip_sensitive
 from .validation import validate_prompt
 
@@ -101,8 +102,9 @@ def register(table: RouteTable, kernel: Any) -> None:
         if targets is not None and not isinstance(targets, list):
             targets = None
         owner = _owner(request)
+        defs = NodeDefs(kernel.nodes)  # what validation reads of each class, read again by the run
         with opening_files_for(owner):  # VALIDATE_INPUTS opens files as the prompt's owner
-            valid, error, outputs, node_errors = await validate_prompt(prompt, kernel.nodes, targets)
+            valid, error, outputs, node_errors = await validate_prompt(prompt, kernel.nodes, targets, defs)
         if not valid:
             return json_response({"error": error, "node_errors": node_errors}, 400)
         extra_data = body.get("extra_data")
@@ -117,7 +119,7 @@ def register(table: RouteTable, kernel: Any) -> None:
             hook = hooks.parse_prompt_webhook(extra_data["webhook"]) if "webhook" in extra_data else None
             await hooks.track(prompt_id, owner, hook, base_url(request))
         item = [number, prompt_id, prompt, extra_data, outputs]
-        await ex.put(item, owner)
+        await ex.put(item, owner, defs)
         if hooks is not None:
             hooks.queued(prompt_id, number)
         if host.implemented("ck_prompt_queued"):

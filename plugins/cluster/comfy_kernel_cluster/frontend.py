@@ -139,7 +139,8 @@ class ClusterExecutor(Executor):
             self._front_numbers.add(number)
         return number
 
-    async def put(self, item: list[Any], owner: str) -> None:
+    async def put(self, item: list[Any], owner: str, defs: Any = None) -> None:
+        """Queue ``item`` for the cluster's workers (``defs``, validation's, stay here: workers read their own)."""
         self._finished.pop(item[1], None)  # the same id queued again
         await self.store.enqueue(owner, item)
         self.jobs.queued(item[1], owner)
