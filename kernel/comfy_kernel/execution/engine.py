@@ -106,6 +106,7 @@ class Run:
         self.release_after: list[str] = []
         self.times = NodeTimes(worker_device())
         self.cached: set[str] = set()
+        self.torch_late = False  # torch was not loaded when the run started (see Engine._call)
 
     def node_def(self, node_id: str) -> NodeDef | None:
         try:
@@ -187,6 +188,7 @@ class Engine:
                 with torch.inference_mode():
                     self.loop.run_until_complete(self._run(run))
             else:
+                run.torch_late = True
                 self.loop.run_until_complete(self._run(run))
         finally:
             self._cancel_leftovers()
@@ -518,7 +520,7 @@ class Engine:
             token = _executing.set(ExecutionContext(prompt_id, node_id, index))
             GraphBuilder.set_default_prefix(node_id, index, 0)
             try:
-                results.append(fn(**item))
+                results.append(_inference(fn, item) if run.torch_late else fn(**item))
             finally:
                 _executing.reset(token)
         if has_tasks:
@@ -803,6 +805,23 @@ class _Context:
 
     def __exit__(self, *exc: Any) -> None:
         _executing.reset(self.token)
+
+
+def _inference(fn: Any, kwargs: dict[str, Any]) -> Any:
+    """``fn(**kwargs)`` under ``torch.inference_mode()`` once torch is loaded, as every node runs in ComfyUI.
+
+    A run that started before torch was imported (the first prompt after
+    start-up, while the warm-up still imports it) could not enter inference
+    mode up front: its nodes after the one that imported torch enter it here.
+    Without it they ran with autograd's bookkeeping, left normal tensors in
+    the cache, and ``serve --compile`` compiled the network twice, the second
+    time without frozen weights.
+    """
+    torch = loaded_torch()
+    if torch is None:
+        return fn(**kwargs)
+    with torch.inference_mode():
+        return fn(**kwargs)
 
 
 async def _run_async_item(fn: Any, kwargs: dict[str, Any], prompt_id: str, node_id: str, index: int) -> Any:
