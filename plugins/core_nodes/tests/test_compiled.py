@@ -61,3 +61,31 @@ def test_the_compiled_function_does_not_keep_its_module_alive(compiling):
     del net
     gc.collect()
     assert ref() is None
+
+
+def test_serve_compile_takes_an_optional_mode():
+    from comfy_kernel.cli import build_parser
+    from comfy_kernel.plugins import PluginHost
+
+    host = PluginHost(disabled={"userdata", "manager", "assets", "hub", "multiuser", "compat", "billing", "cluster"})
+    host.discover()
+    parser = build_parser(host)
+    assert parser.parse_args(["serve"]).compile is None
+    assert parser.parse_args(["serve", "--compile"]).compile == "default"
+    assert parser.parse_args(["serve", "--compile", "max-autotune", "--port", "1"]).compile == "max-autotune"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["serve", "--compile", "fastest"])
+
+
+@pytest.mark.slow
+def test_max_autotune_matches_eager():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(64, 128), torch.nn.GELU(), torch.nn.Linear(128, 64))
+    x = torch.randn(16, 64)
+    compiled.configure(True, "max-autotune")
+    try:
+        with torch.inference_mode():
+            fn = compiled.network_for(net, {}, None, {})
+            torch.testing.assert_close(fn(x), net(x), rtol=1e-5, atol=1e-5)
+    finally:
+        compiled.configure(False)

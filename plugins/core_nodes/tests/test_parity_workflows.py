@@ -4,12 +4,17 @@ One server process runs all 13 workflows of tests/data/reference/workflows on
 the tiny checkpoint; each PNG, fetched through /view, must match ComfyUI's
 within the reference README §4 tolerances: no pixel value off by more than 1
 and at most 0.5 % of values different at all.
+
+``CK_PARITY_SERVE_FLAGS`` adds ``serve`` flags to that server, to check an
+option against the same references (``CK_PARITY_SERVE_FLAGS="--compile
+max-autotune"``: the compiled networks' images).
 """
 
 from __future__ import annotations
 
 import io
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -31,6 +36,8 @@ WORKFLOWS = [
 ]
 MAX_DIFF = 1
 MAX_DIFFERING = 0.005
+FLAGS = os.environ.get("CK_PARITY_SERVE_FLAGS", "").split()
+RUN_TIMEOUT = 1800.0 if "--compile" in FLAGS else 120.0  # a compiling first run takes minutes
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +46,7 @@ def parity_client(tmp_path_factory, sd15_tiny_checkpoint, reference_outputs):
     base = prepare_base(tmp_path_factory.mktemp("parity"), sd15_tiny_checkpoint, reference)
     # One intra-op thread: on a shared 2-core CI machine a second spinning OpenMP thread makes these
     # small models several times slower, not faster.
-    with ServerProcess(base, env={"OMP_NUM_THREADS": "1"}) as server:
+    with ServerProcess(base, *FLAGS, env={"OMP_NUM_THREADS": "1"}, startup_timeout=120) as server:
         client = PromptClient(server)
         try:
             yield client
@@ -58,7 +65,7 @@ def test_reference_workflow_list_is_complete(reference_outputs):
 def test_workflow_matches_comfyui(parity_client, reference_outputs, workflow):
     reference = reference_outputs.parent
     prompt = json.loads((reference / "workflows" / f"{workflow}.json").read_text())
-    _, messages = parity_client.run(prompt)
+    _, messages = parity_client.run(prompt, timeout=RUN_TIMEOUT)
     images = parity_client.images(messages)
     expected = sorted((reference_outputs / workflow).glob("*.png"))
     assert [item["filename"] for item, _ in images] == [p.name for p in expected]
