@@ -64,6 +64,31 @@ def _module_folders_removed(request: pytest.FixtureRequest, tmp_path_factory: py
 
 MODEL_HEAVY = "plugins/core_nodes/"
 
+#: Under ``CK_TEST_DATABASE=postgresql`` (tox's ``postgres`` env) these folders' tests are not run again:
+#: their plugins keep nothing in the database, so on PostgreSQL their servers would only use the kernel's
+#: queue and history, which the kernel's own tests cover there. One module stays, so that real model
+#: workflows still run end to end on PostgreSQL.
+NO_TABLES_OF_THEIR_OWN = ("plugins/core_nodes/", "plugins/userdata/", "plugins/compat/")
+ON_POSTGRES_TOO = ("plugins/core_nodes/tests/test_parity_workflows.py",)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """With ``CK_TEST_DATABASE=postgresql``, leave out the tests of :data:`NO_TABLES_OF_THEIR_OWN`."""
+    import os
+
+    if os.environ.get("CK_TEST_DATABASE") != "postgresql":
+        return
+    dropped, kept = [], []
+    for item in items:
+        path = item.nodeid.split("::", 1)[0]
+        if path.startswith(NO_TABLES_OF_THEIR_OWN) and path not in ON_POSTGRES_TOO:
+            dropped.append(item)
+        else:
+            kept.append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
+
 
 @pytest.fixture(autouse=True, scope="session")
 def _servers_on_postgres(request: pytest.FixtureRequest):

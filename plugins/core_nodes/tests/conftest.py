@@ -25,40 +25,6 @@ REFERENCE_DIR = DATA_DIR / "reference"
 GENERATOR = _sd_checkpoints.GENERATOR
 
 
-#: What a test module that starts a comfy-kernel server mentions (fixtures, helpers, the class itself).
-STARTS_SERVERS = ("graph_server", "ServerProcess", "_server import", "import _server")
-_SOURCES: dict[str, str] = {}
-
-
-def _starts_servers(item: pytest.Item) -> bool:
-    if "graph_server" in getattr(item, "fixturenames", ()):
-        return True
-    module = getattr(item, "module", None)
-    path = getattr(module, "__file__", None)
-    if path is None:
-        return True
-    if path not in _SOURCES:
-        _SOURCES[path] = Path(path).read_text(encoding="utf-8")
-    return any(marker in _SOURCES[path] for marker in STARTS_SERVERS)
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """With ``CK_TEST_DATABASE=postgresql`` (tox env ``postgres``) only the modules that start servers run:
-    the others call models and nodes in the test process, which has no database, so they would run
-    exactly as in the SQLite run."""
-    import os
-
-    if os.environ.get("CK_TEST_DATABASE") != "postgresql":
-        return
-    here = Path(__file__).parent
-    mine = [item for item in items if here in Path(str(item.fspath)).parents]
-    dropped = [item for item in mine if not _starts_servers(item)]
-    if dropped:
-        config.hook.pytest_deselected(items=dropped)
-        gone = set(map(id, dropped))
-        items[:] = [item for item in items if id(item) not in gone]
-
-
 def require_data(path: Path) -> Path:
     """``path`` if the test data is there; a failure (never a skip) otherwise."""
     if not path.exists():
