@@ -165,6 +165,48 @@ class String(ComfyType):
     Output = type("Output", (Output,), {"io_type": _IOType("STRING")})
 
 
+def _widget(name: str, io_type: str, input_cls: type[WidgetInput], output: bool = True) -> type[ComfyType]:
+    """A type whose input is ``input_cls`` (a widget with its own arguments), as ``io.<name>``."""
+    type_str = _IOType(io_type)
+    input_cls.io_type = type_str
+    attrs: dict[str, Any] = {"io_type": type_str, "Input": input_cls}
+    if output:
+        attrs["Output"] = type("Output", (Output,), {"io_type": type_str})
+    return type(name, (ComfyType,), attrs)
+
+
+class _ColorInput(WidgetInput):
+    """A colour picker (``#rrggbb``); newer ComfyUI releases' ``io.Color``."""
+
+    def __init__(self, id: str, display_name: str | None = None, optional: bool = False, tooltip: str | None = None,
+                 socketless: bool = True, advanced: bool | None = None, default: str = "#ffffff"):
+        super().__init__(id, display_name, optional, tooltip, None, default, socketless, advanced=advanced)
+
+
+class _ImageCompareInput(WidgetInput):
+    """A before/after image slider the frontend draws (no socket, no value of its own)."""
+
+    def __init__(self, id: str, display_name: str | None = None, optional: bool = False, tooltip: str | None = None,
+                 socketless: bool = True, advanced: bool | None = None):
+        super().__init__(id, display_name, optional, tooltip, None, None, socketless, advanced=advanced)
+
+
+class _BoundingBoxInput(WidgetInput):
+    """A box drawn on an image (``{"x", "y", "width", "height"}``); ``component`` names the frontend's editor."""
+
+    def __init__(self, id: str, display_name: str | None = None, optional: bool = False, tooltip: str | None = None,
+                 socketless: bool = True, default: dict | None = None, component: str | None = None,
+                 force_input: bool | None = None):
+        box = default if default is not None else {"x": 0, "y": 0, "width": 512, "height": 512}
+        super().__init__(id, display_name, optional, tooltip, None, box, socketless, force_input=force_input,
+                         component=component)
+
+
+Color = _widget("Color", "COLOR", _ColorInput)
+ImageCompare = _widget("ImageCompare", "IMAGECOMPARE", _ImageCompareInput, output=False)
+BoundingBox = _widget("BoundingBox", "BOUNDING_BOX", _BoundingBoxInput)
+
+
 class _ComboInput(WidgetInput):
     io_type = _IOType("COMBO")
 
@@ -234,7 +276,7 @@ _SIMPLE = {"Image": "IMAGE", "Mask": "MASK", "Latent": "LATENT", "Conditioning":
            "FaceAnalysis": "FACE_ANALYSIS", "BBOX": "BBOX", "SEGS": "SEGS", "Webcam": "WEBCAM",
            "MODEL_PATCH": "MODEL_PATCH", "AudioEncoder": "AUDIO_ENCODER",
            "AudioEncoderOutput": "AUDIO_ENCODER_OUTPUT", "Dict": "DICT", "Array": "ARRAY",
-           "BoundingBox": "BOUNDING_BOX", "Load3D": "LOAD_3D", "Load3DCamera": "LOAD3D_CAMERA",
+           "Load3D": "LOAD_3D", "Load3DCamera": "LOAD3D_CAMERA",
            "ModelPatch": "MODEL_PATCH", "Tracks": "TRACKS", "WanCameraEmbedding": "WAN_CAMERA_EMBEDDING",
            "LatentUpscaleModel": "LATENT_UPSCALE_MODEL", "Load3DAnimation": "LOAD_3D_ANIMATION",
            "Histogram": "HISTOGRAM", "File3DAny": "FILE_3D", "File3DGLB": "FILE_3D_GLB",

@@ -46,3 +46,31 @@ def test_io_names_of_newer_comfyui_releases_exist():
         kind = getattr(io, name)
         assert kind.io_type == io_type
         assert kind.Input("x", optional=True).get_io_type() == io_type and kind.Output().get_io_type() == io_type
+
+
+class Widgets(io.ComfyNode):
+    """Widget types of ComfyUI's current ``io`` (0.18), declared as its own core nodes declare them."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(node_id="Widgets", inputs=[
+            io.Color.Input("bg_color", default="#000000"), io.Color.Input("color"),
+            io.ImageCompare.Input("compare"),
+            io.BoundingBox.Input("bboxes", force_input=True), io.BoundingBox.Input("region", component="ImageCrop"),
+        ], outputs=[io.Color.Output(), io.BoundingBox.Output()])
+
+    @classmethod
+    def execute(cls, **kw):
+        return io.NodeOutput("#000000", {"x": 0, "y": 0, "width": 1, "height": 1})
+
+
+def test_widget_types_of_newer_comfyui_releases():
+    """Their type names, defaults and options as ComfyUI's ``io`` gives them (socketless widgets, its default box)."""
+    required = Widgets.GET_NODE_INFO_V1()["input"]["required"]
+    box = {"x": 0, "y": 0, "width": 512, "height": 512}
+    assert required["bg_color"] == ["COLOR", {"default": "#000000", "socketless": True}]
+    assert required["color"] == ["COLOR", {"default": "#ffffff", "socketless": True}]
+    assert required["compare"] == ["IMAGECOMPARE", {"socketless": True}]
+    assert required["bboxes"] == ["BOUNDING_BOX", {"default": box, "socketless": True, "forceInput": True}]
+    assert required["region"] == ["BOUNDING_BOX", {"default": box, "socketless": True, "component": "ImageCrop"}]
+    assert Widgets.GET_NODE_INFO_V1()["output"] == ["COLOR", "BOUNDING_BOX"]
