@@ -202,7 +202,23 @@ class _BoundingBoxInput(WidgetInput):
                          component=component)
 
 
+class _CurveInput(WidgetInput):
+    """The curve editor; its value is ``{"points", "interpolation"}`` (``comfy_kernel.nodes.curves``)."""
+
+    def __init__(self, id: str, display_name: str | None = None, optional: bool = False, tooltip: str | None = None,
+                 socketless: bool = True, default: list[tuple[float, float]] | None = None,
+                 advanced: bool | None = None):
+        points = default if default is not None else [(0.0, 0.0), (1.0, 1.0)]
+        super().__init__(id, display_name, optional, tooltip, None, points, socketless, advanced=advanced)
+
+    def as_options(self) -> dict[str, Any]:
+        options = super().as_options()
+        options["default"] = {"points": [list(p) for p in self.default], "interpolation": "monotone_cubic"}
+        return options
+
+
 Color = _widget("Color", "COLOR", _ColorInput)
+Curve = _widget("Curve", "CURVE", _CurveInput)
 ImageCompare = _widget("ImageCompare", "IMAGECOMPARE", _ImageCompareInput, output=False)
 BoundingBox = _widget("BoundingBox", "BOUNDING_BOX", _BoundingBoxInput)
 

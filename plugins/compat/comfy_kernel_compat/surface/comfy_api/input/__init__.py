@@ -4,13 +4,16 @@ Images, masks and latents are plain tensors/dicts on comfy-kernel; these
 names exist for annotations and ``isinstance`` checks against the abstract
 video type. With the core_nodes plugin installed, ``VideoInput`` is its
 VIDEO type (what LoadVideo and CreateVideo produce); otherwise a stand-in
-with the same abstract methods.
+with the same abstract methods. The curve types are the kernel's
+(``comfy_kernel.nodes.curves``: what an ``io.Curve`` widget's value becomes).
 """
 
 from __future__ import annotations
 
 import abc
 from typing import Any
+
+from comfy_kernel.nodes.curves import CurveInput, CurvePoint, LinearCurve, MonotoneCubicCurve
 
 ImageInput = Any
 AudioInput = Any
@@ -39,4 +42,5 @@ try:
 except ImportError:
     VideoInput = _VideoInput  # type: ignore[assignment,misc]
 
-__all__ = ["ImageInput", "AudioInput", "MaskInput", "LatentInput", "VideoInput"]
+__all__ = ["ImageInput", "AudioInput", "MaskInput", "LatentInput", "VideoInput", "CurvePoint", "CurveInput",
+           "MonotoneCubicCurve", "LinearCurve"]
