@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 from _templates import template
 
+from comfy_kernel.nodes.curves import CurveInput, MonotoneCubicCurve
 from comfy_kernel_core_nodes.media import egl, glsl
-from comfy_kernel_core_nodes.nodes.color import Curve
 from comfy_kernel_core_nodes.nodes.image_shader import GLSLShader
 
 HEADER = "#version 300 es\nprecision highp float;\nin vec2 v_texCoord;\n"
@@ -120,7 +120,7 @@ def test_curves_arrive_as_lookup_tables(graph_server, load):
               "glsl": glsl_node(shader(body, declarations), **{"images.image0": ["img", 0],
                                                                "curves.u_curve0": ["curve", 0]})}
     out = graph_server.run(probes(prompt, "glsl", 1))["out0"][0, 0]
-    lut = np.array(Curve(points).lut(256), dtype=np.float64)
+    lut = MonotoneCubicCurve(points).to_lut(256)
     at = x * 255.0
     lo = np.floor(at).astype(int)
     expected = lut[lo] + (at - lo) * (lut[np.minimum(lo + 1, 255)] - lut[lo])
@@ -271,9 +271,9 @@ def _brightness_contrast(c: np.ndarray, brightness: float, contrast: float) -> n
     return np.clip(linear, 0, 1) ** (1 / 2.2)
 
 
-def _curves(c: np.ndarray, master: Curve, channels: list[Curve]) -> np.ndarray:
-    def apply(curve: Curve, v: np.ndarray) -> np.ndarray:
-        lut = np.array(curve.lut(256))
+def _curves(c: np.ndarray, master: CurveInput, channels: list[CurveInput]) -> np.ndarray:
+    def apply(curve: CurveInput, v: np.ndarray) -> np.ndarray:
+        lut = curve.to_lut(256)
         at = np.clip(v, 0, 1) * 255
         lo = np.floor(at).astype(int)
         return lut[lo] + (at - lo) * (lut[np.minimum(lo + 1, 255)] - lut[lo])
@@ -333,7 +333,7 @@ def test_basic_image_color_adjustment_template(graph_server):
         expected = image[..., i] if i < 3 else np.ones_like(image[..., 0])
         assert np.abs(result("Output each channel", i)[..., 0] - expected).max() < 1e-4
     (curves_node,) = [n for n in prompt.values() if "sampler2D u_curve1" in n["inputs"].get("fragment_shader", "")]
-    curves = [Curve.from_raw(prompt[curves_node["inputs"][f"curves.u_curve{i}"][0]]["inputs"]["curve"]) for i in range(4)]
+    curves = [CurveInput.from_raw(prompt[curves_node["inputs"][f"curves.u_curve{i}"][0]]["inputs"]["curve"]) for i in range(4)]
     assert np.abs(result("sampler2D u_curve1")[..., :3] - _curves(image, curves[0], curves[1:])).max() < 2e-4
     for marker in ("GOLDEN_ANGLE", "grain amount", "preserve luminosity", "MODE_SWIRL", "Color Space: 0=HSL"):
         assert np.abs(result(marker)[..., :3] - image).max() > 0.01

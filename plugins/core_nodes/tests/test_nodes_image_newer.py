@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from comfy_kernel_core_nodes.nodes.color import Curve, rgb_to_lab
+from comfy_kernel_core_nodes.nodes.color import rgb_to_lab
 from comfy_kernel_core_nodes.nodes.image_resize import resize_ops
 
 DATA = Path(__file__).parent / "data" / "image_nodes"
@@ -203,16 +203,6 @@ def test_resolution_longer_edge_colour_histogram_curve(graph_server, loaded):
     assert out["hist2"] == np.bincount(red.ravel(), minlength=256).tolist() and sum(out["hist0"]) <= 12 * 16
     assert len(entry["outputs"]["curve_h"]["histogram"]) == 256
     assert "Curve" in out["curve0"]
-
-
-def test_curve_is_monotone_and_passes_its_points():
-    curve = Curve([(0, 0), (0.3, 0.6), (0.6, 0.62), (1, 1)])
-    lut = curve.lut(256)
-    assert all(b >= a for a, b in zip(lut, lut[1:], strict=False))
-    assert curve.evaluate(0.3) == pytest.approx(0.6) and curve.evaluate(1.0) == 1.0
-    assert Curve.from_raw({"points": [[0, 1], [1, 0]], "interpolation": "linear"}).evaluate(0.25) == 0.75
-    values = curve.evaluate(torch.tensor([0.0, 0.6, 1.0]))
-    assert values.tolist() == pytest.approx([0.0, 0.62, 1.0], abs=2e-3)
 
 
 def test_create_bounding_boxes(graph_server):

@@ -1,10 +1,15 @@
-"""Colour utilities newer than ComfyUI 0.3.64: colour picker, histograms, curves and colour transfer."""
+"""Colour utilities newer than ComfyUI 0.3.64: colour picker, histograms, the curve editor and colour transfer.
+
+The curve editor's value is the kernel's CURVE type (``comfy_kernel.nodes.curves``), the one node packs get
+from ``comfy_api.input``.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 from comfy_kernel.nodes import io
+from comfy_kernel.nodes.curves import CurveInput
 
 from .common import NodeDef
 
@@ -77,75 +82,6 @@ class ImageHistogram(io.ComfyNode):
         return io.NodeOutput(*histograms(image))
 
 
-class Curve:
-    """A tone curve through control points in [0, 1]^2: monotone cubic (Fritsch-Carlson) or linear.
-
-    ``evaluate`` maps values (a number or a tensor); ``lut(n)`` samples it on
-    ``n`` evenly spaced inputs, as shaders consume it.
-    """
-
-    def __init__(self, points: list[tuple[float, float]], interpolation: str = "monotone_cubic") -> None:
-        pts = sorted((float(x), float(y)) for x, y in points) or [(0.0, 0.0), (1.0, 1.0)]
-        self.points = pts
-        self.interpolation = interpolation
-        xs, ys = [p[0] for p in pts], [p[1] for p in pts]
-        n = len(pts)
-        slopes = [(ys[i + 1] - ys[i]) / (xs[i + 1] - xs[i]) if xs[i + 1] > xs[i] else 0.0 for i in range(n - 1)]
-        tangents = [0.0] * n
-        if n > 1:
-            tangents[0], tangents[-1] = slopes[0], slopes[-1]
-            for i in range(1, n - 1):
-                tangents[i] = 0.0 if slopes[i - 1] * slopes[i] <= 0 else (slopes[i - 1] + slopes[i]) / 2
-            for i, s in enumerate(slopes):  # limit overshoot so the curve stays monotone
-                if s == 0:
-                    tangents[i] = tangents[i + 1] = 0.0
-                    continue
-                a, b = tangents[i] / s, tangents[i + 1] / s
-                norm = a * a + b * b
-                if norm > 9:
-                    t = 3 / norm ** 0.5
-                    tangents[i], tangents[i + 1] = t * a * s, t * b * s
-        self._xs, self._ys, self._tangents = xs, ys, tangents
-
-    @classmethod
-    def from_raw(cls, raw: Any) -> Curve:
-        if isinstance(raw, Curve):
-            return raw
-        if isinstance(raw, dict):
-            return cls(raw.get("points") or [], raw.get("interpolation", "monotone_cubic"))
-        return cls(list(raw or []))
-
-    def _at(self, x: float) -> float:
-        xs, ys, m = self._xs, self._ys, self._tangents
-        if len(xs) == 1 or x <= xs[0]:
-            return ys[0]
-        if x >= xs[-1]:
-            return ys[-1]
-        i = max(j for j in range(len(xs) - 1) if xs[j] <= x)
-        h = xs[i + 1] - xs[i]
-        t = (x - xs[i]) / h
-        if self.interpolation == "linear":
-            return ys[i] + t * (ys[i + 1] - ys[i])
-        t2, t3 = t * t, t * t * t
-        return ((2 * t3 - 3 * t2 + 1) * ys[i] + (t3 - 2 * t2 + t) * h * m[i] + (-2 * t3 + 3 * t2) * ys[i + 1]
-                + (t3 - t2) * h * m[i + 1])
-
-    def lut(self, size: int = 256) -> list[float]:
-        return [self._at(i / (size - 1)) for i in range(size)]
-
-    def evaluate(self, values: Any) -> Any:
-        if isinstance(values, (int, float)):
-            return self._at(float(values))
-        import torch
-
-        table = torch.tensor(self.lut(1024), dtype=values.dtype, device=values.device)
-        index = (values.clamp(0, 1) * 1023).round().long()
-        return table[index]
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"points": [list(p) for p in self.points], "interpolation": self.interpolation}
-
-
 class CurveEditor(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -163,7 +99,7 @@ class CurveEditor(io.ComfyNode):
 
     @classmethod
     def execute(cls, curve: Any, histogram: Any = None) -> io.NodeOutput:
-        result = Curve.from_raw(curve)
+        result = CurveInput.from_raw(curve)  # the kernel's CURVE value (comfy_api.input's CurveInput)
         if histogram is None:
             return io.NodeOutput(result)
         return io.NodeOutput(result, ui={"histogram": list(histogram)})

@@ -92,9 +92,10 @@ class GLSLShader(io.ComfyNode):
                 **kwargs: Any) -> io.NodeOutput:
         import torch
 
+        from comfy_kernel.nodes.curves import CurveInput
+
         from ..media import glsl
         from . import context
-        from .color import Curve
         from .save import save_images
 
         tensors = _by_index(images, "image")
@@ -107,7 +108,7 @@ class GLSLShader(io.ComfyNode):
             height, width = int(first.shape[1]), int(first.shape[2])
         uniforms = glsl.Uniforms(
             floats=_by_index(floats, "u_float"), ints=_by_index(ints, "u_int"), bools=_by_index(bools, "u_bool"),
-            curves={i: Curve.from_raw(c).lut(glsl.CURVE_SIZE) for i, c in _by_index(curves, "u_curve").items()})
+            curves={i: CurveInput.from_raw(c).to_lut(glsl.CURVE_SIZE) for i, c in _by_index(curves, "u_curve").items()})
         arrays = {i: t.detach().cpu().float().numpy() for i, t in tensors.items()}
         rendered = [torch.from_numpy(out) for out in glsl.render(fragment_shader, width, height, arrays, uniforms)]
 
