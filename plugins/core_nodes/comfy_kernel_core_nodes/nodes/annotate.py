@@ -14,7 +14,6 @@ from comfy_kernel.nodes import io
 
 from .common import NodeDef
 
-BOUNDING_BOX = io.Custom("BOUNDING_BOX")
 BOUNDING_BOXES = io.Custom("BOUNDING_BOXES")
 
 COCO_CLASSES = [
@@ -80,8 +79,7 @@ class DrawBBoxes(io.ComfyNode):
             search_aliases=["bbox", "bounding box", "object detection", "rf_detr", "visualize detections", "coco"],
             inputs=[
                 io.Image.Input("image", optional=True),
-                BOUNDING_BOX.Input("bboxes", socketless=True, default={"x": 0, "y": 0, "width": 512, "height": 512},
-                                   forceInput=True),
+                io.BoundingBox.Input("bboxes", force_input=True),
             ],
             outputs=[io.Image.Output("out_image", display_name="out_image")],
         )
@@ -320,7 +318,7 @@ class CreateBoundingBoxes(io.ComfyNode):
                 BOUNDING_BOXES.Input("editor_state", socketless=False, default=[]),
                 BOUNDING_BOXES.Input("last_incoming", optional=True, socketless=True, default=[]),
             ],
-            outputs=[io.Image.Output(display_name="preview"), BOUNDING_BOX.Output(display_name="bboxes"),
+            outputs=[io.Image.Output(display_name="preview"), io.BoundingBox.Output(display_name="bboxes"),
                      io.Custom("ARRAY").Output(display_name="elements")],
             is_output_node=True,
             is_experimental=True,

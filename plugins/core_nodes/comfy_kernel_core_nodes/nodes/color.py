@@ -13,10 +13,6 @@ from comfy_kernel.nodes.curves import CurveInput
 
 from .common import NodeDef
 
-COLOR = io.Custom("COLOR")
-HISTOGRAM = io.Custom("HISTOGRAM")
-CURVE = io.Custom("CURVE")
-
 
 class ColorToRGBInt(io.ComfyNode):
     @classmethod
@@ -26,8 +22,8 @@ class ColorToRGBInt(io.ComfyNode):
             display_name="Color Picker",
             category="utilities",
             description="A picked colour as a 0xRRGGBB integer, its #RRGGBB hex string and its alpha.",
-            inputs=[COLOR.Input("color", socketless=True, default="#ffffff")],
-            outputs=[io.Int.Output(display_name="rgb_int"), COLOR.Output(display_name="hex"),
+            inputs=[io.Color.Input("color")],
+            outputs=[io.Int.Output(display_name="rgb_int"), io.Color.Output(display_name="hex"),
                      io.Float.Output(display_name="alpha")],
         )
 
@@ -72,9 +68,9 @@ class ImageHistogram(io.ComfyNode):
             display_name="Image Histogram",
             category="utils",
             inputs=[io.Image.Input("image")],
-            outputs=[HISTOGRAM.Output("rgb", display_name="rgb"), HISTOGRAM.Output("luminance", display_name="luminance"),
-                     HISTOGRAM.Output("red", display_name="red"), HISTOGRAM.Output("green", display_name="green"),
-                     HISTOGRAM.Output("blue", display_name="blue")],
+            outputs=[io.Histogram.Output("rgb", display_name="rgb"), io.Histogram.Output("luminance", display_name="luminance"),
+                     io.Histogram.Output("red", display_name="red"), io.Histogram.Output("green", display_name="green"),
+                     io.Histogram.Output("blue", display_name="blue")],
         )
 
     @classmethod
@@ -90,11 +86,10 @@ class CurveEditor(io.ComfyNode):
             display_name="Curve Editor",
             category="utils",
             inputs=[
-                CURVE.Input("curve", socketless=True,
-                            default={"points": [[0.0, 0.0], [1.0, 1.0]], "interpolation": "monotone_cubic"}),
-                HISTOGRAM.Input("histogram", optional=True),
+                io.Curve.Input("curve"),
+                io.Histogram.Input("histogram", optional=True),
             ],
-            outputs=[CURVE.Output("curve", display_name="curve")],
+            outputs=[io.Curve.Output("curve", display_name="curve")],
         )
 
     @classmethod

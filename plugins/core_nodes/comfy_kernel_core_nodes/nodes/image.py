@@ -168,7 +168,7 @@ class Painter(io.ComfyNode):
                                 extra_dict={"widgetType": "PAINTER", "image_upload": True}),
                 io.Int.Input("width", **hidden_size),
                 io.Int.Input("height", **hidden_size),
-                io.Custom("COLOR").Input("bg_color", socketless=True, default="#000000"),
+                io.Color.Input("bg_color", default="#000000"),
             ],
             outputs=[io.Image.Output("IMAGE", display_name="IMAGE"), io.Mask.Output("MASK", display_name="MASK")],
         )

@@ -11,9 +11,6 @@ from comfy_kernel.nodes.resize import common_upscale
 from .common import MAX_RESOLUTION, NodeDef
 from .image_ops import hex_to_rgb
 
-BOUNDING_BOX = io.Custom("BOUNDING_BOX")
-DEFAULT_BOX = {"x": 0, "y": 0, "width": 512, "height": 512}
-
 
 class ImageCropV2(io.ComfyNode):
     @classmethod
@@ -26,7 +23,7 @@ class ImageCropV2(io.ComfyNode):
             search_aliases=["crop", "cut", "trim"],
             inputs=[
                 io.Image.Input("image"),
-                BOUNDING_BOX.Input("crop_region", socketless=True, default=dict(DEFAULT_BOX), component="ImageCrop"),
+                io.BoundingBox.Input("crop_region", component="ImageCrop"),
             ],
             outputs=[io.Image.Output()],
         )
@@ -55,7 +52,7 @@ class PrimitiveBoundingBox(io.ComfyNode):
                 io.Int.Input("width", default=512, min=1, max=MAX_RESOLUTION),
                 io.Int.Input("height", default=512, min=1, max=MAX_RESOLUTION),
             ],
-            outputs=[BOUNDING_BOX.Output()],
+            outputs=[io.BoundingBox.Output()],
         )
 
     @classmethod
@@ -145,7 +142,7 @@ class ImageCropToMask(io.ComfyNode):
                 io.Int.Input("height", default=1024, min=64, max=4096, step=8),
                 io.Float.Input("pad_factor", default=1.0, min=1.0, max=2.0, step=0.01),
                 io.Int.Input("grow_mask", default=0, min=-32, max=32, step=1),
-                io.Custom("COLOR").Input("background", socketless=True, default="#000000"),
+                io.Color.Input("background", default="#000000"),
             ],
             outputs=[io.Image.Output(display_name="images")],
         )

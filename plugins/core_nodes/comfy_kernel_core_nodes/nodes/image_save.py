@@ -429,7 +429,7 @@ class ImageCompare(io.ComfyNode):
             inputs=[
                 io.Image.Input("image_a", optional=True),
                 io.Image.Input("image_b", optional=True),
-                io.Custom("IMAGECOMPARE").Input("compare_view", socketless=True),
+                io.ImageCompare.Input("compare_view"),
             ],
             outputs=[],
         )

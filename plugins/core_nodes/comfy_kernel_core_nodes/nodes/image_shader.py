@@ -12,7 +12,6 @@ from typing import Any
 
 from comfy_kernel.nodes import io
 
-from .color import CURVE
 from .common import MAX_RESOLUTION, NodeDef
 
 # ComfyUI's slot counts; media/glsl.py (not imported before the node runs) has the image and curve ones too
@@ -31,7 +30,6 @@ void main() {
     fragColor0 = texture(u_image0, v_texCoord);
 }
 """
-IDENTITY_CURVE = {"points": [[0.0, 0.0], [1.0, 1.0]], "interpolation": "monotone_cubic"}
 
 
 def _by_index(values: dict[str, Any] | None, prefix: str) -> dict[int, Any]:
@@ -75,10 +73,9 @@ class GLSLShader(io.ComfyNode):
                 io.Autogrow.Input("bools", template=grow(io.Boolean.Input("bool", default=False), "u_bool", 0,
                                                          MAX_BOOLS),
                                   tooltip="Read in the shader as bool u_bool0, u_bool1, ..."),
-                io.Autogrow.Input("curves", template=grow(
-                    CURVE.Input("curve", default=IDENTITY_CURVE, socketless=True, forceInput=True), "u_curve", 0,
-                    MAX_CURVES), tooltip="Read in the shader as sampler2D u_curve0, ...: 256 x 1 look-up tables "
-                                         "(texture(u_curve0, vec2(x, 0.5)).r)."),
+                io.Autogrow.Input("curves", template=grow(io.Curve.Input("curve"), "u_curve", 0, MAX_CURVES),
+                                  tooltip="Read in the shader as sampler2D u_curve0, ...: 256 x 1 look-up tables "
+                                          "(texture(u_curve0, vec2(x, 0.5)).r)."),
             ],
             outputs=[io.Image.Output(display_name=f"IMAGE{i}", tooltip=f"What the shader writes to fragColor{i} "
                                                                         f"(layout(location = {i})), RGBA.")
