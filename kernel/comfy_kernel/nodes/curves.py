@@ -78,6 +78,16 @@ class _SortedPoints(CurveInput):
     def interp(self, x: float) -> float:
         return float(self.interp_array(np.array([x], dtype=np.float64))[0])
 
+    def interp_array(self, xs: np.ndarray) -> np.ndarray:
+        xs = np.asarray(xs, dtype=np.float64)
+        if len(self._xs) < 2:  # no point: 0; one point: its y everywhere
+            return np.full(xs.shape, self._ys[0] if len(self._ys) else 0.0, dtype=np.float64)
+        return self._between(xs)
+
+    @abstractmethod
+    def _between(self, xs: np.ndarray) -> np.ndarray:
+        """The values at ``xs`` for a curve of at least two points."""
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(points={self._points})"
 
@@ -85,9 +95,7 @@ class _SortedPoints(CurveInput):
 class LinearCurve(_SortedPoints):
     """Straight segments between the points; flat beyond the first and last."""
 
-    def interp_array(self, xs: np.ndarray) -> np.ndarray:
-        if len(self._xs) < 2:
-            return np.full(np.shape(xs), self._ys[0] if len(self._ys) else 0.0, dtype=np.float64)
+    def _between(self, xs: np.ndarray) -> np.ndarray:
         return np.interp(xs, self._xs, self._ys)
 
 
@@ -98,11 +106,8 @@ class MonotoneCubicCurve(_SortedPoints):
         super().__init__(control_points)
         self._slopes = _monotone_slopes(self._xs, self._ys)
 
-    def interp_array(self, xs: np.ndarray) -> np.ndarray:
+    def _between(self, xs: np.ndarray) -> np.ndarray:
         px, py, m = self._xs, self._ys, self._slopes
-        xs = np.asarray(xs, dtype=np.float64)
-        if len(px) < 2:
-            return np.full(xs.shape, py[0] if len(py) else 0.0, dtype=np.float64)
         hi = np.clip(np.searchsorted(px, xs, side="right"), 1, len(px) - 1)
         lo = hi - 1
         h = px[hi] - px[lo]
