@@ -102,7 +102,7 @@ def register(table: RouteTable, kernel: Any) -> None:
         if targets is not None and not isinstance(targets, list):
             targets = None
         owner = _owner(request)
-        defs = NodeDefs(kernel.nodes)  # what validation reads of each class, read again by the run
+        defs = NodeDefs(kernel.nodes)  # what validation reads of each class; the run reuses it
         with opening_files_for(owner):  # VALIDATE_INPUTS opens files as the prompt's owner
             valid, error, outputs, node_errors = await validate_prompt(prompt, kernel.nodes, targets, defs)
         if not valid:

@@ -24,15 +24,11 @@ if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
     os.environ["GOMP_SPINCOUNT"] = "10000"
 
 
-def compiled_modes() -> dict[str, str | None]:
-    from .model.compiled import MODES
-
-    return MODES
-
-
 @hookimpl
 def ck_add_arguments(parser: Any) -> None:
-    parser.add_argument("--compile", nargs="?", const="default", choices=sorted(compiled_modes()), metavar="MODE",
+    from .model.compiled import MODES  # no torch import: the model package imports nothing at its top
+
+    parser.add_argument("--compile", nargs="?", const="default", choices=sorted(MODES), metavar="MODE",
                         help="run diffusion models through torch.compile (inductor, frozen weights): faster "
                              "steps after a first run that compiles for minutes; MODE max-autotune also "
                              "times several kernels for each matrix product while compiling (longer first "
